@@ -1,0 +1,18 @@
+"""i386 without PAE: little-endian, 4-byte words, 4K pages, 2-level tables."""
+
+from sim.arch import Arch
+
+ARCH = Arch(
+    name="i386",
+    little_endian=True,
+    word_size=4,
+    page_shift=12,
+    # Two levels of 10 bits (arch/x86/include/asm/pgtable-2level_types.h).
+    levels=(10, 10),
+    level_names=("pgd", "pte"),
+    # PAGE_OFFSET 0xC0000000 with the default 3G/1G split (TASK_SIZE).
+    task_size=0xC000_0000,
+    # PMD folds into the PGD without PAE; 4M pages exist but THP is not modelled.
+    thp_level=None,
+    source="arch/x86/include/asm/pgtable-2level_types.h, page_32_types.h",
+)

@@ -1,0 +1,17 @@
+"""ppc64 big-endian, Book3S radix MMU with 4K pages."""
+
+from sim.arch import Arch
+
+ARCH = Arch(
+    name="ppc64-4k",
+    little_endian=False,
+    word_size=8,
+    page_shift=12,
+    # RADIX_PGD_INDEX_SIZE 13, RADIX_PUD_INDEX_SIZE 9, RADIX_PMD_INDEX_SIZE 9,
+    # RADIX_PTE_INDEX_SIZE 9 (arch/powerpc/include/asm/book3s/64/radix-4k.h).
+    levels=(13, 9, 9, 9),
+    level_names=("pgd", "pud", "pmd", "pte"),
+    task_size=1 << 47,
+    thp_level="pmd",
+    source="arch/powerpc/include/asm/book3s/64/radix-4k.h, asm/task_size_64.h",
+)
