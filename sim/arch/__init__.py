@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from functools import cached_property
 
-__all__ = ["Arch", "ARCH_NAMES", "get_arch", "host_arch", "UnknownArchError"]
+__all__ = ["ARCH_NAMES", "Arch", "UnknownArchError", "get_arch", "host_arch"]
 
 #: Names accepted by every command of the project (``--arch``).
 ARCH_NAMES: tuple[str, ...] = ("x86_64", "ppc64", "ppc64-4k", "i386")
@@ -44,6 +44,9 @@ class Arch:
     task_size: int
     #: Level whose entries can be huge leaves for THP (None: no THP).
     thp_level: str | None
+    #: SECTION_SIZE_BITS with SPARSEMEM (kpage* files end at max_pfn rounded
+    #: up to a section: get_max_dump_pfn() in fs/proc/page.c); None = FLATMEM.
+    section_size_bits: int | None
     #: Kernel source the geometry was taken from (for a reader who checks).
     source: str
 
@@ -92,6 +95,12 @@ class Arch:
         if self.thp_level is None:
             return 0
         return 1 << (self.level_shift(self.thp_level) - self.page_shift)
+
+    @property
+    def pages_per_section(self) -> int | None:
+        if self.section_size_bits is None:
+            return None
+        return 1 << (self.section_size_bits - self.page_shift)
 
     @property
     def kpagemap_entry_size(self) -> int:

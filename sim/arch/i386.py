@@ -14,5 +14,6 @@ ARCH = Arch(
     task_size=0xC000_0000,
     # PMD folds into the PGD without PAE; 4M pages exist but THP is not modelled.
     thp_level=None,
+    section_size_bits=None,  # FLATMEM, the default without NUMA
     source="arch/x86/include/asm/pgtable-2level_types.h, page_32_types.h",
 )

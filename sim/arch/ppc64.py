@@ -11,9 +11,12 @@ ARCH = Arch(
     # RADIX_PTE_INDEX_SIZE 5 (arch/powerpc/include/asm/book3s/64/radix-64k.h).
     levels=(13, 9, 9, 5),
     level_names=("pgd", "pud", "pmd", "pte"),
-    # Default map window for a 64-bit task: TASK_SIZE_128TB
-    # (arch/powerpc/include/asm/task_size_64.h); verified against the guest.
-    task_size=1 << 47,
+    # mm->task_size = TASK_SIZE (setup_new_exec() in fs/exec.c), which for a
+    # 64-bit task is TASK_SIZE_USER64 = TASK_SIZE_4PB with 64K pages
+    # (arch/powerpc/include/asm/task_size_64.h); mmap() without a hint stays
+    # below DEFAULT_MAP_WINDOW_USER64 (128TB), but pagemap ends at task_size.
+    task_size=1 << 52,
     thp_level="pmd",
+    section_size_bits=24,  # arch/powerpc/include/asm/sparsemem.h
     source="arch/powerpc/include/asm/book3s/64/radix-64k.h, asm/task_size_64.h",
 )

@@ -11,7 +11,10 @@ ARCH = Arch(
     # RADIX_PTE_INDEX_SIZE 9 (arch/powerpc/include/asm/book3s/64/radix-4k.h).
     levels=(13, 9, 9, 9),
     level_names=("pgd", "pud", "pmd", "pte"),
-    task_size=1 << 47,
+    # TASK_SIZE_USER64 = TASK_SIZE_64TB with 4K pages
+    # (arch/powerpc/include/asm/task_size_64.h).
+    task_size=1 << 46,
     thp_level="pmd",
+    section_size_bits=24,  # arch/powerpc/include/asm/sparsemem.h
     source="arch/powerpc/include/asm/book3s/64/radix-4k.h, asm/task_size_64.h",
 )

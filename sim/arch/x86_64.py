@@ -13,5 +13,6 @@ ARCH = Arch(
     # canonical hole (arch/x86/include/asm/page_64_types.h).
     task_size=(1 << 47) - (1 << 12),
     thp_level="pmd",
+    section_size_bits=27,  # arch/x86/include/asm/sparsemem.h
     source="arch/x86/include/asm/pgtable_64_types.h, page_64_types.h",
 )
