@@ -49,6 +49,9 @@ class Arch:
     section_size_bits: int | None
     #: Kernel source the geometry was taken from (for a reader who checks).
     source: str
+    #: HAVE_ARCH_SOFT_DIRTY: the PTE has a soft-dirty bit that pte_mkdirty()
+    #: sets (x86_64; powerpc book3s 64).  Without it VM_SOFTDIRTY is 0.
+    soft_dirty: bool = False
 
     def __post_init__(self) -> None:
         if len(self.levels) != len(self.level_names):

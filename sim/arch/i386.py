@@ -16,4 +16,6 @@ ARCH = Arch(
     thp_level=None,
     section_size_bits=None,  # FLATMEM, the default without NUMA
     source="arch/x86/include/asm/pgtable-2level_types.h, page_32_types.h",
+    # arch/x86/Kconfig: only config X86_64 selects HAVE_ARCH_SOFT_DIRTY
+    soft_dirty=False,
 )

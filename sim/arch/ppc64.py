@@ -19,4 +19,6 @@ ARCH = Arch(
     thp_level="pmd",
     section_size_bits=24,  # arch/powerpc/include/asm/sparsemem.h
     source="arch/powerpc/include/asm/book3s/64/radix-64k.h, asm/task_size_64.h",
+    # arch/powerpc/Kconfig: select HAVE_ARCH_SOFT_DIRTY if PPC_BOOK3S_64
+    soft_dirty=True,
 )

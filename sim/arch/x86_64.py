@@ -15,4 +15,6 @@ ARCH = Arch(
     thp_level="pmd",
     section_size_bits=27,  # arch/x86/include/asm/sparsemem.h
     source="arch/x86/include/asm/pgtable_64_types.h, page_64_types.h",
+    # arch/x86/Kconfig: config X86_64 selects HAVE_ARCH_SOFT_DIRTY
+    soft_dirty=True,
 )

@@ -1,0 +1,5 @@
+"""``python -m harness``: see :mod:`harness.cli`."""
+
+from harness.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,180 @@
+/*
+ * Guest agent of the pagemap harness: shared declarations.
+ *
+ * The agent is /init of the test initramfs.  It serves requests from the
+ * host over a virtio-serial port named "agent".  The wire format is defined
+ * once, in harness/agent/protocol.py; this header mirrors its numbers.
+ *
+ * Everything on the wire is little-endian whatever the guest's byte order:
+ * the put_* and get_* helpers convert explicitly, byte by byte.
+ */
+#ifndef PMH_AGENT_H
+#define PMH_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define AGENT_PROTOCOL_VERSION 1u
+
+/* Frame header: magic[4] seq u32, op u16, status u16, error u32,
+ * payload length u32, payload CRC32 u32, header CRC32 u32 (over bytes 0-23). */
+#define FRAME_HEADER_SIZE 28u
+#define FRAME_MAX_PAYLOAD (64u << 20)
+#define REQUEST_MAGIC "PMAQ"
+#define RESPONSE_MAGIC "PMAR"
+
+/* The rest of a frame must follow its first byte within this many ms. */
+#define FRAME_BODY_TIMEOUT_MS 3000
+
+#define PROC_NAME_MAX 32u
+#define INIT_NAME "init"
+
+enum agent_op {
+	OP_HELLO = 0, /* unsolicited, sent once when the agent is ready */
+	OP_PING = 1,
+	OP_ECHO = 2,
+	OP_MMAP = 3,
+	OP_MUNMAP = 4,
+	OP_MPROTECT = 5,
+	OP_MADVISE = 6,
+	OP_TOUCH = 7,
+	OP_FORK = 8,
+	OP_EXIT = 9,
+	OP_KILL = 10,
+	OP_GETPID = 11,
+	OP_CLEAR_REFS = 12,
+	OP_READ_FILE = 13,
+	OP_WRITE_FILE = 14,
+	OP_SETTLE = 15,
+	OP_POWEROFF = 16,
+	OP_CRASH = 17,
+	OP_LIST = 18,
+};
+
+enum agent_status {
+	ST_OK = 0,
+	ST_ERRNO = 1,       /* the operation failed; error holds the guest errno */
+	ST_BAD_FRAME = 2,   /* magic, CRC, length or truncation: see the message */
+	ST_BAD_REQUEST = 3, /* arguments do not decode or make no sense */
+	ST_UNKNOWN_OP = 4,
+	ST_NO_PROCESS = 5,  /* no process of that name (or it died) */
+};
+
+/* Protocol values, mapped to the kernel's by the agent (never sent raw). */
+enum { PROT_BIT_READ = 1, PROT_BIT_WRITE = 2, PROT_BIT_EXEC = 4 };
+enum { REGION_ANON = 0, REGION_FILE = 1 };
+enum {
+	ADVICE_DONTNEED = 1,
+	ADVICE_HUGEPAGE = 2,
+	ADVICE_NOHUGEPAGE = 3,
+	ADVICE_COLD = 4,
+	ADVICE_PAGEOUT = 5,
+	ADVICE_WILLNEED = 6,
+	ADVICE_FREE = 7,
+	ADVICE_COLLAPSE = 8,
+};
+enum { SETTLE_DRAIN_LRU = 1, SETTLE_SYNC = 2 };
+enum { CRASH_PANIC = 1, CRASH_ABORT = 2 };
+enum { SEEK_PROTO_SET = 0, SEEK_PROTO_CUR = 1, SEEK_PROTO_END = 2,
+       SEEK_PROTO_DATA = 3, SEEK_PROTO_HOLE = 4 };
+enum { READ_STAGE_NONE = 0, READ_STAGE_OPEN = 1, READ_STAGE_SEEK = 2,
+       READ_STAGE_READ = 3, READ_STAGE_CREDS = 4 };
+enum { OPEN_BIT_NONBLOCK = 1 };
+enum { WRITE_BIT_CREATE = 1 };
+enum { EXIT_HOW_EXITED = 1, EXIT_HOW_SIGNALED = 2 };
+#define UID_KEEP 0xFFFFFFFFu
+
+/* A growable output buffer; a failed allocation sticks in `failed`. */
+struct buf {
+	uint8_t *data;
+	size_t len;
+	size_t cap;
+	int failed;
+};
+
+void buf_init(struct buf *b);
+void buf_free(struct buf *b);
+uint8_t *buf_grow(struct buf *b, size_t n);
+void put_raw(struct buf *b, const void *p, size_t n);
+void put_u8(struct buf *b, uint8_t v);
+void put_u16(struct buf *b, uint16_t v);
+void put_u32(struct buf *b, uint32_t v);
+void put_u64(struct buf *b, uint64_t v);
+void put_blob(struct buf *b, const void *p, size_t n);
+void put_str(struct buf *b, const char *s);
+
+/* A cursor over received bytes; reading past the end sets `bad`. */
+struct reader {
+	const uint8_t *p;
+	size_t left;
+	int bad;
+};
+
+uint8_t get_u8(struct reader *r);
+uint16_t get_u16(struct reader *r);
+uint32_t get_u32(struct reader *r);
+uint64_t get_u64(struct reader *r);
+const uint8_t *get_blob(struct reader *r, size_t *len);
+int get_cstr(struct reader *r, char *out, size_t outsz, int u16_len);
+int reader_finished(const struct reader *r);
+
+uint32_t crc32_ieee(const void *data, size_t len);
+
+struct frame {
+	uint32_t seq;
+	uint16_t op;
+	uint16_t status;
+	uint32_t error;
+	struct buf payload;
+};
+
+enum frame_result { FRAME_OK, FRAME_EOF, FRAME_BAD };
+
+int frame_read(int fd, const char *magic, struct frame *f, char *why, size_t whylen);
+int frame_write(int fd, const char *magic, const struct frame *f);
+void frame_discard_input(int fd);
+
+/* One decoded request and the reply being built for it. */
+struct request {
+	uint32_t seq;
+	uint16_t op;
+	char target[PROC_NAME_MAX + 1];
+	struct reader args;
+};
+
+struct reply {
+	uint16_t status;
+	uint32_t error;
+	struct buf payload;
+};
+
+void reply_fail(struct reply *rep, uint16_t status, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+int args_ok(struct request *req, struct reply *rep);
+
+/* Operations any agent process performs on itself (ops.c, files.c). */
+int handle_common_op(struct request *req, struct reply *rep);
+void op_ping(struct request *req, struct reply *rep);
+void op_echo(struct request *req, struct reply *rep);
+void op_mmap(struct request *req, struct reply *rep);
+void op_munmap(struct request *req, struct reply *rep);
+void op_mprotect(struct request *req, struct reply *rep);
+void op_madvise(struct request *req, struct reply *rep);
+void op_touch(struct request *req, struct reply *rep);
+void op_getpid(struct request *req, struct reply *rep);
+void op_clear_refs(struct request *req, struct reply *rep);
+void op_settle(struct request *req, struct reply *rep);
+void op_read_file(struct request *req, struct reply *rep);
+void op_write_file(struct request *req, struct reply *rep);
+void op_crash(struct request *req, struct reply *rep);
+int write_text_file(const char *path, const char *text);
+
+/* Named processes (procs.c). */
+void serve_port(int port_fd);
+void put_hello(struct buf *b);
+void power_off(void) __attribute__((noreturn));
+
+void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

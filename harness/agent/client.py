@@ -1,0 +1,441 @@
+"""Host side of the agent protocol: typed calls over the agent's channel.
+
+Every wait is bounded and sliced: between slices the client asks its
+:class:`Watchdog` (the VM) whether QEMU is still alive and the guest has not
+panicked, so a dead guest surfaces as QEMUDied/GuestPanic at once, not as a
+timeout minutes later.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from harness.agent.protocol import (
+    HEADER_SIZE,
+    INIT,
+    NAME_MAX,
+    OPEN_NONBLOCK,
+    REQUEST_MAGIC,
+    RESPONSE_MAGIC,
+    UID_KEEP,
+    WRITE_CREATE,
+    Advice,
+    CrashKind,
+    ExitHow,
+    Frame,
+    Op,
+    Prot,
+    ProtocolError,
+    Reader,
+    ReadStage,
+    RegionKind,
+    SettleFlags,
+    Status,
+    Whence,
+    Writer,
+    check_payload,
+    decode_header,
+    encode_frame,
+)
+from harness.errors import AgentOpError, AgentProtocolError, AgentTimeout, VMError, errno_text
+
+__all__ = [
+    "AgentClient",
+    "ExitResult",
+    "Hello",
+    "ReadResult",
+    "Reply",
+    "TouchResult",
+    "Watchdog",
+]
+
+#: How often a wait wakes up to ask the watchdog.
+_SLICE_S = 0.1
+
+
+class Watchdog(Protocol):
+    """What the client needs from the VM it talks to."""
+
+    def check(self) -> None:
+        """Raise (QEMUDied, GuestPanic) if the VM is gone."""
+
+    def error(self, kind: type[VMError], message: str) -> VMError:
+        """An exception of ``kind`` carrying the VM's command line and console."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    seq: int
+    op: int
+    status: Status
+    error: int
+    payload: bytes
+
+    @property
+    def message(self) -> str:
+        return self.payload.decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class Hello:
+    """What the agent says about itself (HELLO and PING)."""
+
+    version: int
+    pid: int
+    page_size: int
+    little_endian: bool
+    word_size: int
+    machine: str
+    release: str
+
+
+@dataclass(frozen=True)
+class TouchResult:
+    done: int
+    signal: int
+    fault_addr: int
+    values: tuple[int, ...]
+
+    @property
+    def faulted(self) -> bool:
+        return self.signal != 0
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """Outcome of READ_FILE: the bytes, or where and why it stopped."""
+
+    stage: ReadStage
+    errno: int
+    seek_results: tuple[int, ...]
+    final_pos: int
+    data: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.stage is ReadStage.NONE
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"{len(self.data)} bytes, position {self.final_pos}"
+        return f"{self.stage.name.lower()} failed: {errno_text(self.errno)}"
+
+
+@dataclass(frozen=True)
+class ExitResult:
+    pid: int
+    how: ExitHow
+    value: int
+
+    @property
+    def exited(self) -> bool:
+        return self.how is ExitHow.EXITED
+
+
+def _parse_hello(data: bytes, what: str) -> Hello:
+    r = Reader(data, what)
+    hello = Hello(
+        version=r.u32(),
+        pid=r.u32(),
+        page_size=r.u32(),
+        little_endian=bool(r.u8()),
+        word_size=r.u8(),
+        machine=r.str(),
+        release=r.str(),
+    )
+    r.end()
+    return hello
+
+
+def _parse_exit(data: bytes, what: str) -> ExitResult:
+    r = Reader(data, what)
+    result = ExitResult(pid=r.u32(), how=ExitHow(r.u8()), value=r.u32())
+    r.end()
+    return result
+
+
+class AgentClient:
+    """Requests to the agent and its named processes; one request at a time."""
+
+    def __init__(
+        self, sock: socket.socket, watchdog: Watchdog, default_timeout: float = 60.0
+    ) -> None:
+        self._sock = sock
+        self._sock.setblocking(False)
+        self._watchdog = watchdog
+        self._timeout = default_timeout
+        self._seq = 0
+        self._pending = b""
+        self._closed = False
+
+    # -- transport -----------------------------------------------------------
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._sock.close()
+
+    def send_raw(self, data: bytes, timeout: float | None = None) -> None:
+        """Bytes onto the channel as they are (the protocol tests send bad frames)."""
+        deadline = time.monotonic() + (timeout or self._timeout)
+        view = memoryview(data)
+        while view:
+            self._wait(deadline, write=True, what="sending a request")
+            try:
+                sent = self._sock.send(view)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                self._watchdog.check()
+                raise self._watchdog.error(
+                    AgentProtocolError, f"agent channel: send failed: {e}"
+                ) from e
+            view = view[sent:]
+
+    def _wait(self, deadline: float, *, write: bool, what: str) -> None:
+        """Until the socket is ready; the watchdog is asked every slice."""
+        while True:
+            self._watchdog.check()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._watchdog.error(AgentTimeout, f"agent: no progress {what}")
+            rlist, wlist = ([], [self._sock]) if write else ([self._sock], [])
+            ready = select.select(rlist, wlist, [], min(left, _SLICE_S))
+            if ready[0] or ready[1]:
+                return
+
+    def _recv_exact(self, n: int, deadline: float, what: str) -> bytes:
+        while len(self._pending) < n:
+            self._wait(deadline, write=False, what=what)
+            try:
+                chunk = self._sock.recv(max(65536, n - len(self._pending)))
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                chunk = b""
+                reason = str(e)
+            else:
+                reason = "the agent closed its channel"
+            if not chunk:
+                self._watchdog.check()
+                raise self._watchdog.error(
+                    AgentProtocolError,
+                    f"{reason} while {what} ({len(self._pending)} of {n} bytes)",
+                )
+            self._pending += chunk
+        data, self._pending = self._pending[:n], self._pending[n:]
+        return data
+
+    def receive(self, timeout: float | None = None) -> Reply:
+        """The next response frame, whatever its sequence number."""
+        deadline = time.monotonic() + (timeout or self._timeout)
+        head = self._recv_exact(HEADER_SIZE, deadline, "waiting for a reply")
+        try:
+            header = decode_header(head, RESPONSE_MAGIC)
+            payload = self._recv_exact(header.length, deadline, "reading a reply payload")
+            check_payload(header, payload)
+        except ProtocolError as e:
+            raise self._watchdog.error(AgentProtocolError, f"bad reply from the agent: {e}") from e
+        try:
+            status = Status(header.status)
+        except ValueError:
+            raise self._watchdog.error(
+                AgentProtocolError, f"reply with unknown status {header.status}"
+            ) from None
+        return Reply(header.seq, header.op, status, header.error, payload)
+
+    def request(
+        self, op: Op, target: str = INIT, args: bytes = b"", timeout: float | None = None
+    ) -> Reply:
+        """Send one request and return its reply (any status)."""
+        if len(target.encode()) > NAME_MAX:
+            raise ValueError(f"process name {target!r} is longer than {NAME_MAX} bytes")
+        self._seq = (self._seq + 1) & 0xFFFF_FFFF or 1
+        seq = self._seq
+        payload = Writer().str(target).bytes() + args
+        self.send_raw(encode_frame(Frame(REQUEST_MAGIC, seq, op, 0, 0, payload)), timeout)
+        deadline = time.monotonic() + (timeout or self._timeout)
+        while True:
+            reply = self.receive(max(deadline - time.monotonic(), 0.001))
+            if reply.seq == seq and reply.op == op:
+                return reply
+            if reply.status is Status.BAD_FRAME or reply.seq > seq:
+                raise self._watchdog.error(
+                    AgentProtocolError,
+                    f"{op.name}: unexpected reply seq {reply.seq} op {reply.op} "
+                    f"status {reply.status.name}: {reply.message}",
+                )
+            # A reply to an earlier request that timed out: skip it.
+
+    def call(
+        self, op: Op, target: str = INIT, args: bytes = b"", timeout: float | None = None
+    ) -> bytes:
+        """A request that must succeed; its result payload."""
+        reply = self.request(op, target, args, timeout)
+        if reply.status is not Status.OK:
+            raise AgentOpError(
+                op.name.lower(), target, reply.status.name, reply.error, reply.message
+            )
+        return reply.payload
+
+    # -- operations ----------------------------------------------------------
+
+    def wait_hello(self, timeout: float) -> Hello:
+        """The agent's unsolicited HELLO: it is up and serving."""
+        reply = self.receive(timeout)
+        if reply.op != Op.HELLO or reply.status is not Status.OK:
+            raise self._watchdog.error(
+                AgentProtocolError, f"expected HELLO, got op {reply.op} ({reply.message})"
+            )
+        return _parse_hello(reply.payload, "hello")
+
+    def ping(self, target: str = INIT) -> Hello:
+        return _parse_hello(self.call(Op.PING, target), "ping")
+
+    def echo(self, data: bytes, target: str = INIT) -> bytes:
+        r = Reader(self.call(Op.ECHO, target, Writer().blob(data).bytes()), "echo")
+        out = r.blob()
+        r.end()
+        return out
+
+    def mmap(
+        self,
+        addr: int,
+        length: int,
+        *,
+        kind: RegionKind = RegionKind.ANON,
+        shared: bool = False,
+        prot: Prot = Prot.READ | Prot.WRITE,
+        file_tag: int = 0,
+        target: str = INIT,
+    ) -> int:
+        args = (
+            Writer().u64(addr).u64(length).u8(kind).u8(int(shared)).u8(prot).u64(file_tag)
+        ).bytes()
+        r = Reader(self.call(Op.MMAP, target, args), "mmap")
+        placed = r.u64()
+        r.end()
+        return placed
+
+    def munmap(self, addr: int, length: int, target: str = INIT) -> None:
+        self.call(Op.MUNMAP, target, Writer().u64(addr).u64(length).bytes())
+
+    def mprotect(self, addr: int, length: int, prot: Prot, target: str = INIT) -> None:
+        self.call(Op.MPROTECT, target, Writer().u64(addr).u64(length).u8(prot).bytes())
+
+    def madvise(self, addr: int, length: int, advice: Advice, target: str = INIT) -> None:
+        self.call(Op.MADVISE, target, Writer().u64(addr).u64(length).u16(advice).bytes())
+
+    def touch(
+        self, addr: int, pages: int, *, write: bool, tag: int = 0, target: str = INIT
+    ) -> TouchResult:
+        args = Writer().u64(addr).u64(pages).u8(int(write)).u64(tag).bytes()
+        r = Reader(self.call(Op.TOUCH, target, args), "touch")
+        done, signal, fault_addr, n = r.u64(), r.u32(), r.u64(), r.u32()
+        values = tuple(r.u64() for _ in range(n))
+        r.end()
+        return TouchResult(done, signal, fault_addr, values)
+
+    def fork(self, name: str, target: str = INIT) -> int:
+        r = Reader(self.call(Op.FORK, target, Writer().str(name).bytes()), "fork")
+        pid = r.u32()
+        r.end()
+        return pid
+
+    def exit(self, target: str, code: int = 0) -> ExitResult:
+        return _parse_exit(self.call(Op.EXIT, target, Writer().u32(code).bytes()), "exit")
+
+    def kill(self, target: str, signal: int = 9) -> ExitResult:
+        return _parse_exit(self.call(Op.KILL, target, Writer().u32(signal).bytes()), "kill")
+
+    def getpid(self, target: str = INIT) -> int:
+        r = Reader(self.call(Op.GETPID, target), "getpid")
+        pid = r.u32()
+        r.end()
+        return pid
+
+    def list_processes(self) -> dict[str, int]:
+        """The named processes (name -> pid), init not included."""
+        r = Reader(self.call(Op.LIST), "list")
+        procs = {}
+        for _ in range(r.u32()):
+            name = r.str()
+            procs[name] = r.u32()
+        r.end()
+        return procs
+
+    def clear_refs(self, value: int, target: str = INIT) -> None:
+        self.call(Op.CLEAR_REFS, target, Writer().u32(value).bytes())
+
+    def read_file(
+        self,
+        path: str,
+        count: int,
+        *,
+        offset: int | None = None,
+        seeks: Sequence[tuple[Whence, int]] = (),
+        uid: int | None = None,
+        gid: int | None = None,
+        loop: bool = True,
+        nonblock: bool = False,
+        target: str = INIT,
+        timeout: float | None = None,
+    ) -> ReadResult:
+        """Open ``path`` read-only (as ``uid`` if given), seek, then read.
+
+        With ``offset`` the read is pread() there; otherwise read() at the
+        position the seeks left.  ``loop`` keeps reading until ``count``
+        bytes or end of file; without it, exactly one call is made.
+        """
+        w = Writer().blob(path.encode())
+        w.u32(UID_KEEP if uid is None else uid).u32(UID_KEEP if gid is None else gid)
+        w.u32(OPEN_NONBLOCK if nonblock else 0).u32(len(seeks))
+        for whence, seek_offset in seeks:
+            w.u8(whence).i64(seek_offset)
+        w.u8(int(offset is not None)).i64(offset or 0).u64(count).u8(int(loop))
+        r = Reader(self.call(Op.READ_FILE, target, w.bytes(), timeout), "read_file")
+        stage, err, n = ReadStage(r.u8()), r.u32(), r.u32()
+        seek_results = tuple(r.i64() for _ in range(n))
+        final_pos, data = r.i64(), r.blob()
+        r.end()
+        return ReadResult(stage, err, seek_results, final_pos, data)
+
+    def write_file(
+        self, path: str, data: bytes | str, *, create: bool = False, target: str = INIT
+    ) -> int:
+        raw = data.encode() if isinstance(data, str) else data
+        args = Writer().blob(path.encode()).blob(raw).u32(WRITE_CREATE if create else 0)
+        r = Reader(self.call(Op.WRITE_FILE, target, args.bytes()), "write_file")
+        written = r.u64()
+        r.end()
+        return written
+
+    def settle(self, flags: SettleFlags = SettleFlags.DRAIN_LRU, target: str = INIT) -> None:
+        self.call(Op.SETTLE, target, Writer().u32(flags).bytes())
+
+    def poweroff(self, timeout: float | None = None) -> None:
+        """Ask init to power off; returns once it acknowledged (or the line closed)."""
+        try:
+            self.call(Op.POWEROFF, INIT, b"", timeout)
+        except AgentProtocolError:
+            pass  # the guest went away before the reply got out: what was asked
+
+    def crash(self, kind: CrashKind, target: str = INIT) -> Reply | None:
+        """Make the target (or, for PANIC, the kernel) crash.
+
+        init crashing takes the guest with it, so nothing answers: the request
+        is only sent.  A named process is init's child: init answers for it
+        (NO_PROCESS, with how it died), and that reply is returned.
+        """
+        args = Writer().u8(kind).bytes()
+        if target != INIT and kind is CrashKind.ABORT:
+            return self.request(Op.CRASH, target, args)
+        self._seq = (self._seq + 1) & 0xFFFF_FFFF or 1
+        payload = Writer().str(target).bytes() + args
+        self.send_raw(encode_frame(Frame(REQUEST_MAGIC, self._seq, Op.CRASH, 0, 0, payload)))
+        return None

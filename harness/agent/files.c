@@ -1,0 +1,298 @@
+/*
+ * File operations: a raw read (as root or as an unprivileged uid) with
+ * optional seeks, and a write (sysctl and sysfs knobs).
+ */
+#define _GNU_SOURCE
+#define _FILE_OFFSET_BITS 64
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+#define MAX_SEEKS 64
+#define PATH_LEN 4096
+
+struct read_job {
+	/* what to do */
+	char path[PATH_LEN];
+	int oflags;
+	uint32_t uid, gid;
+	uint32_t nseeks;
+	int whence[MAX_SEEKS];
+	int64_t seek_offset[MAX_SEEKS];
+	int use_pread;
+	int64_t pread_offset;
+	uint64_t count;
+	int loop;
+	/* what happened */
+	int stage;
+	int err;
+	uint32_t seeks_done;
+	int64_t seek_result[MAX_SEEKS];
+	int64_t final_pos;
+	uint8_t *data;
+	uint64_t got;
+};
+
+static int native_whence(uint8_t whence)
+{
+	switch (whence) {
+	case SEEK_PROTO_SET: return SEEK_SET;
+	case SEEK_PROTO_CUR: return SEEK_CUR;
+	case SEEK_PROTO_END: return SEEK_END;
+	case SEEK_PROTO_DATA: return SEEK_DATA;
+	case SEEK_PROTO_HOLE: return SEEK_HOLE;
+	default: return -1;
+	}
+}
+
+static void fail_stage(struct read_job *job, int stage)
+{
+	job->stage = stage;
+	job->err = errno;
+}
+
+/* One read() or pread() call, retried on EINTR. */
+static ssize_t read_once(struct read_job *job, int fd)
+{
+	uint8_t *dst = job->data + job->got;
+	size_t want = (size_t)(job->count - job->got);
+	ssize_t n;
+
+	do {
+		if (job->use_pread)
+			n = pread(fd, dst, want, (off_t)(job->pread_offset + (int64_t)job->got));
+		else
+			n = read(fd, dst, want);
+	} while (n < 0 && errno == EINTR);
+	return n;
+}
+
+/* open, seek, read: fills the "what happened" half of job. */
+static void run_read(struct read_job *job)
+{
+	uint32_t i;
+	off_t pos;
+	int fd = open(job->path, job->oflags);
+
+	job->final_pos = 0;
+	if (fd < 0) {
+		fail_stage(job, READ_STAGE_OPEN);
+		return;
+	}
+	for (i = 0; i < job->nseeks; i++) {
+		pos = lseek(fd, (off_t)job->seek_offset[i], job->whence[i]);
+		job->seek_result[i] = pos < 0 ? -(int64_t)errno : (int64_t)pos;
+		job->seeks_done = i + 1;
+		if (pos < 0) {
+			fail_stage(job, READ_STAGE_SEEK);
+			break;
+		}
+	}
+	while (job->stage == READ_STAGE_NONE && job->got < job->count) {
+		ssize_t n = read_once(job, fd);
+
+		if (n < 0)
+			fail_stage(job, READ_STAGE_READ);
+		else
+			job->got += (uint64_t)n;
+		if (n <= 0 || !job->loop)
+			break;
+	}
+	pos = lseek(fd, 0, SEEK_CUR);
+	job->final_pos = pos < 0 ? -(int64_t)errno : (int64_t)pos;
+	close(fd);
+}
+
+/* No groups, the given gid and uid (real, effective, saved), no capabilities. */
+static int drop_privileges(uint32_t uid, uint32_t gid)
+{
+	struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+
+	memset(data, 0, sizeof(data));
+	if (syscall(SYS_setgroups, 0, NULL) != 0 ||
+	    syscall(SYS_setresgid, gid, gid, gid) != 0 ||
+	    syscall(SYS_setresuid, uid, uid, uid) != 0)
+		return -1;
+	return (int)syscall(SYS_capset, &header, data);
+}
+
+/* Runs in a clone(CLONE_VM | CLONE_VFORK) child: shares the caller's memory. */
+static int read_as_user(void *arg)
+{
+	struct read_job *job = arg;
+
+	if (drop_privileges(job->uid, job->gid) != 0) {
+		fail_stage(job, READ_STAGE_CREDS);
+		return 1;
+	}
+	run_read(job);
+	return 0;
+}
+
+/*
+ * The unprivileged read runs in a child that shares this process's address
+ * space (CLONE_VM) while this process waits (CLONE_VFORK).  A fork() would
+ * write-protect and share every private anonymous page of this process
+ * (copy-on-write), changing the very page state the harness observes.
+ */
+static int read_in_child(struct read_job *job, struct reply *rep)
+{
+	static uint8_t stack[64 * 1024] __attribute__((aligned(16)));
+	int status;
+	pid_t pid = clone(read_as_user, stack + sizeof(stack),
+			  CLONE_VM | CLONE_VFORK | SIGCHLD, job);
+
+	if (pid < 0) {
+		reply_fail(rep, ST_ERRNO, errno, "read_file: clone: %s", strerror(errno));
+		return -1;
+	}
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR) {
+			reply_fail(rep, ST_ERRNO, errno, "read_file: waitpid: %s", strerror(errno));
+			return -1;
+		}
+	}
+	if (WIFSIGNALED(status)) {
+		reply_fail(rep, ST_ERRNO, EINTR, "read_file: reader killed by signal %d",
+			   WTERMSIG(status));
+		return -1;
+	}
+	return 0;
+}
+
+static int decode_open_flags(uint32_t bits)
+{
+	if (bits & ~(uint32_t)OPEN_BIT_NONBLOCK)
+		return -1;
+	return O_RDONLY | O_CLOEXEC | ((bits & OPEN_BIT_NONBLOCK) ? O_NONBLOCK : 0);
+}
+
+/* Fill job from the arguments; 0 on success, else the reply says why. */
+static int decode_read_job(struct request *req, struct reply *rep, struct read_job *job)
+{
+	struct reader *r = &req->args;
+	uint32_t i, oflags_bits;
+
+	get_cstr(r, job->path, sizeof(job->path), 0);
+	job->uid = get_u32(r);
+	job->gid = get_u32(r);
+	oflags_bits = get_u32(r);
+	job->nseeks = get_u32(r);
+	for (i = 0; i < job->nseeks && i < MAX_SEEKS && !r->bad; i++) {
+		job->whence[i] = native_whence(get_u8(r));
+		job->seek_offset[i] = (int64_t)get_u64(r);
+		if (job->whence[i] < 0)
+			r->bad = 1;
+	}
+	job->use_pread = get_u8(r);
+	job->pread_offset = (int64_t)get_u64(r);
+	job->count = get_u64(r);
+	job->loop = get_u8(r);
+	job->oflags = decode_open_flags(oflags_bits);
+	if (!args_ok(req, rep))
+		return -1;
+	if (job->nseeks > MAX_SEEKS || job->oflags < 0 || job->use_pread > 1 || job->loop > 1 ||
+	    job->count > FRAME_MAX_PAYLOAD - 4096) {
+		reply_fail(rep, ST_BAD_REQUEST, 0,
+			   "read_file: %u seeks (max %u), open bits %#x, count %llu (max %u)",
+			   job->nseeks, MAX_SEEKS, oflags_bits, (unsigned long long)job->count,
+			   FRAME_MAX_PAYLOAD - 4096);
+		return -1;
+	}
+	if (job->uid != UID_KEEP && job->gid == UID_KEEP)
+		job->gid = job->uid;
+	return 0;
+}
+
+static void put_read_result(struct buf *b, const struct read_job *job)
+{
+	uint32_t i;
+
+	put_u8(b, (uint8_t)job->stage);
+	put_u32(b, (uint32_t)job->err);
+	put_u32(b, job->seeks_done);
+	for (i = 0; i < job->seeks_done; i++)
+		put_u64(b, (uint64_t)job->seek_result[i]);
+	put_u64(b, (uint64_t)job->final_pos);
+	put_blob(b, job->data, (size_t)job->got);
+}
+
+/*
+ * args: blob path, u32 uid, u32 gid, u32 open bits, u32 nseeks,
+ *       nseeks x (u8 whence, i64 offset), u8 pread, i64 pread offset,
+ *       u64 count, u8 loop
+ * -> u8 failed stage, u32 errno, u32 n, i64 seek results[n], i64 final pos,
+ *    blob data
+ */
+void op_read_file(struct request *req, struct reply *rep)
+{
+	struct read_job *job = calloc(1, sizeof(*job));
+
+	if (!job) {
+		reply_fail(rep, ST_ERRNO, ENOMEM, "read_file: no memory");
+		return;
+	}
+	if (decode_read_job(req, rep, job) != 0)
+		goto out;
+	job->data = malloc(job->count ? (size_t)job->count : 1);
+	if (!job->data) {
+		reply_fail(rep, ST_ERRNO, ENOMEM, "read_file: no memory for %llu bytes",
+			   (unsigned long long)job->count);
+		goto out;
+	}
+	if (job->uid == UID_KEEP)
+		run_read(job);
+	else if (read_in_child(job, rep) != 0)
+		goto out;
+	put_read_result(&rep->payload, job);
+out:
+	free(job->data);
+	free(job);
+}
+
+/* args: blob path, blob data, u32 flags (WRITE_BIT_CREATE) -> u64 written.
+ * One write() call, as sysctl and sysfs files expect. */
+void op_write_file(struct request *req, struct reply *rep)
+{
+	char path[PATH_LEN];
+	size_t len;
+	const uint8_t *data;
+	uint32_t flags;
+	int fd, oflags = O_WRONLY | O_CLOEXEC;
+	ssize_t n;
+
+	get_cstr(&req->args, path, sizeof(path), 0);
+	data = get_blob(&req->args, &len);
+	flags = get_u32(&req->args);
+	if (!args_ok(req, rep))
+		return;
+	if (flags & ~(uint32_t)WRITE_BIT_CREATE) {
+		reply_fail(rep, ST_BAD_REQUEST, 0, "write_file: unknown flags %#x", flags);
+		return;
+	}
+	if (flags & WRITE_BIT_CREATE)
+		oflags |= O_CREAT | O_TRUNC;
+	fd = open(path, oflags, 0644);
+	if (fd < 0) {
+		reply_fail(rep, ST_ERRNO, errno, "open %s: %s", path, strerror(errno));
+		return;
+	}
+	do
+		n = write(fd, data, len);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		reply_fail(rep, ST_ERRNO, errno, "write %s: %s", path, strerror(errno));
+	else
+		put_u64(&rep->payload, (uint64_t)n);
+	close(fd);
+}

@@ -1,0 +1,463 @@
+/*
+ * Operations an agent process performs on itself: memory (mmap, touch,
+ * munmap, mprotect, madvise), clear_refs, settle, ping, echo, crash.
+ */
+#define _GNU_SOURCE
+#define _FILE_OFFSET_BITS 64
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+#ifndef MADV_COLD
+#define MADV_COLD 20
+#endif
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+
+void reply_fail(struct reply *rep, uint16_t status, int err, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	buf_free(&rep->payload);
+	rep->status = status;
+	rep->error = (uint32_t)err;
+	put_raw(&rep->payload, msg, strlen(msg));
+}
+
+/* True when the arguments decoded exactly; otherwise the reply says why. */
+int args_ok(struct request *req, struct reply *rep)
+{
+	if (reader_finished(&req->args))
+		return 1;
+	reply_fail(rep, ST_BAD_REQUEST, 0, "op %u: arguments %s", req->op,
+		   req->args.bad ? "are truncated or malformed" : "have trailing bytes");
+	return 0;
+}
+
+static uint64_t page_size(void)
+{
+	return (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static int is_little_endian(void)
+{
+	const uint16_t probe = 1;
+
+	return *(const uint8_t *)&probe == 1;
+}
+
+/* Facts about this guest, sent in HELLO and PING. */
+void put_hello(struct buf *b)
+{
+	struct utsname u;
+
+	if (uname(&u) != 0)
+		memset(&u, 0, sizeof(u));
+	put_u32(b, AGENT_PROTOCOL_VERSION);
+	put_u32(b, (uint32_t)getpid());
+	put_u32(b, (uint32_t)page_size());
+	put_u8(b, (uint8_t)is_little_endian());
+	put_u8(b, (uint8_t)sizeof(long));
+	put_str(b, u.machine);
+	put_str(b, u.release);
+}
+
+void op_ping(struct request *req, struct reply *rep)
+{
+	if (args_ok(req, rep))
+		put_hello(&rep->payload);
+}
+
+void op_echo(struct request *req, struct reply *rep)
+{
+	size_t len;
+	const uint8_t *data = get_blob(&req->args, &len);
+
+	if (args_ok(req, rep))
+		put_blob(&rep->payload, data, len);
+}
+
+void op_getpid(struct request *req, struct reply *rep)
+{
+	if (args_ok(req, rep))
+		put_u32(&rep->payload, (uint32_t)getpid());
+}
+
+/* A page-aligned, non-empty range that does not wrap around. */
+static int range_ok(struct reply *rep, uint64_t addr, uint64_t len)
+{
+	uint64_t mask = page_size() - 1;
+
+	if (len == 0 || (addr & mask) || (len & mask) || addr + len < addr) {
+		reply_fail(rep, ST_BAD_REQUEST, 0,
+			   "range %#llx+%#llx is empty, unaligned to %llu or wraps",
+			   (unsigned long long)addr, (unsigned long long)len,
+			   (unsigned long long)(mask + 1));
+		return 0;
+	}
+	return 1;
+}
+
+static int native_prot(uint8_t prot)
+{
+	return ((prot & PROT_BIT_READ) ? PROT_READ : 0) |
+	       ((prot & PROT_BIT_WRITE) ? PROT_WRITE : 0) |
+	       ((prot & PROT_BIT_EXEC) ? PROT_EXEC : 0);
+}
+
+/*
+ * The file behind a "file" region: on tmpfs, one per region, unlinked at
+ * once (it lives as long as the mapping).  The first 8 bytes of file page i
+ * hold file_tag + i in the guest's byte order; the rest of the page is zero.
+ * Every page is written, so every page is in the page cache (and dirty)
+ * before the mapping exists.
+ */
+static int create_region_file(struct reply *rep, uint64_t addr, uint64_t len, uint64_t file_tag)
+{
+	char path[96];
+	uint64_t ps = page_size(), i;
+	int fd;
+
+	snprintf(path, sizeof(path), "/tmp/pmh-region-%d-%llx", (int)getpid(),
+		 (unsigned long long)addr);
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		reply_fail(rep, ST_ERRNO, errno, "create %s: %s", path, strerror(errno));
+		return -1;
+	}
+	unlink(path);
+	for (i = 0; i < len / ps; i++) {
+		uint64_t value = file_tag + i;
+
+		if (pwrite(fd, &value, sizeof(value), (off_t)(i * ps)) != sizeof(value)) {
+			reply_fail(rep, ST_ERRNO, errno, "write page %llu of %s: %s",
+				   (unsigned long long)i, path, strerror(errno));
+			close(fd);
+			return -1;
+		}
+	}
+	if (ftruncate(fd, (off_t)len) != 0) {
+		reply_fail(rep, ST_ERRNO, errno, "size %s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* args: u64 addr, u64 length, u8 kind, u8 shared, u8 prot, u64 file_tag -> u64 addr */
+void op_mmap(struct request *req, struct reply *rep)
+{
+	uint64_t addr = get_u64(&req->args), len = get_u64(&req->args);
+	uint8_t kind = get_u8(&req->args), shared = get_u8(&req->args);
+	uint8_t prot = get_u8(&req->args);
+	uint64_t file_tag = get_u64(&req->args);
+	int flags, fd = -1, err;
+	void *p;
+
+	if (!args_ok(req, rep) || !range_ok(rep, addr, len))
+		return;
+	if (kind > REGION_FILE || shared > 1 || (prot & ~7u)) {
+		reply_fail(rep, ST_BAD_REQUEST, 0, "mmap: kind %u, shared %u, prot %#x out of range",
+			   kind, shared, prot);
+		return;
+	}
+	flags = (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE;
+	if (kind == REGION_ANON)
+		flags |= MAP_ANONYMOUS;
+	else if ((fd = create_region_file(rep, addr, len, file_tag)) < 0)
+		return;
+	p = mmap((void *)(uintptr_t)addr, (size_t)len, native_prot(prot), flags, fd, 0);
+	err = errno;
+	if (fd >= 0)
+		close(fd);
+	if (p == MAP_FAILED) {
+		reply_fail(rep, ST_ERRNO, err, "mmap %#llx+%#llx: %s", (unsigned long long)addr,
+			   (unsigned long long)len, strerror(err));
+		return;
+	}
+	if ((uintptr_t)p != addr) {
+		munmap(p, (size_t)len);
+		reply_fail(rep, ST_ERRNO, EEXIST, "mmap %#llx: kernel placed it at %p "
+			   "(MAP_FIXED_NOREPLACE not honoured)", (unsigned long long)addr, p);
+		return;
+	}
+	put_u64(&rep->payload, addr);
+}
+
+/* args: u64 addr, u64 length */
+void op_munmap(struct request *req, struct reply *rep)
+{
+	uint64_t addr = get_u64(&req->args), len = get_u64(&req->args);
+
+	if (!args_ok(req, rep) || !range_ok(rep, addr, len))
+		return;
+	if (munmap((void *)(uintptr_t)addr, (size_t)len) != 0)
+		reply_fail(rep, ST_ERRNO, errno, "munmap: %s", strerror(errno));
+}
+
+/* args: u64 addr, u64 length, u8 prot */
+void op_mprotect(struct request *req, struct reply *rep)
+{
+	uint64_t addr = get_u64(&req->args), len = get_u64(&req->args);
+	uint8_t prot = get_u8(&req->args);
+
+	if (!args_ok(req, rep) || !range_ok(rep, addr, len))
+		return;
+	if (prot & ~7u) {
+		reply_fail(rep, ST_BAD_REQUEST, 0, "mprotect: prot %#x out of range", prot);
+		return;
+	}
+	if (mprotect((void *)(uintptr_t)addr, (size_t)len, native_prot(prot)) != 0)
+		reply_fail(rep, ST_ERRNO, errno, "mprotect: %s", strerror(errno));
+}
+
+static int native_advice(uint16_t advice)
+{
+	switch (advice) {
+	case ADVICE_DONTNEED: return MADV_DONTNEED;
+	case ADVICE_HUGEPAGE: return MADV_HUGEPAGE;
+	case ADVICE_NOHUGEPAGE: return MADV_NOHUGEPAGE;
+	case ADVICE_COLD: return MADV_COLD;
+	case ADVICE_PAGEOUT: return MADV_PAGEOUT;
+	case ADVICE_WILLNEED: return MADV_WILLNEED;
+	case ADVICE_FREE: return MADV_FREE;
+	case ADVICE_COLLAPSE: return MADV_COLLAPSE;
+	default: return -1;
+	}
+}
+
+/* args: u64 addr, u64 length, u16 advice */
+void op_madvise(struct request *req, struct reply *rep)
+{
+	uint64_t addr = get_u64(&req->args), len = get_u64(&req->args);
+	uint16_t advice = get_u16(&req->args);
+	int native = native_advice(advice);
+
+	if (!args_ok(req, rep) || !range_ok(rep, addr, len))
+		return;
+	if (native < 0) {
+		reply_fail(rep, ST_BAD_REQUEST, 0, "madvise: unknown advice %u", advice);
+		return;
+	}
+	if (madvise((void *)(uintptr_t)addr, (size_t)len, native) != 0)
+		reply_fail(rep, ST_ERRNO, errno, "madvise(%u): %s", advice, strerror(errno));
+}
+
+static sigjmp_buf touch_env;
+static volatile sig_atomic_t touch_armed;
+static volatile sig_atomic_t touch_signal;
+static volatile uintptr_t touch_fault_addr;
+
+/* SIGSEGV/SIGBUS during a touch: note it and unwind to op_touch. */
+static void touch_fault(int sig, siginfo_t *si, void *ctx)
+{
+	(void)ctx;
+	if (!touch_armed) {
+		/* Not ours: let the fault kill the process as it would have. */
+		signal(sig, SIG_DFL);
+		return;
+	}
+	touch_signal = sig;
+	touch_fault_addr = (uintptr_t)si->si_addr;
+	siglongjmp(touch_env, 1);
+}
+
+static void set_fault_handlers(const struct sigaction *sa, struct sigaction *old_segv,
+			       struct sigaction *old_bus)
+{
+	sigaction(SIGSEGV, sa, old_segv);
+	sigaction(SIGBUS, sa, old_bus);
+}
+
+/*
+ * Touch pages one by one, in order.  Write: store tag + k (u64, the guest's
+ * byte order) at the start of page k.  Read: load the u64 at the start of
+ * each page.  A fault stops the touch; it is reported, not fatal.
+ */
+static uint64_t touch_pages(uint64_t addr, uint64_t npages, int write, uint64_t tag,
+			    uint64_t *values)
+{
+	volatile uint64_t done = 0;
+	uint64_t ps = page_size();
+
+	touch_signal = 0;
+	touch_fault_addr = 0;
+	touch_armed = 1;
+	if (sigsetjmp(touch_env, 1) == 0) {
+		for (; done < npages; done++) {
+			volatile uint64_t *p = (volatile uint64_t *)(uintptr_t)(addr + done * ps);
+
+			if (write)
+				*p = tag + done;
+			else
+				values[done] = *p;
+		}
+	}
+	touch_armed = 0;
+	return done;
+}
+
+/* args: u64 addr, u64 npages, u8 write, u64 tag
+ * -> u64 done, u32 signal, u64 fault_addr, u32 n, u64 values[n] (reads only) */
+void op_touch(struct request *req, struct reply *rep)
+{
+	uint64_t addr = get_u64(&req->args), npages = get_u64(&req->args);
+	uint8_t write = get_u8(&req->args);
+	uint64_t tag = get_u64(&req->args), done, i;
+	struct sigaction sa, old_segv, old_bus;
+	uint64_t *values = NULL;
+
+	if (!args_ok(req, rep))
+		return;
+	if (write > 1 || npages > (FRAME_MAX_PAYLOAD - 64) / 8) {
+		reply_fail(rep, ST_BAD_REQUEST, 0, "touch: write %u or %llu pages out of range",
+			   write, (unsigned long long)npages);
+		return;
+	}
+	if (!range_ok(rep, addr, npages * page_size()))
+		return;
+	if (!write && !(values = calloc((size_t)npages, sizeof(*values)))) {
+		reply_fail(rep, ST_ERRNO, ENOMEM, "touch: no memory for %llu values",
+			   (unsigned long long)npages);
+		return;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = touch_fault;
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+	set_fault_handlers(&sa, &old_segv, &old_bus);
+	done = touch_pages(addr, npages, write, tag, values);
+	sigaction(SIGSEGV, &old_segv, NULL);
+	sigaction(SIGBUS, &old_bus, NULL);
+	put_u64(&rep->payload, done);
+	put_u32(&rep->payload, (uint32_t)touch_signal);
+	put_u64(&rep->payload, (uint64_t)touch_fault_addr);
+	put_u32(&rep->payload, write ? 0 : (uint32_t)done);
+	for (i = 0; !write && i < done; i++)
+		put_u64(&rep->payload, values[i]);
+	free(values);
+}
+
+int write_text_file(const char *path, const char *text)
+{
+	size_t len = strlen(text);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	ssize_t n;
+	int err;
+
+	if (fd < 0)
+		return -1;
+	n = write(fd, text, len);
+	err = errno;
+	close(fd);
+	errno = err;
+	return n == (ssize_t)len ? 0 : -1;
+}
+
+/* args: u32 value; writes it to this process's /proc/self/clear_refs. */
+void op_clear_refs(struct request *req, struct reply *rep)
+{
+	uint32_t value = get_u32(&req->args);
+	char text[16];
+
+	if (!args_ok(req, rep))
+		return;
+	snprintf(text, sizeof(text), "%u", value);
+	if (write_text_file("/proc/self/clear_refs", text) != 0)
+		reply_fail(rep, ST_ERRNO, errno, "clear_refs %u: %s", value, strerror(errno));
+}
+
+/*
+ * Drain this CPU's folio batches (lru_add, lru_deactivate*, lru_lazyfree,
+ * activate, mlock): munmap() of any VMA calls lru_add_drain() before it
+ * tears down page tables (unmap_region()/vms_clear_ptes() in mm/vma.c).  The
+ * scratch mapping is never touched, so it leaves nothing behind.  With the
+ * harness's single vCPU this CPU's batches are all the batches there are.
+ */
+static int drain_lru_batches(void)
+{
+	size_t ps = (size_t)page_size();
+	void *p = mmap(NULL, ps, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return -1;
+	return munmap(p, ps);
+}
+
+/* args: u32 flags (SETTLE_*) */
+void op_settle(struct request *req, struct reply *rep)
+{
+	uint32_t flags = get_u32(&req->args);
+
+	if (!args_ok(req, rep))
+		return;
+	if (flags & ~(uint32_t)(SETTLE_DRAIN_LRU | SETTLE_SYNC)) {
+		reply_fail(rep, ST_BAD_REQUEST, 0, "settle: unknown flags %#x", flags);
+		return;
+	}
+	if ((flags & SETTLE_SYNC))
+		sync();
+	if ((flags & SETTLE_DRAIN_LRU) && drain_lru_batches() != 0)
+		reply_fail(rep, ST_ERRNO, errno, "settle: drain: %s", strerror(errno));
+}
+
+/* args: u8 kind.  PANIC: sysrq 'c'; ABORT: abort() this process.  No reply
+ * on success: the process (or the kernel) is gone. */
+void op_crash(struct request *req, struct reply *rep)
+{
+	uint8_t kind = get_u8(&req->args);
+
+	if (!args_ok(req, rep))
+		return;
+	agent_log("crash %u requested", kind);
+	if (kind == CRASH_PANIC) {
+		if (write_text_file("/proc/sysrq-trigger", "c") != 0)
+			reply_fail(rep, ST_ERRNO, errno, "sysrq-trigger: %s", strerror(errno));
+		return;
+	}
+	if (kind == CRASH_ABORT)
+		abort();
+	reply_fail(rep, ST_BAD_REQUEST, 0, "crash: unknown kind %u", kind);
+}
+
+/* Ops every agent process serves on itself; 0 if op is not one of them. */
+int handle_common_op(struct request *req, struct reply *rep)
+{
+	switch (req->op) {
+	case OP_PING: op_ping(req, rep); break;
+	case OP_ECHO: op_echo(req, rep); break;
+	case OP_MMAP: op_mmap(req, rep); break;
+	case OP_MUNMAP: op_munmap(req, rep); break;
+	case OP_MPROTECT: op_mprotect(req, rep); break;
+	case OP_MADVISE: op_madvise(req, rep); break;
+	case OP_TOUCH: op_touch(req, rep); break;
+	case OP_GETPID: op_getpid(req, rep); break;
+	case OP_CLEAR_REFS: op_clear_refs(req, rep); break;
+	case OP_READ_FILE: op_read_file(req, rep); break;
+	case OP_WRITE_FILE: op_write_file(req, rep); break;
+	case OP_SETTLE: op_settle(req, rep); break;
+	case OP_CRASH: op_crash(req, rep); break;
+	default: return 0;
+	}
+	return 1;
+}

@@ -1,0 +1,67 @@
+"""Which kernel and initramfs a VM boots.
+
+In order: paths given explicitly (``--kernel``/``--initramfs``), then the
+environment (``PAGEMAP_HARNESS_KERNEL_<ARCH>`` and
+``PAGEMAP_HARNESS_INITRAMFS_<ARCH>``, ARCH upper-case with ``-`` as ``_``),
+then the images package's cached build (``images.build_image``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.arches import ArchProfile
+
+__all__ = ["BootImage", "ImageUnavailable", "find_image"]
+
+
+class ImageUnavailable(Exception):
+    """No kernel/initramfs for an architecture; the message says how to get one."""
+
+
+@dataclass(frozen=True)
+class BootImage:
+    kernel: Path
+    initramfs: Path
+
+    def check(self) -> BootImage:
+        for what, path in (("kernel", self.kernel), ("initramfs", self.initramfs)):
+            if not path.is_file():
+                raise ImageUnavailable(f"{what} {path} does not exist")
+        return self
+
+
+def _env_name(what: str, profile: ArchProfile) -> str:
+    return f"PAGEMAP_HARNESS_{what}_{profile.name.upper().replace('-', '_')}"
+
+
+def find_image(
+    profile: ArchProfile, kernel: Path | None = None, initramfs: Path | None = None
+) -> BootImage:
+    """The boot image for ``profile``; ImageUnavailable says why there is none."""
+    if kernel is None and (env := os.environ.get(_env_name("KERNEL", profile))):
+        kernel = Path(env)
+    if initramfs is None and (env := os.environ.get(_env_name("INITRAMFS", profile))):
+        initramfs = Path(env)
+    if kernel is not None and initramfs is not None:
+        return BootImage(kernel, initramfs).check()
+    if (kernel is None) != (initramfs is None):
+        raise ImageUnavailable("give both a kernel and an initramfs, or neither")
+    try:
+        images = importlib.import_module("images")
+        build_image = images.build_image
+    except (ImportError, AttributeError) as e:
+        raise ImageUnavailable(
+            f"no boot image for {profile.name}: images.build_image is not available ({e}); "
+            f"pass --kernel and --initramfs or set {_env_name('KERNEL', profile)} and "
+            f"{_env_name('INITRAMFS', profile)}"
+        ) from None
+    image_error: type[Exception] = getattr(images, "ImageError", RuntimeError)
+    try:
+        built = build_image(profile.image_arch)
+    except image_error as e:
+        raise ImageUnavailable(f"building the {profile.name} image failed: {e}") from e
+    return BootImage(Path(built.kernel), Path(built.initramfs)).check()

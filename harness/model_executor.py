@@ -1,0 +1,161 @@
+"""Run a scenario's steps on the model (:mod:`sim.mm`, :mod:`sim.procfs`).
+
+The model side of the data flow: the same Steps and the same layout as the
+guest executor (:func:`harness.scenario.plan_layout`), the same observations
+(:mod:`harness.observations`), read through the model's proc files exactly as
+the guest agent reads the kernel's: the same paths, offsets, counts and
+reader uid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from harness.observations import (
+    CheckObservation,
+    FileRead,
+    Observations,
+    ReadResult,
+    StepOutcome,
+    observe_check,
+)
+from harness.scenario import (
+    AnyStep,
+    Check,
+    ClearRefs,
+    Exit,
+    Fork,
+    Layout,
+    Madvise,
+    Mmap,
+    Mprotect,
+    Munmap,
+    Scenario,
+    Touch,
+    Write,
+    plan_layout,
+)
+from sim.arch import Arch
+from sim.mm import Machine, MmError, Process
+from sim.procfs import ProcError, ProcFs
+
+__all__ = ["MODEL_RAM_BYTES", "ModelError", "ModelRun", "run_model"]
+
+#: The guests boot with -m 1G (THP is off below 512 MiB).
+MODEL_RAM_BYTES = 1 << 30
+
+
+class ModelError(RuntimeError):
+    """The model cannot run a step (a gap in the model, not a kernel result)."""
+
+
+@dataclass
+class ModelRun:
+    """One scenario on one fresh model machine."""
+
+    scenario: Scenario
+    arch: Arch
+    ram_bytes: int = MODEL_RAM_BYTES
+    layout: Layout = field(init=False)
+    machine: Machine = field(init=False)
+    procfs: ProcFs = field(init=False)
+    procs: dict[str, Process] = field(init=False, default_factory=dict)
+    outcomes: list[StepOutcome] = field(init=False, default_factory=list)
+    checks: list[CheckObservation] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.layout = plan_layout(self.scenario, self.arch)
+        self.machine = Machine(self.arch, ram_bytes=self.ram_bytes)
+        self.procfs = ProcFs(self.machine)
+        self.procs = {"main": self.machine.spawn("main", uid=0)}
+
+    def run(self) -> Observations:
+        for step in self.scenario.steps:
+            self.outcomes.append(self.step(step))
+        return Observations(
+            scenario=self.scenario.name,
+            arch=self.arch.name,
+            side="model",
+            outcomes=tuple(self.outcomes),
+            checks=tuple(self.checks),
+            stable_pfns=self.machine.stable_pfns,
+        )
+
+    def step(self, step: AnyStep) -> StepOutcome:
+        """Apply one step; a system call the kernel would fail becomes its errno."""
+        try:
+            return self.apply(step)
+        except MmError as e:
+            return StepOutcome(step.index, "error", errno=e.errno)
+
+    def apply(self, step: AnyStep) -> StepOutcome:
+        ok = StepOutcome(step.index, "ok")
+        if isinstance(step, Check):
+            self.checks.append(self.check(step))
+        elif isinstance(step, Mmap):
+            placement = self.layout[step.region]
+            file = None
+            if step.kind == "file":
+                file = self.machine.create_file(
+                    placement.pages, name=step.region, tags=self.layout.file_tags(step.region)
+                )
+            self.procs[step.proc].mmap(
+                placement.vaddr, placement.pages, step.kind, step.share, step.prot, file=file
+            )
+        elif isinstance(step, Touch):
+            span = self.layout.span(step)
+            tags = self.layout.write_tags(step) if isinstance(step, Write) else None
+            result = self.procs[step.proc].touch(span.vaddr, span.pages, step.write, tags)
+            if not result.ok:
+                if result.segv_vaddr is None:
+                    raise ModelError(f"{step.label}: the model raised {result.signal}, "
+                                     "which a scenario cannot expect")
+                return StepOutcome(step.index, "segv", vaddr=result.segv_vaddr)
+        elif isinstance(step, Munmap):
+            span = self.layout.span(step)
+            self.procs[step.proc].munmap(span.vaddr, span.pages)
+        elif isinstance(step, Mprotect):
+            span = self.layout.span(step)
+            self.procs[step.proc].mprotect(span.vaddr, span.pages, step.prot)
+        elif isinstance(step, Madvise):
+            span = self.layout.span(step)
+            self.procs[step.proc].madvise(span.vaddr, span.pages, step.advice)
+        elif isinstance(step, Fork):
+            self.procs[step.child] = self.procs[step.proc].fork(step.child, uid=step.uid)
+        elif isinstance(step, Exit):
+            self.procs.pop(step.proc).exit()
+        elif isinstance(step, ClearRefs):
+            self.procs[step.proc].clear_refs(step.value)
+        else:  # pragma: no cover - every op is above
+            raise ModelError(f"{step.label}: no model for this op")
+        return ok
+
+    def read(self, reads: Sequence[FileRead], uid: int) -> list[ReadResult]:
+        """Reads of model proc files, as the guest agent makes them."""
+        results = []
+        for r in reads:
+            try:
+                results.append(ReadResult.ok(self.procfs.read(r.path, r.offset, r.count, uid=uid)))
+            except ProcError as e:
+                results.append(ReadResult.failed(e.errno))
+        return results
+
+    def check(self, step: Check) -> CheckObservation:
+        targets = [
+            (t.proc, t.region, self.procs[t.proc].pid)
+            for t in self.scenario.targets[step.index]
+        ]
+        return observe_check(
+            step,
+            targets,
+            self.layout,
+            self.arch,
+            lambda reads: self.read(reads, step.reader_uid),
+            lambda pfns: [self.machine.frame_tag(pfn) for pfn in pfns],
+        )
+
+
+def run_model(scenario: Scenario, arch: Arch, *, ram_bytes: int = MODEL_RAM_BYTES) -> Observations:
+    """The model's observations of ``scenario`` on ``arch`` (a fresh machine)."""
+    return ModelRun(scenario, arch, ram_bytes).run()

@@ -1,0 +1,118 @@
+"""Every catalog scenario through the model on every architecture, then compared.
+
+Against itself the model must agree exactly; against a copy with renumbered
+PFNs (as a kernel would number them) too; and against a copy with one field
+perturbed, the comparison must point at that field and only there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from harness.compare import compare
+from harness.observations import Observations, ReadResult
+from harness.report import ScenarioResult, render_text
+from harness.scenario import Scenario, load_scenario
+from harness.tests import synth
+from sim.arch import ARCH_NAMES, Arch, get_arch
+from sim.flags import KPF, PM
+from sim.formats import build_u64s, parse_u64s
+
+try:
+    from harness.model_executor import run_model
+except ImportError as e:  # the model is written alongside this harness
+    run_model = None  # type: ignore[assignment]
+    MISSING = str(e)
+else:
+    MISSING = ""
+
+CATALOG = Path(__file__).resolve().parents[2] / "tests" / "scenarios"
+PATHS = sorted(CATALOG.glob("*.json"))
+CASES = [(path, name) for path in PATHS for name in ARCH_NAMES]
+
+
+@cache
+def observed(path: Path, arch_name: str) -> tuple[Scenario, Arch, Observations]:
+    if run_model is None:
+        pytest.skip(f"the model cannot be imported yet: {MISSING}")
+    scenario = load_scenario(path)
+    arch = get_arch(arch_name)
+    reason = scenario.unsupported_reason(arch)
+    if reason:
+        pytest.skip(reason)
+    return scenario, arch, run_model(scenario, arch)
+
+
+@pytest.mark.parametrize("path,arch_name", CASES,
+                         ids=[f"{p.stem}-{a}" for p, a in CASES])
+def test_model_agrees_with_itself(path: Path, arch_name: str) -> None:
+    scenario, arch, obs = observed(path, arch_name)
+    assert obs.side == "model" and obs.scenario == scenario.name and obs.arch == arch.name
+    assert [o.step for o in obs.outcomes] == list(range(len(scenario.steps)))
+    assert [c.step for c in obs.checks] == [c.index for c in scenario.checks]
+    assert compare(obs, obs, scenario, arch) == []
+    assert Observations.from_json(json.loads(json.dumps(obs.to_json()))) == obs
+    assert run_model(scenario, arch) == obs, "the model is deterministic"
+    # As a kernel would number the frames: another bijection, the same answer.
+    real = replace(synth.map_pfns(obs, arch, lambda pfn: pfn * 3 + 0x1234), stable_pfns=False)
+    assert compare(obs, real, scenario, arch) == []
+
+
+def _first_frame(obs: Observations) -> tuple[int, int]:
+    for i, check in enumerate(obs.checks):
+        if check.frames:
+            return i, 0
+    pytest.skip("no check of this scenario names a frame")
+
+
+@pytest.mark.parametrize("path,arch_name", CASES,
+                         ids=[f"{p.stem}-{a}" for p, a in CASES])
+def test_perturbed_kpageflags_is_reported(path: Path, arch_name: str) -> None:
+    scenario, arch, obs = observed(path, arch_name)
+    ci, fi = _first_frame(obs)
+    check = obs.checks[ci]
+    frame = check.frames[fi]
+    assert frame.kpageflags.data is not None
+    flags = parse_u64s(arch, frame.kpageflags.data)[0] ^ (1 << KPF.IDLE)
+    bad = replace(frame, kpageflags=ReadResult.ok(build_u64s(arch, [flags])))
+    frames = tuple(bad if f.pfn == frame.pfn else f for f in check.frames)
+    real = replace(obs, side="real",
+                   checks=tuple(replace(c, frames=frames) if i == ci else c
+                                for i, c in enumerate(obs.checks)))
+    found = compare(obs, real, scenario, arch)
+    fields = sorted({(d.kind, d.field) for d in found})
+    assert fields == [("consistency", "kpagemap.flags"), ("value", "kpageflags")]
+    value = next(d for d in found if d.kind == "value")
+    assert (value.step, value.model_pfn, value.real_pfn) == (check.step, frame.pfn, frame.pfn)
+    assert "IDLE" in value.detail
+    text = render_text([ScenarioResult.from_divergences(scenario.name, arch.name, found)])
+    assert f"step {check.step} (check)" in text and "kpageflags:" in text
+
+
+@pytest.mark.parametrize("path,arch_name", CASES,
+                         ids=[f"{p.stem}-{a}" for p, a in CASES])
+def test_perturbed_pagemap_bit_is_reported(path: Path, arch_name: str) -> None:
+    scenario, arch, obs = observed(path, arch_name)
+    # The last check that read pagemap bytes (an unprivileged one may have read none).
+    ci, ri = next((ci, ri) for ci in reversed(range(len(obs.checks)))
+                  for ri, r in enumerate(obs.checks[ci].regions) if r.pagemap.data)
+    check = obs.checks[ci]
+    region = check.regions[ri]
+    assert region.pagemap.data is not None
+    raws = parse_u64s(arch, region.pagemap.data)
+    raws[-1] ^= 1 << PM.SOFT_DIRTY
+    bad = replace(region, pagemap=ReadResult.ok(build_u64s(arch, raws)))
+    regions = tuple(bad if i == ri else r for i, r in enumerate(check.regions))
+    real = replace(obs, side="real", checks=tuple(
+        replace(c, regions=regions) if i == ci else c for i, c in enumerate(obs.checks)))
+    found = compare(obs, real, scenario, arch)
+    assert len(found) == 1, found
+    d = found[0]
+    assert (d.step, d.field, d.proc, d.region, d.page) == (
+        check.step, "pagemap.soft_dirty", region.proc, region.region, len(raws) - 1)
+    assert d.vaddr == region.vaddr + (len(raws) - 1) * arch.page_size

@@ -1,0 +1,158 @@
+"""Observations: invariants, the frame rule, and the JSON round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from harness.observations import (
+    FORMAT_VERSION,
+    ObservationError,
+    Observations,
+    ReadResult,
+    RegionRead,
+    StepOutcome,
+    errno_name,
+    frames_seen,
+    ram_tag_pages,
+)
+from harness.tests import synth
+from harness.tests.test_compare import ARCH, model_observations
+from sim.formats import PagemapEntry, build_u64s
+
+
+def test_json_round_trip(tmp_path: Path) -> None:
+    obs = model_observations()
+    assert Observations.from_json(json.loads(json.dumps(obs.to_json()))) == obs
+    path = tmp_path / "run.json"
+    obs.save(path)
+    assert Observations.load(path) == obs
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary left behind
+    text = path.read_text()
+    assert '"hex": "' in text and '"ram_tags"' in text
+
+
+@given(st.binary(max_size=64), st.integers(1, 200))
+def test_read_result_round_trip(data: bytes, errno: int) -> None:
+    for result in (ReadResult.ok(data), ReadResult.failed(errno)):
+        assert ReadResult.from_json(json.loads(json.dumps(result.to_json()))) == result
+
+
+def test_invariants() -> None:
+    with pytest.raises(ValueError):
+        ReadResult(b"x", 5)
+    with pytest.raises(ValueError):
+        ReadResult()
+    with pytest.raises(ValueError):
+        StepOutcome(1, "segv")
+    with pytest.raises(ValueError):
+        StepOutcome(1, "ok", errno=3)
+    with pytest.raises(ValueError):
+        RegionRead("main", "a", 0, 2, ReadResult.ok(b""), (None,))
+    check = model_observations().checks[1]
+    from dataclasses import replace
+    with pytest.raises(ValueError, match="a PFN is read twice"):
+        replace(check, frames=check.frames + check.frames[:1])
+    with pytest.raises(ValueError, match="read twice"):
+        replace(check, regions=check.regions + check.regions[:1])
+
+
+@pytest.mark.parametrize("obj,message", [
+    ([], "observations '[]' is not an object"),
+    ({"format": 99}, "format 99; this version reads format 1"),
+    ({"format": FORMAT_VERSION, "side": "guest"}, "side 'guest'"),
+    ({"format": FORMAT_VERSION, "side": "real", "scenario": "t", "arch": "x86_64",
+      "outcomes": [{"step": 0, "status": "boom"}], "checks": []}, "status 'boom'"),
+    ({"format": FORMAT_VERSION, "side": "real", "scenario": "t", "arch": "x86_64",
+      "outcomes": [], "checks": [{"step": 1, "reader_uid": 0, "kpagemap_header": {"hex": "zz"}}]},
+     "hex 'zz' is not hex bytes"),
+    ({"format": FORMAT_VERSION, "side": "real", "scenario": "t", "arch": "x86_64",
+      "outcomes": [], "checks": [{"step": 1, "reader_uid": 0, "kpagemap_header": {"errno": 0}}]},
+     "errno 0 is not a positive integer"),
+])
+def test_bad_json(obj: object, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(obj))
+    with pytest.raises(ObservationError) as info:
+        Observations.load(path)
+    assert message in str(info.value) and str(info.value).startswith(str(path))
+    with pytest.raises(ObservationError, match="cannot read"):
+        Observations.load(tmp_path / "none.json")
+    path.write_text("{")
+    with pytest.raises(ObservationError, match="not a JSON file"):
+        Observations.load(path)
+
+
+def test_frame_rule() -> None:
+    entries = [
+        PagemapEntry.page(0x10, exclusive=True),
+        PagemapEntry.page(0),  # PFN hidden from an unprivileged reader: no frame
+        PagemapEntry.swap(1, 5),
+        PagemapEntry(soft_dirty=True),
+        PagemapEntry.page(0x10),
+        PagemapEntry.page(0x7, file_shared=True),
+    ]
+    read = ReadResult.ok(build_u64s(ARCH, [e.to_raw() for e in entries]))
+    assert ram_tag_pages(ARCH, read) == [(0, 0x10), (4, 0x10), (5, 0x7)]
+    region = synth.region(ARCH, "main", "a", 0, entries)
+    assert frames_seen(ARCH, [region, read]) == [0x7, 0x10]
+    assert ram_tag_pages(ARCH, ReadResult.failed(13)) == []
+    # A short read names the frames of its whole entries only.
+    assert ram_tag_pages(ARCH, ReadResult.ok(read.data[:12] if read.data else b"")) == [(0, 0x10)]
+
+
+def test_errno_name() -> None:
+    assert errno_name(13) == "EACCES (13)"
+    assert errno_name(4095) == "E? (4095)"
+
+
+def test_observe_check_reads_in_two_batches() -> None:
+    """The read plan both executors share, run over in-memory file contents."""
+    from harness.observations import FileRead, observe_check
+    from harness.scenario import Check, plan_layout
+    from harness.tests.test_compare import SCENARIO
+    from sim.formats import KpagemapHeader, build_kpagemap_entries
+
+    layout = plan_layout(SCENARIO, ARCH)
+    a = layout["a"]
+    entries = [PagemapEntry.page(5, exclusive=True), PagemapEntry(), PagemapEntry.page(3),
+               PagemapEntry.page(5)]
+    kpmsize = ARCH.kpagemap_entry_size
+    pagemap_base = (a.vaddr >> ARCH.page_shift) * 8
+    files = {  # path -> (file offset of the bytes, bytes)
+        "/proc/42/pagemap": (pagemap_base, build_u64s(ARCH, [e.to_raw() for e in entries])),
+        "/proc/kpagemap": (0, KpagemapHeader.for_arch(ARCH).slot_bytes()
+                           + build_kpagemap_entries(ARCH, [(p, 100 + p) for p in range(8)])),
+        "/proc/kpageflags": (0, build_u64s(ARCH, [1 << p for p in range(8)])),
+        "/proc/kpagecount": (0, build_u64s(ARCH, list(range(8)))),
+    }
+    batches: list[list[FileRead]] = []
+
+    def read(reads: object) -> list[ReadResult]:
+        assert isinstance(reads, list)
+        batches.append(reads)
+        results = []
+        for r in reads:
+            base, data = files[r.path]
+            results.append(ReadResult.ok(data[r.offset - base: r.offset - base + r.count]))
+        return results
+
+    check = Check(2)
+    obs = observe_check(check, [("main", "a", 42)], layout, ARCH, read,
+                        lambda pfns: [0x1000 + p for p in pfns])
+    assert [len(b) for b in batches] == [4, 6]
+    assert batches[0][3] == FileRead("/proc/42/pagemap", (a.vaddr >> 16) * 8, 32)
+    assert batches[1][:3] == [FileRead("/proc/kpagemap", 4 * kpmsize, kpmsize),
+                              FileRead("/proc/kpageflags", 24, 8),
+                              FileRead("/proc/kpagecount", 24, 8)]
+    assert obs.kpagemap_header.data == KpagemapHeader.for_arch(ARCH).slot_bytes()
+    assert obs.kpageflags_probe == ReadResult.ok(b"")
+    assert [f.pfn for f in obs.frames] == [3, 5]
+    assert obs.frames[1].kpagecount == ReadResult.ok(build_u64s(ARCH, [5]))
+    assert obs.regions[0].ram_tags == (0x1005, None, 0x1003, 0x1005)
+    untagged = observe_check(check, [("main", "a", 42)], layout, ARCH, read, None)
+    assert untagged.regions[0].ram_tags is None

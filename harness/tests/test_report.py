@@ -1,0 +1,118 @@
+"""Report formatting: grouped text and complete JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from harness.compare import compare
+from harness.observations import ReadResult, StepOutcome
+from harness.report import (
+    ScenarioResult,
+    compare_recorded,
+    main,
+    render_json,
+    render_text,
+    summary_line,
+)
+from harness.tests import synth
+from harness.tests.test_compare import ARCH, SCENARIO, model_observations, real_observations
+from sim.flags import KPF, kpf_value
+from sim.formats import build_u64s
+
+
+def diverging_result() -> ScenarioResult:
+    """The real side sets KSM on every frame of check 5 and counts one mapping less."""
+    real = real_observations()
+    c5 = real.checks[1]
+    ksm = synth.ANON_FLAGS | kpf_value(KPF.KSM)
+    frames = tuple(
+        replace(f, kpageflags=ReadResult.ok(build_u64s(ARCH, [ksm]))) for f in c5.frames
+    )
+    real = replace(real, checks=(real.checks[0], replace(c5, frames=frames), *real.checks[2:]))
+    found = compare(model_observations(), real, SCENARIO, ARCH)
+    return ScenarioResult.from_divergences("t", ARCH.name, found)
+
+
+def test_text_groups_by_step_and_value() -> None:
+    result = diverging_result()
+    assert result.status == "diverge"
+    text = render_text([result], places=2)
+    lines = text.splitlines()
+    assert lines[0] == f"FAIL t on ppc64: {len(result.divergences)} divergences"
+    assert lines[1] == "  step 5 (check)"
+    # One line for the three frames with the same wrong flags, their places under it.
+    heading = next(line for line in lines if line.startswith("    kpageflags:"))
+    assert "model 0x5828 UPTODATE|LRU|MMAP|ANON|SWAPBACKED" in heading
+    assert "|KSM" in heading and heading.endswith("(3 frames)")
+    assert "        real only: KSM" in lines
+    assert "        ... and 1 more" in lines
+    assert any("at pfn model 0x64 / real 0x3f000 (main:a+0, c:a+0)" in line for line in lines)
+    consistency = [line for line in lines if "inconsistent on the real side" in line]
+    assert len(consistency) == 1 and consistency[0].endswith("(3 frames)")
+    assert lines[-1] == f"1 run: 1 diverge ({len(result.divergences)} divergences)"
+
+
+def test_text_other_statuses() -> None:
+    results = [
+        ScenarioResult("a", "x86_64", "agree"),
+        ScenarioResult("thp", "i386", "skipped", message="scenario thp uses THP-sized counts"),
+        ScenarioResult("b", "ppc64", "error", message="guest agent: timeout after 30 s"),
+    ]
+    text = render_text(results)
+    assert text.splitlines() == [
+        "ok   a on x86_64",
+        "skip thp on i386: scenario thp uses THP-sized counts",
+        "ERR  b on ppc64: guest agent: timeout after 30 s",
+        "3 runs: 1 agree, 1 error, 1 skipped",
+    ]
+    assert summary_line([]) == "0 runs: none"
+
+
+def test_json_has_every_field() -> None:
+    result = diverging_result()
+    obj = json.loads(render_json([result, ScenarioResult("a", "x86_64", "agree")]))
+    assert obj["summary"] == {"runs": 2, "agree": 1, "diverge": 1, "error": 0, "skipped": 0,
+                              "divergences": len(result.divergences)}
+    first = obj["results"][0]["divergences"][0]
+    assert set(first) == {
+        "scenario", "arch", "step", "op", "kind", "field", "model", "real", "proc", "region",
+        "page", "vaddr", "model_pfn", "real_pfn", "side", "where", "detail"}
+    assert first["model_pfn"] == "0x64" and first["real_pfn"] == "0x3f000"
+
+
+def test_compare_recorded_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scenario = tmp_path / "t.json"
+    scenario.write_text(json.dumps({"name": "t", "steps": [
+        {"op": "mmap", "region": "a", "pages": 4, "kind": "anon", "share": "private",
+         "prot": "rw"},
+        {"op": "write", "region": "a", "pages": [0, 2]},
+        {"op": "check"},
+        {"op": "fork", "child": "c"},
+        {"op": "write", "proc": "c", "region": "a", "pages": [1, 2]},
+        {"op": "check"},
+        {"op": "munmap", "region": "a", "pages": [0, 4]},
+        {"op": "mmap", "region": "b", "pages": 2, "kind": "anon", "share": "private",
+         "prot": "rw"},
+        {"op": "write", "region": "b", "pages": [0, 2]},
+        {"op": "check"},
+        {"op": "check", "as_uid": 1000},
+    ]}))
+    model, real = tmp_path / "model.json", tmp_path / "real.json"
+    model_observations().save(model)
+    real_observations().save(real)
+    assert compare_recorded(scenario, model, real).status == "agree"
+    assert main([str(scenario), str(model), str(real)]) == 0
+    assert capsys.readouterr().out == "ok   t on ppc64\n1 run: 1 agree\n"
+    outcomes = list(real_observations().outcomes)
+    outcomes[1] = StepOutcome(1, "error", errno=12)
+    replace(real_observations(), outcomes=tuple(outcomes)).save(real)
+    assert main([str(scenario), str(model), str(real), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["results"][0]["divergences"][0]["real"] == "error ENOMEM (12)"
+    assert main([str(scenario), str(model), str(tmp_path / "none.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "none.json: cannot read" in err and err.count("\n") == 1

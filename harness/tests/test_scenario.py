@@ -1,0 +1,291 @@
+"""The scenario loader, the layout and the tags."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from harness.scenario import (
+    LAYOUT_SPAN,
+    Check,
+    Fork,
+    Mmap,
+    PageCount,
+    Read,
+    ScenarioError,
+    ScenarioNotApplicable,
+    Target,
+    Write,
+    describe_tag,
+    file_tag,
+    layout_alignment,
+    layout_base,
+    load_scenario,
+    parse_scenario,
+    plan_layout,
+    write_tag,
+)
+from sim.arch import ARCH_NAMES, get_arch
+
+CATALOG = Path(__file__).resolve().parents[2] / "tests" / "scenarios"
+ARCHES = [get_arch(name) for name in ARCH_NAMES]
+
+MMAP_A = {"op": "mmap", "region": "a", "pages": 4, "kind": "anon", "share": "private",
+          "prot": "rw"}
+
+
+def scenario(*steps: object) -> dict[str, Any]:
+    return {"name": "t", "steps": list(steps)}
+
+
+def test_catalog_loads() -> None:
+    paths = sorted(CATALOG.glob("*.json"))
+    assert len(paths) >= 14
+    for path in paths:
+        loaded = load_scenario(path)
+        assert loaded.name == path.stem, f"{path}: name differs from the file name"
+        assert loaded.checks, f"{path}: a scenario without a check observes nothing"
+
+
+def test_steps_parse_into_dataclasses() -> None:
+    s = parse_scenario(scenario(
+        MMAP_A,
+        {"op": "write", "region": "a", "pages": [0, 2]},
+        {"op": "fork", "child": "c", "uid": 1000},
+        {"op": "read", "proc": "c", "region": "a", "pages": [1, 3]},
+        {"op": "check", "as_uid": 1000},
+        {"op": "check", "proc": "c"},
+    ))
+    assert s.steps[0] == Mmap(0, "main", "a", PageCount(4), "anon", "private", "rw")
+    assert s.steps[1] == Write(1, "main", "a", PageCount(0), PageCount(2))
+    assert s.steps[2] == Fork(2, "main", "c", 1000)
+    assert isinstance(s.steps[3], Read) and not s.steps[3].write
+    assert s.steps[4] == Check(4, None, 1000) and s.steps[4].reader_uid == 1000
+    assert s.procs == ("main", "c")
+    assert s.targets[4] == (Target("main", "a"), Target("c", "a"))
+    assert s.targets[5] == (Target("c", "a"),)
+    with pytest.raises(AttributeError):
+        s.steps[0].region = "b"  # type: ignore[misc]
+
+
+def test_targets_follow_fork_and_exit() -> None:
+    s = parse_scenario(scenario(
+        MMAP_A,
+        {"op": "fork", "child": "c"},
+        {"op": "mmap", "proc": "c", "region": "b", "pages": 1, "kind": "file",
+         "share": "shared", "prot": "r"},
+        {"op": "check"},
+        {"op": "munmap", "region": "a", "pages": [0, 4]},
+        {"op": "exit", "proc": "c"},
+        {"op": "check"},
+    ))
+    assert s.targets[3] == (Target("main", "a"), Target("c", "a"), Target("c", "b"))
+    # Unmapped regions stay observed (their range reads as holes); exited processes do not.
+    assert s.targets[6] == (Target("main", "a"),)
+
+
+BAD: list[tuple[str, object, str]] = [
+    ("top level list", [], "the top level is not an object"),
+    ("no steps", {"name": "t", "steps": []}, "'steps' is not a non-empty list"),
+    ("bad name", {"name": "a b", "steps": [MMAP_A]}, "name 'a b' is not a scenario name"),
+    ("unknown top key", {"name": "t", "steps": [MMAP_A], "stpes": 1}, "unknown top-level key"),
+    ("step not object", scenario(MMAP_A, 3), "step 1: not an object"),
+    ("unknown op", scenario(MMAP_A, {"op": "mlock"}), "step 1 (mlock): unknown op 'mlock'"),
+    ("missing op", scenario({"region": "a"}), "step 0 (None): unknown op None"),
+    ("unknown key", scenario(MMAP_A, {"op": "write", "region": "a", "pages": [0, 1],
+                                      "pagez": 1}), "step 1 (write): unknown key 'pagez'"),
+    ("missing key", scenario({"op": "mmap", "region": "a", "pages": 1, "kind": "anon",
+                              "share": "private"}), "step 0 (mmap): missing 'prot'"),
+    ("bad kind", scenario({**MMAP_A, "kind": "heap"}), "step 0 (mmap): kind 'heap' is not one"),
+    ("bad share", scenario({**MMAP_A, "share": 1}), "step 0 (mmap): share 1 is not one"),
+    ("bad prot", scenario({**MMAP_A, "prot": "rwx"}),
+     "step 0 (mmap): prot 'rwx' is not one of 'none', 'r', 'rw'"),
+    ("bool pages", scenario({**MMAP_A, "pages": True}), "step 0 (mmap): pages: True is not"),
+    ("zero pages", scenario({**MMAP_A, "pages": 0}), "step 0 (mmap): pages 0 = 0; a region has"),
+    ("bad thp expr", scenario({**MMAP_A, "pages": "thp*2"}), "step 0 (mmap): pages: 'thp*2'"),
+    ("bad region name", scenario({**MMAP_A, "region": "1a"}), "step 0 (mmap): region '1a' is not"),
+    ("region twice", scenario(MMAP_A, MMAP_A), "step 1 (mmap): region 'a' is already defined"),
+    ("undefined region", scenario({"op": "read", "region": "a", "pages": [0, 1]}),
+     "step 0 (read): region 'a' is not defined"),
+    ("range not list", scenario(MMAP_A, {"op": "read", "region": "a", "pages": 2}),
+     "step 1 (read): pages 2 is not a range"),
+    ("range beyond", scenario(MMAP_A, {"op": "write", "region": "a", "pages": [2, 5]}),
+     "step 1 (write): pages [2, 5) is not a non-empty range inside region 'a' of 4 pages"),
+    ("range empty", scenario(MMAP_A, {"op": "write", "region": "a", "pages": [2, 2]}),
+     "step 1 (write): pages [2, 2) is not a non-empty range"),
+    ("range negative", scenario(MMAP_A, {"op": "read", "region": "a", "pages": [-1, 2]}),
+     "step 1 (read): pages [-1, 2)"),
+    ("thp beyond", scenario({**MMAP_A, "pages": "thp"},
+                            {"op": "write", "region": "a", "pages": [0, "thp+1"]}),
+     "step 1 (write): pages [0, thp+1) = [0, 513) is not a non-empty range inside region 'a' "
+     "of 512 pages on x86_64"),
+    ("touch after munmap", scenario(MMAP_A, {"op": "munmap", "region": "a", "pages": [1, 3]},
+                                    {"op": "write", "region": "a", "pages": [0, 4]}),
+     "step 2 (write): pages [0, 4): page 1 of region 'a' is not mapped in 'main' "
+     "(unmapped at step 1)"),
+    ("munmap twice", scenario(MMAP_A, {"op": "munmap", "region": "a", "pages": [1, 3]},
+                              {"op": "munmap", "region": "a", "pages": [2, 3]}),
+     "step 2 (munmap): pages [2, 3): page 2 of region 'a' is not mapped"),
+    ("child after parent munmap", scenario(
+        MMAP_A, {"op": "munmap", "region": "a", "pages": [0, 1]}, {"op": "fork", "child": "c"},
+        {"op": "read", "proc": "c", "region": "a", "pages": [0, 1]}),
+     "step 3 (read): pages [0, 1): page 0 of region 'a' is not mapped in 'c' (unmapped at step 1)"),
+    ("undefined proc", scenario(MMAP_A, {"op": "read", "proc": "c", "region": "a",
+                                         "pages": [0, 1]}),
+     "step 1 (read): process 'c' is not defined"),
+    ("use after exit", scenario(MMAP_A, {"op": "fork", "child": "c"}, {"op": "exit", "proc": "c"},
+                                {"op": "read", "proc": "c", "region": "a", "pages": [0, 1]}),
+     "step 3 (read): process 'c' exited at step 2"),
+    ("exit twice", scenario(MMAP_A, {"op": "exit"}, {"op": "exit"}),
+     "step 2 (exit): process 'main' exited at step 1"),
+    ("check exited proc", scenario(MMAP_A, {"op": "exit"}, {"op": "check", "proc": "main"}),
+     "step 2 (check): process 'main' exited at step 1"),
+    ("fork name reused", scenario(MMAP_A, {"op": "fork", "child": "c"}, {"op": "exit",
+                                  "proc": "c"}, {"op": "fork", "child": "c"}),
+     "step 3 (fork): process name 'c' is already used"),
+    ("fork main", scenario(MMAP_A, {"op": "fork", "child": "main"}),
+     "step 1 (fork): process name 'main' is already used"),
+    ("region of another process", scenario(
+        {"op": "fork", "child": "c"}, MMAP_A,
+        {"op": "read", "proc": "c", "region": "a", "pages": [0, 1]}),
+     "step 2 (read): region 'a' belongs to 'main', not to 'c'"),
+    ("bad uid", scenario(MMAP_A, {"op": "check", "as_uid": -1}),
+     "step 1 (check): as_uid -1 is not a uid"),
+    ("bool uid", scenario(MMAP_A, {"op": "fork", "child": "c", "uid": False}),
+     "step 1 (fork): uid False is not a uid"),
+    ("clear_refs 6", scenario(MMAP_A, {"op": "clear_refs", "value": 6}),
+     "step 1 (clear_refs): value 6 is not one of 1, 2, 3, 4, 5"),
+    ("clear_refs true", scenario(MMAP_A, {"op": "clear_refs", "value": True}),
+     "step 1 (clear_refs): value True"),
+    ("bad advice", scenario(MMAP_A, {"op": "madvise", "region": "a", "pages": [0, 1],
+                                     "advice": "free"}),
+     "step 1 (madvise): advice 'free' is not one of 'dontneed', 'hugepage'"),
+    ("bad mprotect", scenario(MMAP_A, {"op": "mprotect", "region": "a", "pages": [0, 1]}),
+     "step 1 (mprotect): missing 'prot'"),
+    ("too big", scenario({**MMAP_A, "pages": 1 << 20}),
+     "step 0 (mmap): region 'a' ends at"),
+]
+
+
+@pytest.mark.parametrize("data,message", [(d, m) for _, d, m in BAD],
+                         ids=[name for name, _, _ in BAD])
+def test_bad_scenarios_name_the_step(data: object, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"{path}: "), text
+    assert message in text, text
+
+
+def test_file_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match=r"missing\.json: cannot read: No such file"):
+        load_scenario(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "t",\n "steps": [}')
+    with pytest.raises(ScenarioError, match=r"bad\.json: not valid JSON: .* at line 2 column 12"):
+        load_scenario(bad)
+    binary = tmp_path / "bin.json"
+    binary.write_bytes(b"\xff\xfe{")
+    with pytest.raises(ScenarioError, match="not UTF-8"):
+        load_scenario(binary)
+
+
+def test_page_counts() -> None:
+    x86, ppc64, i386 = get_arch("x86_64"), get_arch("ppc64"), get_arch("i386")
+    assert PageCount.parse(3) == PageCount(3)
+    assert PageCount.parse("thp") == PageCount(0, 1)
+    assert PageCount.parse("2*thp-1") == PageCount(-1, 2)
+    assert PageCount.parse(" thp + 4 ") == PageCount(4, 1)
+    assert str(PageCount(-1, 2)) == "2*thp-1" and str(PageCount(4, 1)) == "thp+4"
+    assert PageCount(1, 1).resolve(x86) == 513 and PageCount(1, 1).resolve(ppc64) == 33
+    with pytest.raises(ScenarioNotApplicable, match="i386 has no THP"):
+        PageCount(0, 1).resolve(i386)
+    for bad in ("thp*2", "2thp", "", "x", 1.5, None, [1]):
+        with pytest.raises(ValueError):
+            PageCount.parse(bad)
+
+
+def test_thp_scenario_is_skipped_without_thp() -> None:
+    thp = load_scenario(CATALOG / "thp.json")
+    assert thp.unsupported_reason(get_arch("x86_64")) is None
+    reason = thp.unsupported_reason(get_arch("i386"))
+    assert reason is not None and "i386 has no THP" in reason
+    with pytest.raises(ScenarioNotApplicable):
+        plan_layout(thp, get_arch("i386"))
+    placement = plan_layout(thp, get_arch("ppc64"))["h"]
+    assert placement.pages == 32 and placement.vaddr % (32 << 16) == 0
+
+
+@pytest.mark.parametrize("arch", ARCHES, ids=ARCH_NAMES)
+def test_layout(arch: Any) -> None:
+    align = layout_alignment(arch)
+    base = layout_base(arch)
+    assert base % align == 0 and base + LAYOUT_SPAN <= arch.task_size
+    if arch.thp_pages:
+        assert align == arch.thp_pages * arch.page_size
+    for path in sorted(CATALOG.glob("*.json")):
+        s = load_scenario(path)
+        if s.unsupported_reason(arch):
+            continue
+        layout = plan_layout(s, arch)
+        assert plan_layout(s, arch) == layout or dict(plan_layout(s, arch)) == dict(layout)
+        placements = sorted(layout.values(), key=lambda p: p.vaddr)
+        assert [p.region for p in placements] == [m.region for m in s.regions]
+        assert placements[0].vaddr == base
+        for p in placements:
+            assert p.vaddr % align == 0
+            assert layout.region_at(p.vaddr) == (p, 0)
+            assert layout.region_at(p.end - 1) == (p, p.pages - 1)
+        for before, after in itertools.pairwise(placements):
+            assert after.vaddr >= before.end + align, "a gap of a whole table between regions"
+        assert layout.region_at(placements[0].end) is None
+
+
+def test_span_and_tags() -> None:
+    s = parse_scenario(scenario(
+        MMAP_A,
+        {**MMAP_A, "region": "b", "kind": "file"},
+        {"op": "write", "region": "b", "pages": [1, 3]},
+    ))
+    layout = plan_layout(s, get_arch("ppc64"))
+    step = s.steps[2]
+    assert isinstance(step, Write)
+    span = layout.span(step)
+    assert (span.first, span.end, span.pages) == (1, 3, 2)
+    assert span.vaddr == layout["b"].vaddr + (1 << 16)
+    assert layout.write_tags(step) == [write_tag(2, 1, 1), write_tag(2, 1, 2)]
+    assert layout.file_tags("b") == [file_tag(1, p) for p in range(4)]
+    assert describe_tag(write_tag(2, 1, 3), s) == f"{write_tag(2, 1, 3):#x} (write of step 2, " \
+        "region 'b' page 3)"
+    assert "file contents, region 'a' page 0" in describe_tag(file_tag(0, 0), s)
+    assert describe_tag(0) == "0x0 (zero: never written)"
+    assert "not a tag" in describe_tag(0x1234)
+
+
+@given(
+    st.integers(0, (1 << 16) - 1), st.integers(0, 255), st.integers(0, (1 << 24) - 1),
+    st.integers(0, (1 << 16) - 1), st.integers(0, 255), st.integers(0, (1 << 24) - 1),
+)
+def test_tags_are_unique(s1: int, r1: int, p1: int, s2: int, r2: int, p2: int) -> None:
+    if (s1, r1, p1) != (s2, r2, p2):
+        assert write_tag(s1, r1, p1) != write_tag(s2, r2, p2)
+    if (r1, p1) != (r2, p2):
+        assert file_tag(r1, p1) != file_tag(r2, p2)
+    assert write_tag(s1, r1, p1) not in (0, file_tag(r2, p2))
+    assert write_tag(s1, r1, p1) < 1 << 64
+
+
+def test_tag_limits() -> None:
+    with pytest.raises(ValueError):
+        write_tag(1 << 16, 0, 0)
+    with pytest.raises(ValueError):
+        file_tag(0, 1 << 24)

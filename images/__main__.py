@@ -1,0 +1,85 @@
+"""``python -m images``: build, path, setup."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from images.arches import IMAGE_ARCH_NAMES
+from images.builder import build_image, find_image
+from images.errors import ImageError
+from images.hostsetup import setup_host
+from images.project import AGENT_DIR_ENV
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m images",
+        description="Build the patched guest kernels and initramfs images (cached).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("build", "build the image of ARCH unless the cache has it; print its paths"),
+        ("path", "print the kernel and initramfs paths of ARCH's image (exit 1 if not built)"),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("--arch", required=True, choices=IMAGE_ARCH_NAMES)
+        command.add_argument(
+            "--agent-dir",
+            type=Path,
+            help=f"guest agent source directory (default: ${AGENT_DIR_ENV} or harness/agent)",
+        )
+        if name == "build":
+            command.add_argument("-j", "--jobs", type=int, help="make -j (default: CPUs)")
+    setup = commands.add_parser(
+        "setup",
+        help="check (and as root install) the host tools and packages",
+        description="Check the tools the builds and boots need; as root on Debian, install "
+        "what is missing with apt-get, else print the command.",
+    )
+    setup.add_argument(
+        "--arch", action="append", choices=IMAGE_ARCH_NAMES,
+        help="only what this arch needs (repeatable; default: all)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "setup":
+            setup_host(tuple(args.arch or IMAGE_ARCH_NAMES))
+            return 0
+        if args.command == "build":
+            image = build_image(args.arch, agent_dir=args.agent_dir, jobs=args.jobs)
+        else:
+            found = find_image(args.arch, agent_dir=args.agent_dir)
+            if found is None:
+                print(
+                    f"images: {args.arch} is not built for the current inputs "
+                    f"(python -m images build --arch {args.arch})",
+                    file=sys.stderr,
+                )
+                return 1
+            image = found
+    except ImageError as exc:
+        print(f"images: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("images: interrupted", file=sys.stderr)
+        return 130
+    # Two lines, kernel first: easy to read from a shell.
+    try:
+        print(image.kernel)
+        print(image.initramfs, flush=True)
+    except BrokenPipeError:
+        # The reader went away (``| head -1``): not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

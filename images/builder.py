@@ -1,0 +1,275 @@
+"""Build (or find in the cache) the kernel image and initramfs of one architecture."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from images.agent import compile_agent
+from images.arches import SERIES_FRAGMENT, ImageArch, get_image_arch
+from images.cache import COMPLETE_MARKER, Cache
+from images.commands import note, run
+from images.errors import CommandError, ImageError
+from images.initramfs import make_initramfs
+from images.kconfig import Request, check_config, defined_symbols, parse_fragment
+from images.key import BuildInputs, cache_key, compiler_version
+from images.patching import PatchedTree
+from images.project import Project, find_project
+from images.source import SourcePackage, check_base, ensure_pristine, installed_source
+
+__all__ = ["BuiltImage", "build_image", "collect_inputs", "find_image"]
+
+#: Environment variable overriding make's -j (default: the CPUs this process may use).
+JOBS_ENV = "PAGEMAP_HARNESS_JOBS"
+
+_INITRAMFS = "initramfs.cpio.gz"
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """A published image: everything QEMU needs, and how it was made."""
+
+    arch: str
+    kernel: Path
+    initramfs: Path
+    config: Path
+    key: str
+    build_log: Path
+
+    @classmethod
+    def at(cls, arch: ImageArch, directory: Path) -> BuiltImage:
+        return cls(
+            arch=arch.name,
+            kernel=directory / Path(arch.image_path).name,
+            initramfs=directory / _INITRAMFS,
+            config=directory / "config",
+            key=directory.name,
+            build_log=directory / "build.log",
+        )
+
+
+def collect_inputs(
+    arch: ImageArch, project: Project, cache: Cache, agent_dir: Path | None = None
+) -> tuple[BuildInputs, SourcePackage]:
+    """Read every input of a build (fast: slow facts are memoised by file stamps)."""
+    source = installed_source(cache)
+    check_base(project.base_file, source)
+    series = project.read_series()
+    fragment_paths = list(arch.fragment_paths)
+    if series is not None:
+        fragment_paths.append(SERIES_FRAGMENT)
+    inputs = BuildInputs(
+        arch=arch,
+        source_version=source.version,
+        source_sha256=source.sha256,
+        series_file=None if series is None else series.series_file,
+        patches=() if series is None else series.patches,
+        fragments=tuple((path.name, path.read_bytes()) for path in fragment_paths),
+        agent_sources=project.read_agent_sources(agent_dir),
+        compilers=tuple((cc, compiler_version(cache, cc)) for cc in arch.compilers),
+    )
+    return inputs, source
+
+
+def find_image(
+    arch_name: str, *, agent_dir: Path | None = None, cache: Cache | None = None
+) -> BuiltImage | None:
+    """The published image for the current inputs, or None if it is not built."""
+    arch = get_image_arch(arch_name)
+    cache = cache or Cache.default()
+    inputs, _ = collect_inputs(arch, find_project(), cache, agent_dir)
+    found = cache.published(arch.name, cache_key(inputs))
+    return None if found is None else BuiltImage.at(arch, found)
+
+
+def build_image(
+    arch_name: str,
+    *,
+    agent_dir: Path | None = None,
+    cache: Cache | None = None,
+    jobs: int | None = None,
+) -> BuiltImage:
+    """The image for the current inputs, built only when the cache has none."""
+    arch = get_image_arch(arch_name)
+    cache = cache or Cache.default()
+    project = find_project()
+    inputs, source = collect_inputs(arch, project, cache, agent_dir)
+    key = cache_key(inputs)
+    if (found := cache.published(arch.name, key)) is not None:
+        return BuiltImage.at(arch, found)
+    started = time.monotonic()
+
+    def build(staging: Path) -> None:
+        note(f"[{arch.name}] building image {key} in {cache.tree_dir(arch.name)}")
+        _Build(arch, inputs, source, key, project, cache, agent_dir, jobs).run(staging)
+
+    directory = cache.get_or_build(arch.name, key, build)
+    built = BuiltImage.at(arch, directory)
+    note(
+        f"[{arch.name}] {built.kernel} ({built.kernel.stat().st_size} bytes), "
+        f"{built.initramfs} ({built.initramfs.stat().st_size} bytes), "
+        f"{time.monotonic() - started:.0f}s"
+    )
+    return built
+
+
+def _default_jobs() -> int:
+    if env := os.environ.get(JOBS_ENV):
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ImageError(f"{JOBS_ENV}={env!r} is not a number") from None
+    return len(os.sched_getaffinity(0))
+
+
+class _Build:
+    """One build, step by step, in the arch's tree; the result is published whole."""
+
+    def __init__(
+        self,
+        arch: ImageArch,
+        inputs: BuildInputs,
+        source: SourcePackage,
+        key: str,
+        project: Project,
+        cache: Cache,
+        agent_dir: Path | None,
+        jobs: int | None,
+    ) -> None:
+        self.arch = arch
+        self.inputs = inputs
+        self.source = source
+        self.key = key
+        self.project = project
+        self.cache = cache
+        self.agent_dir = project.agent_dir(agent_dir)
+        self.jobs = jobs or _default_jobs()
+        self.tree_dir = cache.tree_dir(arch.name)
+        self.build_dir = self.tree_dir / "build"
+        # The log lives beside the tree while building, so a failure's log survives.
+        self.log = self.tree_dir / "build.log"
+        self.tree = PatchedTree(self.tree_dir, self.log)
+        self.timings: dict[str, float] = {}
+
+    def run(self, staging: Path) -> None:
+        """Every step; the results go to ``staging``, meta.json last."""
+        self.tree_dir.mkdir(parents=True, exist_ok=True)
+        self.log.write_text(f"build of {self.arch.name} image {self.key}\n", encoding="utf-8")
+        self._step("source", self._prepare_tree)
+        self._step("config", self._configure)
+        self._step("kernel", self._make_kernel)
+        self._step("initramfs", lambda: self._make_initramfs(staging))
+        self._collect(staging)
+
+    def _step(self, name: str, action: Callable[[], None]) -> None:
+        started = time.monotonic()
+        action()
+        self.timings[name] = round(time.monotonic() - started, 1)
+
+    # -- source tree -----------------------------------------------------------
+
+    def _prepare_tree(self) -> None:
+        pristine = ensure_pristine(self.cache, self.source, self.log)
+        state = self.tree.state()
+        reason = None
+        if state is None:
+            reason = "no patched tree yet"
+        elif state.source != self.source.ident:
+            reason = f"source changed ({state.source} -> {self.source.ident})"
+        elif state.in_progress:
+            reason = "a previous patch step was interrupted"
+        if reason is not None:
+            note(f"[{self.arch.name}] new source tree and build dir: {reason}")
+            self.tree.reset(pristine, self.source.ident, self.build_dir)
+        try:
+            changed = self.tree.sync(self.inputs.patches)
+        except CommandError as exc:
+            note(f"[{self.arch.name}] reverting a patch failed ({exc.command}); starting afresh")
+            self.tree.reset(pristine, self.source.ident, self.build_dir)
+            changed = self.tree.sync(self.inputs.patches)
+        if changed:
+            note(f"[{self.arch.name}] applied {', '.join(changed)}")
+
+    # -- configuration ---------------------------------------------------------
+
+    def _make(self, *targets: str, env: dict[str, str] | None = None, label: str) -> None:
+        argv = ["make", "-C", str(self.tree.src), f"O={self.build_dir}"]
+        argv.append(f"ARCH={self.arch.kernel_arch}")
+        if self.arch.cross_compile:
+            argv.append(f"CROSS_COMPILE={self.arch.cross_compile}")
+        run([*argv, *targets], self.log, env=env, progress=f"{self.arch.name}: {label}")
+
+    def _requests(self) -> list[Request]:
+        """Our fragments' options; the series' ones only where the series defines them."""
+        series_defines: set[str] = set()
+        for _, data in self.inputs.patches:
+            series_defines |= defined_symbols(data.decode("utf-8", errors="replace"))
+        requests: list[Request] = []
+        for name, data in self.inputs.fragments:
+            parsed = list(parse_fragment(data.decode("utf-8"), name).values())
+            if name == SERIES_FRAGMENT.name:
+                for request in parsed:
+                    if request.symbol not in series_defines:
+                        note(f"[{self.arch.name}] not checking {request}: "
+                             "the series defines no such symbol")
+                parsed = [r for r in parsed if r.symbol in series_defines]
+            requests.extend(parsed)
+        # A later fragment's request for a symbol replaces an earlier one.
+        return list({request.symbol: request for request in requests}.values())
+
+    def _configure(self) -> None:
+        self.build_dir.mkdir(parents=True, exist_ok=True)
+        allconfig = self.build_dir / "allconfig.fragment"
+        parts = [
+            f"# {name}\n{(self.tree.src / name).read_text(encoding='utf-8')}"
+            for name in self.arch.base_fragments
+        ]
+        parts += [f"# {name}\n{data.decode('utf-8')}" for name, data in self.inputs.fragments]
+        allconfig.write_text("\n".join(parts), encoding="utf-8")
+        self._make("allnoconfig", env={"KCONFIG_ALLCONFIG": str(allconfig)}, label="config")
+        check_config(self._requests(), self.build_dir / ".config")
+
+    # -- kernel and initramfs --------------------------------------------------
+
+    def _make_kernel(self) -> None:
+        self._make(f"-j{self.jobs}", self.arch.make_target, label="make")
+        image = self.build_dir / self.arch.image_path
+        if not image.is_file():
+            raise ImageError(f"make succeeded but {image} is missing; see {self.log}")
+
+    def _make_initramfs(self, staging: Path) -> None:
+        gen_init_cpio = self.build_dir / "usr" / "gen_init_cpio"
+        if not gen_init_cpio.is_file():
+            raise ImageError(
+                f"{gen_init_cpio} was not built (is CONFIG_BLK_DEV_INITRD set?); see {self.log}"
+            )
+        agent = staging / "agent"
+        compile_agent(self.arch, self.agent_dir, agent, self.log)
+        make_initramfs(gen_init_cpio, {"agent": agent}, staging / _INITRAMFS, self.log)
+
+    def _collect(self, staging: Path) -> None:
+        image = self.build_dir / self.arch.image_path
+        shutil.copy2(image, staging / image.name)
+        shutil.copy2(self.build_dir / ".config", staging / "config")
+        shutil.copy2(self.log, staging / "build.log")
+        meta = {
+            "arch": self.arch.name,
+            "key": self.key,
+            "source": {"package_version": self.source.version, "sha256": self.source.sha256},
+            "patches": [name for name, _ in self.inputs.patches],
+            "fragments": [*self.arch.base_fragments, *(n for n, _ in self.inputs.fragments)],
+            "agent_sources": [name for name, _ in self.inputs.agent_sources],
+            "agent_dir": str(self.agent_dir),
+            "compilers": {cc: v.splitlines()[0] for cc, v in self.inputs.compilers},
+            "kernel": image.name,
+            "kernel_bytes": image.stat().st_size,
+            "initramfs_bytes": (staging / _INITRAMFS).stat().st_size,
+            "seconds": self.timings,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (staging / COMPLETE_MARKER).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")

@@ -1,0 +1,93 @@
+"""Host set-up: every tool and file the builds and boots need, and its Debian package."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from images.arches import IMAGE_ARCH_NAMES
+from images.commands import note, run_captured
+from images.errors import CommandError, MissingToolsError
+from images.source import SOURCE_PACKAGE, SOURCE_TARBALL
+
+__all__ = ["REQUIREMENTS", "Requirement", "missing", "setup_host"]
+
+_PPC = ("ppc64", "ppc64-4k")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A command on $PATH or a file, provided by a Debian package."""
+
+    what: str  # command name, or absolute file path
+    package: str
+    #: Arches that need it (empty: all).
+    arches: tuple[str, ...] = ()
+
+    def present(self) -> bool:
+        if self.what.startswith("/"):
+            return Path(self.what).exists()
+        return shutil.which(self.what) is not None
+
+    def needed_for(self, arches: Sequence[str]) -> bool:
+        return not self.arches or any(arch in self.arches for arch in arches)
+
+
+#: Tool or file -> Debian package.
+REQUIREMENTS: tuple[Requirement, ...] = (
+    Requirement("gcc", "gcc"),
+    Requirement("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev", ("x86_64",)),
+    Requirement("make", "make"),
+    Requirement("flex", "flex"),
+    Requirement("bison", "bison"),
+    Requirement("bc", "bc"),
+    Requirement("/usr/include/libelf.h", "libelf-dev"),
+    Requirement("/usr/include/openssl/ssl.h", "libssl-dev"),
+    Requirement("cpio", "cpio"),
+    Requirement("gzip", "gzip"),
+    Requirement("patch", "patch"),
+    Requirement("tar", "tar"),
+    Requirement("xz", "xz-utils"),
+    Requirement("dpkg-query", "dpkg"),
+    Requirement(str(SOURCE_TARBALL), SOURCE_PACKAGE),
+    Requirement("qemu-system-x86_64", "qemu-system-x86", ("x86_64",)),
+    Requirement("qemu-system-ppc64", "qemu-system-ppc", _PPC),
+    Requirement("powerpc64-linux-gnu-gcc", "gcc-powerpc64-linux-gnu", _PPC),
+    Requirement("/usr/powerpc64-linux-gnu/lib/libc.a", "libc6-dev-ppc64-cross", _PPC),
+)
+
+
+def missing(arches: Sequence[str]) -> list[Requirement]:
+    return [r for r in REQUIREMENTS if r.needed_for(arches) and not r.present()]
+
+
+def setup_host(arches: Sequence[str] = IMAGE_ARCH_NAMES) -> None:
+    """Install what is missing (as root with apt-get), else raise with the command to run."""
+    absent = missing(arches)
+    if not absent:
+        note(f"setup: everything needed for {', '.join(arches)} is installed")
+        return
+    packages = sorted({r.package for r in absent})
+    listing = ", ".join(f"{r.what} ({r.package})" for r in absent)
+    install = ["apt-get", "install", "-y", "-q", *packages]
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise MissingToolsError(
+            f"missing: {listing}; install them as root with: {' '.join(install)}"
+        )
+    note(f"setup: missing {listing}")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        run_captured(["apt-get", "update", "-q"], env=env)
+        run_captured(install, env=env)
+    except CommandError as exc:
+        raise MissingToolsError(f"installing {' '.join(packages)} failed: {exc}") from None
+    still = missing(arches)
+    if still:
+        raise MissingToolsError(
+            "still missing after apt-get install: "
+            + ", ".join(f"{r.what} ({r.package})" for r in still)
+        )
+    note(f"setup: installed {' '.join(packages)}")

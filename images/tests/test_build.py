@@ -1,0 +1,29 @@
+"""Real builds (or cache hits): one per architecture."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from images import BuiltImage, build_image
+from images.arches import IMAGE_ARCH_NAMES
+from images.initramfs import list_cpio
+from images.kconfig import parse_config
+
+
+@pytest.mark.build
+@pytest.mark.parametrize("arch", IMAGE_ARCH_NAMES)
+def test_build_image(arch: str) -> None:
+    image = build_image(arch)
+    assert isinstance(image, BuiltImage)
+    assert image.arch == arch
+    assert image.kernel.stat().st_size > 500_000
+    names = list_cpio(gzip.decompress(image.initramfs.read_bytes()))
+    assert "init" in names
+    assert "dev/console" in names
+    config = parse_config(image.config.read_text())
+    assert config["TMPFS"] == "y"
+    assert config["MEM_SOFT_DIRTY"] == "y"
+    # A second call is a cache hit: same output.
+    assert build_image(arch) == image

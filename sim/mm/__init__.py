@@ -1,0 +1,26 @@
+"""The memory model: frames and folios, page tables, VMAs, processes and their operations.
+
+Start with :class:`Machine` (sim/MODEL.md lists the kernel rules and where they
+come from).
+"""
+
+from sim.mm.addrspace import MmError
+from sim.mm.facts import PINNED, KernelFacts
+from sim.mm.machine import ALL_CAPS, Credentials, Machine, Process, TouchResult, parse_prot
+from sim.mm.memmap import FrameState, OutOfMemory
+from sim.mm.shmem import ShmemFile
+
+__all__ = [
+    "ALL_CAPS",
+    "PINNED",
+    "Credentials",
+    "FrameState",
+    "KernelFacts",
+    "Machine",
+    "MmError",
+    "OutOfMemory",
+    "Process",
+    "ShmemFile",
+    "TouchResult",
+    "parse_prot",
+]

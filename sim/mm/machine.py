@@ -1,0 +1,345 @@
+"""The model's front door: a machine with RAM, tmpfs files and processes.
+
+    m = Machine(get_arch("x86_64"), ram_bytes=1 << 30)
+    p = m.spawn("main")
+    f = m.create_file(4, tags=[...])
+    p.mmap(addr, 4, kind="file", share="private", prot="rw", file=f)
+    result = p.touch(addr, 4, write=True, tags=[...])
+    child = p.fork("child", uid=1000)
+
+Every operation applies the kernel's rules (sim/MODEL.md names the functions);
+the proc files are read with :mod:`sim.procfs`.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.arch import Arch
+from sim.mm.addrspace import AddressSpace, MachineContext, MmError, Signal
+from sim.mm.facts import PINNED, KernelFacts
+from sim.mm.memmap import FrameState, PhysMem
+from sim.mm.shmem import ShmemFile
+from sim.mm.vma import VM, Vma
+
+__all__ = [
+    "ALL_CAPS",
+    "Credentials",
+    "Machine",
+    "MmError",
+    "Process",
+    "TouchResult",
+    "parse_prot",
+]
+
+#: The capabilities the model looks at (a root process has them all).
+ALL_CAPS: frozenset[str] = frozenset(
+    {"CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH"}
+)
+
+_PROTS = {"none": 0, "r": int(VM.READ), "rw": int(VM.READ | VM.WRITE)}
+
+
+def parse_prot(prot: str) -> int:
+    """``"none"``, ``"r"`` or ``"rw"`` as VM_READ/VM_WRITE bits."""
+    try:
+        return _PROTS[prot]
+    except KeyError:
+        raise ValueError(f"prot {prot!r} is not one of {', '.join(_PROTS)}") from None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A task's credentials as far as /proc permission checks go.
+
+    A process that drops root with setresuid() loses every capability
+    (cap_emulate_setxuid()); its gid stays what it was (0 unless changed).
+    """
+
+    uid: int = 0
+    gid: int = 0
+    caps: frozenset[str] = ALL_CAPS
+
+    @classmethod
+    def root(cls) -> Credentials:
+        return cls()
+
+    @classmethod
+    def user(cls, uid: int, gid: int = 0) -> Credentials:
+        return cls(uid=uid, gid=gid, caps=frozenset())
+
+    def capable(self, cap: str) -> bool:
+        return cap in self.caps
+
+
+@dataclass(frozen=True)
+class TouchResult:
+    """How a touch ended: all pages touched, or a signal at ``addr``."""
+
+    touched: int
+    signal: Signal | None = None
+    addr: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.signal is None
+
+    @property
+    def segv_vaddr(self) -> int | None:
+        """The address of a SIGSEGV, None otherwise."""
+        return self.addr if self.signal == "SIGSEGV" else None
+
+
+@dataclass(eq=False)
+class Process:
+    """A task with its own mm."""
+
+    machine: Machine
+    pid: int
+    name: str
+    creds: Credentials
+    mm: AddressSpace
+    #: get_dumpable(mm) == SUID_DUMP_USER; decides who owns /proc/PID files.
+    dumpable: bool = True
+    alive: bool = field(default=True)
+
+    @property
+    def uid(self) -> int:
+        return self.creds.uid
+
+    def __repr__(self) -> str:
+        return f"Process({self.name!r}, pid={self.pid}, uid={self.uid})"
+
+    def _live(self) -> AddressSpace:
+        if not self.alive:
+            raise MmError(errno.ESRCH, f"process {self.name!r} has exited")
+        return self.mm
+
+    def mmap(
+        self,
+        addr: int,
+        npages: int,
+        kind: str = "anon",
+        share: str = "private",
+        prot: str = "rw",
+        file: ShmemFile | None = None,
+        offset_pages: int = 0,
+    ) -> Vma:
+        """mmap() at ``addr`` with MAP_FIXED_NOREPLACE and MAP_PRIVATE or MAP_SHARED.
+
+        ``kind`` "anon" adds MAP_ANONYMOUS; "file" maps ``file`` from page
+        ``offset_pages``.  ``prot`` is "none", "r" or "rw".
+        """
+        mm = self._live()
+        if kind not in ("anon", "file"):
+            raise ValueError(f"kind {kind!r} is not 'anon' or 'file'")
+        if share not in ("private", "shared"):
+            raise ValueError(f"share {share!r} is not 'private' or 'shared'")
+        if (kind == "file") != (file is not None):
+            raise ValueError("a file mapping needs file=, an anonymous one must not have it")
+        shared = share == "shared"
+        if kind == "anon" and shared:
+            # shmem_zero_setup(): an unlinked shmem file of the mapping's size.
+            file = self.machine._new_shmem(npages, f"dev/zero (deleted) pid {self.pid}",
+                                           anonymous=True)
+            offset_pages = 0
+        return mm.mmap(addr, npages, parse_prot(prot), shared, file, offset_pages)
+
+    def touch(
+        self, addr: int, npages: int, write: bool, tags: Sequence[int | None] | None = None
+    ) -> TouchResult:
+        """Load from (or store ``tags[i]`` into) the first word of each page, ascending.
+
+        The first refused page ends the touch with its signal; the pages
+        before it were touched.
+        """
+        mm = self._live()
+        if tags is not None and len(tags) != npages:
+            raise ValueError(f"{len(tags)} tags for {npages} pages")
+        page_size = self.machine.arch.page_size
+        for i in range(npages):
+            va = addr + i * page_size
+            tag = None if tags is None else tags[i]
+            signal = mm.access(va, write, tag)
+            if signal is not None:
+                return TouchResult(touched=i, signal=signal, addr=va)
+        return TouchResult(touched=npages)
+
+    def fork(self, child_name: str, uid: int | None = None) -> Process:
+        """fork(): the child gets a copy of the address space (dup_mmap()).
+
+        With ``uid`` the child then setresuid()s to it (losing every
+        capability) and sets PR_SET_DUMPABLE 1 again.
+        """
+        mm = self._live()
+        creds = self.creds if uid is None else (
+            Credentials.root() if uid == 0 else Credentials.user(uid, self.creds.gid)
+        )
+        child = self.machine._new_process(child_name, creds)
+        mm.fork_into(child.mm)
+        return child
+
+    def set_uid(self, uid: int) -> None:
+        """setresuid(uid, uid, uid) then prctl(PR_SET_DUMPABLE, 1).
+
+        Leaving uid 0 clears every capability (cap_emulate_setxuid());
+        commit_creds() clears the dumpable flag, which the prctl sets again.
+        """
+        self._live()
+        self.creds = Credentials.root() if uid == 0 else Credentials.user(uid, self.creds.gid)
+        self.dumpable = True
+
+    def exit(self) -> None:
+        """exit() and wait(): exit_mmap(), then the pid is gone."""
+        mm = self._live()
+        mm.exit_mmap()
+        self.alive = False
+        self.machine._reap(self)
+
+    def munmap(self, addr: int, npages: int) -> None:
+        self._live().munmap(addr, npages)
+
+    def mprotect(self, addr: int, npages: int, prot: str) -> None:
+        self._live().mprotect(addr, npages, parse_prot(prot))
+
+    def madvise(self, addr: int, npages: int, advice: str) -> None:
+        self._live().madvise(addr, npages, advice)
+
+    def clear_refs(self, value: int = 4) -> None:
+        """echo VALUE > /proc/PID/clear_refs."""
+        self._live().clear_refs(value)
+
+    @property
+    def vmas(self) -> list[Vma]:
+        return self.mm.each_vma()
+
+
+class Machine:
+    """Physical memory, the page cache of tmpfs files, and the processes."""
+
+    def __init__(
+        self,
+        arch: Arch,
+        ram_bytes: int = 1 << 30,
+        *,
+        facts: KernelFacts = PINNED,
+        ram: Sequence[tuple[int, int]] | None = None,
+        reserved: Sequence[tuple[int, int]] | None = None,
+        reuse_frames: bool = False,
+    ) -> None:
+        """``ram`` and ``reserved`` are byte ranges [start, end); the default RAM is
+        one block [0, ram_bytes) whose first 4 MiB (at least two pages) are the
+        kernel's (reserved; the zero page is among them).  ``reuse_frames``
+        lets the allocator hand out freed frames again (the default never
+        does: :attr:`stable_pfns`)."""
+        self.arch = arch
+        self.facts = facts
+        shift = arch.page_shift
+        if ram is None:
+            ram = [(0, ram_bytes)]
+        if reserved is None:
+            first = ram[0][0]
+            reserved = [(first, first + max(2 << shift, 4 << 20))]
+        ram_pfns = [(start >> shift, end >> shift) for start, end in ram]
+        reserved_pfns = [(start >> shift, -(-end >> shift)) for start, end in reserved]
+        self.mem = PhysMem(arch, facts, ram_pfns, reserved_pfns, reuse_frames)
+        self.ctx = MachineContext(arch, facts, self.mem)
+        self._pids = itertools.count(1000)
+        self._inodes = itertools.count(1)
+        self._processes: dict[int, Process] = {}
+        self.files: list[ShmemFile] = []
+
+    # -- setup -----------------------------------------------------------
+
+    def spawn(self, name: str, uid: int = 0) -> Process:
+        """A new process with an empty address space (root unless ``uid``)."""
+        creds = Credentials.root() if uid == 0 else Credentials.user(uid)
+        return self._new_process(name, creds)
+
+    def create_file(
+        self, npages: int, name: str | None = None, tags: Sequence[int | None] | None = None
+    ) -> ShmemFile:
+        """A tmpfs file of ``npages`` pages written by the agent, one write() per page.
+
+        ``tags[i]`` is the first u64 of page i (default 0).
+        """
+        if npages <= 0:
+            raise ValueError(f"a file needs at least one page, not {npages}")
+        if tags is not None and len(tags) != npages:
+            raise ValueError(f"{len(tags)} tags for {npages} pages")
+        file = self._new_shmem(npages, name or f"file{len(self.files)}", anonymous=False)
+        file.write_initial(list(tags) if tags is not None else [0] * npages)
+        self.files.append(file)
+        return file
+
+    def _new_shmem(self, npages: int, name: str, anonymous: bool) -> ShmemFile:
+        return ShmemFile(self.mem, next(self._inodes), npages, name, anonymous)
+
+    def _new_process(self, name: str, creds: Credentials) -> Process:
+        pid = next(self._pids)
+        process = Process(self, pid, name, creds, AddressSpace(self.ctx))
+        self._processes[pid] = process
+        return process
+
+    def _reap(self, process: Process) -> None:
+        self._processes.pop(process.pid, None)
+
+    # -- lookups ---------------------------------------------------------
+
+    @property
+    def processes(self) -> list[Process]:
+        """Live processes, in order of creation."""
+        return list(self._processes.values())
+
+    def process(self, pid: int) -> Process | None:
+        return self._processes.get(pid)
+
+    @property
+    def stable_pfns(self) -> bool:
+        """The allocator never reuses a PFN within the run."""
+        return not self.mem.reuse_frames
+
+    @property
+    def max_pfn(self) -> int:
+        return self.mem.max_pfn
+
+    @property
+    def max_dump_pfn(self) -> int:
+        """get_max_dump_pfn(): where the kpage* files end."""
+        return self.mem.max_dump_pfn
+
+    @property
+    def zero_pfn(self) -> int:
+        return self.mem.zero_pfn
+
+    @property
+    def huge_zero_pfn(self) -> int | None:
+        return self.mem.huge_zero_pfn
+
+    def frame_tag(self, pfn: int) -> int | None:
+        """The first u64 the frame holds, None if the model does not know it."""
+        if not 0 <= pfn < self.mem.max_dump_pfn or not self.mem.tag_known[pfn]:
+            return None
+        return int(self.mem.tag[pfn])
+
+    def frame_state(self, pfn: int) -> FrameState:
+        return FrameState(int(self.mem.state[pfn]))
+
+    def frame_freed(self, pfn: int) -> bool:
+        """The frame was used and freed: the guest may have reused it (do not compare)."""
+        return 0 <= pfn < self.mem.max_dump_pfn and bool(self.mem.freed[pfn])
+
+    def stable_page_flags(self, pfns: Sequence[int] | np.ndarray) -> list[int]:
+        """stable_page_flags() of each PFN (below max_dump_pfn)."""
+        return [int(v) for v in self.mem.stable_page_flags(np.asarray(pfns, dtype=np.int64))]
+
+    def kpagecount(self, pfn: int) -> int:
+        return int(self.mem.kpagecount_values(np.asarray([pfn], dtype=np.int64))[0])
+
+    def page_count(self, pfn: int) -> int:
+        return int(self.mem.page_count_values(np.asarray([pfn], dtype=np.int64))[0])

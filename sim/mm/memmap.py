@@ -1,0 +1,509 @@
+"""Physical memory: the memmap (one ``struct page`` per frame), folios and the allocator.
+
+Every per-frame field is a numpy column indexed by PFN, so the proc files can
+read thousands of frames in one vectorised step.  Folio-wide fields (refcount,
+large and entire mapcount, order, mapping kind, folio flags) live on the head
+frame, as they do in ``struct folio`` which overlays the head page.
+
+Frame states:
+
+* ``HOLE``: no online ``struct page`` (pfn_to_online_page() returns NULL): a
+  memory section without RAM.  kpageflags reads KPF_NOPAGE, counts read 0.
+* ``RESERVED``: a ``struct page`` with PG_reserved and refcount 1: the kernel's
+  own memory, and memmap of holes inside a present section
+  (init_unavailable_range() in mm/mm_init.c).
+* ``FREE``: in the buddy allocator (PageBuddy(), or page_count() 0 and
+  is_free_buddy_page()), refcount 0.
+* ``INUSE``: part of an allocated folio.
+
+The allocator is deterministic: the lowest free frame, the lowest naturally
+aligned free block; by default it never reuses a freed frame, so a PFN names
+one frame for the whole run.  The harness compares frames through a PFN
+bijection, never by value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import IntEnum
+
+import numpy as np
+import numpy.typing as npt
+
+from sim.arch import Arch
+from sim.flags import KPF
+from sim.mm.facts import KernelFacts
+from sim.mm.pageflags import PG, PG_ANON_EXCLUSIVE
+
+__all__ = ["FrameState", "OutOfMemory", "PhysMem"]
+
+IntArray = npt.NDArray[np.int64]
+U64Array = npt.NDArray[np.uint64]
+
+
+class FrameState(IntEnum):
+    HOLE = 0
+    RESERVED = 1
+    FREE = 2
+    INUSE = 3
+
+
+class OutOfMemory(RuntimeError):
+    """The model ran out of free frames (give the Machine more RAM)."""
+
+
+def _bit(n: int) -> int:
+    return 1 << n
+
+
+_PG_HEAD = _bit(PG.head)
+_PG_LRU = _bit(PG.lru)
+_PG_ACTIVE = _bit(PG.active)
+_PG_REFERENCED = _bit(PG.referenced)
+_PG_UNEVICTABLE = _bit(PG.unevictable)
+_PG_DIRTY = _bit(PG.dirty)
+_PG_SWAPBACKED = _bit(PG.swapbacked)
+_PG_RESERVED = _bit(PG.reserved)
+_PG_AE = _bit(PG_ANON_EXCLUSIVE)
+_PG_LARGE_RMAPPABLE = _bit(PG.large_rmappable)
+
+#: folio flag -> KPF bit copied verbatim by stable_page_flags() (kpf_copy_bit).
+_COPIED_BITS: tuple[tuple[PG, KPF], ...] = (
+    (PG.locked, KPF.LOCKED),
+    (PG.dirty, KPF.DIRTY),
+    (PG.uptodate, KPF.UPTODATE),
+    (PG.writeback, KPF.WRITEBACK),
+    (PG.lru, KPF.LRU),
+    (PG.referenced, KPF.REFERENCED),
+    (PG.active, KPF.ACTIVE),
+    (PG.reclaim, KPF.RECLAIM),
+    (PG.swapbacked, KPF.SWAPBACKED),
+    (PG.unevictable, KPF.UNEVICTABLE),
+    (PG.mlocked, KPF.MLOCKED),
+    (PG.reserved, KPF.RESERVED),
+    (PG.owner_2, KPF.OWNER_2),
+    (PG.private, KPF.PRIVATE),
+    (PG.private_2, KPF.PRIVATE_2),
+    (PG.owner_priv_1, KPF.OWNER_PRIVATE),
+    (PG.arch_1, KPF.ARCH),
+)
+
+
+class PhysMem:
+    """The frames of one machine and the folio operations of mm/ on them."""
+
+    def __init__(
+        self,
+        arch: Arch,
+        facts: KernelFacts,
+        ram: Sequence[tuple[int, int]],
+        reserved: Sequence[tuple[int, int]],
+        reuse_frames: bool = False,
+    ) -> None:
+        """``ram`` and ``reserved`` are half-open PFN ranges.
+
+        max_pfn is the end of the highest RAM range; the memmap reaches
+        get_max_dump_pfn() (max_pfn rounded up to a section with SPARSEMEM).
+        Without ``reuse_frames`` the allocator is monotonic: a freed frame is
+        never handed out again, so a PFN names one frame for the whole run.
+        """
+        self.reuse_frames = reuse_frames
+        if not ram:
+            raise ValueError("a machine needs at least one RAM range")
+        self.arch = arch
+        self.facts = facts
+        self.max_pfn = max(end for _, end in ram)
+        per_section = arch.pages_per_section
+        if per_section is None:
+            self.max_dump_pfn = self.max_pfn
+        else:
+            self.max_dump_pfn = -(-self.max_pfn // per_section) * per_section
+        n = self.max_dump_pfn
+        self.state = np.full(n, FrameState.HOLE, dtype=np.uint8)
+        self.flags = np.zeros(n, dtype=np.uint64)
+        self.refcount = np.zeros(n, dtype=np.int64)
+        self.mapcount = np.zeros(n, dtype=np.int64)  # page->_mapcount + 1
+        self.entire_mapcount = np.zeros(n, dtype=np.int64)  # folio->_entire_mapcount + 1
+        self.large_mapcount = np.zeros(n, dtype=np.int64)  # folio->_large_mapcount + 1
+        self.head = np.arange(n, dtype=np.int64)
+        self.order = np.zeros(n, dtype=np.int8)
+        self.anon = np.zeros(n, dtype=np.bool_)  # folio->mapping & PAGE_MAPPING_ANON
+        self.file_id = np.zeros(n, dtype=np.int64)  # page-cache owner (shmem inode), 0 = none
+        self.index = np.zeros(n, dtype=np.int64)  # page->index in its file
+        self.tag = np.zeros(n, dtype=np.uint64)  # content: first u64 of the frame
+        self.tag_known = np.zeros(n, dtype=np.bool_)
+        self.freed = np.zeros(n, dtype=np.bool_)  # freed after use: guest state unknowable
+
+        self._mark_present_sections(ram)
+        for start, end in ram:
+            self._check_range(start, end)
+            self.state[start:end] = FrameState.FREE
+        for start, end in reserved:
+            self._check_range(start, end)
+            self.state[start:end] = FrameState.RESERVED
+        reserved_mask = self.state == FrameState.RESERVED
+        self.flags[reserved_mask] = np.uint64(_PG_RESERVED)
+        self.refcount[reserved_mask] = 1  # init_page_count() in __init_single_page()
+        self._hint = 0
+
+        # The shared zero page: a reserved kernel page (empty_zero_page).
+        reserved_pfns = np.flatnonzero(reserved_mask)
+        if reserved_pfns.size == 0:
+            raise ValueError("the zero page needs a reserved frame")
+        self.zero_pfn = int(reserved_pfns[min(1, reserved_pfns.size - 1)])
+        self.tag_known[self.zero_pfn] = True
+        self.huge_zero_pfn: int | None = None
+
+    def _check_range(self, start: int, end: int) -> None:
+        if not 0 <= start < end <= self.max_dump_pfn:
+            raise ValueError(f"PFN range [{start:#x}, {end:#x}) is outside the memmap")
+
+    def _mark_present_sections(self, ram: Sequence[tuple[int, int]]) -> None:
+        """Sections holding any RAM get a full memmap of reserved pages.
+
+        init_unavailable_range() (mm/mm_init.c) initialises the struct pages of
+        a present section's holes and marks them PG_reserved; a section without
+        RAM has no memmap and pfn_to_online_page() returns NULL (FLATMEM: every
+        PFN below max_pfn has a struct page).
+        """
+        per_section = self.arch.pages_per_section
+        if per_section is None:
+            self.state[: self.max_pfn] = FrameState.RESERVED
+            return
+        for start, end in ram:
+            first = start // per_section * per_section
+            last = -(-end // per_section) * per_section
+            self.state[first:last] = FrameState.RESERVED
+
+    # ------------------------------------------------------------------
+    # Allocation (the buddy allocator, deterministic)
+    # ------------------------------------------------------------------
+
+    def alloc_folio(self, order: int) -> int:
+        """A new folio of ``2**order`` frames, refcount 1, contents zero; its head PFN.
+
+        Large folios are naturally aligned, as the buddy allocator makes them.
+        """
+        nr = 1 << order
+        if order == 0:
+            head = self._find_free_frame()
+        else:
+            head = self._find_free_block(nr)
+        end = head + nr
+        self.state[head:end] = FrameState.INUSE
+        self.flags[head:end] = 0
+        self.head[head:end] = head
+        self.mapcount[head:end] = 0
+        self.index[head:end] = 0
+        self.tag[head:end] = 0
+        self.tag_known[head:end] = True
+        self.freed[head:end] = False
+        self.order[head] = order
+        self.refcount[head] = 1
+        self.entire_mapcount[head] = 0
+        self.large_mapcount[head] = 0
+        self.anon[head] = False
+        self.file_id[head] = 0
+        if order:
+            # prep_compound_page(): PG_head on the head page.
+            self.flags[head] = np.uint64(_PG_HEAD)
+        return head
+
+    def _out_of_memory(self, what: str) -> OutOfMemory:
+        advice = "" if self.reuse_frames else " (freed frames are not reused: reuse_frames=True)"
+        return OutOfMemory(f"no {what} left in {self.max_pfn} frames{advice}")
+
+    def _find_free_frame(self) -> int:
+        n = self.state.shape[0]
+        pfn = self._hint
+        while pfn < n:
+            if self.state[pfn] == FrameState.FREE:
+                self._hint = pfn + 1
+                return pfn
+            chunk = self.state[pfn : pfn + 4096]
+            hits = np.flatnonzero(chunk == FrameState.FREE)
+            if hits.size:
+                pfn += int(hits[0])
+                self._hint = pfn + 1
+                return pfn
+            pfn += chunk.shape[0]
+        raise self._out_of_memory("free frame")
+
+    def _find_free_block(self, nr: int) -> int:
+        first = -(-self._hint // nr) if not self.reuse_frames else 0
+        usable = self.state.shape[0] // nr
+        if first >= usable:
+            raise self._out_of_memory(f"free aligned block of {nr} frames")
+        window = self.state[first * nr : usable * nr]
+        blocks = (window == FrameState.FREE).reshape(-1, nr).all(axis=1)
+        hits = np.flatnonzero(blocks)
+        if hits.size == 0:
+            raise self._out_of_memory(f"free aligned block of {nr} frames")
+        head = (first + int(hits[0])) * nr
+        if not self.reuse_frames:
+            self._hint = head + nr
+        return head
+
+    def free_folio(self, head: int) -> None:
+        """Return a folio whose refcount reached zero to the allocator."""
+        end = head + (1 << int(self.order[head]))
+        self.state[head:end] = FrameState.FREE
+        self.flags[head:end] = 0
+        self.head[head:end] = np.arange(head, end, dtype=np.int64)
+        self.order[head:end] = 0
+        self.mapcount[head:end] = 0
+        self.refcount[head:end] = 0
+        self.entire_mapcount[head:end] = 0
+        self.large_mapcount[head:end] = 0
+        self.anon[head:end] = False
+        self.file_id[head:end] = 0
+        self.freed[head:end] = True
+        if self.reuse_frames:
+            self._hint = min(self._hint, head)
+
+    # ------------------------------------------------------------------
+    # Folio basics (include/linux/mm.h)
+    # ------------------------------------------------------------------
+
+    def page_folio(self, pfn: int) -> int:
+        return int(self.head[pfn])
+
+    def folio_nr_pages(self, head: int) -> int:
+        return 1 << int(self.order[head])
+
+    def folio_test_large(self, head: int) -> bool:
+        return bool(self.order[head])
+
+    def folio_test_anon(self, head: int) -> bool:
+        return bool(self.anon[head])
+
+    def folio_get(self, head: int, nr: int = 1) -> None:
+        self.refcount[head] += nr
+
+    def folio_put(self, head: int, nr: int = 1) -> None:
+        """Drop references; free the folio when the last one goes (folio_put())."""
+        count = int(self.refcount[head]) - nr
+        if count < 0:
+            raise AssertionError(f"folio {head:#x}: refcount below zero")
+        self.refcount[head] = count
+        if count == 0:
+            self.free_folio(head)
+
+    def folio_ref_count(self, head: int) -> int:
+        return int(self.refcount[head])
+
+    def test(self, pfn: int, bit: PG) -> bool:
+        return bool(int(self.flags[pfn]) >> bit & 1)
+
+    def set(self, pfn: int, bit: PG) -> None:
+        self.flags[pfn] |= np.uint64(1 << bit)
+
+    def clear(self, pfn: int, bit: PG) -> None:
+        self.flags[pfn] &= np.uint64(~(1 << bit) & 0xFFFF_FFFF_FFFF_FFFF)
+
+    def folio_mapcount(self, head: int) -> int:
+        """folio_mapcount(): PTE and PMD mappings of the whole folio."""
+        if self.order[head]:
+            return int(self.large_mapcount[head])
+        return int(self.mapcount[head])
+
+    def folio_mapped(self, head: int) -> bool:
+        return self.folio_mapcount(head) >= 1
+
+    def folio_precise_page_mapcount(self, pfn: int) -> int:
+        """folio_precise_page_mapcount() (fs/proc/internal.h)."""
+        head = int(self.head[pfn])
+        count = int(self.mapcount[pfn])
+        if self.order[head]:
+            count += int(self.entire_mapcount[head])
+        return count
+
+    def page_count(self, pfn: int) -> int:
+        """page_count(): the folio's refcount, also for tail pages."""
+        return int(self.refcount[self.head[pfn]])
+
+    def is_huge_zero_folio(self, head: int) -> bool:
+        return self.huge_zero_pfn is not None and head == self.huge_zero_pfn
+
+    # ------------------------------------------------------------------
+    # Reverse map (mm/rmap.c)
+    # ------------------------------------------------------------------
+
+    def folio_add_new_anon_rmap(self, head: int, exclusive: bool) -> None:
+        """folio_add_new_anon_rmap(): first mapping of a new anonymous folio.
+
+        Sets PG_swapbacked and the anon mapping; an order-0 folio gets
+        mapcount 1, a PMD-sized one entire/large mapcount 1; PG_anon_exclusive
+        goes on the (head) page when exclusive.
+        """
+        self.set(head, PG.swapbacked)
+        self.anon[head] = True
+        if self.order[head]:
+            self.entire_mapcount[head] = 1
+            self.large_mapcount[head] = 1
+        else:
+            self.mapcount[head] = 1
+        if exclusive:
+            self.set(head, PG_ANON_EXCLUSIVE)
+
+    def folio_add_anon_rmap_ptes(self, head: int, pfn: int, nr: int, exclusive: bool) -> None:
+        """folio_add_anon_rmap_ptes(): ``nr`` PTEs of an existing anon folio."""
+        self.mapcount[pfn : pfn + nr] += 1
+        if self.order[head]:
+            self.large_mapcount[head] += nr
+        if exclusive:
+            self.flags[pfn : pfn + nr] |= np.uint64(_PG_AE)
+
+    def folio_add_file_rmap_ptes(self, head: int, pfn: int, nr: int) -> None:
+        """folio_add_file_rmap_ptes() / folio_dup_file_rmap_ptes()."""
+        self.mapcount[pfn : pfn + nr] += 1
+        if self.order[head]:
+            self.large_mapcount[head] += nr
+
+    def folio_try_dup_anon_rmap_pte(self, head: int, pfn: int) -> None:
+        """folio_try_dup_anon_rmap_pte() at fork: the page is now shared.
+
+        No page is pinned in the model, so the dup always succeeds and clears
+        PG_anon_exclusive (__folio_try_dup_anon_rmap()).
+        """
+        self.clear(pfn, PG_ANON_EXCLUSIVE)
+        self.mapcount[pfn] += 1
+        if self.order[head]:
+            self.large_mapcount[head] += 1
+
+    def folio_try_dup_anon_rmap_pmd(self, head: int) -> None:
+        """folio_try_dup_anon_rmap_pmd() at fork (copy_huge_pmd())."""
+        self.clear(head, PG_ANON_EXCLUSIVE)
+        self.entire_mapcount[head] += 1
+        self.large_mapcount[head] += 1
+
+    def folio_remove_rmap_ptes(self, head: int, pfn: int, nr: int) -> None:
+        """folio_remove_rmap_ptes()."""
+        self.mapcount[pfn : pfn + nr] -= 1
+        if self.order[head]:
+            self.large_mapcount[head] -= nr
+
+    def folio_remove_rmap_pmd(self, head: int) -> None:
+        """folio_remove_rmap_pmd()."""
+        self.entire_mapcount[head] -= 1
+        self.large_mapcount[head] -= 1
+
+    # ------------------------------------------------------------------
+    # LRU and state bits (mm/swap.c, mm/page-writeback.c)
+    # ------------------------------------------------------------------
+
+    def folio_add_lru(self, head: int) -> None:
+        """folio_add_lru() as seen after the per-CPU batch is drained.
+
+        lru_add() clears PG_unevictable for an evictable folio and sets
+        PG_lru; without MGLRU, PG_active stays as it was.  The batch's own
+        reference is gone once drained.
+        """
+        self.clear(head, PG.unevictable)
+        self.set(head, PG.lru)
+
+    def folio_mark_accessed(self, head: int) -> None:
+        """folio_mark_accessed() (mm/swap.c), activation taken as done.
+
+        Unreferenced -> PG_referenced.  Referenced, evictable and inactive ->
+        activated (folio_activate() / __lru_cache_activate_folio(); PG_active
+        once the batch is drained) and PG_referenced cleared.
+        """
+        flags = int(self.flags[head])
+        if not flags & _PG_REFERENCED:
+            self.set(head, PG.referenced)
+        elif flags & _PG_UNEVICTABLE:
+            pass
+        elif not flags & _PG_ACTIVE:
+            self.set(head, PG.active)
+            self.clear(head, PG.referenced)
+
+    def folio_mark_dirty(self, head: int) -> None:
+        """folio_mark_dirty(): shmem and anonymous folios just get PG_dirty."""
+        self.set(head, PG.dirty)
+
+    # ------------------------------------------------------------------
+    # Content
+    # ------------------------------------------------------------------
+
+    def copy_content(self, dst: int, src: int) -> None:
+        self.tag[dst] = self.tag[src]
+        self.tag_known[dst] = self.tag_known[src]
+
+    def write_tag(self, pfn: int, tag: int | None) -> None:
+        if tag is None:
+            self.tag_known[pfn] = False
+        else:
+            self.tag[pfn] = np.uint64(tag)
+            self.tag_known[pfn] = True
+
+    # ------------------------------------------------------------------
+    # What fs/proc/page.c reads, vectorised over PFNs
+    # ------------------------------------------------------------------
+
+    def stable_page_flags(self, pfns: IntArray) -> U64Array:
+        """stable_page_flags() of fs/proc/page.c for every PFN in ``pfns``.
+
+        ``pfns`` must be below max_dump_pfn.  k is the folio's flags word
+        (the head frame's); only HWPoison and head/tail come from the page.
+        """
+        pfns = np.asarray(pfns, dtype=np.int64)
+        state = self.state[pfns]
+        heads = self.head[pfns]
+        k = self.flags[heads]
+        large = self.order[heads] > 0
+        u = np.zeros(pfns.shape, dtype=np.uint64)
+
+        def put(mask: npt.NDArray[np.bool_], bit: KPF) -> None:
+            u[mask] |= np.uint64(1 << bit)
+
+        def kbit(bit: PG) -> npt.NDArray[np.bool_]:
+            result: npt.NDArray[np.bool_] = ((k >> np.uint64(bit)) & np.uint64(1)) != 0
+            return result
+
+        mapped = np.where(large, self.large_mapcount[heads] >= 1, self.mapcount[heads] >= 1)
+        put(mapped, KPF.MMAP)
+        is_anon = self.anon[heads]
+        put(is_anon, KPF.ANON)
+        if self.facts.ksm_flag_on_every_anon_page:
+            # mapping & PAGE_MAPPING_KSM is true for PAGE_MAPPING_ANON alone.
+            put(is_anon, KPF.KSM)
+        is_head = heads == pfns
+        put(is_head & kbit(PG.head), KPF.COMPOUND_HEAD)
+        put(~is_head, KPF.COMPOUND_TAIL)
+        large_rmappable = large & kbit(PG.large_rmappable)
+        put(large_rmappable, KPF.THP)
+        huge_zero = np.zeros(pfns.shape, dtype=np.bool_)
+        if self.huge_zero_pfn is not None:
+            huge_zero = ~large_rmappable & (heads == self.huge_zero_pfn)
+        put(huge_zero, KPF.ZERO_PAGE)
+        put(huge_zero, KPF.THP)
+        put(~large_rmappable & ~huge_zero & (pfns == self.zero_pfn), KPF.ZERO_PAGE)
+        put(state == FrameState.FREE, KPF.BUDDY)
+        for pg, kpf in _COPIED_BITS:
+            put(kbit(pg), kpf)
+        # SWAPCACHE needs both PG_swapbacked and PG_swapcache.
+        put(kbit(PG.swapbacked) & kbit(PG.owner_priv_1), KPF.SWAPCACHE)
+        own = self.flags[pfns]
+        put(((own >> np.uint64(PG.hwpoison)) & np.uint64(1)) != 0, KPF.HWPOISON)
+        u[state == FrameState.HOLE] = np.uint64(1 << KPF.NOPAGE)
+        return u
+
+    def kpagecount_values(self, pfns: IntArray) -> IntArray:
+        """kpagecount_read(): folio_precise_page_mapcount(), 0 without a page."""
+        pfns = np.asarray(pfns, dtype=np.int64)
+        heads = self.head[pfns]
+        count = self.mapcount[pfns] + np.where(
+            self.order[heads] > 0, self.entire_mapcount[heads], 0
+        )
+        count[self.state[pfns] == FrameState.HOLE] = 0
+        result: IntArray = count
+        return result
+
+    def page_count_values(self, pfns: IntArray) -> IntArray:
+        """page_count() of each PFN (the folio refcount), 0 without a page."""
+        pfns = np.asarray(pfns, dtype=np.int64)
+        count = self.refcount[self.head[pfns]].copy()
+        count[self.state[pfns] == FrameState.HOLE] = 0
+        result: IntArray = count
+        return result

@@ -1,0 +1,110 @@
+"""tmpfs files and shared anonymous memory: shmem page caches (mm/shmem.c).
+
+Every "file" of a scenario lives on tmpfs (the guest's rootfs), and shared
+anonymous memory is an unlinked shmem file (shmem_zero_setup()); both keep
+their pages in a page cache indexed by page offset.  tmpfs here never uses
+large folios (shmem_huge is SHMEM_HUGE_NEVER and huge_shmem_orders_* are 0 by
+default), so every shmem folio is order 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sim.mm.memmap import PhysMem
+from sim.mm.pageflags import PG
+
+__all__ = ["ShmemFile", "ShmemSigbus"]
+
+
+class ShmemSigbus(Exception):
+    """A fault beyond i_size: shmem_get_folio_gfp() returns -EINVAL -> VM_FAULT_SIGBUS."""
+
+
+class ShmemFile:
+    """One shmem inode: its size and page cache (index -> PFN)."""
+
+    def __init__(self, mem: PhysMem, inode: int, npages: int, name: str, anonymous: bool) -> None:
+        self.mem = mem
+        self.inode = inode
+        self.npages = npages  # i_size in pages
+        self.name = name
+        self.anonymous = anonymous
+        self.cache: dict[int, int] = {}
+        #: VMAs (in any process) that map this file; an unlinked anonymous
+        #: object dies with the last one (fput() -> shmem_evict_inode()).
+        self.map_count = 0
+
+    def __repr__(self) -> str:
+        return f"ShmemFile({self.name!r}, {self.npages} pages)"
+
+    def _alloc_and_add(self, index: int) -> int:
+        """shmem_alloc_and_add_folio(): a new order-0 folio in the page cache.
+
+        The folio comes back with the allocation reference (the caller's) plus
+        the page cache's (shmem_add_to_page_cache(): folio_ref_add(nr)), with
+        PG_swapbacked set and queued for the LRU (folio_add_lru()).
+        """
+        mem = self.mem
+        pfn = mem.alloc_folio(0)
+        mem.set(pfn, PG.swapbacked)
+        mem.file_id[pfn] = self.inode
+        mem.index[pfn] = index
+        mem.folio_get(pfn)  # the page cache reference
+        mem.folio_add_lru(pfn)
+        self.cache[index] = pfn
+        return pfn
+
+    def write_initial(self, tags: Sequence[int | None]) -> None:
+        """The agent creates the file with one write() per page.
+
+        shmem_write_begin() -> shmem_get_folio(SGP_WRITE) allocates each page
+        and sets PG_referenced on it (shmem_get_folio_gfp(): ``if (sgp ==
+        SGP_WRITE) folio_set_referenced()``); shmem_write_end() marks it
+        uptodate and dirty and drops the caller's reference, leaving the page
+        cache's.  A second write() to a page would find it referenced and
+        activate it (folio_mark_accessed()), so each page is written once.
+        """
+        mem = self.mem
+        for index, tag in enumerate(tags):
+            pfn = self._alloc_and_add(index)
+            mem.set(pfn, PG.referenced)
+            mem.set(pfn, PG.uptodate)
+            mem.folio_mark_dirty(pfn)
+            mem.write_tag(pfn, tag)
+            mem.folio_put(pfn)
+        self.npages = max(self.npages, len(tags))
+
+    def get_folio_for_fault(self, index: int) -> int:
+        """shmem_fault() -> shmem_get_folio_gfp(SGP_CACHE), with a reference for the caller.
+
+        A cached page is returned as is (no folio_mark_accessed() for
+        SGP_CACHE); a hole is filled with a new zeroed, uptodate, clean page.
+        Beyond i_size the fault is SIGBUS.
+        """
+        if index >= self.npages:
+            raise ShmemSigbus(f"{self.name}: page {index} is beyond the end of the file")
+        pfn = self.cache.get(index)
+        if pfn is not None:
+            self.mem.folio_get(pfn)
+            return pfn
+        pfn = self._alloc_and_add(index)
+        self.mem.set(pfn, PG.uptodate)  # cleared and folio_mark_uptodate()
+        return pfn
+
+    def cached_uptodate(self, index: int) -> int | None:
+        """The page next_uptodate_folio() (fault-around) would map, or None."""
+        if index >= self.npages:
+            return None
+        pfn = self.cache.get(index)
+        if pfn is None or not self.mem.test(pfn, PG.uptodate):
+            return None
+        return pfn
+
+    def truncate(self) -> None:
+        """shmem_truncate_range() of everything: each page leaves the page cache."""
+        mem = self.mem
+        for pfn in self.cache.values():
+            mem.file_id[pfn] = 0
+            mem.folio_put(pfn)
+        self.cache.clear()

@@ -1,0 +1,331 @@
+"""Virtual memory areas: flags, the sorted VMA list, split and merge (mm/vma.c).
+
+VMA flags keep the kernel's VM_* values (include/linux/mm.h) so merge rules
+read as they do in the kernel.  Merging matters to the proc files through
+VM_SOFTDIRTY (a VMA a new mapping merges into becomes soft-dirty as a whole,
+__mmap_region()) and through THP eligibility (a huge leaf needs one VMA
+covering the aligned range).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import IntFlag
+
+from sim.mm.shmem import ShmemFile
+
+__all__ = ["VM", "AnonVma", "Vma", "VmaList"]
+
+
+class VM(IntFlag):
+    READ = 0x00000001
+    WRITE = 0x00000002
+    EXEC = 0x00000004
+    SHARED = 0x00000008
+    MAYREAD = 0x00000010
+    MAYWRITE = 0x00000020
+    MAYEXEC = 0x00000040
+    MAYSHARE = 0x00000080
+    ACCOUNT = 0x00100000
+    NORESERVE = 0x00200000
+    SOFTDIRTY = 0x08000000
+    HUGEPAGE = 0x20000000
+    NOHUGEPAGE = 0x40000000
+
+
+VM_ACCESS_FLAGS = VM.READ | VM.WRITE | VM.EXEC
+
+_anon_vma_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class AnonVma:
+    """An anon_vma; identity is all the model needs (merge compatibility)."""
+
+    id: int = field(default_factory=lambda: next(_anon_vma_ids))
+
+
+@dataclass(eq=False)
+class Vma:
+    """One vm_area_struct."""
+
+    start: int
+    end: int
+    flags: int
+    pgoff: int
+    file: ShmemFile | None = None
+    anon_vma: AnonVma | None = None
+    #: Length of vma->anon_vma_chain: 0 without anon_vma, 1 for an anon_vma
+    #: of its own, one more per generation of fork (anon_vma_fork()).
+    chain_len: int = 0
+    page_shift: int = 12
+
+    def __repr__(self) -> str:
+        return f"Vma({self.start:#x}-{self.end:#x} {VM(self.flags)!r})"
+
+    @property
+    def anonymous(self) -> bool:
+        """vma_is_anonymous(): no vm_ops (shared anonymous memory is a shmem file)."""
+        return self.file is None
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.flags & VM.SHARED)
+
+    @property
+    def softdirty(self) -> bool:
+        return bool(self.flags & VM.SOFTDIRTY)
+
+    def pages(self) -> int:
+        return (self.end - self.start) >> self.page_shift
+
+    def linear_page_index(self, addr: int) -> int:
+        """linear_page_index(): the file page offset of ``addr``."""
+        return ((addr - self.start) >> self.page_shift) + self.pgoff
+
+    def is_cow_mapping(self) -> bool:
+        return (self.flags & (VM.SHARED | VM.MAYWRITE)) == VM.MAYWRITE
+
+    def soft_dirty_enabled(self, mem_soft_dirty: bool) -> bool:
+        """vma_soft_dirty_enabled() (mm/internal.h): tracking is on once VM_SOFTDIRTY is clear."""
+        return mem_soft_dirty and not self.softdirty
+
+    def wants_writenotify(self, mem_soft_dirty: bool) -> bool:
+        """vma_wants_writenotify() for shmem: only soft-dirty tracking asks for it.
+
+        shmem has no page_mkwrite and its mapping cannot write back
+        (mapping_can_writeback() is false), so a shared writable shmem VMA maps
+        pages writable unless soft-dirty tracking needs write faults.
+        """
+        shared_write = VM.SHARED | VM.WRITE
+        if self.flags & shared_write != shared_write:
+            return False
+        return self.soft_dirty_enabled(mem_soft_dirty)
+
+    def page_prot_writable(self, mem_soft_dirty: bool) -> bool:
+        """Whether vma->vm_page_prot (vma_set_page_prot()) grants write.
+
+        Private mappings use the copy-on-write protections (never writable);
+        shared writable ones are writable unless write-notify is wanted.
+        """
+        if not (self.flags & VM.SHARED and self.flags & VM.WRITE):
+            return False
+        return not self.wants_writenotify(mem_soft_dirty)
+
+
+def _mergeable_anon_vma(a1: AnonVma | None, a2: AnonVma | None, vma: Vma | None) -> bool:
+    """is_mergeable_anon_vma() (mm/vma.c)."""
+    if (a1 is None or a2 is None) and (vma is None or vma.chain_len == 1):
+        return True
+    return a1 is a2
+
+
+def _same_kind(
+    flags_a: int, flags_b: int, file_a: ShmemFile | None, file_b: ShmemFile | None
+) -> bool:
+    """is_mergeable_vma(): flags equal but for VM_SOFTDIRTY, same file."""
+    return not ((flags_a ^ flags_b) & ~VM.SOFTDIRTY) and file_a is file_b
+
+
+class VmaList:
+    """mm->mm_mt: the VMAs of one mm, sorted by address."""
+
+    def __init__(self, page_shift: int) -> None:
+        self.page_shift = page_shift
+        self._vmas: list[Vma] = []
+        self._ends: list[int] = []
+
+    def __iter__(self) -> Iterator[Vma]:
+        return iter(list(self._vmas))
+
+    def __len__(self) -> int:
+        return len(self._vmas)
+
+    def _reindex(self) -> None:
+        self._vmas.sort(key=lambda v: v.start)
+        self._ends = [v.end for v in self._vmas]
+
+    def insert(self, vma: Vma) -> None:
+        vma.page_shift = self.page_shift
+        self._vmas.append(vma)
+        self._reindex()
+
+    def remove(self, vma: Vma) -> None:
+        self._vmas.remove(vma)
+        self._reindex()
+
+    def find_vma(self, addr: int) -> Vma | None:
+        """find_vma(): the first VMA ending above ``addr``."""
+        i = bisect.bisect_right(self._ends, addr)
+        return self._vmas[i] if i < len(self._vmas) else None
+
+    def vma_at(self, addr: int) -> Vma | None:
+        """The VMA containing ``addr``."""
+        vma = self.find_vma(addr)
+        if vma is not None and vma.start <= addr:
+            return vma
+        return None
+
+    def prev_next(self, start: int, end: int) -> tuple[Vma | None, Vma | None]:
+        """The VMAs just before ``start`` and from ``end`` on."""
+        i = bisect.bisect_right(self._ends, start)
+        prev = self._vmas[i - 1] if i > 0 and self._vmas[i - 1].end <= start else None
+        j = bisect.bisect_right(self._ends, end)
+        nxt = self._vmas[j] if j < len(self._vmas) and self._vmas[j].start >= end else None
+        return prev, nxt
+
+    def overlapping(self, start: int, end: int) -> list[Vma]:
+        return [v for v in self._vmas if v.start < end and v.end > start]
+
+    def any_overlap(self, start: int, end: int) -> bool:
+        vma = self.find_vma(start)
+        return vma is not None and vma.start < end
+
+    def refresh(self) -> None:
+        self._reindex()
+
+    # ------------------------------------------------------------------
+    # Split and merge
+    # ------------------------------------------------------------------
+
+    def split(self, vma: Vma, addr: int) -> Vma:
+        """__split_vma(): cut ``vma`` at ``addr``; return the new upper part."""
+        upper = Vma(
+            start=addr,
+            end=vma.end,
+            flags=vma.flags,
+            pgoff=vma.linear_page_index(addr),
+            file=vma.file,
+            anon_vma=vma.anon_vma,
+            chain_len=vma.chain_len,
+            page_shift=vma.page_shift,
+        )
+        vma.end = addr
+        if vma.file is not None:
+            vma.file.map_count += 1  # get_file() for the new VMA
+        self.insert(upper)
+        return upper
+
+    def merge_new(
+        self, start: int, end: int, flags: int, pgoff: int, file: ShmemFile | None
+    ) -> Vma | None:
+        """vma_merge_new_range(): extend a neighbour over a new mapping, if compatible."""
+        prev, nxt = self.prev_next(start, end)
+        pglen = (end - start) >> self.page_shift
+        left = (
+            prev is not None
+            and prev.end == start
+            and _same_kind(prev.flags, flags, prev.file, file)
+            and _mergeable_anon_vma(None, prev.anon_vma, prev)
+            and prev.pgoff + prev.pages() == pgoff
+        )
+        right = (
+            nxt is not None
+            and nxt.start == end
+            and _same_kind(nxt.flags, flags, nxt.file, file)
+            and _mergeable_anon_vma(None, nxt.anon_vma, nxt)
+            and nxt.pgoff == pgoff + pglen
+        )
+        if left and right:
+            assert prev is not None and nxt is not None
+            right = _mergeable_anon_vma(prev.anon_vma, nxt.anon_vma, None)
+        if left:
+            assert prev is not None
+            prev.end = end
+            if right:
+                assert nxt is not None
+                prev.end = nxt.end
+                if prev.anon_vma is None:
+                    prev.anon_vma, prev.chain_len = nxt.anon_vma, nxt.chain_len
+                self._drop(nxt)
+            self._reindex()
+            return prev
+        if right:
+            assert nxt is not None
+            nxt.start = start
+            nxt.pgoff = pgoff
+            self._reindex()
+            return nxt
+        return None
+
+    def modify(self, vma: Vma, start: int, end: int, newflags: int) -> Vma:
+        """vma_modify(): the VMA covering exactly [start, end) of ``vma``, merged or split.
+
+        vma_merge_existing_range() merges the range into prev and/or next when
+        it touches their side and is compatible; otherwise the range is split
+        out.  The caller then sets ``newflags`` on the result (vm_flags_reset()
+        in mprotect_fixup() and madvise_update_vma()).
+        """
+        left_side = start == vma.start
+        right_side = end == vma.end
+        prev, nxt = self.prev_next(vma.start, vma.end)
+        pgoff = vma.linear_page_index(start)
+        pglen = (end - start) >> self.page_shift
+        merge_left = (
+            left_side
+            and prev is not None
+            and prev.end == start
+            and _same_kind(prev.flags, newflags, prev.file, vma.file)
+            and _mergeable_anon_vma(vma.anon_vma, prev.anon_vma, prev)
+            and prev.pgoff + prev.pages() == pgoff
+        )
+        merge_right = (
+            right_side
+            and nxt is not None
+            and nxt.start == end
+            and _same_kind(nxt.flags, newflags, nxt.file, vma.file)
+            and _mergeable_anon_vma(vma.anon_vma, nxt.anon_vma, nxt)
+            and nxt.pgoff == pgoff + pglen
+        )
+        if merge_left and merge_right:
+            assert prev is not None and nxt is not None
+            merge_right = _mergeable_anon_vma(prev.anon_vma, nxt.anon_vma, None)
+        if merge_left or merge_right:
+            return self._merge_existing(vma, start, end, prev if merge_left else None,
+                                        nxt if merge_right else None)
+        if vma.start < start:
+            vma = self.split(vma, start)
+        if vma.end > end:
+            self.split(vma, end)
+        return vma
+
+    def _merge_existing(
+        self, vma: Vma, start: int, end: int, prev: Vma | None, nxt: Vma | None
+    ) -> Vma:
+        whole = start == vma.start and end == vma.end
+        if prev is not None:
+            target = prev
+            if target.anon_vma is None and vma.anon_vma is not None:
+                target.anon_vma, target.chain_len = vma.anon_vma, vma.chain_len  # dup_anon_vma()
+            target.end = nxt.end if nxt is not None else end
+            if nxt is not None:
+                if target.anon_vma is None:
+                    target.anon_vma, target.chain_len = nxt.anon_vma, nxt.chain_len
+                self._drop(nxt)
+            if whole:
+                self._drop(vma)
+            else:
+                vma.pgoff = vma.linear_page_index(end)
+                vma.start = end
+        else:
+            assert nxt is not None
+            target = nxt
+            if target.anon_vma is None and vma.anon_vma is not None:
+                target.anon_vma, target.chain_len = vma.anon_vma, vma.chain_len
+            target.start = start
+            target.pgoff = vma.linear_page_index(start)
+            if whole:
+                self._drop(vma)
+            else:
+                vma.end = start
+        self._reindex()
+        return target
+
+    def _drop(self, vma: Vma) -> None:
+        """A VMA absorbed by a merge: remove_vma() drops its file reference."""
+        if vma.file is not None:
+            vma.file.map_count -= 1
+        self._vmas.remove(vma)

@@ -1,0 +1,480 @@
+"""What open(), read(), pread() and lseek() on the page-level proc files return.
+
+Files: ``/proc/PID/pagemap`` (fs/proc/task_mmu.c), ``/proc/kpageflags`` and
+``/proc/kpagecount`` (fs/proc/page.c), ``/proc/kpagemap`` (the project's patch
+series).  Errors raise :class:`ProcReadError`, an OSError carrying the errno
+the kernel returns.  Arithmetic on offsets follows the kernel's types: the
+position is a signed 64-bit loff_t, the functions copy it to an ``unsigned
+long`` of the architecture's width, counts are ``size_t``.
+
+    f = open_proc(machine, f"/proc/{pid}/pagemap", Reader.root())
+    f.lseek(vaddr // page_size * 8)
+    data = f.read(8 * npages)
+    data = read(machine, "/proc/kpageflags", offset, count, reader=Reader.user(1000))
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from sim.bulk import bulk_build_kpagemap_entries, bulk_build_u64s
+from sim.flags import PM
+from sim.formats import KpagemapHeader, PagemapEntry, parse_u64s
+from sim.mm.addrspace import AddressSpace
+from sim.mm.machine import ALL_CAPS, Machine, Process
+from sim.mm.pagetable import PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SPECIAL, HugePmd, PteTable
+from sim.pagewalk import MmWalk, MmWalkOps, walk_page_range
+
+__all__ = [
+    "ProcError",
+    "ProcFile",
+    "ProcFs",
+    "ProcReadError",
+    "Reader",
+    "kpage_values",
+    "open_proc",
+    "pagemap_entries",
+    "read",
+]
+
+FileKind = Literal["pagemap", "kpagemap", "kpageflags", "kpagecount"]
+U64Array = npt.NDArray[np.uint64]
+
+LLONG_MAX = (1 << 63) - 1
+SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
+
+_PM_PRESENT = np.uint64(1 << PM.PRESENT)
+_PM_FILE = np.uint64(1 << PM.FILE)
+_PM_EXCLUSIVE = np.uint64(1 << PM.MMAP_EXCLUSIVE)
+_PM_SOFT_DIRTY = np.uint64(1 << PM.SOFT_DIRTY)
+
+
+class ProcReadError(OSError):
+    """open() or read() failed with ``errno``; the message says why."""
+
+    errno: int
+
+    def __init__(self, err: int, reason: str) -> None:
+        super().__init__(err, f"{errno.errorcode.get(err, err)}: {reason}")
+        self.reason = reason
+
+
+#: The name the harness uses.
+ProcError = ProcReadError
+
+
+@dataclass(frozen=True)
+class Reader:
+    """The process that opens and reads: its credentials, and itself if it is modelled.
+
+    ``pid`` names a process of the machine when the reader reads its own
+    pagemap (mm == current->mm skips the ptrace check in mm_access()).
+    """
+
+    uid: int = 0
+    gid: int = 0
+    caps: frozenset[str] = ALL_CAPS
+    pid: int | None = None
+
+    @classmethod
+    def root(cls) -> Reader:
+        return cls()
+
+    @classmethod
+    def user(cls, uid: int, gid: int = 0) -> Reader:
+        """An ordinary process of ``uid``: setresuid() away from root drops every capability."""
+        return cls(uid=uid, gid=gid, caps=frozenset())
+
+    def capable(self, cap: str) -> bool:
+        return cap in self.caps
+
+
+# ---------------------------------------------------------------------------
+# Open
+# ---------------------------------------------------------------------------
+
+_PAGEMAP_PATH = re.compile(r"/proc/(\d+|self)/pagemap")
+_GLOBAL_FILES: dict[str, FileKind] = {
+    "/proc/kpagemap": "kpagemap",
+    "/proc/kpageflags": "kpageflags",
+    "/proc/kpagecount": "kpagecount",
+}
+
+
+def _may_read_0400(reader: Reader, owner_uid: int) -> bool:
+    """generic_permission() on a mode-0400 file owned by ``owner_uid``.
+
+    The owner may read; anyone else needs CAP_DAC_READ_SEARCH or
+    CAP_DAC_OVERRIDE (capable_wrt_inode_uidgid()).
+    """
+    return (
+        reader.uid == owner_uid
+        or reader.capable("CAP_DAC_READ_SEARCH")
+        or reader.capable("CAP_DAC_OVERRIDE")
+    )
+
+
+def _ptrace_may_access(reader: Reader, target: Process) -> bool:
+    """__ptrace_may_access(PTRACE_MODE_READ_FSCREDS) and cap_ptrace_access_check()."""
+    creds = target.creds
+    ptrace_cap = reader.capable("CAP_SYS_PTRACE")
+    if not (reader.uid == creds.uid and reader.gid == creds.gid) and not ptrace_cap:
+        return False
+    if not target.dumpable and not ptrace_cap:
+        return False
+    return creds.caps <= reader.caps or ptrace_cap
+
+
+def open_proc(machine: Machine, path: str, reader: Reader | None = None) -> ProcFile:
+    """open(path, O_RDONLY) as ``reader`` (default: root)."""
+    reader = reader or Reader.root()
+    kind = _GLOBAL_FILES.get(path)
+    if kind is not None:
+        if kind == "kpagemap" and not machine.facts.has_kpagemap:
+            raise ProcReadError(errno.ENOENT, f"{path}: this kernel has no kpagemap")
+        # proc_create(..., S_IRUSR, ...): root's, mode 0400.
+        if not _may_read_0400(reader, 0):
+            raise ProcReadError(errno.EACCES, f"{path}: mode 0400 root, reader uid {reader.uid}")
+        return ProcFile(machine, kind)
+    match = _PAGEMAP_PATH.fullmatch(path)
+    if match is None:
+        raise ProcReadError(errno.ENOENT, f"{path}: not a file the model knows")
+    if match.group(1) == "self":
+        if reader.pid is None:
+            raise ProcReadError(errno.ENOENT, f"{path}: the reader is not a modelled process")
+        pid = reader.pid
+    else:
+        pid = int(match.group(1))
+    target = machine.process(pid)
+    if target is None:
+        raise ProcReadError(errno.ENOENT, f"{path}: no process {pid}")
+    # task_dump_owner(): a non-dumpable task's /proc files belong to root.
+    owner = target.uid if target.dumpable else 0
+    if not _may_read_0400(reader, owner):
+        raise ProcReadError(
+            errno.EACCES, f"{path}: mode 0400 owned by uid {owner}, reader uid {reader.uid}"
+        )
+    # pagemap_open() -> proc_mem_open() -> mm_access(): any refusal is -EACCES.
+    if reader.pid != pid and not _ptrace_may_access(reader, target):
+        raise ProcReadError(errno.EACCES, f"{path}: ptrace access to pid {pid} refused")
+    # pm.show_pfn = file_ns_capable(file, &init_user_ns, CAP_SYS_ADMIN): the opener's.
+    return ProcFile(machine, "pagemap", mm=target.mm, show_pfn=reader.capable("CAP_SYS_ADMIN"))
+
+
+def read(
+    machine: Machine,
+    path: str,
+    offset: int,
+    count: int,
+    *,
+    reader: Reader | None = None,
+) -> bytes:
+    """open(path) then pread(offset, count): the bytes, or ProcReadError."""
+    return open_proc(machine, path, reader).pread(offset, count)
+
+
+def pagemap_entries(
+    machine: Machine, process: Process, addr: int, npages: int, reader: Reader | None = None
+) -> list[PagemapEntry]:
+    """The decoded pagemap entries of ``npages`` pages from ``addr`` (one read)."""
+    shift = machine.arch.page_shift
+    data = read(machine, f"/proc/{process.pid}/pagemap", (addr >> shift) * PM.ENTRY_BYTES,
+                npages * PM.ENTRY_BYTES, reader=reader)
+    return [PagemapEntry.from_raw(value) for value in parse_u64s(machine.arch, data)]
+
+
+def kpage_values(machine: Machine, path: str, pfn: int) -> int:
+    """The u64 of /proc/kpageflags or /proc/kpagecount for ``pfn``, read as root."""
+    return parse_u64s(machine.arch, read(machine, path, pfn * 8, 8))[0]
+
+
+@dataclass
+class ProcFs:
+    """The proc files of one machine, read the way the guest agent reads them."""
+
+    machine: Machine
+
+    def read(self, path: str, offset: int, count: int, *, uid: int = 0) -> bytes:
+        """open(path) and pread(offset, count) as a process of ``uid``.
+
+        uid 0 is root with every capability; any other uid is an ordinary
+        process (setresuid() from root: no capabilities, gid 0).
+        """
+        reader = Reader.root() if uid == 0 else Reader.user(uid)
+        return read(self.machine, path, offset, count, reader=reader)
+
+
+# ---------------------------------------------------------------------------
+# The open file
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class ProcFile:
+    """An open proc file with its position (f_pos)."""
+
+    machine: Machine
+    kind: FileKind
+    mm: AddressSpace | None = None
+    show_pfn: bool = False
+    pos: int = field(default=0)
+
+    def read(self, count: int) -> bytes:
+        """read(): from the position, which advances by the bytes returned."""
+        data, self.pos = self._read(self.pos, count)
+        return data
+
+    def pread(self, offset: int, count: int) -> bytes:
+        """pread64(): at ``offset``, the position is left alone."""
+        if offset < 0:
+            raise ProcReadError(errno.EINVAL, f"pread at negative offset {offset}")
+        data, _ = self._read(offset, count)
+        return data
+
+    def lseek(self, offset: int, whence: int = SEEK_SET) -> int:
+        """mem_lseek(): SEEK_SET and SEEK_CUR store any value; SEEK_END is EINVAL."""
+        if whence == SEEK_SET:
+            self.pos = offset
+        elif whence == SEEK_CUR:
+            self.pos += offset
+        else:
+            raise ProcReadError(errno.EINVAL, f"lseek whence {whence} is not SEEK_SET or SEEK_CUR")
+        self.pos = _to_loff(self.pos)
+        return self.pos
+
+    def _read(self, pos: int, count: int) -> tuple[bytes, int]:
+        arch = self.machine.arch
+        ssize_max = (1 << (8 * arch.word_size - 1)) - 1
+        if not 0 <= count <= 2 * ssize_max + 1:
+            raise ProcReadError(errno.EINVAL, f"count {count} is not a size_t")
+        # rw_verify_area(): these files have no FOP_UNSIGNED_OFFSET.
+        if count > ssize_max:
+            raise ProcReadError(errno.EINVAL, f"count {count:#x} is negative as ssize_t")
+        if pos < 0:
+            raise ProcReadError(errno.EINVAL, f"position {pos} is negative")
+        if pos + count > LLONG_MAX:
+            raise ProcReadError(errno.EINVAL, f"position {pos} + count {count} overflows loff_t")
+        # vfs_read(): count = min(count, MAX_RW_COUNT).
+        count = min(count, (0x7FFF_FFFF) & ~(arch.page_size - 1))
+        if self.kind == "pagemap":
+            return pagemap_read(self.machine, self.mm, self.show_pfn, pos, count)
+        return kpage_read(self.machine, self.kind, pos, count)
+
+
+def _to_loff(value: int) -> int:
+    """Wrap to a signed 64-bit loff_t."""
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >> 63 else value
+
+
+# ---------------------------------------------------------------------------
+# /proc/PID/pagemap
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class PagemapRead:
+    """struct pagemapread: the entries of one walk, and whether PFNs are shown."""
+
+    machine: Machine
+    show_pfn: bool
+    chunks: list[U64Array] = field(default_factory=list)
+
+    def add(self, values: U64Array) -> None:
+        """add_to_pagemap() for a run of entries."""
+        self.chunks.append(values)
+
+    def add_fill(self, n: int, value: np.uint64) -> None:
+        if n > 0:
+            self.chunks.append(np.full(n, value, dtype=np.uint64))
+
+
+def pagemap_pte_hole(start: int, end: int, depth: int, walk: MmWalk) -> int:
+    """pagemap_pte_hole(): 0 outside VMAs; inside, soft-dirty iff the VMA is VM_SOFTDIRTY."""
+    pm: PagemapRead = walk.private
+    mm = walk.mm
+    shift = mm.arch.page_shift
+    addr = start
+    while addr < end:
+        vma = mm.find_vma(addr)
+        hole_end = min(end, vma.start) if vma is not None else end
+        if addr < hole_end:
+            pm.add_fill((hole_end - addr) >> shift, np.uint64(0))
+            addr = hole_end
+        if vma is None:
+            break
+        vma_end = min(end, vma.end)
+        if addr < vma_end:
+            value = _PM_SOFT_DIRTY if vma.softdirty else np.uint64(0)
+            pm.add_fill((vma_end - addr) >> shift, value)
+            addr = vma_end
+    return 0
+
+
+def pagemap_pmd_range(entry: PteTable | HugePmd, addr: int, end: int, walk: MmWalk) -> int:
+    """pagemap_pmd_range(): a huge leaf, or a PTE table slice via pte_to_pagemap_entry().
+
+    Both compute the entries of the slice at once:
+
+    * PM_PRESENT and the PFN (if show_pfn) for a present entry; a huge leaf
+      gives pmd_pfn() + index.
+    * PM_SOFT_DIRTY: the entry's soft-dirty bit, or the VMA's VM_SOFTDIRTY.
+    * PM_FILE: the page has a struct page (vm_normal_page(): not the zero
+      page) whose folio is not anonymous; for a huge leaf pmd_page() is
+      used directly, so the huge zero folio reads as a file page.
+    * PM_MMAP_EXCLUSIVE: folio_precise_page_mapcount() == 1 for that page.
+    """
+    pm: PagemapRead = walk.private
+    mm = walk.mm
+    mem = mm.mem
+    vma = walk.vma
+    assert vma is not None
+    shift = mm.arch.page_shift
+    n = (end - addr) >> shift
+    vma_sd = _PM_SOFT_DIRTY if vma.softdirty else np.uint64(0)
+    if isinstance(entry, HugePmd):
+        idx = (addr % mm.pmd_size) >> shift
+        flags = vma_sd | _PM_PRESENT
+        if entry.soft_dirty:
+            flags |= _PM_SOFT_DIRTY
+        if not mem.anon[mem.head[entry.pfn]]:
+            flags |= _PM_FILE
+        pages = np.arange(entry.pfn + idx, entry.pfn + idx + n, dtype=np.int64)
+        values = np.full(n, flags, dtype=np.uint64)
+        values[_precise_mapcount(mm, pages) == 1] |= _PM_EXCLUSIVE
+        if pm.show_pfn:
+            values |= pages.astype(np.uint64)
+        pm.add(values)
+        return 0
+    i0 = mm.pt.pte_index(addr)
+    bits = entry.bits[i0 : i0 + n]
+    pfns = entry.pfn[i0 : i0 + n]
+    present = (bits & PTE_PRESENT) != 0
+    values = np.zeros(n, dtype=np.uint64)
+    values[present] = _PM_PRESENT
+    if pm.show_pfn:
+        values[present] |= pfns[present].astype(np.uint64)
+    values[(bits & PTE_SOFT_DIRTY) != 0] |= _PM_SOFT_DIRTY
+    normal = present & ((bits & PTE_SPECIAL) == 0)
+    if normal.any():
+        pages = pfns[normal]
+        page_flags = np.where(mem.anon[mem.head[pages]], np.uint64(0), _PM_FILE)
+        page_flags[_precise_mapcount(mm, pages) == 1] |= _PM_EXCLUSIVE
+        values[normal] |= page_flags
+    values |= vma_sd
+    pm.add(values)
+    return 0
+
+
+def _precise_mapcount(mm: AddressSpace, pages: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    mem = mm.mem
+    heads = mem.head[pages]
+    result: npt.NDArray[np.int64] = mem.mapcount[pages] + np.where(
+        mem.order[heads] > 0, mem.entire_mapcount[heads], 0
+    )
+    return result
+
+
+PAGEMAP_OPS = MmWalkOps(pmd_entry=pagemap_pmd_range, pte_hole=pagemap_pte_hole)
+
+
+def pagemap_read(
+    machine: Machine, mm: AddressSpace | None, show_pfn: bool, ppos: int, count: int
+) -> tuple[bytes, int]:
+    """pagemap_read(): (bytes, new position), in PMD-sized walks up to mm->task_size."""
+    arch = machine.arch
+    if mm is None or not mm.alive:
+        return b"", ppos  # !mmget_not_zero(mm): the task has exited
+    if ppos % PM.ENTRY_BYTES or count % PM.ENTRY_BYTES:
+        raise ProcReadError(
+            errno.EINVAL, f"position {ppos} or count {count} is not a multiple of 8"
+        )
+    if count == 0:
+        return b"", ppos
+    ulong = (1 << (8 * arch.word_size)) - 1
+    shift = arch.page_shift
+    walk_size = mm.pmd_size  # PAGEMAP_WALK_SIZE
+    walk_mask = ~(walk_size - 1) & ulong
+    task_size = mm.task_size
+    src = ppos & ulong  # unsigned long src = *ppos
+    svpfn = src // PM.ENTRY_BYTES
+    end_vaddr = task_size
+    start_vaddr = end_vaddr
+    if svpfn <= ulong >> shift:
+        start_vaddr = (svpfn << shift) & ulong
+        end = (start_vaddr + (((count // PM.ENTRY_BYTES) << shift) & ulong)) & ulong
+        if start_vaddr <= end < task_size:
+            end_vaddr = end
+    if start_vaddr > task_size:
+        start_vaddr = end_vaddr
+    pieces: list[bytes] = []
+    copied = 0
+    while count and start_vaddr < end_vaddr:
+        end = ((start_vaddr + walk_size) & ulong) & walk_mask
+        if end < start_vaddr or end > end_vaddr:
+            end = end_vaddr
+        pm = PagemapRead(machine, show_pfn)
+        walk_page_range(mm, start_vaddr, end, PAGEMAP_OPS, pm)
+        start_vaddr = end
+        values = np.concatenate(pm.chunks) if pm.chunks else np.zeros(0, dtype=np.uint64)
+        length = min(count, PM.ENTRY_BYTES * values.shape[0])
+        pieces.append(bulk_build_u64s(arch, values[: length // PM.ENTRY_BYTES]))
+        copied += length
+        count -= length
+    return b"".join(pieces), ppos + copied
+
+
+# ---------------------------------------------------------------------------
+# /proc/kpageflags, /proc/kpagecount, /proc/kpagemap
+# ---------------------------------------------------------------------------
+
+
+def kpage_read(machine: Machine, kind: FileKind, ppos: int, count: int) -> tuple[bytes, int]:
+    """kpageflags_read() / kpagecount_read(), and the kpagemap patch's read.
+
+    Position and count must be multiples of the entry size (8, or KPMSIZE =
+    2 * sizeof(long) for kpagemap), else -EINVAL; the file ends after
+    get_max_dump_pfn() entries (kpagemap: one more, for the header slot).
+    """
+    arch = machine.arch
+    mem = machine.mem
+    ulong = (1 << (8 * arch.word_size)) - 1
+    entry = arch.kpagemap_entry_size if kind == "kpagemap" else 8
+    slots = mem.max_dump_pfn + (1 if kind == "kpagemap" else 0)
+    src = ppos & ulong  # unsigned long src = *ppos
+    if src % entry or count % entry:
+        raise ProcReadError(
+            errno.EINVAL, f"position {ppos} or count {count} is not a multiple of {entry}"
+        )
+    limit = (slots * entry) & ulong
+    if src >= limit:
+        return b"", ppos
+    count = min(count, limit - src)
+    if count == 0:
+        return b"", ppos
+    first = src // entry
+    n = count // entry
+    if kind == "kpagemap":
+        data = b""
+        if first == 0:
+            data = KpagemapHeader.for_arch(arch).slot_bytes()
+            first, n = 1, n - 1
+        pfns = np.arange(first - 1, first - 1 + n, dtype=np.int64)
+        word = np.uint64(ulong)
+        flags = mem.stable_page_flags(pfns) & word
+        counts = mem.page_count_values(pfns).astype(np.uint64)
+        data += bulk_build_kpagemap_entries(arch, flags, counts)
+    else:
+        pfns = np.arange(first, first + n, dtype=np.int64)
+        if kind == "kpageflags":
+            values = mem.stable_page_flags(pfns)
+        else:
+            values = mem.kpagecount_values(pfns).astype(np.uint64)
+        data = bulk_build_u64s(arch, values)
+    return data, ppos + len(data)

@@ -1,0 +1,138 @@
+"""Options and fixtures of the tests that boot real kernels.
+
+``--arch`` picks the architecture (x86_64, ppc64, ppc64-4k).  Each pytest
+process (each pytest-xdist worker) boots one shared VM lazily and reuses it;
+if a test leaves it dead (panic, QEMU gone), the next test gets a new one.  A
+test that needs a guest of its own uses ``fresh_vm``.  Tests that use the
+shared VM do their work in a named process of their own (``guest``), which
+is killed afterwards, so they do not see each other's mappings.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.arches import PROFILE_NAMES, ArchProfile, get_profile
+from harness.image import BootImage, ImageUnavailable, find_image
+from harness.process import NamedProcess
+from harness.vm import VM, VMConfig, VMState
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "booting test kernels in QEMU")
+    group.addoption(
+        "--arch",
+        default="x86_64",
+        choices=PROFILE_NAMES,
+        help="architecture of the guests (default: x86_64)",
+    )
+    group.addoption("--kernel", type=Path, help="kernel image (default: images build)")
+    group.addoption("--initramfs", type=Path, help="initramfs with the agent as /init")
+    group.addoption(
+        "--keep-vm-logs",
+        type=Path,
+        metavar="DIR",
+        help="copy the console and QEMU logs of every failed VM under DIR",
+    )
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture(scope="session")
+def profile(pytestconfig: pytest.Config) -> ArchProfile:
+    return get_profile(pytestconfig.getoption("--arch"))
+
+
+@pytest.fixture(scope="session")
+def boot_image(pytestconfig: pytest.Config, profile: ArchProfile) -> BootImage:
+    try:
+        return find_image(
+            profile, pytestconfig.getoption("--kernel"), pytestconfig.getoption("--initramfs")
+        )
+    except ImageUnavailable as e:
+        pytest.fail(f"no boot image for {profile.name}: {e}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def vm_config(
+    pytestconfig: pytest.Config, profile: ArchProfile, boot_image: BootImage
+) -> VMConfig:
+    return VMConfig(profile, boot_image, keep_logs_dir=pytestconfig.getoption("--keep-vm-logs"))
+
+
+class SharedVM:
+    """The worker's VM: booted on first use, replaced if a test killed it."""
+
+    def __init__(self, config: VMConfig) -> None:
+        self._config = config
+        self._vm: VM | None = None
+        self._boots = itertools.count()
+
+    def get(self) -> VM:
+        if self._vm is not None and self._vm.state is not VMState.RUNNING:
+            self._vm.shutdown()
+            self._vm = None
+        if self._vm is None:
+            self._vm = VM(self._config, name=f"{_worker()}.{next(self._boots)}").launch()
+        return self._vm
+
+    def close(self) -> None:
+        if self._vm is not None:
+            self._vm.shutdown()
+            self._vm = None
+
+
+@pytest.fixture(scope="session")
+def shared_vm(vm_config: VMConfig) -> Iterator[SharedVM]:
+    shared = SharedVM(vm_config)
+    yield shared
+    shared.close()
+
+
+@pytest.fixture
+def vm(shared_vm: SharedVM) -> VM:
+    """The worker's running VM."""
+    return shared_vm.get()
+
+
+_guest_names = itertools.count()
+
+
+@pytest.fixture
+def guest(vm: VM) -> Iterator[NamedProcess]:
+    """A fresh named process (forked from init), killed after the test."""
+    name = f"t{next(_guest_names)}"
+    pid = vm.agent.fork(name)
+    yield NamedProcess(vm, name, pid)
+    if vm.state is VMState.RUNNING:
+        for proc in vm.agent.list_processes():
+            vm.agent.kill(proc)
+
+
+@pytest.fixture
+def fresh_vm(vm_config: VMConfig) -> Iterator[Callable[..., VM]]:
+    """Make VMs of the test's own (launched unless launch=False); all shut down after."""
+    made: list[VM] = []
+    counter = itertools.count()
+
+    def make(*, launch: bool = True, extra_cmdline: tuple[str, ...] = ()) -> VM:
+        config = VMConfig(
+            vm_config.profile,
+            vm_config.image,
+            extra_cmdline=extra_cmdline,
+            keep_logs_dir=vm_config.keep_logs_dir,
+        )
+        machine = VM(config, name=f"{_worker()}.f{next(counter)}")
+        made.append(machine)
+        return machine.launch() if launch else machine
+
+    yield make
+    for machine in made:
+        machine.shutdown()

@@ -1,0 +1,182 @@
+"""The agent's operations in a real guest: memory, processes, files, settle."""
+
+from __future__ import annotations
+
+import errno
+import signal
+
+import pytest
+
+from harness.agent.protocol import Advice, CrashKind, Prot, ReadStage, RegionKind, Status, Whence
+from harness.errors import AgentOpError
+from harness.probes import kpageflags, pagemap
+from harness.process import NamedProcess
+from sim.flags import KPF
+
+pytestmark = pytest.mark.vm
+
+#: Fixed addresses far from where the kernel places the agent's own mappings.
+BASE = 0x10_0000_0000
+OTHER = 0x20_0000_0000
+
+
+def test_anonymous_private_write_then_read(guest: NamedProcess) -> None:
+    ps = guest.page_size
+    assert guest.agent.mmap(BASE, 8 * ps, target=guest.name) == BASE
+    wrote = guest.agent.touch(BASE, 8, write=True, tag=0xA000, target=guest.name)
+    assert (wrote.done, wrote.faulted) == (8, False)
+    read = guest.agent.touch(BASE, 8, write=False, target=guest.name)
+    assert read.values == tuple(range(0xA000, 0xA008))
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["private", "shared"])
+def test_file_region_holds_its_page_index_tags(guest: NamedProcess, shared: bool) -> None:
+    ps = guest.page_size
+    guest.agent.mmap(
+        BASE, 5 * ps, kind=RegionKind.FILE, shared=shared, prot=Prot.READ,
+        file_tag=0xF11E_0000, target=guest.name,
+    )  # fmt: skip
+    read = guest.agent.touch(BASE, 5, write=False, target=guest.name)
+    assert read.values == tuple(0xF11E_0000 + i for i in range(5))
+    entries = pagemap(guest.agent, guest.vm.profile.arch, guest.pid, BASE, 5)
+    assert all(e.present and e.file_shared for e in entries)
+
+
+def test_write_to_read_only_is_a_result_not_a_crash(guest: NamedProcess) -> None:
+    ps = guest.page_size
+    guest.agent.mmap(BASE, 2 * ps, prot=Prot.READ, target=guest.name)
+    result = guest.agent.touch(BASE, 2, write=True, tag=1, target=guest.name)
+    assert result.done == 0
+    assert result.signal == signal.SIGSEGV
+    assert result.fault_addr == BASE
+    guest.agent.mprotect(BASE, 2 * ps, Prot.READ | Prot.WRITE, target=guest.name)
+    assert guest.agent.touch(BASE, 2, write=True, tag=1, target=guest.name).done == 2
+    guest.agent.mprotect(BASE + ps, ps, Prot.READ, target=guest.name)
+    result = guest.agent.touch(BASE, 2, write=True, tag=1, target=guest.name)
+    assert (result.done, result.fault_addr) == (1, BASE + ps)
+    assert guest.agent.ping(guest.name).pid == guest.pid
+
+
+def test_fixed_address_is_never_replaced(guest: NamedProcess) -> None:
+    ps = guest.page_size
+    guest.agent.mmap(BASE, 4 * ps, target=guest.name)
+    with pytest.raises(AgentOpError) as caught:
+        guest.agent.mmap(BASE + ps, ps, target=guest.name)
+    assert caught.value.errno == errno.EEXIST
+
+
+def test_munmap_and_madvise_dontneed(guest: NamedProcess) -> None:
+    ps = guest.page_size
+    guest.agent.mmap(BASE, 4 * ps, target=guest.name)
+    guest.agent.touch(BASE, 4, write=True, tag=0x55, target=guest.name)
+    guest.agent.madvise(BASE, 2 * ps, Advice.DONTNEED, target=guest.name)
+    assert guest.agent.touch(BASE, 4, write=False, target=guest.name).values == (0, 0, 0x57, 0x58)
+    guest.agent.munmap(BASE, 4 * ps, target=guest.name)
+    gone = guest.agent.touch(BASE, 1, write=False, target=guest.name)
+    assert gone.faulted and gone.done == 0
+
+
+def test_fork_shares_then_copies_on_write(guest: NamedProcess) -> None:
+    ps, agent = guest.page_size, guest.agent
+    agent.mmap(BASE, 2 * ps, target=guest.name)
+    agent.mmap(OTHER, ps, shared=True, target=guest.name)
+    agent.touch(BASE, 2, write=True, tag=0x100, target=guest.name)
+    child = f"{guest.name}c"
+    child_pid = agent.fork(child, target=guest.name)
+    assert agent.getpid(child) == child_pid != guest.pid
+    assert agent.touch(BASE, 2, write=False, target=child).values == (0x100, 0x101)
+    agent.touch(BASE, 1, write=True, tag=0x200, target=child)
+    agent.touch(OTHER, 1, write=True, tag=0x300, target=child)
+    assert agent.touch(BASE, 2, write=False, target=guest.name).values == (0x100, 0x101)
+    assert agent.touch(OTHER, 1, write=False, target=guest.name).values == (0x300,)
+    assert agent.list_processes()[child] == child_pid
+
+
+def test_exit_kill_and_crash_are_reaped_and_reported(guest: NamedProcess) -> None:
+    agent = guest.agent
+    for name in ("ex", "kl", "ab"):
+        agent.fork(f"{guest.name}{name}", target=guest.name)
+    exited = agent.exit(f"{guest.name}ex", 3)
+    assert exited.exited and exited.value == 3
+    killed = agent.kill(f"{guest.name}kl", signal.SIGTERM)
+    assert not killed.exited and killed.value == signal.SIGTERM
+    reply = agent.crash(CrashKind.ABORT, target=f"{guest.name}ab")
+    assert reply is not None and reply.status is Status.NO_PROCESS
+    assert f"killed by signal {int(signal.SIGABRT)}" in reply.message
+    assert set(agent.list_processes()) == {guest.name}
+    with pytest.raises(AgentOpError, match="no process named"):
+        agent.ping(f"{guest.name}ex")
+
+
+def test_names_are_unique(guest: NamedProcess) -> None:
+    with pytest.raises(AgentOpError, match="reserved or taken"):
+        guest.agent.fork(guest.name)
+    with pytest.raises(AgentOpError, match="reserved or taken"):
+        guest.agent.fork("init")
+
+
+def test_read_as_unprivileged_user(guest: NamedProcess) -> None:
+    agent = guest.agent
+    denied = agent.read_file("/proc/kpageflags", 8, offset=0, uid=1000)
+    assert (denied.stage, denied.errno) == (ReadStage.OPEN, errno.EACCES)
+    allowed = agent.read_file("/proc/self/status", 4096, uid=1000, target=guest.name)
+    assert allowed.ok
+    uids = next(line for line in allowed.data.decode().splitlines() if line.startswith("Uid:"))
+    assert uids.split()[1:] == ["1000"] * 4
+    caps = next(line for line in allowed.data.decode().splitlines() if line.startswith("CapEff:"))
+    assert int(caps.split()[1], 16) == 0
+
+
+def test_seeks_and_final_position(guest: NamedProcess) -> None:
+    agent = guest.agent
+    result = agent.read_file(
+        "/proc/kpageflags", 16, seeks=[(Whence.SET, 64), (Whence.CUR, 8)], loop=False
+    )
+    assert result.ok and result.seek_results == (64, 72)
+    assert (len(result.data), result.final_pos) == (16, 88)
+    same = agent.read_file("/proc/kpageflags", 16, offset=72)
+    assert same.data == result.data
+    refused = agent.read_file("/proc/kpageflags", 8, seeks=[(Whence.END, 0)])
+    assert (refused.stage, refused.errno) == (ReadStage.SEEK, errno.EINVAL)
+    assert refused.seek_results == (-errno.EINVAL,)
+
+
+def test_unaligned_kpageflags_read_is_einval(guest: NamedProcess) -> None:
+    result = guest.agent.read_file("/proc/kpageflags", 7, offset=0)
+    assert (result.stage, result.errno) == (ReadStage.READ, errno.EINVAL)
+
+
+def test_write_file_sets_a_knob(guest: NamedProcess) -> None:
+    path = "/sys/kernel/mm/transparent_hugepage/enabled"
+    before = guest.agent.read_file(path, 256).data.decode()
+    assert guest.agent.write_file(path, "madvise") == len("madvise")
+    assert "[madvise]" in guest.agent.read_file(path, 256).data.decode()
+    chosen = before[before.index("[") + 1 : before.index("]")]
+    guest.agent.write_file(path, chosen)
+    with pytest.raises(AgentOpError) as caught:
+        guest.agent.write_file(path, "nonsense")
+    assert caught.value.errno == errno.EINVAL
+
+
+def test_clear_refs_clears_soft_dirty(guest: NamedProcess) -> None:
+    arch, ps = guest.vm.profile.arch, guest.page_size
+    guest.agent.mmap(BASE, ps, target=guest.name)
+    guest.agent.touch(BASE, 1, write=True, tag=1, target=guest.name)
+    (entry,) = pagemap(guest.agent, arch, guest.pid, BASE, 1)
+    if not entry.soft_dirty:
+        pytest.skip("the kernel does not track soft-dirty (CONFIG_MEM_SOFT_DIRTY unset)")
+    guest.agent.clear_refs(4, target=guest.name)
+    (entry,) = pagemap(guest.agent, arch, guest.pid, BASE, 1)
+    assert entry.present and not entry.soft_dirty
+
+
+def test_settle_puts_new_pages_on_the_lru(guest: NamedProcess) -> None:
+    """Faulted pages wait in a per-CPU batch (no PG_lru) until a drain."""
+    arch, ps = guest.vm.profile.arch, guest.page_size
+    guest.agent.mmap(BASE, 4 * ps, target=guest.name)
+    guest.agent.touch(BASE, 4, write=True, tag=1, target=guest.name)
+    guest.agent.settle()
+    for entry in pagemap(guest.agent, arch, guest.pid, BASE, 4):
+        assert entry.pfn is not None
+        (flags,) = kpageflags(guest.agent, arch, entry.pfn, 1)
+        assert flags & (1 << KPF.LRU), f"PFN {entry.pfn:#x} flags {flags:#x}"
