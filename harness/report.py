@@ -78,21 +78,52 @@ class ScenarioResult:
 
 _LABEL = {"agree": "ok  ", "diverge": "FAIL", "error": "ERR ", "skipped": "skip"}
 
+#: Fields whose values are flag words: grouped by which flags differ, not by value,
+#: so one missing flag on frames of different kinds is one group.
+FLAG_FIELDS = frozenset({"kpageflags", "kpagemap.flags"})
 
-def _group_key(d: Divergence) -> tuple[str, str, str, str, str | None]:
-    return (d.kind, d.field, d.model, d.real, d.side)
+GroupKey = tuple[str, ...]
 
 
-def _heading(d: Divergence, count: int) -> str:
-    what = "frames" if d.model_pfn is not None or d.real_pfn is not None else "places"
-    times = f" ({count} {what})" if count > 1 else ""
+def _group_key(d: Divergence) -> GroupKey:
+    if d.kind == "value" and d.field in FLAG_FIELDS and d.detail:
+        return (d.kind, d.field, d.detail)
+    return (d.kind, d.field, d.model, d.real, d.side or "")
+
+
+def _what(group: Sequence[Divergence]) -> str:
+    frames = any(x.model_pfn is not None or x.real_pfn is not None for x in group)
+    return f"{len(group)} {'frame' if frames else 'place'}{'s' * (len(group) != 1)}"
+
+
+def _heading(group: Sequence[Divergence]) -> str:
+    d = group[0]
+    count = f" ({_what(group)})" if len(group) > 1 else ""
     if d.kind == "consistency":
         value = d.real if d.side == "real" else d.model
-        return f"{d.field} inconsistent on the {d.side} side: {value}{times}"
-    if d.kind == "identity":
-        return f"{d.field} identity: model {d.model}, real {d.real}{times}"
-    prefix = "missing " if d.kind == "missing" else ""
-    return f"{prefix}{d.field}: model {d.model}, real {d.real}{times}"
+        return f"{d.field} inconsistent on the {d.side} side: {value}{count}"
+    if d.kind == "value" and d.field in FLAG_FIELDS and d.detail:
+        return f"{d.field}: {d.detail}{count}"
+    kind = {"identity": " identity", "missing": " missing"}.get(d.kind, "")
+    return f"{d.field}{kind}: model {d.model}, real {d.real}{count}"
+
+
+def _short(text: str, width: int = 90) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _summary(divergences: Sequence[Divergence]) -> list[str]:
+    """One line per kind of difference across all steps, most frequent first."""
+    groups: dict[GroupKey, list[Divergence]] = {}
+    for d in divergences:
+        groups.setdefault(_group_key(d), []).append(d)
+    lines = []
+    for group in sorted(groups.values(), key=lambda g: -len(g)):
+        steps = sorted({d.step for d in group})
+        where = ", ".join(map(str, steps[:8])) + (", ..." if len(steps) > 8 else "")
+        head = _heading(group[:1])
+        lines.append(f"  {len(group):4d} x {_short(head)}  [step{'s' * (len(steps) > 1)} {where}]")
+    return lines
 
 
 def _render_result(result: ScenarioResult, places: int) -> list[str]:
@@ -101,19 +132,23 @@ def _render_result(result: ScenarioResult, places: int) -> list[str]:
         return [head]
     if result.status in ("error", "skipped"):
         return [f"{head}: {result.message}"]
-    lines = [f"{head}: {len(result.divergences)} divergence{'s' * (len(result.divergences) != 1)}"]
+    n = len(result.divergences)
+    lines = [f"{head}: {n} divergence{'s' * (n != 1)}"]
+    lines += _summary(result.divergences)
     by_step: dict[tuple[int, str], list[Divergence]] = {}
     for d in result.divergences:
         by_step.setdefault((d.step, d.op), []).append(d)
     for (step, op), items in sorted(by_step.items()):
         lines.append(f"  step {step} ({op})")
-        groups: dict[tuple[str, str, str, str, str | None], list[Divergence]] = {}
+        groups: dict[GroupKey, list[Divergence]] = {}
         for d in items:
             groups.setdefault(_group_key(d), []).append(d)
         for group in groups.values():
             first = group[0]
-            lines.append(f"    {_heading(first, len(group))}")
-            if first.detail:
+            lines.append(f"    {_heading(group)}")
+            if first.kind == "value" and first.field in FLAG_FIELDS and first.detail:
+                lines.append(f"        e.g. model {first.model}, real {first.real}")
+            elif first.detail:
                 lines.append(f"        {first.detail}")
             for d in group[:places]:
                 if d.location != "-":

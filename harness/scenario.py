@@ -769,6 +769,15 @@ class Layout(Mapping[str, Placement]):
         """The pages of a range step on this architecture."""
         return Span(self[step.region], step.first.resolve(self.arch), step.end.resolve(self.arch))
 
+    def write_tag_base(self, step: Write) -> int:
+        """The tag of the first page of a write step; page k of the step gets this + k."""
+        span = self.span(step)
+        return write_tag(step.index, span.placement.number, span.first)
+
+    def file_tag_base(self, region: str) -> int:
+        """The tag of page 0 of a file region's file; page i holds this + i."""
+        return file_tag(self[region].number, 0)
+
     def write_tags(self, step: Write) -> list[int]:
         """The tag of each page of a write step, in page order."""
         span = self.span(step)
@@ -839,7 +848,9 @@ def write_tag(step: int, region_number: int, page: int) -> int:
     Bits 63-48 ``WRITE_TAG_MAGIC``, 47-32 the step index, 31-24 the region
     number, 23-0 the page index: unique within a scenario, never 0 (a fresh
     anonymous page or the zero page reads 0), never a file tag.  Stored as a
-    u64 in the architecture's byte order.
+    u64 in the architecture's byte order.  Linear in the page
+    (``write_tag(s, n, p + k) == write_tag(s, n, p) + k``), so an agent can
+    be given the first page's tag and store tag + k in the k-th page.
     """
     if not (0 <= step < MAX_STEPS and 0 <= region_number < MAX_REGIONS and 0 <= page < MAX_PAGES):
         raise ValueError(f"tag fields out of range: step {step}, region {region_number}, "
@@ -852,7 +863,7 @@ def file_tag(region_number: int, page: int) -> int:
 
     The backing file of region number n has ``pages`` pages; page p starts
     with ``file_tag(n, p)`` as a u64 in the architecture's byte order, and the
-    rest of the page is zero.
+    rest of the page is zero.  Linear in the page, like :func:`write_tag`.
     """
     if not (0 <= region_number < MAX_REGIONS and 0 <= page < MAX_PAGES):
         raise ValueError(f"tag fields out of range: region {region_number}, page {page}")

@@ -17,7 +17,7 @@ from images.commands import note, run
 from images.errors import CommandError, ImageError
 from images.initramfs import make_initramfs
 from images.kconfig import Request, check_config, defined_symbols, parse_fragment
-from images.key import BuildInputs, cache_key, compiler_version
+from images.key import BuildInputs, cache_key, compiler_version, kernel_key
 from images.patching import PatchedTree
 from images.project import Project, find_project
 from images.source import SourcePackage, check_base, ensure_pristine, installed_source
@@ -83,7 +83,7 @@ def find_image(
     arch = get_image_arch(arch_name)
     cache = cache or Cache.default()
     inputs, _ = collect_inputs(arch, find_project(), cache, agent_dir)
-    found = cache.published(arch.name, cache_key(inputs))
+    found = cache.published(cache.image_area(arch.name), cache_key(inputs))
     return None if found is None else BuiltImage.at(arch, found)
 
 
@@ -94,24 +94,38 @@ def build_image(
     cache: Cache | None = None,
     jobs: int | None = None,
 ) -> BuiltImage:
-    """The image for the current inputs, built only when the cache has none."""
+    """The image for the current inputs, built only when the cache has none.
+
+    Two cache levels: the kernel (keyed by source, series, fragments,
+    compilers) and the image (kernel key + agent source + initramfs layout),
+    so an agent change rebuilds only the initramfs.
+    """
     arch = get_image_arch(arch_name)
     cache = cache or Cache.default()
     project = find_project()
     inputs, source = collect_inputs(arch, project, cache, agent_dir)
     key = cache_key(inputs)
-    if (found := cache.published(arch.name, key)) is not None:
+    area = cache.image_area(arch.name)
+    if (found := cache.published(area, key)) is not None:
         return BuiltImage.at(arch, found)
     started = time.monotonic()
+    log = cache.root / "logs" / f"{arch.name}-image.log"
 
     def build(staging: Path) -> None:
-        note(f"[{arch.name}] building image {key} in {cache.tree_dir(arch.name)}")
-        _Build(arch, inputs, source, key, project, cache, agent_dir, jobs).run(staging)
+        kkey = kernel_key(inputs)
+        kernel_dir = cache.get_or_build(
+            cache.kernel_area(arch.name),
+            kkey,
+            lambda kstaging: _KernelBuild(arch, inputs, source, kkey, cache, jobs).run(kstaging),
+        )
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"image {key} of {arch.name}: kernel {kkey}\n", encoding="utf-8")
+        _assemble_image(arch, inputs, key, kernel_dir, project.agent_dir(agent_dir), log, staging)
 
-    directory = cache.get_or_build(arch.name, key, build)
+    directory = cache.get_or_build(area, key, build)
     built = BuiltImage.at(arch, directory)
     note(
-        f"[{arch.name}] {built.kernel} ({built.kernel.stat().st_size} bytes), "
+        f"[{arch.name}] image {key}: {built.kernel} ({built.kernel.stat().st_size} bytes), "
         f"{built.initramfs} ({built.initramfs.stat().st_size} bytes), "
         f"{time.monotonic() - started:.0f}s"
     )
@@ -127,8 +141,45 @@ def _default_jobs() -> int:
     return len(os.sched_getaffinity(0))
 
 
-class _Build:
-    """One build, step by step, in the arch's tree; the result is published whole."""
+def _assemble_image(
+    arch: ImageArch,
+    inputs: BuildInputs,
+    key: str,
+    kernel_dir: Path,
+    agent_dir: Path,
+    log: Path,
+    staging: Path,
+) -> None:
+    """Agent, initramfs and (linked) kernel files into ``staging``, meta.json last."""
+    started = time.monotonic()
+    agent = staging / "agent"
+    compile_agent(arch, agent_dir, agent, log)
+    make_initramfs(kernel_dir / "gen_init_cpio", {"agent": agent}, staging / _INITRAMFS, log)
+    kernel_name = Path(arch.image_path).name
+    for name in (kernel_name, "config"):
+        # Published files never change: a hard link is a safe, free copy.
+        try:
+            os.link(kernel_dir / name, staging / name)
+        except OSError:
+            shutil.copy2(kernel_dir / name, staging / name)
+    kernel_log = (kernel_dir / "build.log").read_text(encoding="utf-8", errors="replace")
+    (staging / "build.log").write_text(
+        kernel_log + log.read_text(encoding="utf-8", errors="replace"), encoding="utf-8"
+    )
+    meta = json.loads((kernel_dir / COMPLETE_MARKER).read_text(encoding="utf-8"))
+    meta.update(
+        key=key,
+        kernel_key=kernel_dir.name,
+        agent_sources=[name for name, _ in inputs.agent_sources],
+        agent_dir=str(agent_dir),
+        initramfs_bytes=(staging / _INITRAMFS).stat().st_size,
+        initramfs_seconds=round(time.monotonic() - started, 1),
+    )
+    (staging / COMPLETE_MARKER).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+
+
+class _KernelBuild:
+    """One kernel build, step by step, in the arch's tree; results into a staging dir."""
 
     def __init__(
         self,
@@ -136,18 +187,14 @@ class _Build:
         inputs: BuildInputs,
         source: SourcePackage,
         key: str,
-        project: Project,
         cache: Cache,
-        agent_dir: Path | None,
         jobs: int | None,
     ) -> None:
         self.arch = arch
         self.inputs = inputs
         self.source = source
         self.key = key
-        self.project = project
         self.cache = cache
-        self.agent_dir = project.agent_dir(agent_dir)
         self.jobs = jobs or _default_jobs()
         self.tree_dir = cache.tree_dir(arch.name)
         self.build_dir = self.tree_dir / "build"
@@ -158,12 +205,12 @@ class _Build:
 
     def run(self, staging: Path) -> None:
         """Every step; the results go to ``staging``, meta.json last."""
+        note(f"[{self.arch.name}] building kernel {self.key} in {self.tree_dir}")
         self.tree_dir.mkdir(parents=True, exist_ok=True)
-        self.log.write_text(f"build of {self.arch.name} image {self.key}\n", encoding="utf-8")
+        self.log.write_text(f"kernel {self.key} of {self.arch.name}\n", encoding="utf-8")
         self._step("source", self._prepare_tree)
         self._step("config", self._configure)
-        self._step("kernel", self._make_kernel)
-        self._step("initramfs", lambda: self._make_initramfs(staging))
+        self._step("make", self._make_kernel)
         self._collect(staging)
 
     def _step(self, name: str, action: Callable[[], None]) -> None:
@@ -234,42 +281,35 @@ class _Build:
         self._make("allnoconfig", env={"KCONFIG_ALLCONFIG": str(allconfig)}, label="config")
         check_config(self._requests(), self.build_dir / ".config")
 
-    # -- kernel and initramfs --------------------------------------------------
+    # -- kernel ------------------------------------------------------------------
 
     def _make_kernel(self) -> None:
         self._make(f"-j{self.jobs}", self.arch.make_target, label="make")
-        image = self.build_dir / self.arch.image_path
-        if not image.is_file():
-            raise ImageError(f"make succeeded but {image} is missing; see {self.log}")
+        for built in (self.build_dir / self.arch.image_path, self._gen_init_cpio):
+            if not built.is_file():
+                raise ImageError(f"make succeeded but {built} is missing; see {self.log}")
 
-    def _make_initramfs(self, staging: Path) -> None:
-        gen_init_cpio = self.build_dir / "usr" / "gen_init_cpio"
-        if not gen_init_cpio.is_file():
-            raise ImageError(
-                f"{gen_init_cpio} was not built (is CONFIG_BLK_DEV_INITRD set?); see {self.log}"
-            )
-        agent = staging / "agent"
-        compile_agent(self.arch, self.agent_dir, agent, self.log)
-        make_initramfs(gen_init_cpio, {"agent": agent}, staging / _INITRAMFS, self.log)
+    @property
+    def _gen_init_cpio(self) -> Path:
+        # Built in every kernel build with BLK_DEV_INITRD (usr/Makefile).
+        return self.build_dir / "usr" / "gen_init_cpio"
 
     def _collect(self, staging: Path) -> None:
         image = self.build_dir / self.arch.image_path
         shutil.copy2(image, staging / image.name)
         shutil.copy2(self.build_dir / ".config", staging / "config")
+        shutil.copy2(self._gen_init_cpio, staging / "gen_init_cpio")
         shutil.copy2(self.log, staging / "build.log")
         meta = {
             "arch": self.arch.name,
-            "key": self.key,
+            "kernel_key": self.key,
             "source": {"package_version": self.source.version, "sha256": self.source.sha256},
             "patches": [name for name, _ in self.inputs.patches],
             "fragments": [*self.arch.base_fragments, *(n for n, _ in self.inputs.fragments)],
-            "agent_sources": [name for name, _ in self.inputs.agent_sources],
-            "agent_dir": str(self.agent_dir),
             "compilers": {cc: v.splitlines()[0] for cc, v in self.inputs.compilers},
             "kernel": image.name,
             "kernel_bytes": image.stat().st_size,
-            "initramfs_bytes": (staging / _INITRAMFS).stat().st_size,
-            "seconds": self.timings,
+            "kernel_seconds": self.timings,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (staging / COMPLETE_MARKER).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")

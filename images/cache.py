@@ -1,16 +1,22 @@
-"""The image cache: where things live, the per-arch lock, atomic publication.
+"""The image cache: where things live, the locks, atomic publication.
 
 Layout under ``${XDG_CACHE_HOME:-~/.cache}/pagemap-harness/images/``::
 
     facts.json                  memo of slow facts (tarball hash, tool versions), keyed by stat
-    locks/<arch>.lock           flock: one build per arch at a time
-    locks/source.lock           flock: one unpack of the pristine source at a time
-    source/<version>-<sha12>/   pristine unpacked source (never modified)
+    locks/<area>.lock           flock per output area: one build of it at a time
+    source/<version>-<sha12>/linux/   pristine unpacked source (never modified)
     trees/<arch>/src/           patched tree (hard links to the pristine one; patch breaks them)
     trees/<arch>/build/         out-of-tree build directory (O=)
     trees/<arch>/state.json     which source, which patches are applied (copies in applied/)
-    out/<arch>/<key>/           published image: kernel, initramfs.cpio.gz, config, build.log,
-                                agent, meta.json (written last, inside a temp dir renamed whole)
+    trees/<arch>/build.log      the last kernel build's log (kept when it fails)
+    kernels/<arch>/<kkey>/      a built kernel: image, config, gen_init_cpio, build.log, meta.json
+    out/<arch>/<key>/           a published image: kernel (hard link), initramfs.cpio.gz, config,
+                                agent, build.log, meta.json
+
+Every output dir is made in a temp dir beside it and renamed into place whole
+(meta.json, written last, marks it complete); a kernel is keyed by what the
+kernel build reads, an image by its kernel's key plus the agent and layout,
+so an agent change only rebuilds the initramfs.
 """
 
 from __future__ import annotations
@@ -58,18 +64,26 @@ class Cache:
     def source_dir(self, ident: str) -> Path:
         return self.root / "source" / ident
 
-    def out_dir(self, arch: str) -> Path:
-        return self.root / "out" / arch
+    @staticmethod
+    def image_area(arch: str) -> str:
+        return f"out/{arch}"
 
-    def output(self, arch: str, key: str) -> Path:
-        return self.out_dir(arch) / key
+    @staticmethod
+    def kernel_area(arch: str) -> str:
+        return f"kernels/{arch}"
+
+    def area_dir(self, area: str) -> Path:
+        return self.root / area
+
+    def output(self, area: str, key: str) -> Path:
+        return self.area_dir(area) / key
 
     # -- locking -------------------------------------------------------------
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """Hold the exclusive lock ``name`` (blocks, saying so, while another holds it)."""
-        path = self.root / "locks" / f"{name}.lock"
+        path = self.root / "locks" / f"{name.replace('/', '-')}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a+b") as handle:
             try:
@@ -84,62 +98,63 @@ class Cache:
 
     # -- publication -----------------------------------------------------------
 
-    def published(self, arch: str, key: str) -> Path | None:
-        """The complete output ``key`` of ``arch``, or None."""
-        final = self.output(arch, key)
+    def published(self, area: str, key: str) -> Path | None:
+        """The complete output ``key`` of ``area``, or None."""
+        final = self.output(area, key)
         return final if (final / COMPLETE_MARKER).is_file() else None
 
-    def get_or_build(self, arch: str, key: str, build: Callable[[Path], None]) -> Path:
-        """The output ``key`` of ``arch``; made by ``build(staging_dir)`` if absent.
+    def get_or_build(self, area: str, key: str, build: Callable[[Path], None]) -> Path:
+        """The output ``key`` of ``area``; made by ``build(staging_dir)`` if absent.
 
-        ``build`` runs with the arch lock held, at most once per key however
+        ``build`` runs with the area's lock held, at most once per key however
         many processes ask at the same time; it must write
         :data:`COMPLETE_MARKER` last.  Its staging dir is renamed into place
-        whole, so no reader ever sees half an output.
+        whole, so no reader ever sees half an output.  (Locks nest in one
+        order only: an image's, then its kernel's.)
         """
-        if (found := self.published(arch, key)) is not None:
+        if (found := self.published(area, key)) is not None:
             return found
-        with self.lock(arch):
-            if (found := self.published(arch, key)) is not None:
+        with self.lock(area):
+            if (found := self.published(area, key)) is not None:
                 return found  # another process built it while we waited
-            self.discard_stale(arch)
-            staging = self.staging_dir(arch, key)
+            self.discard_stale(area)
+            staging = self.staging_dir(area, key)
             try:
                 build(staging)
                 if not (staging / COMPLETE_MARKER).is_file():
-                    raise RuntimeError(f"the build of {arch} {key} wrote no {COMPLETE_MARKER}")
-                final = self.publish(staging, arch, key)
+                    raise RuntimeError(f"the build of {area} {key} wrote no {COMPLETE_MARKER}")
+                final = self.publish(staging, area, key)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-            self.prune(arch, keep=key)
+            self.prune(area, keep=key)
             return final
 
-    def staging_dir(self, arch: str, key: str) -> Path:
+    def staging_dir(self, area: str, key: str) -> Path:
         """A fresh temp dir beside the outputs (same file system: rename is atomic)."""
-        parent = self.out_dir(arch)
+        parent = self.area_dir(area)
         parent.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=parent))
 
-    def publish(self, staging: Path, arch: str, key: str) -> Path:
+    def publish(self, staging: Path, area: str, key: str) -> Path:
         """Rename ``staging`` to the keyed output dir: readers see all of it or none."""
-        final = self.output(arch, key)
+        final = self.output(area, key)
         if final.exists():
             # Only a half-made dir can be here (complete ones are found before building).
             shutil.rmtree(final)
         os.replace(staging, final)
         return final
 
-    def discard_stale(self, arch: str) -> None:
-        """Remove temp dirs a killed build left (call with the arch lock held)."""
-        parent = self.out_dir(arch)
+    def discard_stale(self, area: str) -> None:
+        """Remove temp dirs a killed build left (call with the area's lock held)."""
+        parent = self.area_dir(area)
         if parent.is_dir():
             for stale in parent.glob(".tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
 
-    def prune(self, arch: str, keep: str) -> None:
-        """Keep the newest :data:`KEEP_OUTPUTS` outputs of ``arch`` (and ``keep``)."""
-        parent = self.out_dir(arch)
+    def prune(self, area: str, keep: str) -> None:
+        """Keep the newest :data:`KEEP_OUTPUTS` outputs of ``area`` (and ``keep``)."""
+        parent = self.area_dir(area)
         outputs = sorted(
             (p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")),
             key=lambda p: p.stat().st_mtime_ns,

@@ -13,7 +13,7 @@ from images.commands import run_captured
 from images.errors import MissingToolsError
 from images.initramfs import LAYOUT, Entry
 
-__all__ = ["RECIPE_VERSION", "BuildInputs", "cache_key", "compiler_version"]
+__all__ = ["RECIPE_VERSION", "BuildInputs", "cache_key", "compiler_version", "kernel_key"]
 
 #: Bump when the build steps change in a way the other inputs do not show.
 RECIPE_VERSION = 1
@@ -39,34 +39,49 @@ class BuildInputs:
     recipe_version: int = RECIPE_VERSION
 
 
-def cache_key(inputs: BuildInputs) -> str:
-    """16 hex digits naming the output of ``inputs``."""
-    digest = hashlib.sha256()
+class _Digest:
+    """sha256 over length-prefixed labelled fields: no two inputs serialise alike."""
 
-    def field(label: str, data: bytes) -> None:
-        # Length-prefixed, so no two different inputs serialise alike.
-        digest.update(f"{label}\0{len(data)}\0".encode())
-        digest.update(data)
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
 
-    field("recipe", str(inputs.recipe_version).encode())
-    field("arch", repr(inputs.arch).encode())
-    field("source-version", inputs.source_version.encode())
-    field("source-sha256", inputs.source_sha256.encode())
-    field("series", b"-" if inputs.series_file is None else b"+" + inputs.series_file)
-    for group, items in (
-        ("patch", inputs.patches),
-        ("fragment", inputs.fragments),
-        ("agent", inputs.agent_sources),
-    ):
-        field(f"{group}-count", str(len(items)).encode())
+    def field(self, label: str, data: bytes) -> None:
+        self._hash.update(f"{label}\0{len(data)}\0".encode())
+        self._hash.update(data)
+
+    def files(self, group: str, items: tuple[tuple[str, bytes], ...]) -> None:
+        self.field(f"{group}-count", str(len(items)).encode())
         for name, data in items:
-            field(f"{group}-name", name.encode())
-            field(f"{group}-data", data)
+            self.field(f"{group}-name", name.encode())
+            self.field(f"{group}-data", data)
+
+    def key(self) -> str:
+        return self._hash.hexdigest()[:16]
+
+
+def kernel_key(inputs: BuildInputs) -> str:
+    """16 hex digits naming the kernel build of ``inputs`` (agent and layout aside)."""
+    digest = _Digest()
+    digest.field("recipe", str(inputs.recipe_version).encode())
+    digest.field("arch", repr(inputs.arch).encode())
+    digest.field("source-version", inputs.source_version.encode())
+    digest.field("source-sha256", inputs.source_sha256.encode())
+    digest.field("series", b"-" if inputs.series_file is None else b"+" + inputs.series_file)
+    digest.files("patch", inputs.patches)
+    digest.files("fragment", inputs.fragments)
     for name, version in inputs.compilers:
-        field("compiler", name.encode())
-        field("compiler-version", version.encode())
-    field("layout", repr(inputs.layout).encode())
-    return digest.hexdigest()[:16]
+        digest.field("compiler", name.encode())
+        digest.field("compiler-version", version.encode())
+    return digest.key()
+
+
+def cache_key(inputs: BuildInputs) -> str:
+    """16 hex digits naming the image (kernel + initramfs) of ``inputs``."""
+    digest = _Digest()
+    digest.field("kernel", kernel_key(inputs).encode())
+    digest.files("agent", inputs.agent_sources)
+    digest.field("layout", repr(inputs.layout).encode())
+    return digest.key()
 
 
 def compiler_version(cache: Cache, compiler: str) -> str:

@@ -280,19 +280,84 @@ def _to_loff(value: int) -> int:
 
 @dataclass
 class PagemapRead:
-    """struct pagemapread: the entries of one walk, and whether PFNs are shown."""
+    """struct pagemapread: the entries of a read, in order.
+
+    Callbacks append runs of entries; PTE and huge-leaf runs are recorded as
+    views on the tables and turned into u64 values for the whole read at once
+    (:meth:`values`).  Nothing changes the tables during a read, so this is
+    the same as computing each entry in pte_to_pagemap_entry() as the walk
+    meets it, and it keeps the walk itself in the kernel's shape.
+    """
 
     machine: Machine
     show_pfn: bool
-    chunks: list[U64Array] = field(default_factory=list)
-
-    def add(self, values: U64Array) -> None:
-        """add_to_pagemap() for a run of entries."""
-        self.chunks.append(values)
+    pos: int = 0  # entries so far
+    fills: list[tuple[int, int, np.uint64]] = field(default_factory=list)
+    ptes: list[tuple[int, npt.NDArray[np.uint8], npt.NDArray[np.int64], bool]] = field(
+        default_factory=list
+    )
+    huge: list[tuple[int, int, int, np.uint64]] = field(default_factory=list)
 
     def add_fill(self, n: int, value: np.uint64) -> None:
+        """add_to_pagemap() of ``n`` equal entries."""
         if n > 0:
-            self.chunks.append(np.full(n, value, dtype=np.uint64))
+            self.fills.append((self.pos, n, value))
+            self.pos += n
+
+    def add_ptes(
+        self, bits: npt.NDArray[np.uint8], pfns: npt.NDArray[np.int64], vma_softdirty: bool
+    ) -> None:
+        """pte_to_pagemap_entry() for each PTE of a table slice."""
+        self.ptes.append((self.pos, bits, pfns, vma_softdirty))
+        self.pos += bits.shape[0]
+
+    def add_huge(self, first_pfn: int, n: int, flags: np.uint64) -> None:
+        """The entries of a huge leaf from page ``first_pfn`` on."""
+        self.huge.append((self.pos, first_pfn, n, flags))
+        self.pos += n
+
+    def values(self) -> U64Array:
+        mem = self.machine.mem
+        out = np.zeros(self.pos, dtype=np.uint64)
+        for offset, n, value in self.fills:
+            out[offset : offset + n] = value
+        if self.ptes:
+            lengths = np.array([seg[1].shape[0] for seg in self.ptes], dtype=np.int64)
+            positions = _positions([seg[0] for seg in self.ptes], lengths)
+            bits = np.concatenate([seg[1] for seg in self.ptes])
+            pfns = np.concatenate([seg[2] for seg in self.ptes])
+            vma_sd = np.repeat(np.array([seg[3] for seg in self.ptes], dtype=np.bool_), lengths)
+            present = (bits & PTE_PRESENT) != 0
+            values = np.where(present, _PM_PRESENT, np.uint64(0))
+            if self.show_pfn:
+                values[present] |= pfns[present].astype(np.uint64)
+            values[((bits & PTE_SOFT_DIRTY) != 0) | vma_sd] |= _PM_SOFT_DIRTY
+            # vm_normal_page(): NULL for the special zero-page PTE.
+            normal = present & ((bits & PTE_SPECIAL) == 0)
+            pages = pfns[normal]
+            page_flags = np.where(mem.anon[mem.head[pages]], np.uint64(0), _PM_FILE)
+            page_flags[_precise_mapcount(self.machine, pages) == 1] |= _PM_EXCLUSIVE
+            values[normal] |= page_flags
+            out[positions] = values
+        if self.huge:
+            lengths = np.array([seg[2] for seg in self.huge], dtype=np.int64)
+            positions = _positions([seg[0] for seg in self.huge], lengths)
+            pages = _positions([seg[1] for seg in self.huge], lengths)
+            values = np.repeat(np.array([seg[3] for seg in self.huge], dtype=np.uint64), lengths)
+            values[_precise_mapcount(self.machine, pages) == 1] |= _PM_EXCLUSIVE
+            if self.show_pfn:
+                values |= pages.astype(np.uint64)
+            out[positions] = values
+        return out
+
+
+def _positions(starts: list[int], lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """The concatenation of range(start, start + length) for each run."""
+    total = int(lengths.sum())
+    run_starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    offsets = np.repeat(np.asarray(starts, dtype=np.int64) - run_starts, lengths)
+    result: npt.NDArray[np.int64] = offsets + np.arange(total, dtype=np.int64)
+    return result
 
 
 def pagemap_pte_hole(start: int, end: int, depth: int, walk: MmWalk) -> int:
@@ -320,8 +385,6 @@ def pagemap_pte_hole(start: int, end: int, depth: int, walk: MmWalk) -> int:
 def pagemap_pmd_range(entry: PteTable | HugePmd, addr: int, end: int, walk: MmWalk) -> int:
     """pagemap_pmd_range(): a huge leaf, or a PTE table slice via pte_to_pagemap_entry().
 
-    Both compute the entries of the slice at once:
-
     * PM_PRESENT and the PFN (if show_pfn) for a present entry; a huge leaf
       gives pmd_pfn() + index.
     * PM_SOFT_DIRTY: the entry's soft-dirty bit, or the VMA's VM_SOFTDIRTY.
@@ -332,48 +395,27 @@ def pagemap_pmd_range(entry: PteTable | HugePmd, addr: int, end: int, walk: MmWa
     """
     pm: PagemapRead = walk.private
     mm = walk.mm
-    mem = mm.mem
     vma = walk.vma
     assert vma is not None
     shift = mm.arch.page_shift
     n = (end - addr) >> shift
-    vma_sd = _PM_SOFT_DIRTY if vma.softdirty else np.uint64(0)
     if isinstance(entry, HugePmd):
-        idx = (addr % mm.pmd_size) >> shift
-        flags = vma_sd | _PM_PRESENT
-        if entry.soft_dirty:
+        mem = mm.mem
+        flags = _PM_PRESENT
+        if vma.softdirty or entry.soft_dirty:
             flags |= _PM_SOFT_DIRTY
         if not mem.anon[mem.head[entry.pfn]]:
             flags |= _PM_FILE
-        pages = np.arange(entry.pfn + idx, entry.pfn + idx + n, dtype=np.int64)
-        values = np.full(n, flags, dtype=np.uint64)
-        values[_precise_mapcount(mm, pages) == 1] |= _PM_EXCLUSIVE
-        if pm.show_pfn:
-            values |= pages.astype(np.uint64)
-        pm.add(values)
+        pm.add_huge(entry.pfn + ((addr % mm.pmd_size) >> shift), n, flags)
         return 0
     i0 = mm.pt.pte_index(addr)
-    bits = entry.bits[i0 : i0 + n]
-    pfns = entry.pfn[i0 : i0 + n]
-    present = (bits & PTE_PRESENT) != 0
-    values = np.zeros(n, dtype=np.uint64)
-    values[present] = _PM_PRESENT
-    if pm.show_pfn:
-        values[present] |= pfns[present].astype(np.uint64)
-    values[(bits & PTE_SOFT_DIRTY) != 0] |= _PM_SOFT_DIRTY
-    normal = present & ((bits & PTE_SPECIAL) == 0)
-    if normal.any():
-        pages = pfns[normal]
-        page_flags = np.where(mem.anon[mem.head[pages]], np.uint64(0), _PM_FILE)
-        page_flags[_precise_mapcount(mm, pages) == 1] |= _PM_EXCLUSIVE
-        values[normal] |= page_flags
-    values |= vma_sd
-    pm.add(values)
+    pm.add_ptes(entry.bits[i0 : i0 + n], entry.pfn[i0 : i0 + n], vma.softdirty)
     return 0
 
 
-def _precise_mapcount(mm: AddressSpace, pages: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    mem = mm.mem
+def _precise_mapcount(machine: Machine, pages: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """folio_precise_page_mapcount() of each page."""
+    mem = machine.mem
     heads = mem.head[pages]
     result: npt.NDArray[np.int64] = mem.mapcount[pages] + np.where(
         mem.order[heads] > 0, mem.entire_mapcount[heads], 0
@@ -413,21 +455,20 @@ def pagemap_read(
             end_vaddr = end
     if start_vaddr > task_size:
         start_vaddr = end_vaddr
-    pieces: list[bytes] = []
+    pm = PagemapRead(machine, show_pfn)
     copied = 0
     while count and start_vaddr < end_vaddr:
         end = ((start_vaddr + walk_size) & ulong) & walk_mask
         if end < start_vaddr or end > end_vaddr:
             end = end_vaddr
-        pm = PagemapRead(machine, show_pfn)
+        before = pm.pos
         walk_page_range(mm, start_vaddr, end, PAGEMAP_OPS, pm)
         start_vaddr = end
-        values = np.concatenate(pm.chunks) if pm.chunks else np.zeros(0, dtype=np.uint64)
-        length = min(count, PM.ENTRY_BYTES * values.shape[0])
-        pieces.append(bulk_build_u64s(arch, values[: length // PM.ENTRY_BYTES]))
+        length = min(count, PM.ENTRY_BYTES * (pm.pos - before))
         copied += length
         count -= length
-    return b"".join(pieces), ppos + copied
+    values = pm.values()[: copied // PM.ENTRY_BYTES]
+    return bulk_build_u64s(arch, values), ppos + copied
 
 
 # ---------------------------------------------------------------------------

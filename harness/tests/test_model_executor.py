@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.compare import compare
+from harness.model_executor import run_model
 from harness.observations import Observations, ReadResult
 from harness.report import ScenarioResult, render_text
 from harness.scenario import Scenario, load_scenario
@@ -23,14 +24,6 @@ from sim.arch import ARCH_NAMES, Arch, get_arch
 from sim.flags import KPF, PM
 from sim.formats import build_u64s, parse_u64s
 
-try:
-    from harness.model_executor import run_model
-except ImportError as e:  # the model is written alongside this harness
-    run_model = None  # type: ignore[assignment]
-    MISSING = str(e)
-else:
-    MISSING = ""
-
 CATALOG = Path(__file__).resolve().parents[2] / "tests" / "scenarios"
 PATHS = sorted(CATALOG.glob("*.json"))
 CASES = [(path, name) for path in PATHS for name in ARCH_NAMES]
@@ -38,8 +31,6 @@ CASES = [(path, name) for path in PATHS for name in ARCH_NAMES]
 
 @cache
 def observed(path: Path, arch_name: str) -> tuple[Scenario, Arch, Observations]:
-    if run_model is None:
-        pytest.skip(f"the model cannot be imported yet: {MISSING}")
     scenario = load_scenario(path)
     arch = get_arch(arch_name)
     reason = scenario.unsupported_reason(arch)

@@ -156,3 +156,44 @@ def test_observe_check_reads_in_two_batches() -> None:
     assert obs.regions[0].ram_tags == (0x1005, None, 0x1003, 0x1005)
     untagged = observe_check(check, [("main", "a", 42)], layout, ARCH, read, None)
     assert untagged.regions[0].ram_tags is None
+
+
+def test_frame_reads_cover_runs_of_pfns() -> None:
+    """Consecutive PFNs (a THP) are read with one read per file; each frame gets its slice."""
+    from harness.observations import FileRead, observe_check
+    from harness.scenario import Check, plan_layout
+    from harness.tests.test_compare import SCENARIO
+
+    layout = plan_layout(SCENARIO, ARCH)
+    entries = [PagemapEntry.page(p) for p in (7, 8, 9, 20)]
+    pagemap = build_u64s(ARCH, [e.to_raw() for e in entries])
+    batches: list[list[FileRead]] = []
+
+    def read(reads: object) -> list[ReadResult]:
+        assert isinstance(reads, list)
+        batches.append(reads)
+        results = []
+        for r in reads:
+            if r.path.endswith("pagemap") and r.path != "/proc/kpagemap":
+                results.append(ReadResult.ok(pagemap))
+            elif r.path == "/proc/kpagecount":
+                results.append(ReadResult.failed(5))
+            elif r.count == 3 * 8:  # kpageflags run 7..9 comes back short: 7 and 8 only
+                results.append(ReadResult.ok(build_u64s(ARCH, [70, 80])))
+            else:
+                results.append(ReadResult.ok(bytes(r.count)))
+        return results
+
+    obs = observe_check(Check(2), [("main", "a", 42)], layout, ARCH, read, None)
+    kpm = ARCH.kpagemap_entry_size
+    assert batches[1] == [
+        FileRead("/proc/kpagemap", 8 * kpm, 3 * kpm), FileRead("/proc/kpageflags", 56, 24),
+        FileRead("/proc/kpagecount", 56, 24),
+        FileRead("/proc/kpagemap", 21 * kpm, kpm), FileRead("/proc/kpageflags", 160, 8),
+        FileRead("/proc/kpagecount", 160, 8),
+    ]
+    assert [f.pfn for f in obs.frames] == [7, 8, 9, 20]
+    assert obs.frames[1].kpageflags == ReadResult.ok(build_u64s(ARCH, [80]))
+    assert obs.frames[2].kpageflags == ReadResult.ok(b"")  # beyond the short read
+    assert all(f.kpagecount == ReadResult.failed(5) for f in obs.frames)
+    assert obs.frames[3].kpagemap == ReadResult.ok(bytes(kpm))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.compare import compare
+from harness.compare import Divergence, compare
 from harness.observations import ReadResult, StepOutcome
 from harness.report import (
     ScenarioResult,
@@ -40,20 +40,35 @@ def diverging_result() -> ScenarioResult:
 def test_text_groups_by_step_and_value() -> None:
     result = diverging_result()
     assert result.status == "diverge"
+    n = len(result.divergences)
     text = render_text([result], places=2)
     lines = text.splitlines()
-    assert lines[0] == f"FAIL t on ppc64: {len(result.divergences)} divergences"
-    assert lines[1] == "  step 5 (check)"
-    # One line for the three frames with the same wrong flags, their places under it.
-    heading = next(line for line in lines if line.startswith("    kpageflags:"))
-    assert "model 0x5828 UPTODATE|LRU|MMAP|ANON|SWAPBACKED" in heading
-    assert "|KSM" in heading and heading.endswith("(3 frames)")
-    assert "        real only: KSM" in lines
-    assert "        ... and 1 more" in lines
-    assert any("at pfn model 0x64 / real 0x3f000 (main:a+0, c:a+0)" in line for line in lines)
-    consistency = [line for line in lines if "inconsistent on the real side" in line]
+    assert lines[0] == f"FAIL t on ppc64: {n} divergences"
+    # The summary: one line per kind of difference, most frequent first.
+    assert lines[1] == "     3 x kpageflags: real only: KSM  [step 5]"
+    assert lines[2].startswith("     3 x kpagemap.flags inconsistent on the real side: ")
+    assert lines[3] == "  step 5 (check)"
+    # One group for the three frames with the same wrong flag, their places under it.
+    i = lines.index("    kpageflags: real only: KSM (3 frames)")
+    assert lines[i + 1] == (
+        "        e.g. model 0x5828 UPTODATE|LRU|MMAP|ANON|SWAPBACKED, "
+        "real 0x205828 UPTODATE|LRU|MMAP|ANON|SWAPBACKED|KSM")
+    assert lines[i + 2] == "        at pfn model 0x64 / real 0x3f000 (main:a+0, c:a+0)"
+    assert lines[i + 4] == "        ... and 1 more"
+    consistency = [line for line in lines if line.startswith("    kpagemap.flags inconsistent")]
     assert len(consistency) == 1 and consistency[0].endswith("(3 frames)")
-    assert lines[-1] == f"1 run: 1 diverge ({len(result.divergences)} divergences)"
+    assert lines[-1] == f"1 run: 1 diverge ({n} divergences)"
+
+
+def test_flag_groups_merge_frames_of_different_kinds() -> None:
+    """A missing flag on anonymous and on file frames is one group (grouped by the delta)."""
+    def flags(pfn: int, model: str, real: str) -> Divergence:
+        return Divergence("t", "x86_64", 3, "check", "value", "kpageflags", model, real,
+                          model_pfn=pfn, real_pfn=pfn + 1, detail="model only: KSM")
+    group = [flags(1, "0x205828 A", "0x5828 A"), flags(2, "0x200868 F", "0x868 F")]
+    text = render_text([ScenarioResult.from_divergences("t", "x86_64", group)])
+    assert "    kpageflags: model only: KSM (2 frames)\n" in text
+    assert "     2 x kpageflags: model only: KSM  [step 3]\n" in text
 
 
 def test_text_other_statuses() -> None:

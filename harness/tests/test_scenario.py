@@ -263,6 +263,10 @@ def test_span_and_tags() -> None:
     assert (span.first, span.end, span.pages) == (1, 3, 2)
     assert span.vaddr == layout["b"].vaddr + (1 << 16)
     assert layout.write_tags(step) == [write_tag(2, 1, 1), write_tag(2, 1, 2)]
+    # An agent is given the first tag and stores tag + k in the k-th page.
+    base = layout.write_tag_base(step)
+    assert [base + k for k in range(span.pages)] == layout.write_tags(step)
+    assert [layout.file_tag_base("b") + i for i in range(4)] == layout.file_tags("b")
     assert layout.file_tags("b") == [file_tag(1, p) for p in range(4)]
     assert describe_tag(write_tag(2, 1, 3), s) == f"{write_tag(2, 1, 3):#x} (write of step 2, " \
         "region 'b' page 3)"

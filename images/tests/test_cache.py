@@ -22,8 +22,8 @@ def _fake_build(root: str, key: str, events: str, barrier: Any, results: Any) ->
             log.write(f"start {os.getpid()} {time.monotonic()}\n")
         (staging / "kernel").write_bytes(b"k" * 1000)
         # A reader looking now must not see the output yet.
-        assert cache.published("x86_64", key) is None
-        assert not cache.output("x86_64", key).exists()
+        assert cache.published("out/x86_64", key) is None
+        assert not cache.output("out/x86_64", key).exists()
         time.sleep(0.5)
         (staging / "initramfs.cpio.gz").write_bytes(b"i" * 100)
         (staging / COMPLETE_MARKER).write_text("{}")
@@ -31,7 +31,7 @@ def _fake_build(root: str, key: str, events: str, barrier: Any, results: Any) ->
             log.write(f"end {os.getpid()} {time.monotonic()}\n")
 
     barrier.wait()  # both processes ask at the same moment
-    results.put(str(cache.get_or_build("x86_64", key, build)))
+    results.put(str(cache.get_or_build("out/x86_64", key, build)))
 
 
 def _race(cache_root: Path, keys: tuple[str, str], events: Path) -> list[str]:
@@ -83,31 +83,31 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
         raise RuntimeError("make failed")
 
     with pytest.raises(RuntimeError, match="make failed"):
-        cache.get_or_build("ppc64", "k", broken)
-    assert cache.published("ppc64", "k") is None
-    assert list(cache.out_dir("ppc64").iterdir()) == []
+        cache.get_or_build("out/ppc64", "k", broken)
+    assert cache.published("out/ppc64", "k") is None
+    assert list(cache.area_dir("out/ppc64").iterdir()) == []
 
     def no_marker(staging: Path) -> None:
         (staging / "kernel").write_bytes(b"all")
 
     with pytest.raises(RuntimeError, match=f"wrote no {COMPLETE_MARKER}"):
-        cache.get_or_build("ppc64", "k", no_marker)
-    assert list(cache.out_dir("ppc64").iterdir()) == []
+        cache.get_or_build("out/ppc64", "k", no_marker)
+    assert list(cache.area_dir("out/ppc64").iterdir()) == []
 
 
 def test_stale_staging_dirs_are_discarded_and_old_outputs_pruned(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
-    stale = cache.staging_dir("ppc64", "dead")  # as a killed build leaves it
+    stale = cache.staging_dir("out/ppc64", "dead")  # as a killed build leaves it
     (stale / "kernel").write_bytes(b"half")
 
     def build(staging: Path) -> None:
         (staging / COMPLETE_MARKER).write_text("{}")
 
     for index in range(KEEP_OUTPUTS + 2):
-        cache.get_or_build("ppc64", f"key{index}", build)
-        os.utime(cache.output("ppc64", f"key{index}"), (index, index))
+        cache.get_or_build("out/ppc64", f"key{index}", build)
+        os.utime(cache.output("out/ppc64", f"key{index}"), (index, index))
     assert not stale.exists()
-    kept = sorted(p.name for p in cache.out_dir("ppc64").iterdir())
+    kept = sorted(p.name for p in cache.area_dir("out/ppc64").iterdir())
     assert kept == [f"key{index}" for index in range(2, KEEP_OUTPUTS + 2)]
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from images.arches import get_image_arch
 from images.initramfs import LAYOUT, Entry
-from images.key import BuildInputs, cache_key
+from images.key import BuildInputs, cache_key, kernel_key
 
 BASE = BuildInputs(
     arch=get_image_arch("x86_64"),
@@ -74,3 +74,16 @@ def test_missing_and_empty_series_differ() -> None:
     missing = dataclasses.replace(BASE, series_file=None, patches=())
     empty = dataclasses.replace(BASE, series_file=b"", patches=())
     assert cache_key(missing) != cache_key(empty)
+
+
+IMAGE_ONLY = {"agent_sources", "layout"}
+
+
+@pytest.mark.parametrize("name", sorted(CHANGES))
+def test_kernel_key_covers_all_but_the_initramfs(name: str) -> None:
+    changed = dataclasses.replace(BASE, **{name: CHANGES[name]})
+    if name in IMAGE_ONLY:
+        # An agent change reuses the built kernel.
+        assert kernel_key(changed) == kernel_key(BASE)
+    else:
+        assert kernel_key(changed) != kernel_key(BASE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import BinaryIO, NoReturn
 
@@ -21,6 +22,9 @@ __all__ = ["EXIT_BROKEN_PIPE", "EXIT_ERROR", "main"]
 EXIT_ERROR = 2
 #: Output closed early (``| head``): the status of a process killed by SIGPIPE.
 EXIT_BROKEN_PIPE = 128 + 13
+
+
+_HELP_WIDTH = 90
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,17 +47,24 @@ def _offset(text: str) -> int:
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sim", description="Tools of the page-level proc file model.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    kinds = "\n".join(f"  {name:<11} {kind.help}" for name, kind in KINDS.items())
+    kinds = "\n".join(
+        textwrap.fill(
+            kind.help, width=_HELP_WIDTH, initial_indent=f"  {name:<12}", subsequent_indent=" " * 14
+        )
+        for name, kind in KINDS.items()
+    )
+    summary = textwrap.fill(
+        "Decode FILE, a copy (or a slice) of a page-level proc file, entry by entry: an aligned "
+        "table, or one JSON object per line with --json.  The file streams: any size decodes in "
+        "constant memory.  Malformed input ends with one line on stderr and exit status 2 (after "
+        "the entries before the fault); a closed output (| head) ends quietly with status "
+        f"{EXIT_BROKEN_PIPE}.",
+        width=_HELP_WIDTH,
+    )
     decode_parser = commands.add_parser(
         "decode",
         help="print the entries of a pagemap / kpagemap / kpageflags / kpagecount file",
-        description=(
-            "Decode FILE, a copy (or a slice) of a page-level proc file, entry by entry: an "
-            "aligned table, or one JSON object per line with --json.  The file streams: any "
-            "size decodes in constant memory.  Malformed input ends with one line on stderr "
-            "and exit status 2 (after the entries before the fault); a closed output (| head) "
-            f"ends quietly with status {EXIT_BROKEN_PIPE}.\n\nKINDs:\n{kinds}"
-        ),
+        description=f"{summary}\n\nKINDs:\n{kinds}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     decode_parser.add_argument("kind", metavar="KIND", choices=list(KINDS), help=", ".join(KINDS))
@@ -133,9 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader left; say nothing, and keep Python's exit-time flush of
         # stdout from raising again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # stdout without a file descriptor
+            pass
         return EXIT_BROKEN_PIPE
     except (FormatError, UnknownArchError, InputError) as e:
         return _fail(prog, str(e))

@@ -15,7 +15,6 @@ import functools
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import BinaryIO, ClassVar, TextIO
 
 from sim.bulk import (
@@ -137,8 +136,8 @@ def _hex_width(word_size: int) -> int:
 class DecodeKind(ABC):
     """One file kind: reads its header (if any) and prints its entries.
 
-    Both methods yield pieces of text, one per chunk of the file (plus a
-    header line or two), so output starts before the input ends.
+    Both methods yield pieces of text of a few thousand lines each (after a
+    :class:`Title` or two), so output starts long before a large input ends.
     """
 
     name: ClassVar[str]
@@ -320,15 +319,6 @@ class KpagecountKind(DecodeKind):
                 f'{{"pfn": {first + i}, "count": {count}}}\n'
                 for i, count in enumerate(bulk_parse_u64s(layout, data).tolist())
             )
-
-
-@dataclass(frozen=True)
-class _SlotLayout:
-    """Byte layout of a headerless slice, from --arch."""
-
-    little_endian: bool
-    word_size: int
-    page_shift: int
 
 
 class KpagemapKind(DecodeKind):

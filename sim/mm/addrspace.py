@@ -29,7 +29,24 @@ from sim.mm.pagetable import (
     PteTable,
 )
 from sim.mm.shmem import ShmemFile, ShmemSigbus
-from sim.mm.vma import VM, AnonVma, Vma, VmaList
+from sim.mm.vma import (
+    VM_ACCOUNT,
+    VM_EXEC,
+    VM_HUGEPAGE,
+    VM_MAYEXEC,
+    VM_MAYREAD,
+    VM_MAYSHARE,
+    VM_MAYWRITE,
+    VM_NOHUGEPAGE,
+    VM_NORESERVE,
+    VM_READ,
+    VM_SHARED,
+    VM_SOFTDIRTY,
+    VM_WRITE,
+    AnonVma,
+    Vma,
+    VmaList,
+)
 
 __all__ = ["AddressSpace", "MmError", "Signal"]
 
@@ -97,14 +114,14 @@ class AddressSpace:
         carry the accessed bit on x86 and powerpc), writable only for shared
         writable mappings without write-notify."""
         bits = PTE_PRESENT | PTE_YOUNG
-        if vma.page_prot_writable(self.ctx.facts.mem_soft_dirty):
+        if vma.page_prot_writable(self.ctx.soft_dirty):
             bits |= PTE_WRITE
         return bits
 
     def _mkwrite_dirty(self, vma: Vma, bits: int) -> int:
         """maybe_mkwrite(pte_mkdirty(entry), vma)."""
         bits |= self._mkdirty()
-        if vma.flags & VM.WRITE:
+        if vma.flags & VM_WRITE:
             bits |= PTE_WRITE
         return bits
 
@@ -123,9 +140,9 @@ class AddressSpace:
         vma = self.vmas.vma_at(addr)
         if vma is None:
             return "SIGSEGV"
-        if write and not vma.flags & VM.WRITE:
+        if write and not vma.flags & VM_WRITE:
             return "SIGSEGV"
-        if not write and not vma.flags & (VM.READ | VM.WRITE | VM.EXEC):
+        if not write and not vma.flags & (VM_READ | VM_WRITE | VM_EXEC):
             return "SIGSEGV"
         for _ in range(4):
             pfn = self._hardware_access(addr, write)
@@ -205,7 +222,7 @@ class AddressSpace:
         if vma.anon_vma is not None:
             return
         prev, nxt = self.vmas.prev_next(vma.start, vma.end)
-        ignore = VM.READ | VM.WRITE | VM.EXEC | VM.SOFTDIRTY
+        ignore = VM_READ | VM_WRITE | VM_EXEC | VM_SOFTDIRTY
 
         def compatible(a: Vma, b: Vma) -> bool:
             return (
@@ -242,7 +259,7 @@ class AddressSpace:
         pfn = self.mem.alloc_folio(0)
         self.mem.set(pfn, PG.uptodate)
         bits = PTE_PRESENT | PTE_YOUNG
-        if vma.flags & VM.WRITE:
+        if vma.flags & VM_WRITE:
             bits |= self._mkdirty() | PTE_WRITE  # pte_mkwrite(pte_mkdirty(entry))
         self.mem.folio_add_new_anon_rmap(pfn, exclusive=True)
         self.mem.folio_add_lru(pfn)
@@ -258,7 +275,7 @@ class AddressSpace:
         bits = int(table.bits[i])
         page = None if bits & PTE_SPECIAL else int(table.pfn[i])  # vm_normal_page()
         mem = self.mem
-        if vma.flags & (VM.SHARED | VM.MAYSHARE):
+        if vma.flags & (VM_SHARED | VM_MAYSHARE):
             assert page is not None
             self.wp_page_reuse(vma, table, i)
             mem.folio_mark_dirty(mem.page_folio(page))  # fault_dirty_shared_page()
@@ -405,7 +422,7 @@ class AddressSpace:
         """
         if not self.ctx.thp or not vma.anonymous:
             return False
-        if not vma.flags & VM.HUGEPAGE or vma.flags & VM.NOHUGEPAGE:
+        if not vma.flags & VM_HUGEPAGE or vma.flags & VM_NOHUGEPAGE:
             return False
         haddr = addr - addr % self.pmd_size
         return vma.start <= haddr and haddr + self.pmd_size <= vma.end
@@ -445,7 +462,7 @@ class AddressSpace:
         mem.set(head, PG.uptodate)
         mem.folio_add_new_anon_rmap(head, exclusive=True)
         mem.folio_add_lru(head)
-        self.pt.set_pmd(haddr, HugePmd(head, write=bool(vma.flags & VM.WRITE), dirty=True,
+        self.pt.set_pmd(haddr, HugePmd(head, write=bool(vma.flags & VM_WRITE), dirty=True,
                                        young=True, soft_dirty=self.ctx.soft_dirty))
         return None
 
@@ -465,7 +482,7 @@ class AddressSpace:
         pmd.young = True
         pmd.dirty = True
         pmd.soft_dirty = pmd.soft_dirty or self.ctx.soft_dirty
-        if vma.flags & VM.WRITE:
+        if vma.flags & VM_WRITE:
             pmd.write = True
         return None
 
@@ -598,7 +615,7 @@ class AddressSpace:
     ) -> Vma:
         """mmap(addr, MAP_FIXED_NOREPLACE | MAP_PRIVATE or MAP_SHARED): do_mmap() + __mmap_region().
 
-        ``prot`` is VM.READ/VM.WRITE bits.  Private writable mappings are
+        ``prot`` is VM_READ/VM_WRITE bits.  Private writable mappings are
         accounted (VM_ACCOUNT, accountable_mapping()); anonymous private
         mappings take pgoff = addr >> PAGE_SHIFT.  The new range merges into
         a compatible neighbour (vma_merge_new_range()) and the resulting VMA
@@ -607,11 +624,11 @@ class AddressSpace:
         end = self._check_range(addr, npages, "mmap")
         if self.vmas.any_overlap(addr, end):
             raise MmError(errno.EEXIST, f"mmap: [{addr:#x}, {end:#x}) overlaps a mapping")
-        flags = prot | VM.MAYREAD | VM.MAYWRITE | VM.MAYEXEC
+        flags = prot | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
         if shared:
-            flags |= VM.SHARED | VM.MAYSHARE
-        elif flags & VM.WRITE:
-            flags |= VM.ACCOUNT
+            flags |= VM_SHARED | VM_MAYSHARE
+        elif flags & VM_WRITE:
+            flags |= VM_ACCOUNT
         if file is None and not shared:
             pgoff = addr >> self.arch.page_shift
         merged = self.vmas.merge_new(addr, end, flags, pgoff, file)
@@ -623,7 +640,7 @@ class AddressSpace:
                 file.map_count += 1
             self.vmas.insert(vma)
         if self.ctx.soft_dirty:
-            vma.flags |= VM.SOFTDIRTY
+            vma.flags |= VM_SOFTDIRTY
         return vma
 
     def munmap(self, addr: int, npages: int) -> None:
@@ -678,7 +695,7 @@ class AddressSpace:
             if vma is None:
                 raise MmError(errno.ENOMEM, f"mprotect: {position:#x} is not mapped")
             hi = min(end, vma.end)
-            newflags = (vma.flags & ~(VM.READ | VM.WRITE | VM.EXEC)) | prot
+            newflags = (vma.flags & ~(VM_READ | VM_WRITE | VM_EXEC)) | prot
             self.mprotect_fixup(vma, position, hi, newflags)
             position = hi
 
@@ -687,18 +704,18 @@ class AddressSpace:
         oldflags = vma.flags
         if newflags == oldflags:
             return
-        if newflags & VM.WRITE:
-            if not oldflags & (VM.ACCOUNT | VM.WRITE | VM.SHARED | VM.NORESERVE):
-                newflags |= VM.ACCOUNT
-        elif oldflags & VM.ACCOUNT and vma.anonymous and vma.anon_vma is None:
-            newflags &= ~VM.ACCOUNT
+        if newflags & VM_WRITE:
+            if not oldflags & (VM_ACCOUNT | VM_WRITE | VM_SHARED | VM_NORESERVE):
+                newflags |= VM_ACCOUNT
+        elif oldflags & VM_ACCOUNT and vma.anonymous and vma.anon_vma is None:
+            newflags &= ~VM_ACCOUNT
         vma = self.vmas.modify(vma, start, end, newflags)
         vma.flags = newflags
-        sd = self.ctx.facts.mem_soft_dirty
+        sd = self.ctx.soft_dirty
         if vma.shared:
             try_writable = vma.wants_writenotify(sd)
         else:
-            try_writable = bool(vma.flags & VM.WRITE)
+            try_writable = bool(vma.flags & VM_WRITE)
         self.change_protection(vma, start, end, try_writable)
 
     def change_protection(self, vma: Vma, start: int, end: int, try_writable: bool) -> None:
@@ -709,7 +726,7 @@ class AddressSpace:
         can_change_pte_writable() accepts becomes writable at once.
         """
         mem = self.mem
-        prot_write = vma.page_prot_writable(self.ctx.facts.mem_soft_dirty)
+        prot_write = vma.page_prot_writable(self.ctx.soft_dirty)
         tracking = vma.soft_dirty_enabled(self.ctx.soft_dirty)
         for base, entry in list(self.pt.pmd_entries(start, end)):
             lo, hi = max(start, base), min(end, base + self.pmd_size)
@@ -719,7 +736,7 @@ class AddressSpace:
                     entry = self._table(base)
                 else:
                     write = prot_write
-                    if try_writable and not write and vma.flags & VM.WRITE:
+                    if try_writable and not write and vma.flags & VM_WRITE:
                         # can_change_pmd_writable(): private exclusive anon only.
                         write = (not (tracking and not entry.soft_dirty)
                                  and not mem.is_huge_zero_folio(entry.pfn)
@@ -734,7 +751,7 @@ class AddressSpace:
                 if not bits & PTE_PRESENT:
                     continue
                 write = prot_write
-                if try_writable and not write and vma.flags & VM.WRITE:
+                if try_writable and not write and vma.flags & VM_WRITE:
                     write = self._can_change_pte_writable(vma, entry, i, tracking)
                 entry.bits[i] = (bits & ~PTE_WRITE) | (PTE_WRITE if write else 0)
 
@@ -768,7 +785,7 @@ class AddressSpace:
             if advice == "dontneed":
                 self.zap_range(vma, lo, hi)
             else:
-                newflags = (vma.flags & ~VM.NOHUGEPAGE) | VM.HUGEPAGE
+                newflags = (vma.flags & ~VM_NOHUGEPAGE) | VM_HUGEPAGE
                 if newflags != vma.flags:
                     vma = self.vmas.modify(vma, lo, hi, newflags)
                     vma.flags = newflags
@@ -786,7 +803,7 @@ class AddressSpace:
             if not self.ctx.soft_dirty:
                 return
             for vma in self.vmas:
-                vma.flags &= ~VM.SOFTDIRTY
+                vma.flags &= ~VM_SOFTDIRTY
         for vma in self.vmas:
             if value == 2 and vma.file is not None:
                 continue

@@ -56,6 +56,8 @@ def _bit(n: int) -> int:
     return 1 << n
 
 
+_FREE = int(FrameState.FREE)
+_INUSE = int(FrameState.INUSE)
 _PG_HEAD = _bit(PG.head)
 _PG_LRU = _bit(PG.lru)
 _PG_ACTIVE = _bit(PG.active)
@@ -187,8 +189,22 @@ class PhysMem:
         nr = 1 << order
         if order == 0:
             head = self._find_free_frame()
-        else:
-            head = self._find_free_block(nr)
+            self.state[head] = _INUSE
+            self.flags[head] = 0
+            self.head[head] = head
+            self.mapcount[head] = 0
+            self.index[head] = 0
+            self.tag[head] = 0
+            self.tag_known[head] = True
+            self.freed[head] = False
+            self.order[head] = 0
+            self.refcount[head] = 1
+            self.entire_mapcount[head] = 0
+            self.large_mapcount[head] = 0
+            self.anon[head] = False
+            self.file_id[head] = 0
+            return head
+        head = self._find_free_block(nr)
         end = head + nr
         self.state[head:end] = FrameState.INUSE
         self.flags[head:end] = 0
@@ -217,7 +233,7 @@ class PhysMem:
         n = self.state.shape[0]
         pfn = self._hint
         while pfn < n:
-            if self.state[pfn] == FrameState.FREE:
+            if self.state[pfn] == _FREE:
                 self._hint = pfn + 1
                 return pfn
             chunk = self.state[pfn : pfn + 4096]

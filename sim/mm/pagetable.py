@@ -96,6 +96,9 @@ class PageTables:
         self.pmd_size = 1 << self.pmd_shift
         self.ptrs_per_pte = 1 << arch.levels[-1]
         self.root: dict[int, Any] = {}
+        #: The PMD-level entries again, keyed by ``addr >> pmd_shift``: the same
+        #: objects as in the tree, for O(1) lookups on the fault path.
+        self.flat: dict[int, PmdEntry] = {}
 
     def level_index(self, addr: int, level: int) -> int:
         return (addr >> self.shifts[level]) & ((1 << self.bits[level]) - 1)
@@ -118,20 +121,19 @@ class PageTables:
 
     def get_pmd(self, addr: int) -> PmdEntry | None:
         """The entry at the PMD level for ``addr`` (None: pmd_none or no upper table)."""
-        node = self._pmd_dict(addr, create=False)
-        if node is None:
-            return None
-        return node.get(self.level_index(addr, self.table_level))
+        return self.flat.get(addr >> self.pmd_shift)
 
     def set_pmd(self, addr: int, entry: PmdEntry) -> None:
         node = self._pmd_dict(addr, create=True)
         assert node is not None
         node[self.level_index(addr, self.table_level)] = entry
+        self.flat[addr >> self.pmd_shift] = entry
 
     def clear_pmd(self, addr: int) -> None:
         node = self._pmd_dict(addr, create=False)
         if node is not None:
             node.pop(self.level_index(addr, self.table_level), None)
+        self.flat.pop(addr >> self.pmd_shift, None)
 
     def pte_alloc(self, addr: int) -> PteTable:
         """pte_alloc(): the PTE table for ``addr``, created if the PMD is none."""
@@ -193,6 +195,12 @@ class PageTables:
                 self._free(node[index], level + 1, lo, start, end, in_use)
             if not in_use(lo, hi):
                 del node[index]
+                if level == self.table_level:
+                    del self.flat[lo >> self.pmd_shift]
+                else:
+                    for key in [k for k in self.flat if lo <= k << self.pmd_shift < hi]:
+                        del self.flat[key]
 
     def clear_all(self) -> None:
         self.root.clear()
+        self.flat.clear()

@@ -17,7 +17,26 @@ from enum import IntFlag
 
 from sim.mm.shmem import ShmemFile
 
-__all__ = ["VM", "AnonVma", "Vma", "VmaList"]
+__all__ = [
+    "VM",
+    "VM_ACCESS_FLAGS",
+    "VM_ACCOUNT",
+    "VM_EXEC",
+    "VM_HUGEPAGE",
+    "VM_MAYEXEC",
+    "VM_MAYREAD",
+    "VM_MAYSHARE",
+    "VM_MAYWRITE",
+    "VM_NOHUGEPAGE",
+    "VM_NORESERVE",
+    "VM_READ",
+    "VM_SHARED",
+    "VM_SOFTDIRTY",
+    "VM_WRITE",
+    "AnonVma",
+    "Vma",
+    "VmaList",
+]
 
 
 class VM(IntFlag):
@@ -36,7 +55,21 @@ class VM(IntFlag):
     NOHUGEPAGE = 0x40000000
 
 
-VM_ACCESS_FLAGS = VM.READ | VM.WRITE | VM.EXEC
+# Plain ints for the fault path (IntFlag arithmetic is slow).
+VM_READ = int(VM.READ)
+VM_WRITE = int(VM.WRITE)
+VM_EXEC = int(VM.EXEC)
+VM_SHARED = int(VM.SHARED)
+VM_MAYREAD = int(VM.MAYREAD)
+VM_MAYWRITE = int(VM.MAYWRITE)
+VM_MAYEXEC = int(VM.MAYEXEC)
+VM_MAYSHARE = int(VM.MAYSHARE)
+VM_ACCOUNT = int(VM.ACCOUNT)
+VM_NORESERVE = int(VM.NORESERVE)
+VM_SOFTDIRTY = int(VM.SOFTDIRTY)
+VM_HUGEPAGE = int(VM.HUGEPAGE)
+VM_NOHUGEPAGE = int(VM.NOHUGEPAGE)
+VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC
 
 _anon_vma_ids = itertools.count(1)
 
@@ -73,11 +106,11 @@ class Vma:
 
     @property
     def shared(self) -> bool:
-        return bool(self.flags & VM.SHARED)
+        return bool(self.flags & VM_SHARED)
 
     @property
     def softdirty(self) -> bool:
-        return bool(self.flags & VM.SOFTDIRTY)
+        return bool(self.flags & VM_SOFTDIRTY)
 
     def pages(self) -> int:
         return (self.end - self.start) >> self.page_shift
@@ -87,33 +120,37 @@ class Vma:
         return ((addr - self.start) >> self.page_shift) + self.pgoff
 
     def is_cow_mapping(self) -> bool:
-        return (self.flags & (VM.SHARED | VM.MAYWRITE)) == VM.MAYWRITE
+        return (self.flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE
 
-    def soft_dirty_enabled(self, mem_soft_dirty: bool) -> bool:
-        """vma_soft_dirty_enabled() (mm/internal.h): tracking is on once VM_SOFTDIRTY is clear."""
-        return mem_soft_dirty and not self.softdirty
+    def soft_dirty_enabled(self, soft_dirty: bool) -> bool:
+        """vma_soft_dirty_enabled() (mm/internal.h): tracking is on once VM_SOFTDIRTY is clear.
 
-    def wants_writenotify(self, mem_soft_dirty: bool) -> bool:
+        ``soft_dirty``: CONFIG_MEM_SOFT_DIRTY on an architecture that has it;
+        without it VM_SOFTDIRTY is 0 and tracking is never on.
+        """
+        return soft_dirty and not self.softdirty
+
+    def wants_writenotify(self, soft_dirty: bool) -> bool:
         """vma_wants_writenotify() for shmem: only soft-dirty tracking asks for it.
 
         shmem has no page_mkwrite and its mapping cannot write back
         (mapping_can_writeback() is false), so a shared writable shmem VMA maps
         pages writable unless soft-dirty tracking needs write faults.
         """
-        shared_write = VM.SHARED | VM.WRITE
+        shared_write = VM_SHARED | VM_WRITE
         if self.flags & shared_write != shared_write:
             return False
-        return self.soft_dirty_enabled(mem_soft_dirty)
+        return self.soft_dirty_enabled(soft_dirty)
 
-    def page_prot_writable(self, mem_soft_dirty: bool) -> bool:
+    def page_prot_writable(self, soft_dirty: bool) -> bool:
         """Whether vma->vm_page_prot (vma_set_page_prot()) grants write.
 
         Private mappings use the copy-on-write protections (never writable);
         shared writable ones are writable unless write-notify is wanted.
         """
-        if not (self.flags & VM.SHARED and self.flags & VM.WRITE):
+        if not (self.flags & VM_SHARED and self.flags & VM_WRITE):
             return False
-        return not self.wants_writenotify(mem_soft_dirty)
+        return not self.wants_writenotify(soft_dirty)
 
 
 def _mergeable_anon_vma(a1: AnonVma | None, a2: AnonVma | None, vma: Vma | None) -> bool:
@@ -127,7 +164,7 @@ def _same_kind(
     flags_a: int, flags_b: int, file_a: ShmemFile | None, file_b: ShmemFile | None
 ) -> bool:
     """is_mergeable_vma(): flags equal but for VM_SOFTDIRTY, same file."""
-    return not ((flags_a ^ flags_b) & ~VM.SOFTDIRTY) and file_a is file_b
+    return not ((flags_a ^ flags_b) & ~VM_SOFTDIRTY) and file_a is file_b
 
 
 class VmaList:

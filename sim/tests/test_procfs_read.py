@@ -9,6 +9,7 @@ mem_lseek() and proc_mem_open(), kernel/fork.c mm_access().
 from __future__ import annotations
 
 import errno
+from contextlib import AbstractContextManager
 
 import numpy as np
 import pytest
@@ -63,8 +64,9 @@ def vpn_offset(arch: Arch, addr: int) -> int:
     return (addr >> arch.page_shift) * PM.ENTRY_BYTES
 
 
-def expect_errno(err: int) -> pytest.RaisesContext[ProcReadError]:
-    return pytest.raises(ProcReadError, match=errno.errorcode[err])
+def expect_errno(err: int) -> AbstractContextManager[object]:
+    """pytest.raises(ProcReadError) whose errno is ``err``."""
+    return pytest.raises(ProcReadError, match=f"^\\[Errno {err}\\] {errno.errorcode[err]}:")
 
 
 # ---------------------------------------------------------------------------
@@ -160,7 +162,7 @@ def test_pagemap_entries(arch: Arch) -> None:
     sd = arch.soft_dirty
     for e in entries[:2]:
         assert e == PagemapEntry.page(m.zero_pfn, soft_dirty=sd)
-    pfns = [e.pfn for e in entries[2:6]]
+    pfns = [e.pfn or 0 for e in entries[2:6]]
     assert len(set(pfns)) == 4 and m.zero_pfn not in pfns
     for e, pfn in zip(entries[2:6], pfns, strict=True):
         assert e == PagemapEntry.page(pfn, exclusive=True, soft_dirty=sd)
@@ -229,7 +231,7 @@ def test_pagemap_after_exit(arch: Arch) -> None:
     """After exit and reaping, /proc/PID is gone (ENOENT); a file opened before reads
     0 bytes (pagemap_read(): ``!mmget_not_zero(mm)`` skips every check, even the
     alignment one)."""
-    m, p, base = populated(arch)
+    m, p, _base = populated(arch)
     f = open_proc(m, pagemap_path(p))
     p.exit()
     with expect_errno(errno.ENOENT):
@@ -379,7 +381,8 @@ def test_kpagemap_i386_flags_are_one_word() -> None:
     """On i386 a kpagemap slot is two 4-byte words: the flags word keeps bits 0-31 of
     stable_page_flags() (KPF_RESERVED, bit 32, is lost)."""
     m = small_machine(I386)
-    (flags, count), = parse_kpagemap_entries(I386, read(m, "/proc/kpagemap", (m.zero_pfn + 1) * 8, 8))
+    data = read(m, "/proc/kpagemap", (m.zero_pfn + 1) * 8, 8)
+    ((flags, count),) = parse_kpagemap_entries(I386, data)
     assert flags == 1 << KPF.ZERO_PAGE
     assert count == 1
 
