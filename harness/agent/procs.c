@@ -539,8 +539,10 @@ void serve_port(int port)
 			return;
 		}
 		if (r == FRAME_BAD) {
-			send_bad_frame(port, in.seq, why);
+			/* Drop the rest of whatever it was first: the host sends
+			 * nothing new until it has our answer. */
 			frame_discard_input(port);
+			send_bad_frame(port, in.seq, why);
 			continue;
 		}
 		handle_host_frame(port, &in);

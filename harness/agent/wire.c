@@ -349,7 +349,7 @@ int frame_write(int fd, const char *magic, const struct frame *f)
 	return ret;
 }
 
-/* After a bad frame: drop what is in flight until the line is quiet. */
+/* After a bad frame: drop what is in flight until the line is quiet (200 ms). */
 void frame_discard_input(int fd)
 {
 	uint8_t scratch[4096];
