@@ -25,6 +25,7 @@ __all__ = [
 SOURCE_PACKAGE = "linux-source-6.12"
 SOURCE_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 _DPKG_STATUS = Path("/var/lib/dpkg/status")
+_SHA256 = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{64}(?![0-9A-Fa-f])")
 _VERSION = re.compile(r"(?<!\S)\d+\.\d+(?:\.\d+)?(?:-\S+)?(?!\S)")
 
 
@@ -79,7 +80,8 @@ def check_base(base_file: Path, source: SourcePackage) -> None:
 
     The file's first version-looking word is the base: a full Debian version
     (``6.12.117-1~deb12u1``) must equal the package's; an upstream one
-    (``6.12.117``) must equal the package's upstream part.
+    (``6.12.117``) must equal the package's upstream part.  A 64-hex-digit
+    word, if any, must be the tarball's sha256.
     """
     try:
         text = base_file.read_text(encoding="utf-8")
@@ -97,6 +99,11 @@ def check_base(base_file: Path, source: SourcePackage) -> None:
         raise SourceError(
             f"the patch series is for {SOURCE_PACKAGE} {wanted} ({base_file}), "
             f"but {source.version} is installed; install {wanted} or rebase the series"
+        )
+    if (digest := _SHA256.search(text)) and digest[0].lower() != source.sha256:
+        raise SourceError(
+            f"the patch series is for a {SOURCE_PACKAGE} tarball with sha256 {digest[0]} "
+            f"({base_file}), but {source.tarball} has {source.sha256}"
         )
 
 

@@ -18,6 +18,7 @@ INSTALLED = SourcePackage("6.12.117-1~deb12u1", Path("/usr/src/x.tar.xz"), "00" 
         "6.12.117-1~deb12u1\n",
         "# the series is made for\nlinux-source-6.12 6.12.117-1~deb12u1\n",
         "6.12.117\n",  # an upstream version matches the package's upstream part
+        f"linux-source-6.12 6.12.117-1~deb12u1\n{'00' * 32}\n",  # with the tarball's sha256
     ],
 )
 def test_matching_base_is_accepted(tmp_path: Path, text: str) -> None:
@@ -44,4 +45,11 @@ def test_base_without_version_is_refused(tmp_path: Path) -> None:
     base = tmp_path / "BASE"
     base.write_text("# nothing here\n")
     with pytest.raises(SourceError, match="names no version"):
+        check_base(base, INSTALLED)
+
+
+def test_other_tarball_is_refused(tmp_path: Path) -> None:
+    base = tmp_path / "BASE"
+    base.write_text(f"linux-source-6.12 6.12.117-1~deb12u1\n{'ab' * 32}\n")
+    with pytest.raises(SourceError, match=f"tarball with sha256 {'ab' * 32}"):
         check_base(base, INSTALLED)

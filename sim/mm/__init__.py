@@ -5,7 +5,7 @@ come from).
 """
 
 from sim.mm.addrspace import MmError
-from sim.mm.facts import PINNED, KernelFacts
+from sim.mm.facts import PINNED, UNPATCHED_6_12, KernelFacts
 from sim.mm.machine import ALL_CAPS, Credentials, Machine, Process, TouchResult, parse_prot
 from sim.mm.memmap import FrameState, OutOfMemory
 from sim.mm.shmem import ShmemFile

@@ -2,15 +2,17 @@
 
 A fact that differs between kernel versions, or between configurations of the
 same kernel, is a named field here, never an ``if`` on a version string.  The
-defaults describe the pinned kernel (Debian linux-source 6.12.117) configured
-as the project's images configure it.
+defaults describe the kernel the harness boots: Debian linux-source 6.12.117
+with the series in linux-patch/ applied (which fixes the KSM flag test and adds
+/proc/kpagemap), configured as images/arches configures it.  ``UNPATCHED_6_12``
+describes the same source without the series.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PINNED", "KernelFacts"]
+__all__ = ["PINNED", "UNPATCHED_6_12", "KernelFacts"]
 
 
 @dataclass(frozen=True)
@@ -22,8 +24,10 @@ class KernelFacts:
     #: stable_page_flags() (fs/proc/page.c) sets KPF_KSM when
     #: ``mapping & PAGE_MAPPING_KSM``; PAGE_MAPPING_KSM is PAGE_MAPPING_ANON |
     #: PAGE_MAPPING_MOVABLE, so the test is true for every anonymous folio.
-    #: A kernel that tests ``folio_test_ksm()`` instead sets it on KSM pages only.
-    ksm_flag_on_every_anon_page: bool = True
+    #: A kernel that tests ``folio_test_ksm()`` instead sets it on KSM pages only:
+    #: linux-patch/0001 makes it do so, hence the default False.  Confirmed in
+    #: guests: with that patch reverted every anonymous page reads KSM.
+    ksm_flag_on_every_anon_page: bool = False
     #: CONFIG_MEM_SOFT_DIRTY (with the architecture's HAVE_ARCH_SOFT_DIRTY);
     #: without it VM_SOFTDIRTY is 0 and pte_soft_dirty() is always false
     #: (include/linux/mm.h, include/linux/pgtable.h).
@@ -48,5 +52,8 @@ class KernelFacts:
         return max(1, self.fault_around_bytes >> page_shift)
 
 
-#: The pinned kernel as the project builds it.
+#: The pinned kernel as the project builds it (with linux-patch/ applied).
 PINNED = KernelFacts()
+
+#: Debian's 6.12.117 source as shipped: the KSM quirk, no /proc/kpagemap.
+UNPATCHED_6_12 = KernelFacts(ksm_flag_on_every_anon_page=True, has_kpagemap=False)

@@ -1,8 +1,9 @@
 """Model scenarios: each expected value follows from the 6.12 function named in the test.
 
 Flags are compared as exact sets of KPF names: a flag the model sets or
-misses is a failure.  "KSM" appears on every anonymous page because of
-stable_page_flags()'s ``mapping & PAGE_MAPPING_KSM`` test (KernelFacts).
+misses is a failure.  The default facts are those of the patched kernel the
+harness boots: no "KSM" on ordinary anonymous pages (linux-patch/0001 fixes
+stable_page_flags()'s ``mapping & PAGE_MAPPING_KSM`` test; see KernelFacts).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 from sim.arch import Arch, get_arch
 from sim.flags import kpf_names
 from sim.formats import PagemapEntry
-from sim.mm import KernelFacts, Machine, MmError, Process
+from sim.mm import UNPATCHED_6_12, KernelFacts, Machine, MmError, Process
 from sim.procfs import kpage_values, pagemap_entries
 from sim.smaps import smaps
 
@@ -23,7 +24,7 @@ PPC64 = get_arch("ppc64")
 THP_ARCHES = [X86, PPC64, get_arch("ppc64-4k")]
 BASE = 1 << 40
 
-ANON = {"UPTODATE", "LRU", "MMAP", "ANON", "SWAPBACKED", "KSM"}
+ANON = {"UPTODATE", "LRU", "MMAP", "ANON", "SWAPBACKED"}
 ANON_EXCLUSIVE = ANON | {"OWNER_2"}
 #: A tmpfs page written once by the agent (shmem_write_begin(SGP_WRITE) sets
 #: PG_referenced; shmem_write_end() uptodate + dirty; folio_add_lru()).
@@ -75,12 +76,13 @@ def test_anonymous_write_fault(m: Machine) -> None:
 
 def test_ksm_flag_is_a_kernel_fact() -> None:
     """stable_page_flags(): ``mapping & PAGE_MAPPING_KSM`` is true for every anon page on
-    6.12; a kernel testing folio_test_ksm() would not set KPF_KSM here."""
-    fixed = Machine(X86, ram_bytes=64 << 20, facts=KernelFacts(ksm_flag_on_every_anon_page=False))
-    p = fixed.spawn("main")
+    6.12 as shipped; linux-patch/0001 tests folio_test_ksm() instead, so the patched
+    kernel (the default facts) sets KPF_KSM on KSM pages only."""
+    shipped = Machine(X86, ram_bytes=64 << 20, facts=UNPATCHED_6_12)
+    p = shipped.spawn("main")
     p.mmap(BASE, 1)
     p.touch(BASE, 1, write=True)
-    assert flags(fixed, one(fixed, p, 0).pfn) == ANON_EXCLUSIVE - {"KSM"}
+    assert flags(shipped, one(shipped, p, 0).pfn) == ANON_EXCLUSIVE | {"KSM"}
 
 
 def test_zero_page(m: Machine) -> None:
