@@ -1,7 +1,8 @@
-"""``python -m harness``: boot a guest, do one thing, power it off.
+"""``python -m harness``: boot a guest, use it, power it off.
 
     python -m harness read --arch ppc64 /proc/kpagemap --offset 0 --count 64
     python -m harness read --arch x86_64 /proc/kpageflags --count 8 --uid 1000
+    python -m harness run --arch x86_64 tests/scenarios/*.json   (see harness.run)
 
 ``read`` prints a hex dump of the bytes read and, for the page-level proc
 files, the entries decoded by the model's decoder (``sim decode``).  Any
@@ -52,6 +53,11 @@ def _number(text: str) -> int:
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="harness", description="Boot a test kernel in QEMU and use it.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands.add_parser(
+        "run",
+        help="run scenarios in a guest and in the model, report divergences (see: run --help)",
+        add_help=False,
+    )
     read = commands.add_parser(
         "read",
         help="boot a fresh guest, read a file at (offset, count), print it, power off",
@@ -133,7 +139,13 @@ def _run_read(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["run"]:
+        from harness.run import main as run_main  # the model and comparison: load on demand
+
+        return run_main(args_list[1:])
     parser = _build_parser()
+    argv = args_list
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:

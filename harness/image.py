@@ -39,9 +39,17 @@ def _env_name(what: str, profile: ArchProfile) -> str:
 
 
 def find_image(
-    profile: ArchProfile, kernel: Path | None = None, initramfs: Path | None = None
+    profile: ArchProfile,
+    kernel: Path | None = None,
+    initramfs: Path | None = None,
+    *,
+    build: bool = True,
 ) -> BootImage:
-    """The boot image for ``profile``; ImageUnavailable says why there is none."""
+    """The boot image for ``profile``; ImageUnavailable says why there is none.
+
+    With ``build=False`` an image the images cache does not hold yet is
+    unavailable rather than built.
+    """
     if kernel is None and (env := os.environ.get(_env_name("KERNEL", profile))):
         kernel = Path(env)
     if initramfs is None and (env := os.environ.get(_env_name("INITRAMFS", profile))):
@@ -52,7 +60,7 @@ def find_image(
         raise ImageUnavailable("give both a kernel and an initramfs, or neither")
     try:
         images = importlib.import_module("images")
-        build_image = images.build_image
+        build_image = images.build_image if build else images.find_image
     except (ImportError, AttributeError) as e:
         raise ImageUnavailable(
             f"no boot image for {profile.name}: images.build_image is not available ({e}); "
@@ -64,4 +72,8 @@ def find_image(
         built = build_image(profile.image_arch)
     except image_error as e:
         raise ImageUnavailable(f"building the {profile.name} image failed: {e}") from e
+    if built is None:
+        raise ImageUnavailable(
+            f"the {profile.name} image is not built (python -m images build --arch {profile.name})"
+        )
     return BootImage(Path(built.kernel), Path(built.initramfs)).check()

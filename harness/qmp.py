@@ -73,8 +73,9 @@ class QMPSession:
         with self._events_lock:
             return [str(e.get("event")) for e in self.events]
 
-    def execute(self, command: str, arguments: dict[str, Any] | None = None,
-                timeout: float = 10.0) -> object:
+    def execute(
+        self, command: str, arguments: dict[str, Any] | None = None, timeout: float = 10.0
+    ) -> object:
         client = self._client
         if client is None:
             raise QMPSessionError(f"QMP {command}: not connected")

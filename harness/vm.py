@@ -107,9 +107,7 @@ class GuestRAM:
     def read(self, offset: int, size: int) -> bytes:
         fd = self._require()
         if offset < 0 or size < 0 or offset + size > self.size:
-            raise ValueError(
-                f"guest RAM read {offset:#x}+{size:#x} is outside 0..{self.size:#x}"
-            )
+            raise ValueError(f"guest RAM read {offset:#x}+{size:#x} is outside 0..{self.size:#x}")
         return os.pread(fd, size, offset)
 
     def page(self, pfn: int) -> bytes:
@@ -152,6 +150,8 @@ class VM:
         self.command_line: tuple[str, ...] = ()
         self.hello: Hello | None = None
         self.boot_seconds: float | None = None
+        #: Seconds from launch() to each step: qemu-started, qmp-ready, agent-ready.
+        self.launch_timings: dict[str, float] = {}
         self.shutdown_how: str | None = None
         self.kept_logs: Path | None = None
         self._state = VMState.NEW
@@ -243,6 +243,9 @@ class VM:
             self._state = VMState.FAILED
             raise self.error(QEMUDied, f"QEMU exited with status {code}")
 
+    def exited(self) -> bool:
+        return self._popen is not None and self._popen.poll() is not None
+
     def _panic_reason(self) -> str | None:
         line = self._console.panic_line() if self._console else None
         if line is not None:
@@ -258,12 +261,19 @@ class VM:
         if self._state is not VMState.NEW:
             raise VMError(f"VM {self.name}: launch() on a VM that is {self._state.value}")
         started = time.monotonic()
+
+        def step(name: str) -> None:
+            self.launch_timings[name] = time.monotonic() - started
+
         try:
             self._prepare_files()
             self._start_qemu()
+            step("qemu-started")
             self._connect_qmp()
+            step("qmp-ready")
             self._connect_agent()
             self._wait_for_agent()
+            step("agent-ready")
         except BaseException as e:
             self._state = VMState.FAILED
             failure = e if isinstance(e, VMError) or not isinstance(e, Exception) else None

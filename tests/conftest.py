@@ -61,9 +61,7 @@ def boot_image(pytestconfig: pytest.Config, profile: ArchProfile) -> BootImage:
 
 
 @pytest.fixture(scope="session")
-def vm_config(
-    pytestconfig: pytest.Config, profile: ArchProfile, boot_image: BootImage
-) -> VMConfig:
+def vm_config(pytestconfig: pytest.Config, profile: ArchProfile, boot_image: BootImage) -> VMConfig:
     return VMConfig(profile, boot_image, keep_logs_dir=pytestconfig.getoption("--keep-vm-logs"))
 
 

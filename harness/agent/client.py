@@ -56,6 +56,8 @@ __all__ = [
 
 #: How often a wait wakes up to ask the watchdog.
 _SLICE_S = 0.1
+#: How long a closed channel waits for QEMU to be seen exiting.
+_HANGUP_GRACE_S = 2.0
 
 
 class Watchdog(Protocol):
@@ -63,6 +65,9 @@ class Watchdog(Protocol):
 
     def check(self) -> None:
         """Raise (QEMUDied, GuestPanic) if the VM is gone."""
+
+    def exited(self) -> bool:
+        """Whether QEMU has exited (and been reaped)."""
 
     def error(self, kind: type[VMError], message: str) -> VMError:
         """An exception of ``kind`` carrying the VM's command line and console."""
@@ -191,7 +196,7 @@ class AgentClient:
             except BlockingIOError:
                 continue
             except OSError as e:
-                self._watchdog.check()
+                self._explain_hangup()
                 raise self._watchdog.error(
                     AgentProtocolError, f"agent channel: send failed: {e}"
                 ) from e
@@ -222,7 +227,7 @@ class AgentClient:
             else:
                 reason = "the agent closed its channel"
             if not chunk:
-                self._watchdog.check()
+                self._explain_hangup()
                 raise self._watchdog.error(
                     AgentProtocolError,
                     f"{reason} while {what} ({len(self._pending)} of {n} bytes)",
@@ -230,6 +235,19 @@ class AgentClient:
             self._pending += chunk
         data, self._pending = self._pending[:n], self._pending[n:]
         return data
+
+    def _explain_hangup(self) -> None:
+        """The channel closed: if QEMU is dying, let the watchdog say so.
+
+        QEMU's sockets close while it exits, a moment before it can be reaped;
+        give it that moment so the error names the cause (QEMUDied,
+        GuestPanic) rather than the symptom.
+        """
+        deadline = time.monotonic() + _HANGUP_GRACE_S
+        while not self._watchdog.exited() and time.monotonic() < deadline:
+            self._watchdog.check()
+            time.sleep(_SLICE_S / 2)
+        self._watchdog.check()
 
     def receive(self, timeout: float | None = None) -> Reply:
         """The next response frame, whatever its sequence number."""

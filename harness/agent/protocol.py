@@ -259,9 +259,7 @@ def decode_header(data: bytes, magic: bytes) -> Header:
 
 def check_payload(header: Header, payload: bytes) -> None:
     if len(payload) != header.length:
-        raise ProtocolError(
-            f"truncated frame: payload has {len(payload)} of {header.length} bytes"
-        )
+        raise ProtocolError(f"truncated frame: payload has {len(payload)} of {header.length} bytes")
     if zlib.crc32(payload) != header.payload_crc:
         raise ProtocolError(
             f"payload CRC mismatch: frame says {header.payload_crc:08x}, "

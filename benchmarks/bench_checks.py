@@ -1,0 +1,121 @@
+"""How fast the scenario catalog runs in a guest and in the model, compared.
+
+    python benchmarks/bench_checks.py [--arch A ...] [--runs N] [SCENARIO.json ...]
+
+For each arch (default x86_64), boots one VM and reports:
+
+* boot to agent-ready (``VM.boot_seconds``: QEMU start to the agent's HELLO);
+* the catalog (default tests/scenarios/*.json) run once cold, then ``--runs``
+  times warm (best run kept), split into guest execution, model execution
+  and comparison, by wall clock;
+* compared checks per second (check steps of the scenarios that apply to the
+  arch, divided by the warm wall time of guest + model + compare), pages and
+  frames compared per second, and the agent's READ_FILE requests per check.
+
+Not a test: nothing is asserted about time; divergences are counted, not judged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness.arches import PROFILE_NAMES, get_profile
+from harness.compare import compare
+from harness.guest_executor import GuestExecutorError, GuestRun, prepare_guest
+from harness.image import find_image
+from harness.model_executor import run_model
+from harness.scenario import Scenario, load_scenario
+from harness.vm import VM, VMConfig
+
+CATALOG = Path(__file__).resolve().parents[1] / "tests" / "scenarios"
+
+
+@dataclass
+class Pass:
+    guest: float = 0.0
+    model: float = 0.0
+    compare: float = 0.0
+    checks: int = 0
+    pages: int = 0
+    frames: int = 0
+    reads: int = 0
+    divergences: int = 0
+
+    @property
+    def total(self) -> float:
+        return self.guest + self.model + self.compare
+
+
+def one_pass(scenarios: list[Scenario], vm: VM) -> Pass:
+    arch = vm.profile.arch
+    result = Pass()
+    for scenario in list(scenarios):
+        started = time.perf_counter()
+        run = GuestRun(scenario, vm)
+        try:
+            real = run.run()
+        except GuestExecutorError as e:
+            print(f"  (left out {scenario.name}: {e})")
+            scenarios.remove(scenario)
+            continue
+        result.guest += time.perf_counter() - started
+        started = time.perf_counter()
+        model = run_model(scenario, arch)
+        result.model += time.perf_counter() - started
+        started = time.perf_counter()
+        result.divergences += len(compare(model, real, scenario, arch))
+        result.compare += time.perf_counter() - started
+        result.checks += len(real.checks)
+        result.reads += run.reads
+        for check in real.checks:
+            result.pages += sum(r.pages for r in check.regions)
+            result.frames += len(check.frames)
+    return result
+
+
+def bench_arch(name: str, scenarios: list[Scenario], runs: int) -> None:
+    profile = get_profile(name)
+    arch = profile.arch
+    applicable = [s for s in scenarios if s.unsupported_reason(arch) is None]
+    config = VMConfig(profile, find_image(profile), echo=lambda line: None)
+    print(f"{name}: {len(applicable)} of {len(scenarios)} scenarios apply")
+    with VM(config, name="bench") as vm:
+        print(f"  boot to agent ready            {vm.boot_seconds or 0:8.2f} s")
+        started = time.perf_counter()
+        prepare_guest(vm)
+        print(f"  guest set-up (sysfs)           {time.perf_counter() - started:8.3f} s")
+        runnable = list(applicable)
+        cold = one_pass(runnable, vm)  # leaves out what the guest cannot run (yet)
+        warm = min((one_pass(runnable, vm) for _ in range(runs)), key=lambda p: p.total)
+    print(f"  catalog cold                   {cold.total:8.3f} s")
+    print(f"  catalog warm (best of {runs})       {warm.total:8.3f} s  "
+          f"(guest {warm.guest:.3f}, model {warm.model:.3f}, compare {warm.compare:.3f})")
+    print(f"  compared checks per second     {warm.checks / warm.total:8.1f}   "
+          f"({warm.checks} checks, {warm.divergences} divergences)")
+    print(f"  pages / frames compared per s  {warm.pages / warm.total:8.0f} / "
+          f"{warm.frames / warm.total:.0f}")
+    print(f"  agent reads per check          {warm.reads / max(warm.checks, 1):8.1f}   "
+          f"(guest {warm.guest / max(warm.reads, 1) * 1e3:.2f} ms per read, all ops included)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenarios", nargs="*", type=Path)
+    parser.add_argument("--arch", action="append", choices=PROFILE_NAMES)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    paths = args.scenarios or sorted(CATALOG.glob("*.json"))
+    scenarios = [load_scenario(p) for p in paths]
+    for arch_name in args.arch or ["x86_64"]:
+        bench_arch(arch_name, scenarios, args.runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,394 @@
+"""Run a scenario's steps in a live guest, through the agent.
+
+The real side of the data flow: the same Steps and layout as the model
+executor (:func:`harness.scenario.plan_layout`) and the same observations,
+made by the same function (:func:`harness.observations.observe_check`): here
+its reads are READ_FILE requests to the agent (as root or as the check's
+uid) and the RAM oracle reads the guest's memory-backend file at
+``pfn << PAGE_SHIFT`` (:class:`harness.vm.GuestRAM`).
+
+One VM serves many scenarios.  Each run forks its own named processes from
+the agent (``main`` first; names unique to the run), and kills and reaps
+whatever of them is still alive when the run ends, however it ends.
+
+What the model assumes of the guest (sim/MODEL.md) and how it is made true:
+
+* per-CPU LRU batches drained before every check: SETTLE(DRAIN_LRU), one
+  vCPU (the profiles boot ``-smp 1``);
+* khugepaged quiescent: :func:`prepare_guest` sets its scan interval to a
+  day and every run checks ``pages_collapsed`` did not move;
+* THP ``enabled`` = madvise, ``use_zero_page`` = 1, ``shmem_enabled`` =
+  never: checked once per VM by :func:`prepare_guest`;
+* file regions on tmpfs, each page written by one write(): the agent's
+  MMAP of a FILE region;
+* an exiting process is reaped before the next step: the agent's EXIT
+  returns after init reaped it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from harness.agent.client import AgentClient
+from harness.agent.client import ReadResult as AgentRead
+from harness.agent.protocol import Advice, Prot, ReadStage, RegionKind, SettleFlags
+from harness.errors import AgentOpError, VMError
+from harness.observations import (
+    CheckObservation,
+    FileRead,
+    Observations,
+    ReadResult,
+    StepOutcome,
+    observe_check,
+)
+from harness.scenario import (
+    AnyStep,
+    Check,
+    ClearRefs,
+    Exit,
+    Fork,
+    Layout,
+    Madvise,
+    Mmap,
+    Mprotect,
+    Munmap,
+    Scenario,
+    Touch,
+    Write,
+    plan_layout,
+)
+from harness.vm import VM
+from sim.arch import Arch
+from sim.formats import parse_u64s
+
+__all__ = [
+    "GuestExecutorError",
+    "GuestRun",
+    "GuestSetup",
+    "prepare_guest",
+    "run_guest",
+]
+
+#: SIGSEGV is 11 on every architecture the harness boots (asm-generic numbering
+#: on x86 and powerpc alike).
+SIGSEGV = 11
+
+_THP = "/sys/kernel/mm/transparent_hugepage"
+#: What the model assumes of the THP sysfs knobs (sim/mm/facts.py): the
+#: bracketed choice of each file, or its plain value.
+_THP_EXPECTED = {
+    f"{_THP}/enabled": "madvise",
+    f"{_THP}/use_zero_page": "1",
+    f"{_THP}/shmem_enabled": "never",
+}
+#: khugepaged sleeps this long between scans (ms): longer than any VM lives.
+KHUGEPAGED_SLEEP_MS = 86_400_000
+_COLLAPSED = f"{_THP}/khugepaged/pages_collapsed"
+
+_PROTS = {"none": Prot.NONE, "r": Prot.READ, "rw": Prot.READ | Prot.WRITE}
+_ADVICES = {"dontneed": Advice.DONTNEED, "hugepage": Advice.HUGEPAGE}
+
+
+class GuestExecutorError(RuntimeError):
+    """The guest could not run a step for a reason outside the scenario.
+
+    A bad request, a process the agent lost, a reader that could not drop
+    privileges, a guest not set up as the model assumes: never a kernel
+    result to compare, always an error of the run.
+    """
+
+
+@dataclass(frozen=True)
+class GuestSetup:
+    """What :func:`prepare_guest` found: THP on, and khugepaged's counter."""
+
+    thp: bool
+    pages_collapsed: int | None
+
+
+_prepared: weakref.WeakKeyDictionary[VM, GuestSetup] = weakref.WeakKeyDictionary()
+_run_ids = itertools.count()
+
+
+def _read_text(agent: AgentClient, path: str) -> str | None:
+    """A small sysfs file's text; None if it does not exist (no such feature)."""
+    result = agent.read_file(path, 4096)
+    if not result.ok:
+        return None
+    return result.data.decode(errors="replace").strip()
+
+
+def _selected(text: str) -> str:
+    """``always [madvise] never`` -> ``madvise``; a plain value as it is."""
+    if "[" in text and "]" in text:
+        return text[text.index("[") + 1 : text.index("]")]
+    return text
+
+
+def prepare_guest(vm: VM) -> GuestSetup:
+    """Make the guest what the model assumes, once per VM; the setup found.
+
+    THP knobs as the model's facts say (ScenarioError-like one line if not),
+    khugepaged's scan interval set to a day.  A kernel without THP (no
+    ``enabled`` file) is accepted: scenarios that need THP do not run there.
+    """
+    known = _prepared.get(vm)
+    if known is not None:
+        return known
+    agent = vm.agent
+    enabled = _read_text(agent, f"{_THP}/enabled")
+    if enabled is None:
+        setup = GuestSetup(thp=False, pages_collapsed=None)
+    else:
+        for path, want in _THP_EXPECTED.items():
+            text = _read_text(agent, path)
+            if text is not None and _selected(text) != want:
+                raise GuestExecutorError(
+                    f"{path} is {text!r}; the model assumes {want!r} (sim/mm/facts.py)"
+                )
+        for knob in ("scan_sleep_millisecs", "alloc_sleep_millisecs"):
+            agent.write_file(f"{_THP}/khugepaged/{knob}", f"{KHUGEPAGED_SLEEP_MS}\n")
+        setup = GuestSetup(thp=True, pages_collapsed=_collapsed(agent))
+    _prepared[vm] = setup
+    return setup
+
+
+def _collapsed(agent: AgentClient) -> int | None:
+    text = _read_text(agent, _COLLAPSED)
+    return None if text is None else int(text)
+
+
+@dataclass
+class GuestRun:
+    """One scenario in ``vm``, in named processes of its own."""
+
+    scenario: Scenario
+    vm: VM
+    layout: Layout = field(init=False)
+    arch: Arch = field(init=False)
+    #: Scenario process name -> agent process name, pid.
+    names: dict[str, str] = field(init=False, default_factory=dict)
+    pids: dict[str, int] = field(init=False, default_factory=dict)
+    outcomes: list[StepOutcome] = field(init=False, default_factory=list)
+    checks: list[CheckObservation] = field(init=False, default_factory=list)
+    #: Agent requests made (for benchmarks).
+    reads: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.arch = self.vm.profile.arch
+        self.layout = plan_layout(self.scenario, self.arch)
+        self._prefix = f"r{next(_run_ids)}."
+
+    @property
+    def agent(self) -> AgentClient:
+        return self.vm.agent
+
+    def run(self) -> Observations:
+        """Every step in order; the run's processes are gone afterwards."""
+        setup = prepare_guest(self.vm)
+        try:
+            self._spawn("main")
+            for step in self.scenario.steps:
+                self.outcomes.append(self.step(step))
+        finally:
+            self._kill_all()
+        if setup.pages_collapsed is not None:
+            after = _collapsed(self.agent)
+            if after != setup.pages_collapsed:
+                raise GuestExecutorError(
+                    f"khugepaged collapsed pages during the run ({setup.pages_collapsed} -> "
+                    f"{after}); the model assumes it quiescent"
+                )
+        return Observations(
+            scenario=self.scenario.name,
+            arch=self.arch.name,
+            side="real",
+            outcomes=tuple(self.outcomes),
+            checks=tuple(self.checks),
+            stable_pfns=False,
+        )
+
+    # -- processes -------------------------------------------------------------
+
+    def _agent_name(self, proc: str) -> str:
+        """Short and unique per run: the agent limits names to 32 bytes."""
+        return f"{self._prefix}{self.scenario.procs.index(proc)}"
+
+    def _spawn(self, proc: str) -> None:
+        name = self._agent_name(proc)
+        self.pids[proc] = self.agent.fork(name)
+        self.names[proc] = name
+
+    def _kill_all(self) -> None:
+        """Kill and reap every process of this run that is still alive."""
+        try:
+            alive = self.agent.list_processes()
+        except VMError:
+            return  # the VM is gone; nothing left to reap
+        for name in alive:
+            if name.startswith(self._prefix):
+                self.agent.kill(name)
+        self.names.clear()
+
+    # -- steps -----------------------------------------------------------------
+
+    def step(self, step: AnyStep) -> StepOutcome:
+        """Apply one step; a system call that failed in the guest is its errno."""
+        try:
+            return self.apply(step)
+        except AgentOpError as e:
+            if e.status == "ERRNO" and e.errno:
+                return StepOutcome(step.index, "error", errno=e.errno)
+            raise GuestExecutorError(f"{self.scenario.path}: {step.label}: {e}") from e
+
+    def apply(self, step: AnyStep) -> StepOutcome:
+        ok = StepOutcome(step.index, "ok")
+        if isinstance(step, Check):
+            self.checks.append(self.check(step))
+            return ok
+        target = self.names[step.proc]
+        if isinstance(step, Mmap):
+            placement = self.layout[step.region]
+            file = step.kind == "file"
+            self.agent.mmap(
+                placement.vaddr,
+                placement.pages * self.arch.page_size,
+                kind=RegionKind.FILE if file else RegionKind.ANON,
+                shared=step.share == "shared",
+                prot=_PROTS[step.prot],
+                file_tag=self.layout.file_tag_base(step.region) if file else 0,
+                target=target,
+            )
+        elif isinstance(step, Touch):
+            return self.touch(step, target)
+        elif isinstance(step, Munmap):
+            span = self.layout.span(step)
+            self.agent.munmap(span.vaddr, span.pages * self.arch.page_size, target)
+        elif isinstance(step, Mprotect):
+            span = self.layout.span(step)
+            self.agent.mprotect(
+                span.vaddr, span.pages * self.arch.page_size, _PROTS[step.prot], target
+            )
+        elif isinstance(step, Madvise):
+            span = self.layout.span(step)
+            self.agent.madvise(
+                span.vaddr, span.pages * self.arch.page_size, _ADVICES[step.advice], target
+            )
+        elif isinstance(step, Fork):
+            self.fork(step, target)
+        elif isinstance(step, Exit):
+            result = self.agent.exit(target)
+            self.names.pop(step.proc)
+            if not result.exited or result.value != 0:
+                raise GuestExecutorError(
+                    f"{self.scenario.path}: {step.label}: {step.proc!r} ended "
+                    f"{result.how.name.lower()} {result.value}, not by exit(0)"
+                )
+        elif isinstance(step, ClearRefs):
+            self.agent.clear_refs(step.value, target)
+        else:  # pragma: no cover - every op is above
+            raise GuestExecutorError(f"{step.label}: the guest executor has no such op")
+        return ok
+
+    def touch(self, step: Touch, target: str) -> StepOutcome:
+        span = self.layout.span(step)
+        tag = self.layout.write_tag_base(step) if isinstance(step, Write) else 0
+        result = self.agent.touch(span.vaddr, span.pages, write=step.write, tag=tag,
+                                  target=target)
+        if result.faulted:
+            if result.signal != SIGSEGV:
+                raise GuestExecutorError(
+                    f"{self.scenario.path}: {step.label}: signal {result.signal} at "
+                    f"{result.fault_addr:#x}; a scenario can only expect SIGSEGV"
+                )
+            return StepOutcome(step.index, "segv", vaddr=result.fault_addr)
+        if result.done != span.pages:
+            raise GuestExecutorError(
+                f"{self.scenario.path}: {step.label}: touched {result.done} of {span.pages} "
+                "pages without a fault"
+            )
+        return StepOutcome(step.index, "ok")
+
+    def fork(self, step: Fork, target: str) -> None:
+        name = self._agent_name(step.child)
+        if step.uid is None:
+            self.pids[step.child] = self.agent.fork(name, target=target)
+        else:
+            fork: Callable[..., int] = self.agent.fork
+            if "uid" not in inspect.signature(fork).parameters:
+                raise GuestExecutorError(
+                    f"{self.scenario.path}: {step.label}: the agent's FORK cannot set a uid "
+                    "(needs setresuid + PR_SET_DUMPABLE in the child)"
+                )
+            self.pids[step.child] = fork(name, target=target, uid=step.uid)
+        self.names[step.child] = name
+
+    # -- checks ----------------------------------------------------------------
+
+    def check(self, step: Check) -> CheckObservation:
+        # The model samples with the per-CPU folio batches drained (sim/MODEL.md).
+        self.agent.settle(SettleFlags.DRAIN_LRU)
+        targets = [
+            (t.proc, t.region, self.pids[t.proc]) for t in self.scenario.targets[step.index]
+        ]
+        return observe_check(
+            step,
+            targets,
+            self.layout,
+            self.arch,
+            lambda reads: self.read(reads, step),
+            self.frame_tags,
+        )
+
+    def read(self, reads: Sequence[FileRead], step: Check) -> list[ReadResult]:
+        """Each read as one open + pread + close in the guest, as the reader uid.
+
+        The reads run in a CLONE_VM child of the agent's init, never in a
+        process of the scenario, so they change no observed page state.  An
+        unprivileged reader keeps gid 0, as the model's reader does
+        (``ProcFs.read()``: setresuid() from root, no capabilities, gid 0)
+        and as a scenario's ``fork`` with a uid leaves its child: the gid is
+        part of __ptrace_may_access() (kernel/ptrace.c), so it must match.
+        """
+        uid = None if step.reader_uid == 0 else step.reader_uid
+        gid = None if uid is None else 0
+        results = []
+        for r in reads:
+            got = self.agent.read_file(
+                r.path, r.count, offset=r.offset, uid=uid, gid=gid, loop=False
+            )
+            self.reads += 1
+            results.append(self._result(got, r, step))
+        return results
+
+    def _result(self, got: AgentRead, r: FileRead, step: Check) -> ReadResult:
+        if got.ok:
+            return ReadResult.ok(got.data)
+        if got.stage is ReadStage.CREDS or not got.errno:
+            raise GuestExecutorError(
+                f"{self.scenario.path}: {step.label}: reading {r.path} as uid "
+                f"{step.reader_uid}: {got.describe()}"
+            )
+        return ReadResult.failed(got.errno)
+
+    def frame_tags(self, pfns: Sequence[int]) -> list[int | None]:
+        """The u64 at the start of each frame in guest RAM (None: outside RAM)."""
+        ram = self.vm.ram
+        size = ram.size
+        tags: list[int | None] = []
+        for pfn in pfns:
+            offset = pfn << self.arch.page_shift
+            if offset + 8 > size:
+                tags.append(None)
+                continue
+            tags.append(parse_u64s(self.arch, ram.read(offset, 8))[0])
+        return tags
+
+
+def run_guest(scenario: Scenario, vm: VM) -> Observations:
+    """The kernel's observations of ``scenario`` in the running ``vm``."""
+    return GuestRun(scenario, vm).run()

@@ -1,0 +1,221 @@
+"""A VM's life: boot, power-off, failures, and nothing left behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness import reaper
+from harness.agent.protocol import CrashKind, Op
+from harness.errors import AgentTimeout, GuestPanic, QEMUDied, VMError
+from harness.vm import VM, ShutdownTimeouts, VMConfig, VMState
+
+pytestmark = pytest.mark.vm
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _process_gone(pid: int) -> bool:
+    """No such process, or only its zombie (dead, waiting for a reaper)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _wait_gone(pid: int, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _process_gone(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _our_leftovers(vm_name: str) -> list[Path]:
+    prefix = f"{reaper.TEMP_PREFIX}{os.getpid()}-{vm_name}-"
+    return [
+        entry
+        for parent in (Path(tempfile.gettempdir()), Path("/dev/shm"))
+        for entry in parent.iterdir()
+        if entry.name.startswith(prefix)
+    ]
+
+
+def _state(vm: VM) -> VMState:
+    """The state now (a call, so type narrowing does not outlive a transition)."""
+    return vm.state
+
+
+def _require_sysrq(vm: VM) -> None:
+    probe = vm.agent.read_file("/proc/sysrq-trigger", 1)
+    if probe.errno == errno.ENOENT:
+        pytest.skip("the kernel has no /proc/sysrq-trigger (CONFIG_MAGIC_SYSRQ unset)")
+
+
+def test_boot_ping_poweroff_leaves_nothing(fresh_vm: Callable[..., VM]) -> None:
+    vm = fresh_vm()
+    pid, paths = vm.pid, vm.paths
+    assert vm.state is VMState.RUNNING
+    assert vm.agent.ping().pid == 1
+    # The RAM file's name is gone as soon as QEMU mapped it; the bytes are not.
+    assert not paths.ram.exists()
+    assert vm.ram.size == vm.profile.memory_mib << 20
+    assert paths.workdir.is_dir()
+    assert vm.shutdown() == "poweroff"
+    assert _state(vm) is VMState.STOPPED
+    assert _process_gone(pid)
+    assert not paths.workdir.exists()
+    assert _our_leftovers(vm.name) == []
+    assert vm.shutdown() == "poweroff"  # a second call changes nothing
+
+
+def test_state_rules(vm_config: VMConfig) -> None:
+    vm = VM(vm_config, name="states")
+    assert vm.state is VMState.NEW
+    with pytest.raises(VMError, match="no agent"):
+        vm.agent.ping()
+    assert vm.shutdown() == "never-started"
+    with pytest.raises(VMError, match="launch"):
+        vm.launch()
+
+
+def test_command_line_is_printed_before_qemu_runs(vm_config: VMConfig) -> None:
+    printed: list[str] = []
+    config = dataclasses.replace(vm_config, echo=printed.append)
+    with VM(config, name="echo") as vm:
+        assert printed == [f"+ {vm.command_text}"]
+        assert vm.command_line[0] == vm.profile.qemu_binary
+
+
+def test_kernel_panic_is_detected(fresh_vm: Callable[..., VM]) -> None:
+    vm = fresh_vm()
+    _require_sysrq(vm)
+    pid = vm.pid
+    vm.agent.crash(CrashKind.PANIC)
+    with pytest.raises(GuestPanic) as caught:
+        vm.agent.ping()
+    assert "sysrq triggered crash" in str(caught.value)
+    assert vm.command_text in str(caught.value)
+    assert vm.state is VMState.FAILED
+    vm.shutdown()
+    assert _process_gone(pid)
+    assert _state(vm) is VMState.FAILED
+
+
+def test_init_dying_panics_the_guest(fresh_vm: Callable[..., VM]) -> None:
+    vm = fresh_vm()
+    vm.agent.crash(CrashKind.ABORT)
+    with pytest.raises(GuestPanic, match="Attempted to kill init"):
+        vm.agent.ping()
+
+
+def test_panic_during_boot_is_reported(fresh_vm: Callable[..., VM]) -> None:
+    vm = fresh_vm(launch=False, extra_cmdline=("rdinit=/nonexistent",))
+    with pytest.raises(GuestPanic, match="Kernel panic"):
+        vm.launch()
+    assert vm.state is VMState.FAILED
+    assert _process_gone(vm.pid)
+    assert _our_leftovers(vm.name) == []
+
+
+def test_qemu_death_is_reported(fresh_vm: Callable[..., VM]) -> None:
+    vm = fresh_vm()
+    os.kill(vm.pid, signal.SIGKILL)
+    with pytest.raises(QEMUDied) as caught:
+        vm.agent.ping()
+    assert vm.command_text in str(caught.value)
+    assert vm.state is VMState.FAILED
+    assert vm.shutdown() == "exited"
+
+
+def test_silent_agent_times_out_then_recovers(fresh_vm: Callable[..., VM]) -> None:
+    vm = fresh_vm()
+    vm.qmp_execute("stop")
+    with pytest.raises(AgentTimeout, match="no progress"):
+        vm.agent.request(Op.PING, timeout=1.0)
+    vm.qmp_execute("cont")
+    assert vm.agent.ping().pid == 1  # the late reply to the first ping is skipped
+
+
+def test_shutdown_falls_back_to_qmp_quit(vm_config: VMConfig) -> None:
+    timeouts = ShutdownTimeouts(poweroff=1.0, qmp_quit=10.0, sigterm=5.0, sigkill=5.0)
+    vm = VM(dataclasses.replace(vm_config, shutdown_timeouts=timeouts), name="quit")
+    vm.launch()
+    pid = vm.pid
+    vm.qmp_execute("stop")  # a paused guest cannot power itself off
+    assert vm.shutdown() == "qmp-quit"
+    assert _process_gone(pid)
+    assert _our_leftovers(vm.name) == []
+
+
+_ORPHAN_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from harness.arches import get_profile
+    from harness.image import BootImage
+    from harness.vm import VM, VMConfig
+
+    image = BootImage(Path(sys.argv[2]), Path(sys.argv[3]))
+    vm = VM(VMConfig(get_profile(sys.argv[1]), image, echo=lambda line: None), name="orphan")
+    vm.launch()
+    print(vm.pid, vm.paths.workdir, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def _start_harness_process(vm_config: VMConfig) -> tuple[subprocess.Popen[str], int, Path]:
+    """A separate Python that boots a VM and then idles; its QEMU pid and workdir."""
+    child = subprocess.Popen(
+        [
+            sys.executable, "-c", _ORPHAN_SCRIPT, vm_config.profile.name,
+            str(vm_config.image.kernel), str(vm_config.image.initramfs),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert child.stdout is not None
+    ready, _, _ = select.select([child.stdout], [], [], 180)
+    line = child.stdout.readline() if ready else ""
+    if not line:
+        child.kill()
+        child.wait()
+        pytest.fail("the harness process did not boot its VM within 180 s")
+    pid, workdir = line.split()
+    return child, int(pid), Path(workdir)
+
+
+def test_killed_harness_takes_its_qemu_along(vm_config: VMConfig) -> None:
+    """PR_SET_PDEATHSIG: SIGKILL of the harness ends QEMU; the next run sweeps its files."""
+    child, qemu_pid, workdir = _start_harness_process(vm_config)
+    child.kill()
+    child.wait()
+    assert _wait_gone(qemu_pid), f"QEMU {qemu_pid} outlived its harness"
+    assert workdir.exists()  # nobody could clean up after SIGKILL ...
+    reaper.sweep_stale((workdir.parent,))
+    assert not workdir.exists()  # ... until the next run swept it
+
+
+def test_terminated_harness_stops_its_qemu_and_cleans_up(vm_config: VMConfig) -> None:
+    child, qemu_pid, workdir = _start_harness_process(vm_config)
+    child.terminate()
+    assert child.wait(30) == -signal.SIGTERM
+    assert _wait_gone(qemu_pid)
+    assert not workdir.exists()
