@@ -13,6 +13,9 @@ import argparse
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from images.arches import IMAGE_ARCH_NAMES
 from images.builder import build_image, find_image

@@ -59,6 +59,8 @@ class ShutdownTimeouts:
     """Seconds each shutdown step may take before the next, harder one."""
 
     poweroff: float = 30.0
+    #: A panicked guest reboots, which ends QEMU (-no-reboot): wait for that.
+    after_panic: float = 5.0
     qmp_quit: float = 5.0
     sigterm: float = 5.0
     sigkill: float = 5.0
@@ -221,12 +223,14 @@ class VM:
     # -- watchdog (used by the agent client) ---------------------------------
 
     def error(self, kind: type[VMError], message: str) -> VMError:
-        kept = self._planned_kept_logs()
+        # Logs are kept for a VM that ends failed; an error while launching does.
+        failing = self._state in (VMState.FAILED, VMState.NEW)
+        kept = self._planned_kept_logs() if failing else None
         return kind(
             f"VM {self.name} ({self.profile.name}): {message}",
             command_line=self.command_text,
             console_tail=self.console_tail(),
-            qemu_output_tail=self._qemu_log.tail(15) if self._qemu_log else "",
+            qemu_output_tail=self._qemu_output(15),
             kept_logs=str(kept) if kept else "",
         )
 
@@ -241,7 +245,21 @@ class VM:
         code = self._popen.poll()
         if code is not None:
             self._state = VMState.FAILED
-            raise self.error(QEMUDied, f"QEMU exited with status {code}")
+            last = self._qemu_output(1)
+            raise self.error(
+                QEMUDied, f"QEMU exited with status {code}" + (f": {last}" if last else "")
+            )
+
+    def _qemu_output(self, lines: int) -> str:
+        """The tail of QEMU's own output (without the command line logged first)."""
+        if self._qemu_log is None:
+            return ""
+        output = [
+            line
+            for line in self._qemu_log.tail(lines + 1).splitlines()
+            if line.strip() and not line.startswith("+ ")
+        ]
+        return "\n".join(output[-lines:])
 
     def exited(self) -> bool:
         return self._popen is not None and self._popen.poll() is not None
@@ -427,6 +445,10 @@ class VM:
         assert popen is not None
         timeouts = self.config.shutdown_timeouts
         if popen.poll() is not None:
+            return "exited"
+        if self._panic_reason() is not None and _wait_exit(popen, timeouts.after_panic):
+            # panic=-1 reboots and -no-reboot ends QEMU: let the panic's
+            # report reach the console log first.
             return "exited"
         if graceful and self._agent is not None:
             with contextlib.suppress(VMError, AgentOpError):

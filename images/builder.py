@@ -116,7 +116,9 @@ def build_image(
         kernel_dir = cache.get_or_build(
             cache.kernel_area(arch.name),
             kkey,
-            lambda kstaging: _KernelBuild(arch, inputs, source, kkey, cache, jobs).run(kstaging),
+            lambda kstaging: _KernelBuild(
+                arch, inputs, source, kkey, cache, jobs, project.patch_dir
+            ).run(kstaging),
         )
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"image {key} of {arch.name}: kernel {kkey}\n", encoding="utf-8")
@@ -189,12 +191,14 @@ class _KernelBuild:
         key: str,
         cache: Cache,
         jobs: int | None,
+        patch_dir: Path,
     ) -> None:
         self.arch = arch
         self.inputs = inputs
         self.source = source
         self.key = key
         self.cache = cache
+        self.patch_dir = patch_dir
         self.jobs = jobs or _default_jobs()
         self.tree_dir = cache.tree_dir(arch.name)
         self.build_dir = self.tree_dir / "build"
@@ -234,11 +238,11 @@ class _KernelBuild:
             note(f"[{self.arch.name}] new source tree and build dir: {reason}")
             self.tree.reset(pristine, self.source.ident, self.build_dir)
         try:
-            changed = self.tree.sync(self.inputs.patches)
+            changed = self.tree.sync(self.inputs.patches, self.patch_dir)
         except CommandError as exc:
             note(f"[{self.arch.name}] reverting a patch failed ({exc.command}); starting afresh")
             self.tree.reset(pristine, self.source.ident, self.build_dir)
-            changed = self.tree.sync(self.inputs.patches)
+            changed = self.tree.sync(self.inputs.patches, self.patch_dir)
         if changed:
             note(f"[{self.arch.name}] applied {', '.join(changed)}")
 

@@ -37,7 +37,7 @@ from images.commands import note
 __all__ = ["COMPLETE_MARKER", "Cache", "default_cache_root"]
 
 #: Published outputs kept per arch (the newest); older ones are removed.
-KEEP_OUTPUTS = 4
+KEEP_OUTPUTS = 8
 
 #: The file a build writes last into its staging dir: an output is complete with it.
 COMPLETE_MARKER = "meta.json"

@@ -141,8 +141,13 @@ class PatchedTree:
         self.applied_dir.mkdir()
         TreeState(source=source_ident).save(self.state_path)
 
-    def sync(self, patches: Sequence[tuple[str, bytes]]) -> list[str]:
+    def sync(
+        self, patches: Sequence[tuple[str, bytes]], patch_dir: Path | None = None
+    ) -> list[str]:
         """Make the tree hold exactly ``patches``; returns the names (re)applied.
+
+        ``patch_dir``: where the patches come from, to name in a failure's
+        command line (the tree keeps its own copies, to revert them later).
 
         Raises :class:`PatchError` naming the patch and files that do not
         apply (the patches before it stay applied and recorded), and
@@ -187,7 +192,7 @@ class PatchedTree:
             for index, (name, digest, data) in enumerate(to_apply, start=keep):
                 copy = self._copy(index, name)
                 copy.write_bytes(data)
-                self._dry_run(name, copy)
+                self._dry_run(name, copy, patch_dir)
                 state.in_progress = True
                 state.save(self.state_path)
                 run([*_PATCH, "--forward", "-d", str(self.src), "-i", str(copy)], self.log)
@@ -199,7 +204,7 @@ class PatchedTree:
             self._restore_mtimes(before)
         return applied_now
 
-    def _dry_run(self, name: str, copy: Path) -> None:
+    def _dry_run(self, name: str, copy: Path, patch_dir: Path | None) -> None:
         argv = [*_PATCH, "--forward", "--dry-run", "-d", str(self.src), "-i", str(copy)]
         try:
             output = run_captured(argv)
@@ -209,8 +214,10 @@ class PatchedTree:
                 log.write(f"+ {exc.command}\n{exc.output}")
             problems = describe_patch_failure(exc.output) or [exc.tail.strip()]
             listing = "\n".join(f"  {problem}" for problem in problems)
+            origin = patch_dir / name if patch_dir is not None else copy
+            again = format_command([*argv[:-1], str(origin)])
             raise PatchError(
-                f"patch {name} does not apply:\n{listing}\n(checked with: {exc.command})"
+                f"patch {name} does not apply:\n{listing}\n(to see it again: {again})"
             ) from None
         with open(self.log, "a", encoding="utf-8") as log:
             log.write(f"+ {format_command(argv)}\n{output}")

@@ -12,6 +12,7 @@ from harness.errors import AgentOpError
 from harness.probes import kpageflags, pagemap
 from harness.process import NamedProcess
 from sim.flags import KPF
+from sim.formats import parse_pagemap_entries
 
 pytestmark = pytest.mark.vm
 
@@ -180,3 +181,24 @@ def test_settle_puts_new_pages_on_the_lru(guest: NamedProcess) -> None:
         assert entry.pfn is not None
         (flags,) = kpageflags(guest.agent, arch, entry.pfn, 1)
         assert flags & (1 << KPF.LRU), f"PFN {entry.pfn:#x} flags {flags:#x}"
+
+
+def test_fork_as_an_unprivileged_user(guest: NamedProcess) -> None:
+    agent, arch, ps = guest.agent, guest.vm.profile.arch, guest.page_size
+    agent.mmap(BASE, ps, target=guest.name)
+    agent.touch(BASE, 1, write=True, tag=7, target=guest.name)
+    user = f"{guest.name}u"
+    pid = agent.fork(user, target=guest.name, uid=1000)
+    status = agent.read_file("/proc/self/status", 4096, target=user).data.decode()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    assert fields["Uid"].split() == ["1000"] * 4
+    assert fields["Gid"].split() == ["0"] * 4
+    assert int(fields["CapEff"], 16) == 0
+    # Dumpable again: it reads its own pagemap, flags without the PFN.
+    own = agent.read_file(f"/proc/{pid}/pagemap", 8, offset=(BASE // ps) * 8, target=user)
+    assert own.ok, own.describe()
+    (entry,) = parse_pagemap_entries(arch, own.data)
+    assert entry.present and entry.pfn == 0
+    with pytest.raises(AgentOpError, match="Permission denied"):
+        agent.fork(f"{user}x", target=user)
+    assert set(agent.list_processes()) == {guest.name, user}

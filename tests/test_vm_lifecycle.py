@@ -152,7 +152,7 @@ def test_silent_agent_times_out_then_recovers(fresh_vm: Callable[..., VM]) -> No
 
 
 def test_shutdown_falls_back_to_qmp_quit(vm_config: VMConfig) -> None:
-    timeouts = ShutdownTimeouts(poweroff=1.0, qmp_quit=10.0, sigterm=5.0, sigkill=5.0)
+    timeouts = ShutdownTimeouts(poweroff=1.0, qmp_quit=10.0)
     vm = VM(dataclasses.replace(vm_config, shutdown_timeouts=timeouts), name="quit")
     vm.launch()
     pid = vm.pid
@@ -219,3 +219,20 @@ def test_terminated_harness_stops_its_qemu_and_cleans_up(vm_config: VMConfig) ->
     assert child.wait(30) == -signal.SIGTERM
     assert _wait_gone(qemu_pid)
     assert not workdir.exists()
+
+
+def test_qemu_refusing_to_start_is_reported_with_its_output(
+    vm_config: VMConfig, tmp_path: Path
+) -> None:
+    junk = tmp_path / "not-a-kernel"
+    junk.write_bytes(b"\x00" * 4096)
+    image = dataclasses.replace(vm_config.image, kernel=junk)
+    vm = VM(dataclasses.replace(vm_config, image=image), name="junk")
+    with pytest.raises(QEMUDied) as caught:
+        vm.launch()
+    report = str(caught.value)
+    assert "QEMU exited with status" in report
+    assert str(junk) in report  # in the command line, and in QEMU's complaint
+    assert "QEMU output (tail)" in report
+    assert vm.state is VMState.FAILED
+    assert _our_leftovers(vm.name) == []

@@ -359,8 +359,20 @@ class AgentClient:
         r.end()
         return TouchResult(done, signal, fault_addr, values)
 
-    def fork(self, name: str, target: str = INIT) -> int:
-        r = Reader(self.call(Op.FORK, target, Writer().str(name).bytes()), "fork")
+    def fork(
+        self, name: str, target: str = INIT, *, uid: int | None = None, gid: int | None = None
+    ) -> int:
+        """The target forks a child named ``name``; its pid.
+
+        With ``uid``/``gid`` the child takes them (real, effective, saved; no
+        supplementary groups, no capabilities once the uid is not 0) and stays
+        dumpable; unset ones stay as they were (root).  An unprivileged
+        process cannot fork named children of its own (it cannot reach init's
+        pipes).
+        """
+        args = Writer().str(name).u32(UID_KEEP if uid is None else uid)
+        args.u32(UID_KEEP if gid is None else gid)
+        r = Reader(self.call(Op.FORK, target, args.bytes()), "fork")
         pid = r.u32()
         r.end()
         return pid

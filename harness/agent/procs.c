@@ -190,6 +190,8 @@ static int decode_request(const struct frame *f, struct request *req, struct rep
 }
 
 static void serve_channel(struct channel ch) __attribute__((noreturn));
+struct identity;
+static void start_named(const struct identity *id, struct channel ch) __attribute__((noreturn));
 
 /* Open a descriptor of our parent (init) through /proc: a pipe end. */
 static int open_parent_fd(uint32_t fd, int flags, char *path, size_t pathlen)
@@ -198,18 +200,70 @@ static int open_parent_fd(uint32_t fd, int flags, char *path, size_t pathlen)
 	return open(path, flags | O_CLOEXEC);
 }
 
+/* Who a new named process is: its name and, unless UID_KEEP, its uid/gid. */
+struct identity {
+	char name[PROC_NAME_MAX + 1];
+	uint32_t uid;
+	uint32_t gid;
+};
+
+/*
+ * Become the given uid/gid (real, effective, saved), without supplementary
+ * groups.  Leaving uid 0 for good drops every capability
+ * (cap_emulate_setxuid() in security/commoncap.c).  A new euid makes the
+ * process non-dumpable (commit_creds() in kernel/cred.c), which hands its
+ * /proc/<pid> files to root: make it dumpable again so it can read them.
+ */
+static int take_identity(const struct identity *id)
+{
+	if (id->uid == UID_KEEP && id->gid == UID_KEEP)
+		return 0;
+	if (syscall(SYS_setgroups, 0, NULL) != 0)
+		return -1;
+	if (id->gid != UID_KEEP && syscall(SYS_setresgid, id->gid, id->gid, id->gid) != 0)
+		return -1;
+	if (id->uid != UID_KEEP && syscall(SYS_setresuid, id->uid, id->uid, id->uid) != 0)
+		return -1;
+	return prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+}
+
+/* A new named process: take the name and identity, tell init, serve. */
+static void start_named(const struct identity *id, struct channel ch)
+{
+	struct frame ready = { .seq = 0, .op = OP_FORK, .status = ST_OK };
+	char msg[160] = "";
+
+	prctl(PR_SET_NAME, id->name, 0, 0, 0);
+	if (take_identity(id) != 0) {
+		snprintf(msg, sizeof(msg), "fork: '%s' cannot become uid %d gid %d: %s", id->name,
+			 (int)id->uid, (int)id->gid, strerror(errno));
+		ready.status = ST_ERRNO;
+		ready.error = (uint32_t)errno;
+	}
+	buf_init(&ready.payload);
+	put_raw(&ready.payload, msg, strlen(msg));
+	frame_write(ch.out, RESPONSE_MAGIC, &ready);
+	if (ready.status != ST_OK)
+		_exit(1);
+	serve_channel(ch);
+}
+
 /* FORK in a named process.  Args (from init): str name, u32 fd of the new
- * process's request pipe (read end) and reply pipe (write end) in init. */
+ * process's request pipe (read end) and reply pipe (write end) in init,
+ * u32 uid, u32 gid. */
 static void child_fork(struct request *req, struct reply *rep, struct channel own)
 {
-	char name[PROC_NAME_MAX + 1], path[64];
+	struct identity id;
+	char path[64];
 	struct channel ch;
 	uint32_t in_fd, out_fd;
 	long pid;
 
-	get_cstr(&req->args, name, sizeof(name), 1);
+	get_cstr(&req->args, id.name, sizeof(id.name), 1);
 	in_fd = get_u32(&req->args);
 	out_fd = get_u32(&req->args);
+	id.uid = get_u32(&req->args);
+	id.gid = get_u32(&req->args);
 	if (!args_ok(req, rep))
 		return;
 	/* init is blocked on our reply, so its descriptors are there to open. */
@@ -225,8 +279,7 @@ static void child_fork(struct request *req, struct reply *rep, struct channel ow
 	pid = syscall(SYS_clone, (unsigned long)(CLONE_PARENT | SIGCHLD), 0, 0, 0, 0);
 	if (pid == 0) {
 		close_channel(&own);
-		prctl(PR_SET_NAME, name, 0, 0, 0);
-		serve_channel(ch);
+		start_named(&id, ch);
 	}
 	close_channel(&ch);
 	if (pid < 0)
@@ -290,16 +343,53 @@ static int make_channel(struct channel *parent_end, struct channel *child_end)
 	return 0;
 }
 
-/* FORK of init itself: a plain fork(). */
+/*
+ * After a fork: the new process's first word on its reply pipe says whether
+ * it took its identity.  0 if so; otherwise it is reaped and rep says why.
+ */
+static int await_ready(const struct channel *mine, pid_t pid, const char *name,
+		       struct reply *rep)
+{
+	struct pollfd pfd = { .fd = mine->in, .events = POLLIN };
+	struct frame ready;
+	char why[200] = "it closed its pipe", how[64];
+	int n, r = FRAME_EOF;
+
+	do
+		n = poll(&pfd, 1, CHILD_REPLY_TIMEOUT_MS);
+	while (n < 0 && errno == EINTR);
+	if (n > 0)
+		r = frame_read(mine->in, RESPONSE_MAGIC, &ready, why, sizeof(why));
+	if (r == FRAME_OK && ready.status == ST_OK) {
+		buf_free(&ready.payload);
+		return 0;
+	}
+	if (r == FRAME_OK) {
+		reply_fail(rep, ready.status, (int)ready.error, "%.*s", (int)ready.payload.len,
+			   (const char *)ready.payload.data);
+		buf_free(&ready.payload);
+		reap(pid, CHILD_EXIT_TIMEOUT_MS);
+		return -1;
+	}
+	kill(pid, SIGKILL);
+	describe_status(how, sizeof(how), reap(pid, CHILD_EXIT_TIMEOUT_MS));
+	reply_fail(rep, ST_NO_PROCESS, 0, "fork: '%s' (pid %d) did not start: %s, %s", name,
+		   (int)pid, why, how);
+	return -1;
+}
+
+/* FORK of init itself: a plain fork().  Args: str name, u32 uid, u32 gid. */
 static void init_fork(int port, struct request *req, struct reply *rep)
 {
-	char name[PROC_NAME_MAX + 1];
+	struct identity id;
 	struct channel mine, theirs;
 	pid_t pid;
 	int i;
 
-	get_cstr(&req->args, name, sizeof(name), 1);
-	if (!args_ok(req, rep) || check_new_name(rep, name) != 0)
+	get_cstr(&req->args, id.name, sizeof(id.name), 1);
+	id.uid = get_u32(&req->args);
+	id.gid = get_u32(&req->args);
+	if (!args_ok(req, rep) || check_new_name(rep, id.name) != 0)
 		return;
 	if (make_channel(&mine, &theirs) != 0) {
 		reply_fail(rep, ST_ERRNO, errno, "fork: pipe: %s", strerror(errno));
@@ -311,16 +401,16 @@ static void init_fork(int port, struct request *req, struct reply *rep)
 		for (i = 0; i < nprocs; i++)
 			close_channel(&procs[i].ch);
 		close_channel(&mine);
-		prctl(PR_SET_NAME, name, 0, 0, 0);
-		serve_channel(theirs);
+		start_named(&id, theirs);
 	}
 	close_channel(&theirs);
-	if (pid < 0) {
+	if (pid < 0)
 		reply_fail(rep, ST_ERRNO, errno, "fork: %s", strerror(errno));
+	if (pid < 0 || await_ready(&mine, pid, id.name, rep) != 0) {
 		close_channel(&mine);
 		return;
 	}
-	add_proc(name, pid, mine);
+	add_proc(id.name, pid, mine);
 	put_u32(&rep->payload, (uint32_t)pid);
 }
 
@@ -366,17 +456,20 @@ static void relay(struct frame *out, struct reply *rep)
 	buf_free(&out->payload);
 }
 
-/* FORK in a named process: init makes the pipes and says where they are. */
+/* FORK in a named process: init makes the pipes and says where they are.
+ * Args: str name, u32 uid, u32 gid. */
 static void fork_in_child(struct proc *p, struct request *req, struct reply *rep)
 {
-	char name[PROC_NAME_MAX + 1];
+	struct identity id;
 	struct channel mine, theirs;
 	struct frame request = { .seq = req->seq, .op = OP_FORK }, out;
 	struct reader r;
 	pid_t pid;
 
-	get_cstr(&req->args, name, sizeof(name), 1);
-	if (!args_ok(req, rep) || check_new_name(rep, name) != 0)
+	get_cstr(&req->args, id.name, sizeof(id.name), 1);
+	id.uid = get_u32(&req->args);
+	id.gid = get_u32(&req->args);
+	if (!args_ok(req, rep) || check_new_name(rep, id.name) != 0)
 		return;
 	if (make_channel(&mine, &theirs) != 0) {
 		reply_fail(rep, ST_ERRNO, errno, "fork: pipe: %s", strerror(errno));
@@ -384,22 +477,34 @@ static void fork_in_child(struct proc *p, struct request *req, struct reply *rep
 	}
 	buf_init(&request.payload);
 	put_str(&request.payload, p->name);
-	put_str(&request.payload, name);
+	put_str(&request.payload, id.name);
 	put_u32(&request.payload, (uint32_t)theirs.in);
 	put_u32(&request.payload, (uint32_t)theirs.out);
+	put_u32(&request.payload, id.uid);
+	put_u32(&request.payload, id.gid);
 	if (ask_child(p, &request, &out, rep) != 0) {
 		close_channel(&mine);
-	} else {
-		r = (struct reader){ .p = out.payload.data, .left = out.payload.len };
-		pid = (pid_t)get_u32(&r);
-		if (out.status == ST_OK)
-			add_proc(name, pid, mine);
-		else
-			close_channel(&mine);
-		relay(&out, rep);
+		close_channel(&theirs);
+		buf_free(&request.payload);
+		return;
 	}
+	/* The new process has opened its ends (before the fork was answered). */
 	close_channel(&theirs);
 	buf_free(&request.payload);
+	r = (struct reader){ .p = out.payload.data, .left = out.payload.len };
+	pid = (pid_t)get_u32(&r);
+	if (out.status != ST_OK) {
+		relay(&out, rep);
+		close_channel(&mine);
+		return;
+	}
+	buf_free(&out.payload);
+	if (await_ready(&mine, pid, id.name, rep) != 0) {
+		close_channel(&mine);
+		return;
+	}
+	add_proc(id.name, pid, mine);
+	put_u32(&rep->payload, (uint32_t)pid);
 }
 
 /* EXIT: the process acknowledges and exits; init reaps it and reports. */

@@ -102,7 +102,8 @@ class Op(IntEnum):
     guest byte order) at the start of page k, a read returns the u64 there.  A fault
     stops the touch and is reported (signal, address), not fatal."""
     FORK = 8
-    """str name -> u32 pid.  The target forks; the new process is named and served."""
+    """str name, u32 uid, u32 gid -> u32 pid.  The target forks; the new process takes
+    the uid and gid (UID_KEEP: unchanged), is named and served."""
     EXIT = 9
     """u32 code -> u32 pid, u8 how, u32 value.  The target exits; init reaps it."""
     KILL = 10

@@ -48,12 +48,13 @@ def test_broken_patch_names_patch_and_files(tree: PatchedTree) -> None:
         _diff("b.c", "zwei", "TWO") + _diff("missing.c", "two", "TWO"),
     )
     with pytest.raises(PatchError) as info:
-        tree.sync([good, broken])
+        tree.sync([good, broken], patch_dir=Path("/project/linux-patch"))
     message = str(info.value)
     assert message.startswith("patch 0002-broken.patch does not apply:")
     assert "b.c: Hunk #1 FAILED at 1" in message
     assert "missing.c: file not found" in message
-    assert "patch -p1" in message  # the command, to reproduce
+    # The command to reproduce, on the project's copy of the patch.
+    assert "patch -p1" in message and "-i /project/linux-patch/0002-broken.patch" in message
     # The good patch stays applied and recorded; the broken one left nothing behind.
     assert (tree.src / "a.c").read_text() == "one\nTWO\nthree\n"
     assert (tree.src / "b.c").read_text() == "one\ntwo\nthree\n"

@@ -13,6 +13,7 @@ from sim.mm.shmem import ShmemFile
 __all__ = [
     "ALL_CAPS",
     "PINNED",
+    "UNPATCHED_6_12",
     "Credentials",
     "FrameState",
     "KernelFacts",
