@@ -22,8 +22,10 @@ architecture without THP (:meth:`Scenario.unsupported_reason`).
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,9 @@ __all__ = [
     "CLEAR_REFS_VALUES",
     "KINDS",
     "LAYOUT_SPAN",
+    "MAX_OBSERVATIONS",
     "MAX_PAGES",
+    "MAX_PROCS",
     "MAX_REGIONS",
     "MAX_STEPS",
     "PROTS",
@@ -91,11 +95,20 @@ CLEAR_REFS_VALUES = (1, 2, 3, 4, 5)
 MAX_STEPS = 1 << 16
 MAX_REGIONS = 1 << 8
 MAX_PAGES = 1 << 24
+#: Processes alive at once, ``main`` included: the guest agent's table of
+#: named processes (MAX_PROCS in harness/agent/procs.c).
+MAX_PROCS = 64
+#: (check, process, region) observations of a whole scenario: each is a
+#: pagemap read in the guest, and the loader keeps their list.
+MAX_OBSERVATIONS = 1 << 16
 #: Every region of a scenario lies in [layout_base, layout_base + LAYOUT_SPAN).
 LAYOUT_SPAN = 1 << 30
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,31}\Z")
 _SCENARIO_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
+#: Bound on the numbers of a page count (far above MAX_PAGES): keeps every
+#: count and its resolved value short enough to print.
+_COUNT_LIMIT = 1 << 32
 _THP_COUNT = re.compile(r"\s*(?:(\d+)\s*\*\s*)?thp\s*(?:([+-])\s*(\d+))?\s*\Z")
 #: Keys a file may carry for its readers; executors ignore them.
 _NOTE_KEYS = frozenset({"description"})
@@ -149,14 +162,17 @@ class PageCount:
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ValueError(f"{value!r} is not a page number (an integer or 'K*thp+N')")
         if isinstance(value, int):
-            return cls(pages=value)
-        match = _THP_COUNT.match(value)
-        if match is None:
-            raise ValueError(f"{value!r} is not a page number (an integer or 'K*thp+N')")
-        thps = int(match.group(1) or 1)
-        pages = int(match.group(3) or 0)
-        if match.group(2) == "-":
-            pages = -pages
+            pages, thps = value, 0
+        else:
+            match = _THP_COUNT.match(value)
+            if match is None:
+                raise ValueError(f"{value!r} is not a page number (an integer or 'K*thp+N')")
+            thps = int(match.group(1) or 1)
+            pages = int(match.group(3) or 0)
+            if match.group(2) == "-":
+                pages = -pages
+        if abs(pages) > _COUNT_LIMIT or thps > _COUNT_LIMIT:
+            raise ValueError(f"{value!r} is out of range (numbers up to 2**32)")
         return cls(pages=pages, thps=thps)
 
 
@@ -480,7 +496,9 @@ def _parse_step(index: int, obj: Mapping[str, Any]) -> AnyStep:
         return Exit(index, proc=proc)
     if op == "clear_refs":
         value = _get(obj, "value")
-        if value not in CLEAR_REFS_VALUES or isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, int) or value not in (
+            CLEAR_REFS_VALUES
+        ):
             raise _StepError(
                 f"value {value!r} is not one of {', '.join(map(str, CLEAR_REFS_VALUES))}"
             )
@@ -517,7 +535,7 @@ def parse_scenario(data: object, path: str = "<scenario>") -> Scenario:
         if not isinstance(obj, dict):
             raise ScenarioError(f"{path}: step {index}: not an object with an 'op'")
         op = obj.get("op")
-        if op not in _STEP_KEYS:
+        if not isinstance(op, str) or op not in _STEP_KEYS:
             raise ScenarioError(
                 f"{path}: step {index} ({op}): unknown op {op!r} "
                 f"(known: {', '.join(_STEP_KEYS)})"
@@ -557,6 +575,13 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(
             f"{text_path}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
         ) from None
+    except RecursionError:
+        raise ScenarioError(f"{text_path}: not usable JSON: nested too deeply") from None
+    except ValueError:  # an integer beyond Python's int-from-text limit
+        raise ScenarioError(
+            f"{text_path}: not usable JSON: a number has more than "
+            f"{sys.get_int_max_str_digits()} digits"
+        ) from None
     return parse_scenario(data, text_path)
 
 
@@ -576,6 +601,7 @@ def _validate_flow(steps: list[AnyStep], path: str) -> dict[int, tuple[Target, .
     exited: dict[str, int] = {}
     region_owner: dict[str, str] = {}
     targets: dict[int, tuple[Target, ...]] = {}
+    observations = 0
 
     def fail(step: AnyStep, message: str) -> ScenarioError:
         return ScenarioError(f"{path}: {step.label}: {message}")
@@ -591,6 +617,13 @@ def _validate_flow(steps: list[AnyStep], path: str) -> dict[int, tuple[Target, .
             if step.proc is not None:
                 need_proc(step, step.proc)
             procs = [p for p in created if p in alive and step.proc in (None, p)]
+            observations += sum(len(alive[proc]) for proc in procs)
+            if observations > MAX_OBSERVATIONS:
+                raise fail(
+                    step,
+                    f"the checks so far observe more than {MAX_OBSERVATIONS} "
+                    "(process, region) pairs",
+                )
             targets[step.index] = tuple(
                 Target(proc, region) for proc in procs for region in alive[proc]
             )
@@ -618,12 +651,55 @@ def _validate_flow(steps: list[AnyStep], path: str) -> dict[int, tuple[Target, .
         elif isinstance(step, Fork):
             if step.child in created:
                 raise fail(step, f"process name {step.child!r} is already used")
+            if len(alive) >= MAX_PROCS:
+                raise fail(step, f"more than {MAX_PROCS} processes alive at once")
             alive[step.child] = list(alive[step.proc])
             created.append(step.child)
         elif isinstance(step, Exit):
             del alive[step.proc]
             exited[step.proc] = step.index
     return targets
+
+
+class _PageRuns:
+    """Which pages of one region one process has mapped, as runs.
+
+    ``runs`` are ``(start, end, unmapped_by)`` covering ``[0, pages)`` in
+    order; ``unmapped_by`` is None for mapped pages, else the munmap step that
+    removed them.  Runs make every query and update cost the number of runs
+    it touches, not the number of pages (regions hold up to MAX_PAGES).
+    """
+
+    def __init__(self, runs: list[tuple[int, int, int | None]]) -> None:
+        self.runs = runs
+        self.starts = [run[0] for run in runs]
+
+    @classmethod
+    def mapped(cls, pages: int) -> _PageRuns:
+        return cls([(0, pages, None)])
+
+    def copy(self) -> _PageRuns:
+        return _PageRuns(list(self.runs))
+
+    def first_hole(self, first: int, end: int) -> tuple[int, int] | None:
+        """(page, unmapped_by) of the first unmapped page in [first, end); None if all mapped."""
+        i = bisect.bisect_right(self.starts, first) - 1
+        # Mapped runs are never adjacent (they only split), so this loop
+        # meets a hole within two runs or leaves the range.
+        while i < len(self.runs) and self.runs[i][0] < end:
+            start, _, by = self.runs[i]
+            if by is not None:
+                return max(start, first), by
+            i += 1
+        return None
+
+    def unmap(self, first: int, end: int, by: int) -> None:
+        """Mark [first, end) unmapped by step ``by``; the range is mapped (first_hole None)."""
+        i = bisect.bisect_right(self.starts, first) - 1
+        start, stop, _ = self.runs[i]
+        pieces = [(start, first, None), (first, end, by), (end, stop, None)]
+        self.runs[i : i + 1] = [run for run in pieces if run[0] < run[1]]
+        self.starts[i : i + 1] = [run[0] for run in pieces if run[0] < run[1]]
 
 
 def _validate_ranges(scenario: Scenario, arch: Arch) -> None:
@@ -634,17 +710,19 @@ def _validate_ranges(scenario: Scenario, arch: Arch) -> None:
         where = f" on {arch.name}" if any(c.symbolic for c in _counts(step)) else ""
         return ScenarioError(f"{path}: {step.label}: {message}{where}")
 
+    layout = plan_layout(scenario, arch)
+    limit = min(layout_base(arch) + LAYOUT_SPAN, arch.task_size)
     sizes: dict[str, int] = {}
-    # Mapped pages per process and region, and the step that unmapped a page.
-    mapped: dict[str, dict[str, set[int]]] = {"main": {}}
-    unmapped_by: dict[tuple[str, str, int], int] = {}
+    # Mapped pages per process and region (and the step that unmapped a page).
+    mapped: dict[str, dict[str, _PageRuns]] = {"main": {}}
     for step in scenario.steps:
         if isinstance(step, Mmap):
             n = step.pages.resolve(arch)
             if not 1 <= n <= MAX_PAGES:
                 raise fail(step, f"pages {step.pages} = {n}; a region has 1..{MAX_PAGES} pages")
+            _check_fits(scenario, arch, layout[step.region], limit)
             sizes[step.region] = n
-            mapped[step.proc][step.region] = set(range(n))
+            mapped[step.proc][step.region] = _PageRuns.mapped(n)
         elif isinstance(step, RangeStep):
             first, end = step.first.resolve(arch), step.end.resolve(arch)
             n = sizes[step.region]
@@ -657,27 +735,19 @@ def _validate_ranges(scenario: Scenario, arch: Arch) -> None:
                     f"{shown} is not a non-empty range inside region "
                     f"{step.region!r} of {n} pages",
                 )
-            pages = mapped[step.proc][step.region]
-            missing = [p for p in range(first, end) if p not in pages]
-            if missing:
-                page = missing[0]
-                by = unmapped_by.get((step.proc, step.region, page))
-                why = f" (unmapped at step {by})" if by is not None else ""
+            runs = mapped[step.proc][step.region]
+            hole = runs.first_hole(first, end)
+            if hole is not None:
+                page, by = hole
                 raise fail(
                     step,
                     f"{shown}: page {page} of region {step.region!r} is not mapped "
-                    f"in {step.proc!r}{why}",
+                    f"in {step.proc!r} (unmapped at step {by})",
                 )
             if isinstance(step, Munmap):
-                pages.difference_update(range(first, end))
-                for page in range(first, end):
-                    unmapped_by[(step.proc, step.region, page)] = step.index
+                runs.unmap(first, end, step.index)
         elif isinstance(step, Fork):
-            mapped[step.child] = {r: set(p) for r, p in mapped[step.proc].items()}
-            for (proc, region, page), by in list(unmapped_by.items()):
-                if proc == step.proc:
-                    unmapped_by[(step.child, region, page)] = by
-    _check_layout_fits(scenario, arch)
+            mapped[step.child] = {r: runs.copy() for r, runs in mapped[step.proc].items()}
 
 
 # ---------------------------------------------------------------------------
@@ -821,16 +891,15 @@ def plan_layout(scenario: Scenario, arch: Arch) -> Layout:
     return Layout(scenario, arch, placements)
 
 
-def _check_layout_fits(scenario: Scenario, arch: Arch) -> None:
-    layout = plan_layout(scenario, arch)
-    limit = min(layout_base(arch) + LAYOUT_SPAN, arch.task_size)
-    for placement in layout.values():
-        if placement.end > limit:
-            raise ScenarioError(
-                f"{scenario.path}: {placement.mmap.label}: region {placement.region!r} "
-                f"ends at {placement.end:#x}, beyond the layout limit {limit:#x} on {arch.name} "
-                f"(all regions together must fit in {LAYOUT_SPAN >> 20} MiB)"
-            )
+def _check_fits(scenario: Scenario, arch: Arch, placement: Placement, limit: int) -> None:
+    """ScenarioError unless ``placement`` ends below ``limit`` (checked at its mmap,
+    before anything is built for the region's pages)."""
+    if placement.end > limit:
+        raise ScenarioError(
+            f"{scenario.path}: {placement.mmap.label}: region {placement.region!r} "
+            f"ends at {placement.end:#x}, beyond the layout limit {limit:#x} on {arch.name} "
+            f"(all regions together must fit in {LAYOUT_SPAN >> 20} MiB)"
+        )
 
 
 # ---------------------------------------------------------------------------

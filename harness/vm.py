@@ -20,6 +20,7 @@ import re
 import secrets
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -130,6 +131,17 @@ def _hard_stop(popen: subprocess.Popen[bytes], workdir: Path, ram: Path) -> None
     shutil.rmtree(workdir, ignore_errors=True)
     with contextlib.suppress(OSError):
         ram.unlink()
+
+
+def _exit_text(code: int) -> str:
+    """How QEMU ended, from its wait status (negative: the signal that killed it)."""
+    if code >= 0:
+        return f"QEMU exited with status {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = "an unknown signal"
+    return f"QEMU was killed by signal {-code} ({name})"
 
 
 def _wait_exit(popen: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -246,9 +258,7 @@ class VM:
         if code is not None:
             self._state = VMState.FAILED
             last = self._qemu_output(1)
-            raise self.error(
-                QEMUDied, f"QEMU exited with status {code}" + (f": {last}" if last else "")
-            )
+            raise self.error(QEMUDied, _exit_text(code) + (f": {last}" if last else ""))
 
     def _qemu_output(self, lines: int) -> str:
         """The tail of QEMU's own output (without the command line logged first)."""
@@ -450,15 +460,20 @@ class VM:
             # panic=-1 reboots and -no-reboot ends QEMU: let the panic's
             # report reach the console log first.
             return "exited"
-        if graceful and self._agent is not None:
+        # Each step has one deadline for asking and for QEMU to exit, so a
+        # guest that ignores the request costs the step's bound, not twice it.
+        # An agent whose last request timed out is not asked at all.
+        if graceful and self._agent is not None and not self._agent.stalled:
+            deadline = time.monotonic() + timeouts.poweroff
             with contextlib.suppress(VMError, AgentOpError):
                 self._agent.poweroff(timeout=timeouts.poweroff)
-            if _wait_exit(popen, timeouts.poweroff):
+            if _wait_exit(popen, max(deadline - time.monotonic(), 0.0)):
                 return "poweroff"
         if self._qmp is not None:
+            deadline = time.monotonic() + timeouts.qmp_quit
             with contextlib.suppress(QMPSessionError):
                 self._qmp.execute("quit", timeout=timeouts.qmp_quit)
-            if _wait_exit(popen, timeouts.qmp_quit):
+            if _wait_exit(popen, max(deadline - time.monotonic(), 0.0)):
                 return "qmp-quit"
         popen.terminate()
         if _wait_exit(popen, timeouts.sigterm):

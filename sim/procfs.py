@@ -482,18 +482,23 @@ def kpage_read(machine: Machine, kind: FileKind, ppos: int, count: int) -> tuple
     Position and count must be multiples of the entry size (8, or KPMSIZE =
     2 * sizeof(long) for kpagemap), else -EINVAL; the file ends after
     get_max_dump_pfn() entries (kpagemap: one more, for the header slot).
+    kpageflags_read()/kpagecount_read() copy the position to ``unsigned long
+    src`` (on i386 a position 4 GiB further reads the same entries); the
+    patch's kpagemap_read() compares the loff_t ``*ppos`` with its loff_t end
+    and converts only below the end, so there a position past 4 GiB is past
+    the end.
     """
     arch = machine.arch
     mem = machine.mem
     ulong = (1 << (8 * arch.word_size)) - 1
     entry = arch.kpagemap_entry_size if kind == "kpagemap" else 8
     slots = mem.max_dump_pfn + (1 if kind == "kpagemap" else 0)
-    src = ppos & ulong  # unsigned long src = *ppos
+    src = ppos if kind == "kpagemap" else ppos & ulong
     if src % entry or count % entry:
         raise ProcReadError(
             errno.EINVAL, f"position {ppos} or count {count} is not a multiple of {entry}"
         )
-    limit = (slots * entry) & ulong
+    limit = slots * entry if kind == "kpagemap" else (slots * entry) & ulong
     if src >= limit:
         return b"", ppos
     count = min(count, limit - src)

@@ -2,8 +2,9 @@
 
 ``--arch`` picks the architecture (x86_64, ppc64, ppc64-4k).  Each pytest
 process (each pytest-xdist worker) boots one shared VM lazily and reuses it;
-if a test leaves it dead (panic, QEMU gone), the next test gets a new one.  A
-test that needs a guest of its own uses ``fresh_vm``.  Tests that use the
+if a test leaves it dead (panic, QEMU gone) or deaf (its agent does not
+answer a ping), the next test gets a new one.  A test that needs a guest of
+its own uses ``fresh_vm``.  Tests that use the
 shared VM do their work in a named process of their own (``guest``), which
 is killed afterwards, so they do not see each other's mappings.
 """
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.agent.protocol import Op
 from harness.arches import PROFILE_NAMES, ArchProfile, get_profile
+from harness.errors import VMError
 from harness.image import BootImage, ImageUnavailable, find_image
 from harness.process import NamedProcess
 from harness.vm import VM, VMConfig, VMState
@@ -65,8 +68,23 @@ def vm_config(pytestconfig: pytest.Config, profile: ArchProfile, boot_image: Boo
     return VMConfig(profile, boot_image, keep_logs_dir=pytestconfig.getoption("--keep-vm-logs"))
 
 
+#: How long the shared VM's agent may take to answer the ping before a test.
+_HEALTH_PING_S = 10.0
+
+
+def _answers(vm: VM) -> bool:
+    """Running, and its agent answers a ping (a test may have left it hung)."""
+    if vm.state is not VMState.RUNNING or vm.agent.stalled:
+        return False
+    try:
+        vm.agent.request(Op.PING, timeout=_HEALTH_PING_S)
+    except VMError:
+        return False
+    return vm.state is VMState.RUNNING and not vm.agent.stalled
+
+
 class SharedVM:
-    """The worker's VM: booted on first use, replaced if a test killed it."""
+    """The worker's VM: booted on first use, replaced if a test killed or hung it."""
 
     def __init__(self, config: VMConfig) -> None:
         self._config = config
@@ -74,7 +92,7 @@ class SharedVM:
         self._boots = itertools.count()
 
     def get(self) -> VM:
-        if self._vm is not None and self._vm.state is not VMState.RUNNING:
+        if self._vm is not None and not _answers(self._vm):
             self._vm.shutdown()
             self._vm = None
         if self._vm is None:

@@ -177,6 +177,9 @@ class AgentClient:
         self._seq = 0
         self._pending = b""
         self._closed = False
+        #: The last wait for the agent timed out and no frame came since: it
+        #: may be hung, so shutdown does not wait for it to power off.
+        self.stalled = False
 
     # -- transport -----------------------------------------------------------
 
@@ -208,6 +211,7 @@ class AgentClient:
             self._watchdog.check()
             left = deadline - time.monotonic()
             if left <= 0:
+                self.stalled = True
                 raise self._watchdog.error(AgentTimeout, f"agent: no progress {what}")
             rlist, wlist = ([], [self._sock]) if write else ([self._sock], [])
             ready = select.select(rlist, wlist, [], min(left, _SLICE_S))
@@ -259,6 +263,7 @@ class AgentClient:
             check_payload(header, payload)
         except ProtocolError as e:
             raise self._watchdog.error(AgentProtocolError, f"bad reply from the agent: {e}") from e
+        self.stalled = False
         try:
             status = Status(header.status)
         except ValueError:
@@ -456,11 +461,12 @@ class AgentClient:
             pass  # the guest went away before the reply got out: what was asked
 
     def crash(self, kind: CrashKind, target: str = INIT) -> Reply | None:
-        """Make the target (or, for PANIC, the kernel) crash.
+        """Make the target (or, for PANIC, the kernel) crash, or (HANG) go silent.
 
         init crashing takes the guest with it, so nothing answers: the request
-        is only sent.  A named process is init's child: init answers for it
-        (NO_PROCESS, with how it died), and that reply is returned.
+        is only sent; so it is for HANG, which answers nothing, ever.  A named
+        process is init's child: init answers for it (NO_PROCESS, with how it
+        died), and that reply is returned.
         """
         args = Writer().u8(kind).bytes()
         if target != INIT and kind is CrashKind.ABORT:

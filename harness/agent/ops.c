@@ -421,8 +421,12 @@ void op_settle(struct request *req, struct reply *rep)
 		reply_fail(rep, ST_ERRNO, errno, "settle: drain: %s", strerror(errno));
 }
 
-/* args: u8 kind.  PANIC: sysrq 'c'; ABORT: abort() this process.  No reply
- * on success: the process (or the kernel) is gone. */
+/*
+ * args: u8 kind.  PANIC: sysrq 'c'; ABORT: abort() this process; HANG: stop
+ * serving for good (every signal that can be blocked is, then pause() until
+ * the guest ends): the kernel runs on, the channel stays open, nobody answers.
+ * No reply on success: the process (or the kernel) is gone or silent.
+ */
 void op_crash(struct request *req, struct reply *rep)
 {
 	uint8_t kind = get_u8(&req->args);
@@ -437,6 +441,14 @@ void op_crash(struct request *req, struct reply *rep)
 	}
 	if (kind == CRASH_ABORT)
 		abort();
+	if (kind == CRASH_HANG) {
+		sigset_t all;
+
+		sigfillset(&all);
+		sigprocmask(SIG_BLOCK, &all, NULL);
+		for (;;)
+			pause();
+	}
 	reply_fail(rep, ST_BAD_REQUEST, 0, "crash: unknown kind %u", kind);
 }
 

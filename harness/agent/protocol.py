@@ -171,6 +171,7 @@ class SettleFlags(IntFlag):
 class CrashKind(IntEnum):
     PANIC = 1  # echo c > /proc/sysrq-trigger
     ABORT = 2  # abort() in the target process
+    HANG = 3  # the target stops serving for good (signals blocked, pause())
 
 
 class Whence(IntEnum):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import BinaryIO, NoReturn
 
 from sim.arch import ARCH_NAMES, UnknownArchError, get_arch, host_arch
-from sim.cli.decoder import KINDS, InputError, decode
+from sim.cli.decoder import KINDS, MAX_OFFSET, InputError, decode
 from sim.formats import ByteLayout, FormatError
 
 __all__ = ["EXIT_BROKEN_PIPE", "EXIT_ERROR", "main"]
@@ -35,12 +35,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _offset(text: str) -> int:
+    shown = text if len(text) <= 40 else f"{text[:40]}..."
     try:
         value = int(text, 0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bad offset {text!r}: not an integer") from None
+        raise argparse.ArgumentTypeError(f"bad offset {shown!r}: not an integer") from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"bad offset {text!r}: negative")
+        raise argparse.ArgumentTypeError(f"bad offset {shown!r}: negative")
+    if value > MAX_OFFSET:
+        raise argparse.ArgumentTypeError(
+            f"bad offset {shown!r}: beyond the largest file offset {MAX_OFFSET:#x}"
+        )
     return value
 
 

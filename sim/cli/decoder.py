@@ -32,10 +32,23 @@ from sim.formats import (
     PagemapV1Header,
 )
 
-__all__ = ["CHUNK_BYTES", "KINDS", "DecodeKind", "InputError", "decode", "read_chunks"]
+__all__ = [
+    "CHUNK_BYTES",
+    "KINDS",
+    "MAX_OFFSET",
+    "DecodeKind",
+    "InputError",
+    "decode",
+    "read_chunks",
+]
 
 #: Bytes read per chunk (rounded down to whole entries).
 CHUNK_BYTES = 1 << 20
+#: The largest file offset: loff_t is a signed 64-bit integer
+#: (__kernel_loff_t in include/uapi/asm-generic/posix_types.h).  Beyond it an
+#: offset names no place in any file (and a huge one would print as numbers
+#: too long for Python's int-to-text limit).
+MAX_OFFSET = (1 << 63) - 1
 
 _JSON_BOOL = ("false", "true")
 
@@ -97,7 +110,9 @@ def read_chunks(
 _BIT_NAMES = tuple(kpf_names(1 << bit)[0] for bit in range(64))
 
 
-@functools.lru_cache(maxsize=1 << 16)
+# 4096 values: real files repeat a few values millions of times, while random
+# input would fill a larger cache with long strings (65536 held ~80 MB).
+@functools.lru_cache(maxsize=1 << 12)
 def flag_names(raw: int) -> tuple[str, str]:
     """(table text, JSON list) of the KPF names set in ``raw``, low bit first.
 
@@ -499,8 +514,8 @@ def decode(
     if kind not in KINDS:
         raise FormatError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
     decoder = KINDS[kind]
-    if offset < 0:
-        raise FormatError(f"bad offset {offset}: offsets are non-negative")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise FormatError(f"bad offset {offset:#x}: offsets are 0..{MAX_OFFSET:#x} (loff_t)")
     pieces = (
         decoder.json_entries(stream, arch, offset)
         if as_json

@@ -387,6 +387,23 @@ def test_kpagemap_i386_flags_are_one_word() -> None:
     assert count == 1
 
 
+def test_kpage_i386_positions_past_4g() -> None:
+    """kpageflags_read(): ``unsigned long src = *ppos`` keeps the low 32 bits on i386,
+    so 4 GiB further reads the same entries; the patch's kpagemap_read() compares the
+    loff_t position with its loff_t end first, so 4 GiB further is past the end."""
+    m = small_machine(I386)
+    four_g = 1 << 32
+    f = open_proc(m, "/proc/kpageflags")
+    f.lseek(four_g + 16)
+    assert f.read(16) == read(m, "/proc/kpageflags", 16, 16)
+    assert f.pos == four_g + 32
+    g = open_proc(m, "/proc/kpagemap")
+    g.lseek(four_g + 16)
+    assert g.read(16) == b""
+    assert g.pos == four_g + 16
+    assert read(m, "/proc/kpagemap", four_g, 8) == b""
+
+
 @pytest.mark.parametrize("arch", ARCHES, ids=ARCH_NAMES)
 def test_free_frames_read_buddy(arch: Arch) -> None:
     """A free frame: PageBuddy() or page_count() 0 with is_free_buddy_page() -> KPF_BUDDY
