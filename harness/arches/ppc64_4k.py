@@ -1,25 +1,9 @@
-"""ppc64 big-endian, 4K pages: pseries with the QEMU-provided firmware (VOF)."""
+"""ppc64 big-endian, 4K pages: the same pseries machine as ``ppc64``, another kernel."""
 
-from harness.arches import ArchProfile
+from dataclasses import replace
 
-PROFILE = ArchProfile(
-    name="ppc64-4k",
-    qemu_binary="qemu-system-ppc64",
-    machine="pseries",
-    # x-vof: QEMU's Virtual Open Firmware instead of SLOF (boots ~5 s faster).
-    # The caps are the Spectre mitigations TCG cannot provide.
-    machine_options=(
-        "x-vof=on",
-        "cap-cfpc=broken",
-        "cap-sbbc=broken",
-        "cap-ibs=broken",
-        "cap-ccf-assist=off",
-    ),
-    # POWER9: the radix MMU, needed for THP under TCG.
-    cpu="POWER9",
-    console="hvc0",
-    kernel_cmdline=("panic=-1", "oops=panic"),
-    extra_args=(),
-    virtio_serial_device="virtio-serial-pci",
-    image_arch="ppc64-4k",
-)
+from harness.arches.ppc64 import PROFILE as PPC64_64K
+
+# Only the kernel differs (PPC_4K_PAGES): the machine, firmware and console are
+# those of the 64K-page profile.
+PROFILE = replace(PPC64_64K, name="ppc64-4k", image_arch="ppc64-4k")
