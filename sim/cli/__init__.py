@@ -72,6 +72,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description=f"{summary}\n\nKINDs:\n{kinds}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    decode_parser.set_defaults(command_parser=decode_parser)
     decode_parser.add_argument("kind", metavar="KIND", choices=list(KINDS), help=", ".join(KINDS))
     decode_parser.add_argument("file", metavar="FILE", help='the bytes to decode; "-" for stdin')
     decode_parser.add_argument(
@@ -140,7 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit status."""
     parser = _build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            # Reported by the command's parser, so the line starts "sim COMMAND:"
+            # like every other error of the command.
+            args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as e:  # --help, or a usage error already printed as one line
         return e.code if isinstance(e.code, int) else EXIT_ERROR
     prog = f"sim {args.command}"
