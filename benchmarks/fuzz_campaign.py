@@ -19,7 +19,7 @@ with a per-input alarm so a hang counts as a crash:
 
 Then ``huge``: a sparse file of M MiB (default 1024; made with truncate and
 removed after) decoded in full to /dev/null, and 4 MiB of random kpageflags,
-each with the child's peak RSS (wait4).  Crashing inputs are written under
+each with the child's peak RSS (VmHWM).  Crashing inputs are written under
 ``--save DIR`` when given.  Exit status 1 if anything crashed.
 """
 
@@ -46,29 +46,44 @@ from types import FrameType
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness.tests.test_fuzz_scenario import (  # noqa: E402
-    CATALOG,
-    CATALOG_DATA,
-    OPS,
-    STEP_KEYS,
-    check_load,
-    mutate_scenario,
-    mutate_text,
-    write_json,
-)
-from sim.cli.decoder import KINDS  # noqa: E402
-from sim.tests.test_fuzz_decode import (  # noqa: E402
-    ARCH_CHOICES,
-    OFFSETS,
-    SEEDS,
-    Outcome,
-    check_outcome,
-    decode_argv,
-    mutate,
-    random_mutations,
-    run_in_process,
-    run_subprocess,
-)
+
+def _imports_for(argv: list[str]) -> contextlib.AbstractContextManager[object]:
+    """The coverage-guided child imports the project instrumented for libFuzzer."""
+    if argv[1:2] == ["--atheris-child"]:
+        import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+        context: contextlib.AbstractContextManager[object] = atheris.instrument_imports(
+            include=["sim"]
+        )
+        return context
+    return contextlib.nullcontext()
+
+
+with _imports_for(sys.argv):
+    from harness.tests.test_fuzz_scenario import (
+        CATALOG,
+        CATALOG_DATA,
+        OPS,
+        STEP_KEYS,
+        check_load,
+        mutate_scenario,
+        mutate_text,
+        write_json,
+    )
+    from sim.cli.decoder import KINDS
+    from sim.tests.test_fuzz_decode import (
+        ARCH_CHOICES,
+        OFFSETS,
+        SEEDS,
+        Outcome,
+        check_outcome,
+        decode_argv,
+        mutate,
+        random_mutations,
+        run_in_process,
+        run_subprocess,
+        vm_hwm_kib,
+    )
 
 #: Seconds one input may take before it counts as a hang.
 INPUT_TIMEOUT = 20
@@ -238,11 +253,7 @@ def fuzz_decode_atheris(seconds: float, work: Path, saver: Saver) -> Tally:
 def _atheris_child(argv: list[str]) -> None:
     import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-    from sim.cli import main
-
-    # sim is imported already (by this file's imports): instrument what is
-    # loaded, so libFuzzer sees the decoder's branches.
-    atheris.instrument_all()
+    from sim.cli import main  # instrumented: imported first under _imports_for()
 
     kinds = list(KINDS)
     path = Path(tempfile.mkdtemp(prefix="atheris-", dir=".")) / "input.bin"
@@ -352,12 +363,13 @@ def decode_to_devnull(argv: list[str], what: str, mib: int) -> Huge:
     command = [sys.executable, "-m", "sim", *argv]
     print("  $ " + " ".join(command) + " > /dev/null", flush=True)
     started = time.monotonic()
+    peak = 0
     with open(os.devnull, "wb") as sink:
         process = subprocess.Popen(command, cwd=REPO, stdout=sink)
-        _, wait_status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(wait_status)
-    return Huge(what, process.returncode, time.monotonic() - started,
-                usage.ru_maxrss / 1024, mib)
+        while process.poll() is None:  # VmHWM: see vm_hwm_kib()
+            peak = max(peak, vm_hwm_kib(process.pid))
+            time.sleep(0.2)
+    return Huge(what, process.returncode, time.monotonic() - started, peak / 1024, mib)
 
 
 def huge_inputs(work: Path, mib: int) -> list[Huge]:
@@ -389,6 +401,7 @@ def _self_rss_mib() -> float:
 # --- main --------------------------------------------------------------------
 
 FUZZERS = ("decode", "decode-subprocess", "decode-atheris", "scenario")
+PARTS = (*FUZZERS, "huge")
 
 
 def main() -> int:
@@ -397,14 +410,14 @@ def main() -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="per fuzzer (default 60)")
-    parser.add_argument("--only", action="append", choices=FUZZERS, help="run only these")
+    parser.add_argument("--only", action="append", choices=PARTS, help="run only these")
     parser.add_argument("--save", type=Path, metavar="DIR", help="write crashing inputs here")
     parser.add_argument("--seed", type=int, default=int(time.time()), help="random seed")
     parser.add_argument("--huge-mib", type=int, default=1024, help="sparse file size (MiB)")
     parser.add_argument("--no-huge", action="store_true", help="skip the huge-input run")
     args = parser.parse_args()
     saver = Saver(args.save)
-    chosen = args.only or list(FUZZERS)
+    chosen = args.only or list(PARTS)
     print(f"fuzz campaign: {args.seconds:.0f} s per fuzzer, seed {args.seed}", flush=True)
     tallies: list[Tally] = []
     huge: list[Huge] = []
@@ -419,11 +432,11 @@ def main() -> int:
             "scenario": lambda: fuzz_scenario(
                 args.seconds, work, saver, random.Random(args.seed + 2)),
         }
-        for name in chosen:
+        for name in (n for n in chosen if n in runners):
             print(f"{name}: running for {args.seconds:.0f} s", flush=True)
             tallies.append(runners[name]())
             print("  " + tallies[-1].line(), flush=True)
-        if not args.no_huge:
+        if "huge" in chosen and not args.no_huge:
             print(f"huge: decoding a {args.huge_mib} MiB sparse file to /dev/null", flush=True)
             huge = huge_inputs(work, args.huge_mib)
     print(f"\nfuzz campaign done in {time.monotonic() - started:.0f} s (seed {args.seed})")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import random
 import subprocess
 import sys
@@ -285,6 +284,18 @@ def test_offset_beyond_loff_t_is_one_line(kind: str, scratch: Path) -> None:
                offset=MAX_OFFSET + 1)
 
 
+def test_unknown_option_names_the_command(scratch: Path) -> None:
+    """An unknown option after the command was reported by the top-level
+    parser as "sim: error: ..." instead of "sim decode: error: ..."."""
+    path = scratch / "zeros.bin"
+    path.write_bytes(bytes(8))
+    for extra in (["-x"], ["--bogus", "1"], ["extra-file"]):
+        argv = [*decode_argv("kpagecount", str(path), "x86_64", None, False), *extra]
+        outcome = run_in_process(argv)
+        check_outcome(argv, outcome)
+        assert outcome.err == f"{ERROR_PREFIX}unrecognized arguments: {' '.join(extra)}\n"
+
+
 def test_largest_offset_decodes(scratch: Path) -> None:
     path = scratch / "zeros.bin"
     path.write_bytes(bytes(8))
@@ -335,9 +346,27 @@ class Measured:
     peak_rss_kib: int
 
 
+def vm_hwm_kib(pid: int) -> int:
+    """Peak RSS (VmHWM, KiB) of a running process; 0 once it is gone.
+
+    Not wait4()'s ru_maxrss: after fork and exec that counts the parent's
+    memory too (the pre-exec high-water mark is kept), so a child of a large
+    pytest process would report pytest's size.
+    """
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0  # a zombie has no memory left to report
+
+
 def measure_decode(argv: Sequence[str], stop_after_lines: int | None = None) -> Measured:
     """Run ``python -m sim ARGV``, count its output lines (closing the pipe after
-    ``stop_after_lines``, like ``| head``), and return its peak RSS (wait4)."""
+    ``stop_after_lines``, like ``| head``), and return its peak RSS, sampled
+    every 4096 lines and before the pipe closes."""
     process = subprocess.Popen(
         [sys.executable, "-m", "sim", *argv],
         cwd=REPO,
@@ -346,18 +375,21 @@ def measure_decode(argv: Sequence[str], stop_after_lines: int | None = None) -> 
     )
     assert process.stdout is not None and process.stderr is not None
     lines = 0
+    peak = 0
     try:
         for _ in process.stdout:
             lines += 1
+            if lines % 4096 == 0:
+                peak = max(peak, vm_hwm_kib(process.pid))
             if stop_after_lines is not None and lines >= stop_after_lines:
                 break
+        peak = max(peak, vm_hwm_kib(process.pid))
     finally:
         process.stdout.close()
         stderr = process.stderr.read().decode("utf-8", "replace")
         process.stderr.close()
-        _, wait_status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(wait_status)
-    return Measured(process.returncode, lines, stderr, usage.ru_maxrss)
+        process.wait(timeout=SUBPROCESS_TIMEOUT)
+    return Measured(process.returncode, lines, stderr, peak)
 
 
 def sparse_file(directory: Path, size: int) -> Path:
