@@ -420,6 +420,32 @@ kpagemap_header_struct = c.Struct(
 )
 
 
+def _parse_seed_header(kind: str, struct: c.Construct, data: bytes) -> tuple[Any, str]:
+    """Parse and check the 4 bytes both seed-era headers share.
+
+    Bytes 0-2 mean the same in kpagemap and the seed's pagemap (byte order,
+    PAGE_SHIFT, sizeof(unsigned long)); byte 3 and the padding are each
+    format's own and are checked by the caller.  Returns the parsed container
+    and the text that names the header in error messages.
+    """
+    if len(data) < KPAGEMAP_HEADER_BYTES:
+        raise FormatError(
+            f"{kind}: {len(data)} bytes is shorter than the {KPAGEMAP_HEADER_BYTES}-byte header"
+        )
+    raw = struct.parse(data[:KPAGEMAP_HEADER_BYTES])
+    where = f"{kind} header {bytes(data[:KPAGEMAP_HEADER_BYTES]).hex(' ')}"
+    if raw.little_endian not in (0, 1):
+        raise FormatError(f"{where}: byte 0 (byte order) is {raw.little_endian}, not 0 or 1")
+    if raw.page_shift not in PAGE_SHIFT_RANGE:
+        raise FormatError(
+            f"{where}: byte 1 (PAGE_SHIFT) is {raw.page_shift}, outside "
+            f"{PAGE_SHIFT_RANGE.start}..{PAGE_SHIFT_RANGE.stop - 1}"
+        )
+    if raw.word_size not in WORD_SIZES:
+        raise FormatError(f"{where}: byte 2 (word size) is {raw.word_size}, not 4 or 8")
+    return raw, where
+
+
 @dataclass(frozen=True)
 class KpagemapHeader:
     """Slot 0 of /proc/kpagemap: how to read the rest of the file."""
@@ -458,22 +484,7 @@ class KpagemapHeader:
         size not 4 or 8, entry size not twice the word size, a page shift
         outside 10..24, nonzero padding, or ``data`` shorter than slot 0.
         """
-        if len(data) < KPAGEMAP_HEADER_BYTES:
-            raise FormatError(
-                f"kpagemap: {len(data)} bytes is shorter than the "
-                f"{KPAGEMAP_HEADER_BYTES}-byte header"
-            )
-        raw = kpagemap_header_struct.parse(data[:KPAGEMAP_HEADER_BYTES])
-        where = f"kpagemap header {bytes(data[:KPAGEMAP_HEADER_BYTES]).hex(' ')}"
-        if raw.little_endian not in (0, 1):
-            raise FormatError(f"{where}: byte 0 (byte order) is {raw.little_endian}, not 0 or 1")
-        if raw.page_shift not in PAGE_SHIFT_RANGE:
-            raise FormatError(
-                f"{where}: byte 1 (PAGE_SHIFT) is {raw.page_shift}, outside "
-                f"{PAGE_SHIFT_RANGE.start}..{PAGE_SHIFT_RANGE.stop - 1}"
-            )
-        if raw.word_size not in WORD_SIZES:
-            raise FormatError(f"{where}: byte 2 (word size) is {raw.word_size}, not 4 or 8")
+        raw, where = _parse_seed_header("kpagemap", kpagemap_header_struct, data)
         if raw.entry_size != 2 * raw.word_size:
             raise FormatError(
                 f"{where}: byte 3 (entry size) is {raw.entry_size}, not twice the "
@@ -604,22 +615,7 @@ class PagemapV1Header:
     @classmethod
     def parse(cls, data: bytes) -> PagemapV1Header:
         """The header at the start of ``data``; FormatError if impossible."""
-        if len(data) < KPAGEMAP_HEADER_BYTES:
-            raise FormatError(
-                f"pagemap-v1: {len(data)} bytes is shorter than the "
-                f"{KPAGEMAP_HEADER_BYTES}-byte header"
-            )
-        raw = pagemap_v1_header_struct.parse(data[:KPAGEMAP_HEADER_BYTES])
-        where = f"pagemap-v1 header {bytes(data[:KPAGEMAP_HEADER_BYTES]).hex(' ')}"
-        if raw.little_endian not in (0, 1):
-            raise FormatError(f"{where}: byte 0 (byte order) is {raw.little_endian}, not 0 or 1")
-        if raw.page_shift not in PAGE_SHIFT_RANGE:
-            raise FormatError(
-                f"{where}: byte 1 (PAGE_SHIFT) is {raw.page_shift}, outside "
-                f"{PAGE_SHIFT_RANGE.start}..{PAGE_SHIFT_RANGE.stop - 1}"
-            )
-        if raw.word_size not in WORD_SIZES:
-            raise FormatError(f"{where}: byte 2 (word size) is {raw.word_size}, not 4 or 8")
+        raw, where = _parse_seed_header("pagemap-v1", pagemap_v1_header_struct, data)
         if raw.header_size != raw.word_size:
             raise FormatError(
                 f"{where}: byte 3 (header size) is {raw.header_size}, not the "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO, ClassVar, TextIO
 
 from sim.bulk import (
@@ -274,66 +274,71 @@ class PagemapKind(DecodeKind):
             )
 
 
-class KpageflagsKind(DecodeKind):
+class _PerPfnU64Kind(DecodeKind):
+    """A file of one u64 per PFN at offset ``pfn * 8`` (kpageflags, kpagecount)."""
+
+    #: Column heading of the value in the table.
+    column: ClassVar[str]
+
+    @abstractmethod
+    def row(self, pfn: int, raw: int) -> str:
+        """One table line."""
+
+    @abstractmethod
+    def json_row(self, pfn: int, raw: int) -> str:
+        """One JSON object line."""
+
+    def _rows(
+        self, stream: BinaryIO, layout: ByteLayout, offset: int, render: Callable[[int, int], str]
+    ) -> Iterator[str]:
+        for start, data in read_chunks(stream, self.name, 8, offset=offset):
+            first = start // 8
+            yield from _batched(
+                render(first + i, raw)
+                for i, raw in enumerate(bulk_parse_u64s(layout, data).tolist())
+            )
+
+    def entries(self, stream: BinaryIO, arch: ByteLayout | None, offset: int) -> Iterator[str]:
+        layout = _need_arch(arch, self.name)
+        _check_offset(self.name, offset, 8)
+        yield Title(f"# {self.name}: {_order_text(layout)}\n")
+        yield Title(f"{'PFN':>12}  {self.column}\n")
+        yield from self._rows(stream, layout, offset, self.row)
+
+    def json_entries(
+        self, stream: BinaryIO, arch: ByteLayout | None, offset: int
+    ) -> Iterator[str]:
+        layout = _need_arch(arch, self.name)
+        _check_offset(self.name, offset, 8)
+        yield from self._rows(stream, layout, offset, self.json_row)
+
+
+class KpageflagsKind(_PerPfnU64Kind):
     name = "kpageflags"
     help = (
         "/proc/kpageflags: one u64 of KPF_* bits per PFN.  JSON keys: pfn (offset/8 + i), "
         "raw, flags (names without KPF_; bits 32 and up by the kernel's internal names, "
         "e.g. RESERVED, OWNER_2; unknown bits as BIT<n>)."
     )
+    column = f"{'RAW':<18}  FLAGS"
 
-    def entries(self, stream: BinaryIO, arch: ByteLayout | None, offset: int) -> Iterator[str]:
-        layout = _need_arch(arch, self.name)
-        _check_offset(self.name, offset, 8)
-        yield Title(f"# kpageflags: {_order_text(layout)}\n")
-        yield Title(f"{'PFN':>12}  {'RAW':<18}  FLAGS\n")
-        for start, data in read_chunks(stream, self.name, 8, offset=offset):
-            first = start // 8
-            yield from _batched(
-                f"{first + i:#12x}  {raw:#018x}  {flag_names(raw)[0]}\n"
-                for i, raw in enumerate(bulk_parse_u64s(layout, data).tolist())
-            )
+    def row(self, pfn: int, raw: int) -> str:
+        return f"{pfn:#12x}  {raw:#018x}  {flag_names(raw)[0]}\n"
 
-    def json_entries(
-        self, stream: BinaryIO, arch: ByteLayout | None, offset: int
-    ) -> Iterator[str]:
-        layout = _need_arch(arch, self.name)
-        _check_offset(self.name, offset, 8)
-        for start, data in read_chunks(stream, self.name, 8, offset=offset):
-            first = start // 8
-            yield from _batched(
-                f'{{"pfn": {first + i}, "raw": {raw}, "flags": {flag_names(raw)[1]}}}\n'
-                for i, raw in enumerate(bulk_parse_u64s(layout, data).tolist())
-            )
+    def json_row(self, pfn: int, raw: int) -> str:
+        return f'{{"pfn": {pfn}, "raw": {raw}, "flags": {flag_names(raw)[1]}}}\n'
 
 
-class KpagecountKind(DecodeKind):
+class KpagecountKind(_PerPfnU64Kind):
     name = "kpagecount"
     help = "/proc/kpagecount: one u64 mapcount per PFN.  JSON keys: pfn, count."
+    column = "COUNT"
 
-    def entries(self, stream: BinaryIO, arch: ByteLayout | None, offset: int) -> Iterator[str]:
-        layout = _need_arch(arch, self.name)
-        _check_offset(self.name, offset, 8)
-        yield Title(f"# kpagecount: {_order_text(layout)}\n")
-        yield Title(f"{'PFN':>12}  COUNT\n")
-        for start, data in read_chunks(stream, self.name, 8, offset=offset):
-            first = start // 8
-            yield from _batched(
-                f"{first + i:#12x}  {count}\n"
-                for i, count in enumerate(bulk_parse_u64s(layout, data).tolist())
-            )
+    def row(self, pfn: int, raw: int) -> str:
+        return f"{pfn:#12x}  {raw}\n"
 
-    def json_entries(
-        self, stream: BinaryIO, arch: ByteLayout | None, offset: int
-    ) -> Iterator[str]:
-        layout = _need_arch(arch, self.name)
-        _check_offset(self.name, offset, 8)
-        for start, data in read_chunks(stream, self.name, 8, offset=offset):
-            first = start // 8
-            yield from _batched(
-                f'{{"pfn": {first + i}, "count": {count}}}\n'
-                for i, count in enumerate(bulk_parse_u64s(layout, data).tolist())
-            )
+    def json_row(self, pfn: int, raw: int) -> str:
+        return f'{{"pfn": {pfn}, "count": {raw}}}\n'
 
 
 class KpagemapKind(DecodeKind):
