@@ -91,24 +91,6 @@ def _pgrep(pattern: str) -> list[int]:
     return [int(pid) for pid in found.stdout.split()]
 
 
-def _process_gone(pid: int) -> bool:
-    """No such process, or only its zombie (dead, waiting for a reaper)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
-def _wait_gone(pid: int, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _process_gone(pid):
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _files_of(owner: int, vm_name: str = "") -> list[Path]:
     """Temp dirs and RAM files of harness process ``owner`` (one VM's, if named)."""
     prefix = f"{reaper.TEMP_PREFIX}{owner}-{vm_name}"
@@ -121,7 +103,7 @@ def _files_of(owner: int, vm_name: str = "") -> list[Path]:
 
 
 def _assert_nothing_left(traces: Traces) -> None:
-    assert _wait_gone(traces.qemu_pid), f"QEMU {traces.qemu_pid} still runs"
+    assert reaper.wait_gone(traces.qemu_pid), f"QEMU {traces.qemu_pid} still runs"
     assert _pgrep(str(traces.workdir)) == [], f"a process still uses {traces.workdir}"
     assert _pgrep(str(traces.ram)) == [], f"a process still maps {traces.ram}"
     assert not traces.workdir.exists()
@@ -291,7 +273,7 @@ def test_frozen_qemu_times_out_and_is_killed_within_the_shutdown_bound(
         bound = TIMEOUTS.qmp_quit + TIMEOUTS.sigterm + TIMEOUTS.sigkill
         assert _elapsed(started) < bound + SLACK_S
     finally:
-        if not _process_gone(traces.qemu_pid):
+        if not reaper.process_gone(traces.qemu_pid):
             os.kill(traces.qemu_pid, signal.SIGCONT)
     _assert_nothing_left(traces)
     _next_vm_answers(fault_vm)
@@ -442,7 +424,7 @@ def _interrupt_and_check(
     output = log.read_text(errors="replace")
     assert status == expected_status, output
     assert "Traceback" not in output, output
-    assert _wait_gone(qemus[0]), f"QEMU {qemus[0]} outlived its harness"
+    assert reaper.wait_gone(qemus[0]), f"QEMU {qemus[0]} outlived its harness"
     assert _qemu_of(child.pid) == []
     assert _files_of(child.pid) == []
     return took

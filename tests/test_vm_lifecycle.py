@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,24 +24,6 @@ from harness.vm import VM, ShutdownTimeouts, VMConfig, VMState
 pytestmark = pytest.mark.vm
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _process_gone(pid: int) -> bool:
-    """No such process, or only its zombie (dead, waiting for a reaper)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
-def _wait_gone(pid: int, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _process_gone(pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _our_leftovers(vm_name: str) -> list[Path]:
@@ -77,7 +58,7 @@ def test_boot_ping_poweroff_leaves_nothing(fresh_vm: Callable[..., VM]) -> None:
     assert paths.workdir.is_dir()
     assert vm.shutdown() == "poweroff"
     assert _state(vm) is VMState.STOPPED
-    assert _process_gone(pid)
+    assert reaper.process_gone(pid)
     assert not paths.workdir.exists()
     assert _our_leftovers(vm.name) == []
     assert vm.shutdown() == "poweroff"  # a second call changes nothing
@@ -112,7 +93,7 @@ def test_kernel_panic_is_detected(fresh_vm: Callable[..., VM]) -> None:
     assert vm.command_text in str(caught.value)
     assert vm.state is VMState.FAILED
     vm.shutdown()
-    assert _process_gone(pid)
+    assert reaper.process_gone(pid)
     assert _state(vm) is VMState.FAILED
 
 
@@ -128,7 +109,7 @@ def test_panic_during_boot_is_reported(fresh_vm: Callable[..., VM]) -> None:
     with pytest.raises(GuestPanic, match="Kernel panic"):
         vm.launch()
     assert vm.state is VMState.FAILED
-    assert _process_gone(vm.pid)
+    assert reaper.process_gone(vm.pid)
     assert _our_leftovers(vm.name) == []
 
 
@@ -158,7 +139,7 @@ def test_shutdown_falls_back_to_qmp_quit(vm_config: VMConfig) -> None:
     pid = vm.pid
     vm.qmp_execute("stop")  # a paused guest cannot power itself off
     assert vm.shutdown() == "qmp-quit"
-    assert _process_gone(pid)
+    assert reaper.process_gone(pid)
     assert _our_leftovers(vm.name) == []
 
 
@@ -207,7 +188,7 @@ def test_killed_harness_takes_its_qemu_along(vm_config: VMConfig) -> None:
     child, qemu_pid, workdir = _start_harness_process(vm_config)
     child.kill()
     child.wait()
-    assert _wait_gone(qemu_pid), f"QEMU {qemu_pid} outlived its harness"
+    assert reaper.wait_gone(qemu_pid), f"QEMU {qemu_pid} outlived its harness"
     assert workdir.exists()  # nobody could clean up after SIGKILL ...
     reaper.sweep_stale((workdir.parent,))
     assert not workdir.exists()  # ... until the next run swept it
@@ -217,7 +198,7 @@ def test_terminated_harness_stops_its_qemu_and_cleans_up(vm_config: VMConfig) ->
     child, qemu_pid, workdir = _start_harness_process(vm_config)
     child.terminate()
     assert child.wait(30) == -signal.SIGTERM
-    assert _wait_gone(qemu_pid)
+    assert reaper.wait_gone(qemu_pid)
     assert not workdir.exists()
 
 
