@@ -18,6 +18,27 @@ from sim.arch import Arch
 from sim.flags import KPF, kpf_value
 from sim.formats import KpagemapHeader, PagemapEntry, build_kpagemap_entries, build_u64s
 
+#: The scenario the compare and report tests observe: a fork with a COW break,
+#: a munmap and a new region, then a root and an unprivileged check.
+FORK_MUNMAP_SCENARIO: dict[str, object] = {
+    "name": "t",
+    "steps": [
+        {"op": "mmap", "region": "a", "pages": 4, "kind": "anon", "share": "private",
+         "prot": "rw"},
+        {"op": "write", "region": "a", "pages": [0, 2]},
+        {"op": "check"},
+        {"op": "fork", "child": "c"},
+        {"op": "write", "proc": "c", "region": "a", "pages": [1, 2]},
+        {"op": "check"},
+        {"op": "munmap", "region": "a", "pages": [0, 4]},
+        {"op": "mmap", "region": "b", "pages": 2, "kind": "anon", "share": "private",
+         "prot": "rw"},
+        {"op": "write", "region": "b", "pages": [0, 2]},
+        {"op": "check"},
+        {"op": "check", "as_uid": 1000},
+    ],
+}
+
 ANON_FLAGS = kpf_value(KPF.UPTODATE, KPF.LRU, KPF.MMAP, KPF.ANON, KPF.SWAPBACKED)
 
 

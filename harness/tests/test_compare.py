@@ -22,24 +22,7 @@ from sim.flags import KPF, kpf_value
 from sim.formats import PagemapEntry, build_kpagemap_entries, build_u64s
 
 ARCH = get_arch("ppc64")  # big-endian, 64K pages: byte-order mistakes show
-SCENARIO = parse_scenario({
-    "name": "t",
-    "steps": [
-        {"op": "mmap", "region": "a", "pages": 4, "kind": "anon", "share": "private",
-         "prot": "rw"},
-        {"op": "write", "region": "a", "pages": [0, 2]},
-        {"op": "check"},
-        {"op": "fork", "child": "c"},
-        {"op": "write", "proc": "c", "region": "a", "pages": [1, 2]},
-        {"op": "check"},
-        {"op": "munmap", "region": "a", "pages": [0, 4]},
-        {"op": "mmap", "region": "b", "pages": 2, "kind": "anon", "share": "private",
-         "prot": "rw"},
-        {"op": "write", "region": "b", "pages": [0, 2]},
-        {"op": "check"},
-        {"op": "check", "as_uid": 1000},
-    ],
-})
+SCENARIO = parse_scenario(synth.FORK_MUNMAP_SCENARIO)
 LAYOUT = plan_layout(SCENARIO, ARCH)
 A, B = LAYOUT["a"].vaddr, LAYOUT["b"].vaddr
 HOLE_SD = PagemapEntry(soft_dirty=True)

@@ -101,21 +101,7 @@ def test_json_has_every_field() -> None:
 
 def test_compare_recorded_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     scenario = tmp_path / "t.json"
-    scenario.write_text(json.dumps({"name": "t", "steps": [
-        {"op": "mmap", "region": "a", "pages": 4, "kind": "anon", "share": "private",
-         "prot": "rw"},
-        {"op": "write", "region": "a", "pages": [0, 2]},
-        {"op": "check"},
-        {"op": "fork", "child": "c"},
-        {"op": "write", "proc": "c", "region": "a", "pages": [1, 2]},
-        {"op": "check"},
-        {"op": "munmap", "region": "a", "pages": [0, 4]},
-        {"op": "mmap", "region": "b", "pages": 2, "kind": "anon", "share": "private",
-         "prot": "rw"},
-        {"op": "write", "region": "b", "pages": [0, 2]},
-        {"op": "check"},
-        {"op": "check", "as_uid": 1000},
-    ]}))
+    scenario.write_text(json.dumps(synth.FORK_MUNMAP_SCENARIO))
     model, real = tmp_path / "model.json", tmp_path / "real.json"
     model_observations().save(model)
     real_observations().save(real)
