@@ -378,6 +378,20 @@ static int await_ready(const struct channel *mine, pid_t pid, const char *name,
 	return -1;
 }
 
+/*
+ * Take a freshly forked named process into the table once it says it is
+ * ready, and answer with its pid; a child that never gets ready is dropped.
+ */
+static void adopt_child(struct channel *mine, pid_t pid, const char *name, struct reply *rep)
+{
+	if (await_ready(mine, pid, name, rep) != 0) {
+		close_channel(mine);
+		return;
+	}
+	add_proc(name, pid, *mine);
+	put_u32(&rep->payload, (uint32_t)pid);
+}
+
 /* FORK of init itself: a plain fork().  Args: str name, u32 uid, u32 gid. */
 static void init_fork(int port, struct request *req, struct reply *rep)
 {
@@ -404,14 +418,12 @@ static void init_fork(int port, struct request *req, struct reply *rep)
 		start_named(&id, theirs);
 	}
 	close_channel(&theirs);
-	if (pid < 0)
+	if (pid < 0) {
 		reply_fail(rep, ST_ERRNO, errno, "fork: %s", strerror(errno));
-	if (pid < 0 || await_ready(&mine, pid, id.name, rep) != 0) {
 		close_channel(&mine);
 		return;
 	}
-	add_proc(id.name, pid, mine);
-	put_u32(&rep->payload, (uint32_t)pid);
+	adopt_child(&mine, pid, id.name, rep);
 }
 
 /*
@@ -499,12 +511,7 @@ static void fork_in_child(struct proc *p, struct request *req, struct reply *rep
 		return;
 	}
 	buf_free(&out.payload);
-	if (await_ready(&mine, pid, id.name, rep) != 0) {
-		close_channel(&mine);
-		return;
-	}
-	add_proc(id.name, pid, mine);
-	put_u32(&rep->payload, (uint32_t)pid);
+	adopt_child(&mine, pid, id.name, rep);
 }
 
 /* EXIT: the process acknowledges and exits; init reaps it and reports. */
