@@ -24,8 +24,12 @@ class ImageUnavailable(Exception):
 
 @dataclass(frozen=True)
 class BootImage:
+    """A kernel and initramfs to boot; ``source`` says which kernel source build made them."""
+
     kernel: Path
     initramfs: Path
+    #: images' SourceChoice.describe() (``"given"`` for paths from the user or environment).
+    source: str = "given"
 
     def check(self) -> BootImage:
         for what, path in (("kernel", self.kernel), ("initramfs", self.initramfs)):
@@ -76,4 +80,5 @@ def find_image(
         raise ImageUnavailable(
             f"the {profile.name} image is not built (python -m images build --arch {profile.name})"
         )
-    return BootImage(Path(built.kernel), Path(built.initramfs)).check()
+    source = str(getattr(built, "source", "unknown"))
+    return BootImage(Path(built.kernel), Path(built.initramfs), source).check()

@@ -155,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         image: BootImage = find_image(profile, args.kernel, args.initramfs)
     except (ScenarioError, UnknownProfileError, ImageUnavailable) as e:
         return _fail(str(e))
+    _progress(f"kernel source: {image.source}")
     names = [s.name for s in scenarios]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate is not None:

@@ -10,9 +10,14 @@ from pathlib import Path
 
 from images.arches import IMAGE_ARCH_NAMES
 from images.builder import build_image, find_image
-from images.errors import ImageError
+from images.cache import Cache
+from images.errors import ImageError, MissingToolsError, SourceError
 from images.hostsetup import setup_host
-from images.project import AGENT_DIR_ENV
+from images.project import AGENT_DIR_ENV, find_project
+from images.source import prepare_source
+
+#: Exit status when the inputs are wrong (no usable kernel source, tools missing).
+EXIT_INPUT = 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "setup":
             setup_host(tuple(args.arch or IMAGE_ARCH_NAMES))
+            project = find_project()
+            series = project.read_series()
+            prepare_source(Cache.default(), project.base_file,
+                           () if series is None else series.patches)
             return 0
         if args.command == "build":
             image = build_image(args.arch, agent_dir=args.agent_dir, jobs=args.jobs)
@@ -65,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 return 1
             image = found
+    except (SourceError, MissingToolsError) as exc:
+        print(f"images: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_INPUT
     except ImageError as exc:
         print(f"images: error: {exc}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ from images.kconfig import Request, check_config, defined_symbols, parse_fragmen
 from images.key import BuildInputs, cache_key, compiler_version, kernel_key
 from images.patching import PatchedTree
 from images.project import Project, find_project
-from images.source import SourcePackage, check_base, ensure_pristine, installed_source
+from images.source import SourceChoice, SourcePackage, ensure_pristine, resolve_source
 
 __all__ = ["BuiltImage", "build_image", "collect_inputs", "find_image"]
 
@@ -40,9 +40,12 @@ class BuiltImage:
     config: Path
     key: str
     build_log: Path
+    #: Which kernel source build it is made from, and whether that is the pinned
+    #: one (:meth:`images.source.SourceChoice.describe`): for every report.
+    source: str
 
     @classmethod
-    def at(cls, arch: ImageArch, directory: Path) -> BuiltImage:
+    def at(cls, arch: ImageArch, directory: Path, choice: SourceChoice) -> BuiltImage:
         return cls(
             arch=arch.name,
             kernel=directory / Path(arch.image_path).name,
@@ -50,16 +53,23 @@ class BuiltImage:
             config=directory / "config",
             key=directory.name,
             build_log=directory / "build.log",
+            source=choice.describe(),
         )
 
 
 def collect_inputs(
     arch: ImageArch, project: Project, cache: Cache, agent_dir: Path | None = None
-) -> tuple[BuildInputs, SourcePackage]:
-    """Read every input of a build (fast: slow facts are memoised by file stamps)."""
-    source = installed_source(cache)
-    check_base(project.base_file, source)
+) -> tuple[BuildInputs, SourceChoice]:
+    """Read every input of a build (fast: slow facts are memoised by file stamps).
+
+    Raises :class:`~images.errors.SourceError` when no kernel source build
+    qualifies (see :func:`images.source.resolve_source`).
+    """
     series = project.read_series()
+    log = cache.root / "logs" / "source.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    choice = resolve_source(cache, project.base_file, () if series is None else series.patches, log)
+    source = choice.source
     fragment_paths = list(arch.fragment_paths)
     if series is not None:
         fragment_paths.append(SERIES_FRAGMENT)
@@ -73,7 +83,7 @@ def collect_inputs(
         agent_sources=project.read_agent_sources(agent_dir),
         compilers=tuple((cc, compiler_version(cache, cc)) for cc in arch.compilers),
     )
-    return inputs, source
+    return inputs, choice
 
 
 def find_image(
@@ -82,9 +92,9 @@ def find_image(
     """The published image for the current inputs, or None if it is not built."""
     arch = get_image_arch(arch_name)
     cache = cache or Cache.default()
-    inputs, _ = collect_inputs(arch, find_project(), cache, agent_dir)
+    inputs, choice = collect_inputs(arch, find_project(), cache, agent_dir)
     found = cache.published(cache.image_area(arch.name), cache_key(inputs))
-    return None if found is None else BuiltImage.at(arch, found)
+    return None if found is None else BuiltImage.at(arch, found, choice)
 
 
 def build_image(
@@ -103,11 +113,11 @@ def build_image(
     arch = get_image_arch(arch_name)
     cache = cache or Cache.default()
     project = find_project()
-    inputs, source = collect_inputs(arch, project, cache, agent_dir)
+    inputs, choice = collect_inputs(arch, project, cache, agent_dir)
     key = cache_key(inputs)
     area = cache.image_area(arch.name)
     if (found := cache.published(area, key)) is not None:
-        return BuiltImage.at(arch, found)
+        return BuiltImage.at(arch, found, choice)
     started = time.monotonic()
     log = cache.root / "logs" / f"{arch.name}-image.log"
 
@@ -117,7 +127,7 @@ def build_image(
             cache.kernel_area(arch.name),
             kkey,
             lambda kstaging: _KernelBuild(
-                arch, inputs, source, kkey, cache, jobs, project.patch_dir
+                arch, inputs, choice, kkey, cache, jobs, project.patch_dir
             ).run(kstaging),
         )
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +135,7 @@ def build_image(
         _assemble_image(arch, inputs, key, kernel_dir, project.agent_dir(agent_dir), log, staging)
 
     directory = cache.get_or_build(area, key, build)
-    built = BuiltImage.at(arch, directory)
+    built = BuiltImage.at(arch, directory, choice)
     note(
         f"[{arch.name}] image {key}: {built.kernel} ({built.kernel.stat().st_size} bytes), "
         f"{built.initramfs} ({built.initramfs.stat().st_size} bytes), "
@@ -187,7 +197,7 @@ class _KernelBuild:
         self,
         arch: ImageArch,
         inputs: BuildInputs,
-        source: SourcePackage,
+        choice: SourceChoice,
         key: str,
         cache: Cache,
         jobs: int | None,
@@ -195,7 +205,8 @@ class _KernelBuild:
     ) -> None:
         self.arch = arch
         self.inputs = inputs
-        self.source = source
+        self.choice = choice
+        self.source: SourcePackage = choice.source
         self.key = key
         self.cache = cache
         self.patch_dir = patch_dir
@@ -298,6 +309,11 @@ class _KernelBuild:
         # Built in every kernel build with BLK_DEV_INITRD (usr/Makefile).
         return self.build_dir / "usr" / "gen_init_cpio"
 
+    def _release(self) -> str:
+        """The release the kernel reports in uname -r (include/config/kernel.release)."""
+        path = self.build_dir / "include" / "config" / "kernel.release"
+        return path.read_text(encoding="utf-8").strip()
+
     def _collect(self, staging: Path) -> None:
         image = self.build_dir / self.arch.image_path
         shutil.copy2(image, staging / image.name)
@@ -307,7 +323,8 @@ class _KernelBuild:
         meta = {
             "arch": self.arch.name,
             "kernel_key": self.key,
-            "source": {"package_version": self.source.version, "sha256": self.source.sha256},
+            "source": self.choice.as_json(),
+            "kernel_release": self._release(),
             "patches": [name for name, _ in self.inputs.patches],
             "fragments": [*self.arch.base_fragments, *(n for n, _ in self.inputs.fragments)],
             "compilers": {cc: v.splitlines()[0] for cc, v in self.inputs.compilers},

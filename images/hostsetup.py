@@ -11,7 +11,6 @@ from pathlib import Path
 from images.arches import IMAGE_ARCH_NAMES
 from images.commands import note, run_captured
 from images.errors import CommandError, MissingToolsError
-from images.source import SOURCE_PACKAGE, SOURCE_TARBALL
 
 __all__ = ["REQUIREMENTS", "Requirement", "missing", "setup_host"]
 
@@ -52,7 +51,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("tar", "tar"),
     Requirement("xz", "xz-utils"),
     Requirement("dpkg-query", "dpkg"),
-    Requirement(str(SOURCE_TARBALL), SOURCE_PACKAGE),
+    Requirement("dpkg-deb", "dpkg"),
+    # The kernel source is fetched by version with apt-get download (images.source).
+    Requirement("apt-get", "apt"),
     Requirement("qemu-system-x86_64", "qemu-system-x86", ("x86_64",)),
     Requirement("qemu-system-ppc64", "qemu-system-ppc", _PPC),
     Requirement("powerpc64-linux-gnu-gcc", "gcc-powerpc64-linux-gnu", _PPC),
