@@ -38,6 +38,7 @@ from harness.scenario import (
 )
 from sim.arch import Arch
 from sim.mm import Machine, MmError, Process
+from sim.mm.facts import PINNED, KernelFacts
 from sim.procfs import ProcError, ProcFs
 
 __all__ = ["MODEL_RAM_BYTES", "ModelError", "ModelRun", "run_model"]
@@ -57,6 +58,7 @@ class ModelRun:
     scenario: Scenario
     arch: Arch
     ram_bytes: int = MODEL_RAM_BYTES
+    facts: KernelFacts = PINNED
     layout: Layout = field(init=False)
     machine: Machine = field(init=False)
     procfs: ProcFs = field(init=False)
@@ -66,7 +68,7 @@ class ModelRun:
 
     def __post_init__(self) -> None:
         self.layout = plan_layout(self.scenario, self.arch)
-        self.machine = Machine(self.arch, ram_bytes=self.ram_bytes)
+        self.machine = Machine(self.arch, ram_bytes=self.ram_bytes, facts=self.facts)
         self.procfs = ProcFs(self.machine)
         self.procs = {"main": self.machine.spawn("main", uid=0)}
 
@@ -156,6 +158,12 @@ class ModelRun:
         )
 
 
-def run_model(scenario: Scenario, arch: Arch, *, ram_bytes: int = MODEL_RAM_BYTES) -> Observations:
-    """The model's observations of ``scenario`` on ``arch`` (a fresh machine)."""
-    return ModelRun(scenario, arch, ram_bytes).run()
+def run_model(
+    scenario: Scenario,
+    arch: Arch,
+    *,
+    ram_bytes: int = MODEL_RAM_BYTES,
+    facts: KernelFacts = PINNED,
+) -> Observations:
+    """The model's observations of ``scenario`` on ``arch`` (a fresh machine with ``facts``)."""
+    return ModelRun(scenario, arch, ram_bytes, facts).run()

@@ -36,6 +36,7 @@ from harness.observations import Observations
 from harness.report import ScenarioResult, render_json, render_text
 from harness.scenario import Scenario, ScenarioError, load_scenario
 from harness.vm import VM, VMConfig, VMState
+from sim.mm.facts import PINNED
 
 __all__ = ["RunOutcome", "add_arguments", "main", "run_scenario", "run_scenarios"]
 
@@ -82,7 +83,7 @@ def run_scenario(scenario: Scenario, vm: VM) -> RunOutcome:
     if reason is not None:
         return RunOutcome(ScenarioResult(scenario.name, arch.name, "skipped", message=reason))
     try:
-        model = run_model(scenario, arch)
+        model = run_model(scenario, arch, facts=vm.facts or PINNED)
     except ModelError as e:
         return RunOutcome(_error(scenario, arch.name, f"model: {e}"))
     try:
@@ -117,7 +118,8 @@ def run_scenarios(
                 vm = VM(config, name=f"run.{boots}")
                 boots += 1
                 vm.launch()
-                progress(f"booted {config.profile.name} in {vm.boot_seconds or 0:.1f} s")
+                progress(f"booted {config.profile.name} in {vm.boot_seconds or 0:.1f} s"
+                         f"{_kernel_note(vm)}")
             outcome = run_scenario(scenario, vm)
             progress(f"{outcome.result.status:8} {scenario.name} ({outcome.seconds:.1f} s)")
             outcomes.append(outcome)
@@ -125,6 +127,17 @@ def run_scenarios(
         if vm is not None:
             vm.shutdown()
     return outcomes
+
+
+def _kernel_note(vm: VM) -> str:
+    """``: kernel R, model facts S (verified on R')`` for the progress line."""
+    if vm.hello is None or vm.facts is None:
+        return ""
+    facts = vm.facts
+    same = vm.hello.release == facts.release
+    verified = "" if same else ", NOT the release they were verified on"
+    return (f": kernel {vm.hello.release}, model facts for {facts.series} "
+            f"(verified on {facts.release}{verified})")
 
 
 def _keep(outcomes: Sequence[RunOutcome], directory: Path) -> None:

@@ -41,6 +41,7 @@ from harness.errors import AgentOpError, AgentTimeout, GuestPanic, QEMUDied, VME
 from harness.image import BootImage
 from harness.qemu_command import VMPaths, qemu_command
 from harness.qmp import QMPSession, QMPSessionError
+from sim.mm.facts import KernelFacts, UnknownKernelError, facts_for_release
 
 __all__ = ["VM", "GuestRAM", "ShutdownTimeouts", "VMConfig", "VMState"]
 
@@ -85,6 +86,10 @@ class VMConfig:
     shutdown_timeouts: ShutdownTimeouts = field(default_factory=ShutdownTimeouts)
     #: Where the QEMU command line is printed before it runs.
     echo: Callable[[str], None] = _echo_stderr
+    #: The model facts scenarios are judged by; None: chosen by the guest's
+    #: release (sim.mm.facts.facts_for_release).  Either way they must be of
+    #: the booted kernel's series, or the boot is refused.
+    facts: KernelFacts | None = None
 
 
 class GuestRAM:
@@ -163,6 +168,8 @@ class VM:
         self.name = name
         self.command_line: tuple[str, ...] = ()
         self.hello: Hello | None = None
+        #: The model facts for the booted kernel (set once the agent said hello).
+        self.facts: KernelFacts | None = None
         self.boot_seconds: float | None = None
         #: Seconds from launch() to each step: qemu-started, qmp-ready, agent-ready.
         self.launch_timings: dict[str, float] = {}
@@ -411,6 +418,24 @@ class VM:
                 f"little-endian {self.hello.little_endian}, word size {self.hello.word_size}"
                 f" (machine {self.hello.machine}, kernel {self.hello.release})",
             )
+        self.facts = self._facts_for(self.hello.release)
+
+    def _facts_for(self, release: str) -> KernelFacts:
+        """The configured facts, or the release's; VMError if they are not of this kernel."""
+        try:
+            chosen = facts_for_release(release)
+        except UnknownKernelError as e:
+            raise self.error(VMError, f"the guest's kernel cannot be judged: {e}") from None
+        wanted = self.config.facts
+        if wanted is None:
+            return chosen
+        if wanted.series != chosen.series:
+            raise self.error(
+                VMError,
+                f"the model facts in use are for kernel {wanted.series} ({wanted.release}), "
+                f"but the guest runs {release}",
+            )
+        return wanted
 
     # -- shutdown -------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from sim.bulk import bulk_build_kpagemap_entries, bulk_build_u64s
 from sim.flags import PM
 from sim.formats import KpagemapHeader, PagemapEntry, parse_u64s
 from sim.mm.addrspace import AddressSpace
+from sim.mm.facts import PmdExclusive
 from sim.mm.machine import ALL_CAPS, Machine, Process
 from sim.mm.pagetable import PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SPECIAL, HugePmd, PteTable
 from sim.pagewalk import MmWalk, MmWalkOps, walk_page_range
@@ -344,7 +345,12 @@ class PagemapRead:
             positions = _positions([seg[0] for seg in self.huge], lengths)
             pages = _positions([seg[1] for seg in self.huge], lengths)
             values = np.repeat(np.array([seg[3] for seg in self.huge], dtype=np.uint64), lengths)
-            values[_precise_mapcount(self.machine, pages) == 1] |= _PM_EXCLUSIVE
+            if self.machine.facts.pmd_exclusive is PmdExclusive.HEAD_PAGE:
+                # Before 6.11: page_mapcount(pmd_page()) for every subpage.
+                asked = self.machine.mem.head[pages]
+            else:
+                asked = pages
+            values[_precise_mapcount(self.machine, asked) == 1] |= _PM_EXCLUSIVE
             if self.show_pfn:
                 values |= pages.astype(np.uint64)
             out[positions] = values

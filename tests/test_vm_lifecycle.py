@@ -20,6 +20,7 @@ from harness import reaper
 from harness.agent.protocol import CrashKind, Op
 from harness.errors import AgentTimeout, GuestPanic, QEMUDied, VMError
 from harness.vm import VM, ShutdownTimeouts, VMConfig, VMState
+from sim.mm.facts import PINNED, facts_for_release
 
 pytestmark = pytest.mark.vm
 
@@ -216,4 +217,23 @@ def test_qemu_refusing_to_start_is_reported_with_its_output(
     assert str(junk) in report  # in the command line, and in QEMU's complaint
     assert "QEMU output (tail)" in report
     assert vm.state is VMState.FAILED
+    assert _our_leftovers(vm.name) == []
+
+
+def test_booted_kernel_selects_the_model_facts(fresh_vm: Callable[..., VM]) -> None:
+    """The guest's release picks the facts; they are the pinned 6.12 ones here."""
+    vm = fresh_vm()
+    assert vm.hello is not None
+    assert vm.facts is facts_for_release(vm.hello.release) is PINNED
+
+
+def test_facts_of_another_kernel_refuse_the_boot(vm_config: VMConfig) -> None:
+    """Facts for a kernel other than the booted one: VMError before any scenario, nothing left."""
+    other = dataclasses.replace(PINNED, series="6.1", release="6.1.192")
+    vm = VM(dataclasses.replace(vm_config, facts=other), name="facts")
+    with pytest.raises(VMError, match=r"model facts in use are for kernel 6\.1 \(6\.1\.192\), "
+                                      r"but the guest runs 6\.12\."):
+        vm.launch()
+    assert vm.state is not VMState.RUNNING
+    vm.shutdown()
     assert _our_leftovers(vm.name) == []

@@ -10,16 +10,52 @@ describes the same source without the series.
 
 from __future__ import annotations
 
+import enum
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
-__all__ = ["PINNED", "UNPATCHED_6_12", "KernelFacts"]
+__all__ = [
+    "FACTS_BY_SERIES",
+    "PINNED",
+    "UNPATCHED_6_12",
+    "KernelFacts",
+    "PmdExclusive",
+    "UnknownKernelError",
+    "facts_for_release",
+    "kernel_series",
+]
+
+
+class UnknownKernelError(ValueError):
+    """A kernel release the model has no facts for (``str()`` is one line naming the known ones)."""
+
+
+class PmdExclusive(enum.Enum):
+    """How pagemap_pmd_range() (fs/proc/task_mmu.c) sets PM_MMAP_EXCLUSIVE for a PMD-mapped THP.
+
+    ``PER_PAGE``: from each subpage's own mapcount (folio_precise_page_mapcount()),
+    since 6.11 (upstream commit 2c1f057e5be6).  ``HEAD_PAGE``: every subpage
+    gets the answer of page_mapcount() of the head page (pmd_page()), as
+    kernels before 6.11 do.
+    """
+
+    PER_PAGE = "per-page"
+    HEAD_PAGE = "head-page"
 
 
 @dataclass(frozen=True)
 class KernelFacts:
-    """What the model needs to know about the kernel it imitates."""
+    """What the model needs to know about the kernel it imitates.
 
-    #: The release the facts were read from.
+    One instance per kernel series (``series``) in :data:`FACTS_BY_SERIES`;
+    :func:`facts_for_release` picks it for a booted kernel's ``uname -r``.
+    """
+
+    #: The kernel series (major.minor) the facts hold for.
+    series: str = "6.12"
+    #: The release the facts were read from and verified on in guests.
     release: str = "6.12.117"
     #: stable_page_flags() (fs/proc/page.c) sets KPF_KSM when
     #: ``mapping & PAGE_MAPPING_KSM``; PAGE_MAPPING_KSM is PAGE_MAPPING_ANON |
@@ -46,6 +82,8 @@ class KernelFacts:
     fault_around_bytes: int = 65536
     #: /proc/kpagemap exists (the project's patch series).
     has_kpagemap: bool = True
+    #: PM_MMAP_EXCLUSIVE of PMD-mapped THP subpages (see :class:`PmdExclusive`).
+    pmd_exclusive: PmdExclusive = PmdExclusive.PER_PAGE
 
     def fault_around_pages(self, page_shift: int) -> int:
         """fault_around_pages: ``fault_around_bytes >> PAGE_SHIFT``, at least 1."""
@@ -57,3 +95,38 @@ PINNED = KernelFacts()
 
 #: Debian's 6.12.117 source as shipped: the KSM quirk, no /proc/kpagemap.
 UNPATCHED_6_12 = KernelFacts(ksm_flag_on_every_anon_page=True, has_kpagemap=False)
+
+#: The facts of every kernel series the model knows, as the harness builds it.
+FACTS_BY_SERIES: Mapping[str, KernelFacts] = MappingProxyType({PINNED.series: PINNED})
+
+_SERIES = re.compile(r"^(\d+)\.(\d+)(?:[.\-+~].*)?$")
+
+
+def kernel_series(release: str) -> str:
+    """``"6.12"`` of a ``uname -r`` such as ``6.12.117``, ``6.12.0-rc1+`` or ``6.1.192-amd64``.
+
+    Raises :class:`UnknownKernelError` when ``release`` does not start with
+    major.minor.
+    """
+    match = _SERIES.match(release.strip())
+    if match is None:
+        raise UnknownKernelError(f"{release!r} is not a kernel release (expected e.g. 6.12.117)")
+    return f"{int(match[1])}.{int(match[2])}"
+
+
+def facts_for_release(release: str) -> KernelFacts:
+    """The model facts for a kernel whose ``uname -r`` is ``release``.
+
+    Chosen by series (major.minor): a 6.12.y other than the one the facts were
+    verified on gets the 6.12 facts (the caller says so).  Raises
+    :class:`UnknownKernelError` (one line, listing the known series) when the
+    model knows no facts for that series.
+    """
+    series = kernel_series(release)
+    try:
+        return FACTS_BY_SERIES[series]
+    except KeyError:
+        known = ", ".join(f"{f.series} (verified on {f.release})" for f in FACTS_BY_SERIES.values())
+        raise UnknownKernelError(
+            f"the model has no facts for kernel {release} (series {series}); known: {known}"
+        ) from None

@@ -1,0 +1,80 @@
+"""Model facts chosen by kernel release, and a fact that changes what the files say."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from harness.compare import compare
+from harness.model_executor import run_model
+from harness.observations import Observations
+from harness.scenario import load_scenario
+from sim.arch import Arch, get_arch
+from sim.formats import PagemapEntry, parse_pagemap_entries
+from sim.mm.facts import (
+    FACTS_BY_SERIES,
+    PINNED,
+    PmdExclusive,
+    UnknownKernelError,
+    facts_for_release,
+    kernel_series,
+)
+
+CATALOG = Path(__file__).resolve().parents[2] / "tests" / "scenarios"
+
+
+@pytest.mark.parametrize(
+    ("release", "series"),
+    [("6.12.117", "6.12"), ("6.12.0-rc1+", "6.12"), ("6.1.192-amd64", "6.1"), ("10.3", "10.3")],
+)
+def test_series_of_a_release(release: str, series: str) -> None:
+    assert kernel_series(release) == series
+
+
+@pytest.mark.parametrize("release", ["", "linux", "6", "6.x.1"])
+def test_not_a_release_is_one_line(release: str) -> None:
+    with pytest.raises(UnknownKernelError, match="is not a kernel release"):
+        kernel_series(release)
+
+
+def test_every_6_12_release_gets_the_pinned_facts() -> None:
+    assert FACTS_BY_SERIES["6.12"] is PINNED
+    for release in ("6.12.117", "6.12.115", "6.12.107", "6.12.117-pagemap"):
+        assert facts_for_release(release) is PINNED
+
+
+def test_unknown_series_names_the_known_ones() -> None:
+    with pytest.raises(UnknownKernelError) as info:
+        facts_for_release("6.1.192")
+    assert str(info.value) == (
+        "the model has no facts for kernel 6.1.192 (series 6.1); "
+        "known: 6.12 (verified on 6.12.117)"
+    )
+
+
+@pytest.mark.parametrize("arch_name", ["x86_64", "ppc64", "ppc64-4k"])
+def test_pmd_exclusive_rule_changes_thp_fork(arch_name: str) -> None:
+    """thp_fork tells the two PM_MMAP_EXCLUSIVE rules apart, on the page the child copied.
+
+    After the child's write to page 1, the parent's PMD still maps the whole
+    folio: page 1 is mapped once (the child has its own copy), page 0 twice.
+    Per page, page 1 is exclusive; by the head page's mapcount, nothing is.
+    """
+    scenario = load_scenario(CATALOG / "thp_fork.json")
+    arch = get_arch(arch_name)
+    per_page = run_model(scenario, arch)
+    head_rule = replace(PINNED, pmd_exclusive=PmdExclusive.HEAD_PAGE)
+    head_page = run_model(scenario, arch, facts=head_rule)
+    differences = compare(per_page, head_page, scenario, arch)
+    assert differences, "switching the rule must make thp_fork diverge"
+    assert [e.exclusive for e in _parent_entries(per_page, arch)[:2]] == [False, True]
+    assert not any(e.exclusive for e in _parent_entries(head_page, arch))
+
+
+def _parent_entries(obs: Observations, arch: Arch) -> list[PagemapEntry]:
+    """The main process's pagemap entries at the third check of thp_fork."""
+    parent = next(r for r in obs.checks[2].regions if r.proc == "main")
+    assert parent.pagemap.data is not None
+    return parse_pagemap_entries(arch, parent.pagemap.data)
