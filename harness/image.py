@@ -48,11 +48,13 @@ def find_image(
     initramfs: Path | None = None,
     *,
     build: bool = True,
+    kernel_version: str | None = None,
 ) -> BootImage:
     """The boot image for ``profile``; ImageUnavailable says why there is none.
 
     With ``build=False`` an image the images cache does not hold yet is
-    unavailable rather than built.
+    unavailable rather than built.  ``kernel_version``: the kernel series to
+    build (a linux-patch/ directory; default: the images package's default).
     """
     if kernel is None and (env := os.environ.get(_env_name("KERNEL", profile))):
         kernel = Path(env)
@@ -73,7 +75,7 @@ def find_image(
         ) from None
     image_error: type[Exception] = getattr(images, "ImageError", RuntimeError)
     try:
-        built = build_image(profile.image_arch)
+        built = build_image(profile.image_arch, kernel_version=kernel_version)
     except image_error as e:
         raise ImageUnavailable(f"building the {profile.name} image failed: {e}") from e
     if built is None:

@@ -63,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--kernel", type=Path, help="kernel image (default: images build)")
     parser.add_argument("--initramfs", type=Path, help="initramfs with the agent as /init")
+    parser.add_argument(
+        "--kernel-version", metavar="X.Y",
+        help="kernel series to build and boot (a linux-patch/ directory; default 6.12)",
+    )
 
 
 @dataclass(frozen=True)
@@ -165,7 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         scenarios = [load_scenario(path) for path in args.scenarios]
         profile: ArchProfile = get_profile(args.arch)
-        image: BootImage = find_image(profile, args.kernel, args.initramfs)
+        image: BootImage = find_image(
+            profile, args.kernel, args.initramfs, kernel_version=args.kernel_version
+        )
     except (ScenarioError, UnknownProfileError, ImageUnavailable) as e:
         return _fail(str(e))
     _progress(f"kernel source: {image.source}")

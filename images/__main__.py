@@ -13,7 +13,12 @@ from images.builder import build_image, find_image
 from images.cache import Cache
 from images.errors import ImageError, MissingToolsError, SourceError
 from images.hostsetup import setup_host
-from images.project import AGENT_DIR_ENV, find_project
+from images.project import (
+    AGENT_DIR_ENV,
+    DEFAULT_KERNEL_VERSION,
+    KERNEL_VERSION_ENV,
+    find_project,
+)
 from images.source import prepare_source
 
 #: Exit status when the inputs are wrong (no usable kernel source, tools missing).
@@ -39,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         if name == "build":
             command.add_argument("-j", "--jobs", type=int, help="make -j (default: CPUs)")
+        _kernel_version_option(command)
     setup = commands.add_parser(
         "setup",
         help="check (and as root install) the host tools and packages",
@@ -49,7 +55,16 @@ def _parser() -> argparse.ArgumentParser:
         "--arch", action="append", choices=IMAGE_ARCH_NAMES,
         help="only what this arch needs (repeatable; default: all)",
     )
+    _kernel_version_option(setup)
     return parser
+
+
+def _kernel_version_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kernel-version", metavar="X.Y",
+        help=f"kernel series: a directory of linux-patch/ (default: ${KERNEL_VERSION_ENV} "
+        f"or {DEFAULT_KERNEL_VERSION})",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,15 +72,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "setup":
             setup_host(tuple(args.arch or IMAGE_ARCH_NAMES))
-            project = find_project()
-            series = project.read_series()
-            prepare_source(Cache.default(), project.base_file,
+            patch_set = find_project().patch_set(args.kernel_version)
+            series = patch_set.read_series()
+            prepare_source(Cache.default(), patch_set.base_file,
                            () if series is None else series.patches)
             return 0
         if args.command == "build":
-            image = build_image(args.arch, agent_dir=args.agent_dir, jobs=args.jobs)
+            image = build_image(args.arch, agent_dir=args.agent_dir, jobs=args.jobs,
+                                kernel_version=args.kernel_version)
         else:
-            found = find_image(args.arch, agent_dir=args.agent_dir)
+            found = find_image(args.arch, agent_dir=args.agent_dir,
+                               kernel_version=args.kernel_version)
             if found is None:
                 print(
                     f"images: {args.arch} is not built for the current inputs "

@@ -19,7 +19,7 @@ from images.initramfs import make_initramfs
 from images.kconfig import Request, check_config, defined_symbols, parse_fragment
 from images.key import BuildInputs, cache_key, compiler_version, kernel_key
 from images.patching import PatchedTree
-from images.project import Project, find_project
+from images.project import PatchSet, Project, find_project
 from images.source import SourceChoice, SourcePackage, ensure_pristine, resolve_source
 
 __all__ = ["BuiltImage", "build_image", "collect_inputs", "find_image"]
@@ -58,17 +58,23 @@ class BuiltImage:
 
 
 def collect_inputs(
-    arch: ImageArch, project: Project, cache: Cache, agent_dir: Path | None = None
-) -> tuple[BuildInputs, SourceChoice]:
+    arch: ImageArch,
+    project: Project,
+    cache: Cache,
+    agent_dir: Path | None = None,
+    kernel_version: str | None = None,
+) -> tuple[BuildInputs, SourceChoice, PatchSet]:
     """Read every input of a build (fast: slow facts are memoised by file stamps).
 
     Raises :class:`~images.errors.SourceError` when no kernel source build
     qualifies (see :func:`images.source.resolve_source`).
     """
-    series = project.read_series()
+    patch_set = project.patch_set(kernel_version)
+    series = patch_set.read_series()
     log = cache.root / "logs" / "source.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    choice = resolve_source(cache, project.base_file, () if series is None else series.patches, log)
+    patches = () if series is None else series.patches
+    choice = resolve_source(cache, patch_set.base_file, patches, log)
     source = choice.source
     fragment_paths = list(arch.fragment_paths)
     if series is not None:
@@ -83,16 +89,20 @@ def collect_inputs(
         agent_sources=project.read_agent_sources(agent_dir),
         compilers=tuple((cc, compiler_version(cache, cc)) for cc in arch.compilers),
     )
-    return inputs, choice
+    return inputs, choice, patch_set
 
 
 def find_image(
-    arch_name: str, *, agent_dir: Path | None = None, cache: Cache | None = None
+    arch_name: str,
+    *,
+    agent_dir: Path | None = None,
+    cache: Cache | None = None,
+    kernel_version: str | None = None,
 ) -> BuiltImage | None:
     """The published image for the current inputs, or None if it is not built."""
     arch = get_image_arch(arch_name)
     cache = cache or Cache.default()
-    inputs, choice = collect_inputs(arch, find_project(), cache, agent_dir)
+    inputs, choice, _ = collect_inputs(arch, find_project(), cache, agent_dir, kernel_version)
     found = cache.published(cache.image_area(arch.name), cache_key(inputs))
     return None if found is None else BuiltImage.at(arch, found, choice)
 
@@ -103,17 +113,20 @@ def build_image(
     agent_dir: Path | None = None,
     cache: Cache | None = None,
     jobs: int | None = None,
+    kernel_version: str | None = None,
 ) -> BuiltImage:
     """The image for the current inputs, built only when the cache has none.
 
     Two cache levels: the kernel (keyed by source, series, fragments,
     compilers) and the image (kernel key + agent source + initramfs layout),
-    so an agent change rebuilds only the initramfs.
+    so an agent change rebuilds only the initramfs.  ``kernel_version``: a
+    directory of linux-patch/ (default: images.project.DEFAULT_KERNEL_VERSION
+    or $PAGEMAP_HARNESS_KERNEL_VERSION).
     """
     arch = get_image_arch(arch_name)
     cache = cache or Cache.default()
     project = find_project()
-    inputs, choice = collect_inputs(arch, project, cache, agent_dir)
+    inputs, choice, patch_set = collect_inputs(arch, project, cache, agent_dir, kernel_version)
     key = cache_key(inputs)
     area = cache.image_area(arch.name)
     if (found := cache.published(area, key)) is not None:
@@ -127,7 +140,7 @@ def build_image(
             cache.kernel_area(arch.name),
             kkey,
             lambda kstaging: _KernelBuild(
-                arch, inputs, choice, kkey, cache, jobs, project.patch_dir
+                arch, inputs, choice, kkey, cache, jobs, patch_set
             ).run(kstaging),
         )
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -201,7 +214,7 @@ class _KernelBuild:
         key: str,
         cache: Cache,
         jobs: int | None,
-        patch_dir: Path,
+        patch_set: PatchSet,
     ) -> None:
         self.arch = arch
         self.inputs = inputs
@@ -209,9 +222,10 @@ class _KernelBuild:
         self.source: SourcePackage = choice.source
         self.key = key
         self.cache = cache
-        self.patch_dir = patch_dir
+        self.patch_dir = patch_set.directory
         self.jobs = jobs or _default_jobs()
-        self.tree_dir = cache.tree_dir(arch.name)
+        # One tree per arch and kernel version: switching versions rebuilds nothing.
+        self.tree_dir = cache.tree_dir(f"{arch.name}-{patch_set.version}")
         self.build_dir = self.tree_dir / "build"
         # The log lives beside the tree while building, so a failure's log survives.
         self.log = self.tree_dir / "build.log"

@@ -8,10 +8,22 @@ from pathlib import Path
 
 from images.errors import AgentError, ImageError, PatchError
 
-__all__ = ["AGENT_DIR_ENV", "Project", "Series", "find_project"]
+__all__ = [
+    "AGENT_DIR_ENV",
+    "DEFAULT_KERNEL_VERSION",
+    "KERNEL_VERSION_ENV",
+    "PatchSet",
+    "Project",
+    "Series",
+    "find_project",
+]
 
 #: Environment variable naming another guest agent source directory.
 AGENT_DIR_ENV = "PAGEMAP_HARNESS_AGENT_DIR"
+#: Environment variable choosing the kernel version (a linux-patch/ directory) by default.
+KERNEL_VERSION_ENV = "PAGEMAP_HARNESS_KERNEL_VERSION"
+#: The kernel series built when nothing else is asked for.
+DEFAULT_KERNEL_VERSION = "6.12"
 #: Environment variable naming the checkout (else it is found from this file or the cwd).
 ROOT_ENV = "PAGEMAP_HARNESS_ROOT"
 
@@ -27,28 +39,24 @@ class Series:
 
 
 @dataclass(frozen=True)
-class Project:
-    root: Path
+class PatchSet:
+    """One kernel version's series: ``linux-patch/<version>/`` with BASE, series and patches."""
 
-    @property
-    def patch_dir(self) -> Path:
-        return self.root / "linux-patch"
+    #: The kernel series it is for (``6.12``): the directory's name.
+    version: str
+    directory: Path
 
     @property
     def base_file(self) -> Path:
-        """The source package version the series is made for."""
-        return self.patch_dir / "BASE"
-
-    def agent_dir(self, override: Path | None = None) -> Path:
-        if override is not None:
-            return override
-        if env := os.environ.get(AGENT_DIR_ENV):
-            return Path(env)
-        return self.root / "harness" / "agent"
+        """The Debian source build the series is made for (see images.source.read_base)."""
+        return self.directory / "BASE"
 
     def read_series(self) -> Series | None:
-        """The series, or None while linux-patch/series does not exist."""
-        series_path = self.patch_dir / "series"
+        """The series, or None while ``series`` does not exist in the directory.
+
+        Raises :class:`PatchError` for a malformed line or a missing patch file.
+        """
+        series_path = self.directory / "series"
         try:
             series_file = series_path.read_bytes()
         except FileNotFoundError:
@@ -64,12 +72,50 @@ class Project:
                     f"{series_path}:{number}: only '-p1' may follow a patch name, got {raw!r}"
                 )
             try:
-                patches.append((name, (self.patch_dir / name).read_bytes()))
+                patches.append((name, (self.directory / name).read_bytes()))
             except FileNotFoundError:
                 raise PatchError(
-                    f"{series_path}:{number} names {name}, which is not in {self.patch_dir}"
+                    f"{series_path}:{number} names {name}, which is not in {self.directory}"
                 ) from None
         return Series(series_file, tuple(patches))
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+
+    @property
+    def patch_root(self) -> Path:
+        """``linux-patch/``: one directory per kernel version."""
+        return self.root / "linux-patch"
+
+    def kernel_versions(self) -> tuple[str, ...]:
+        """The kernel versions with a series (directories of linux-patch/ holding a BASE)."""
+        found = [d.name for d in self.patch_root.iterdir() if (d / "BASE").is_file()]
+        return tuple(sorted(found, key=lambda v: [int(p) for p in v.split(".") if p.isdigit()]))
+
+    def patch_set(self, version: str | None = None) -> PatchSet:
+        """The series of kernel ``version`` (default: $PAGEMAP_HARNESS_KERNEL_VERSION, else 6.12).
+
+        Raises :class:`ImageError` (one line, listing the known versions) for
+        a version without a directory.
+        """
+        version = version or os.environ.get(KERNEL_VERSION_ENV) or DEFAULT_KERNEL_VERSION
+        directory = self.patch_root / version
+        if not (directory / "BASE").is_file():
+            known = ", ".join(self.kernel_versions()) or "none"
+            raise ImageError(
+                f"no patch series for kernel version {version!r} (no {directory}/BASE); "
+                f"known: {known}"
+            )
+        return PatchSet(version, directory)
+
+    def agent_dir(self, override: Path | None = None) -> Path:
+        if override is not None:
+            return override
+        if env := os.environ.get(AGENT_DIR_ENV):
+            return Path(env)
+        return self.root / "harness" / "agent"
 
     def read_agent_sources(self, override: Path | None = None) -> tuple[tuple[str, bytes], ...]:
         """(name, contents) of every ``*.c`` and ``*.h`` of the agent, sorted by name."""

@@ -36,6 +36,7 @@ from images.errors import CommandError, SourceError
 from images.patching import describe_patch_failure, files_in_patch
 
 __all__ = [
+    "SOURCE_VERSION_ENV",
     "BasePin",
     "SourceChoice",
     "SourcePackage",
@@ -139,23 +140,34 @@ class SourcePackage:
         return self.version.split("-", 1)[0]
 
 
+#: Environment variable asking for another build of the pinned series (e.g. 6.12.115-2~deb12u1).
+SOURCE_VERSION_ENV = "PAGEMAP_HARNESS_SOURCE_VERSION"
+
+
 @dataclass(frozen=True)
 class SourceChoice:
-    """The source a build uses, and whether it is the pinned one (recorded in meta.json)."""
+    """The source a build uses, and why (recorded in meta.json and printed by harness run)."""
 
     source: SourcePackage
     pin: BasePin
-    #: False: the archive no longer serves the pin and this is a fallback.
-    pinned: bool
+    #: ``pinned`` (BASE's build), ``fallback`` (the archive no longer serves it;
+    #: the series applies to this one) or ``requested`` ($PAGEMAP_HARNESS_SOURCE_VERSION).
+    reason: str = "pinned"
+
+    @property
+    def pinned(self) -> bool:
+        return self.reason == "pinned"
 
     def describe(self) -> str:
         """One line for logs and reports."""
         if self.pinned:
             return f"{self.pin.package} {self.source.version} (the pinned build)"
-        return (
-            f"{self.pin.package} {self.source.version} -- NOT the pinned {self.pin.version} "
-            "(the archive no longer serves it; the series applies to this build)"
-        )
+        why = {
+            "fallback": "the archive no longer serves it; the series applies to this build",
+            "requested": f"asked for by ${SOURCE_VERSION_ENV}",
+        }[self.reason]
+        built = f"{self.pin.package} {self.source.version}"
+        return f"{built} -- NOT the pinned {self.pin.version} ({why})"
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -164,6 +176,7 @@ class SourceChoice:
             "sha256": self.source.sha256,
             "pinned_version": self.pin.version,
             "pinned": self.pinned,
+            "reason": self.reason,
         }
 
 
@@ -405,15 +418,17 @@ def resolve_source(
     Raises :class:`SourceError` (one line) when no build qualifies.
     """
     pin = read_base(base_file)
+    if requested := os.environ.get(SOURCE_VERSION_ENV):
+        return _requested(cache, pin, requested, patches, log)
     series_hash = hashlib.sha256(b"".join(n.encode() + b"\0" + d for n, d in patches)).hexdigest()
     # Fast path: the pinned build is already here.
     local = _local_tarball(cache, pin.package, pin.version) if "-" in pin.version else None
     if local is not None:
-        return _checked(SourceChoice(_obtain(cache, pin.package, pin.version, log), pin, True))
+        return _checked(SourceChoice(_obtain(cache, pin.package, pin.version, log), pin))
 
     remembered = _remembered(cache, pin, series_hash)
     if remembered is not None and _local_tarball(cache, pin.package, remembered) is not None:
-        choice = SourceChoice(_obtain(cache, pin.package, remembered, log), pin, False)
+        choice = SourceChoice(_obtain(cache, pin.package, remembered, log), pin, "fallback")
         note(f"WARNING: building {choice.describe()}")
         return choice
 
@@ -428,13 +443,43 @@ def resolve_source(
         return series_applies(source.tarball, patches, log)
 
     version, pinned = choose_version(pin, available, applies)
-    choice = SourceChoice(_obtain(cache, pin.package, version, log), pin, pinned)
+    choice = SourceChoice(
+        _obtain(cache, pin.package, version, log), pin, "pinned" if pinned else "fallback"
+    )
     if not pinned:
         _remember(cache, pin, series_hash, version)
         note("WARNING: " + "=" * 70)
         note(f"WARNING: building {choice.describe()}")
         note("WARNING: " + "=" * 70)
     return _checked(choice)
+
+
+def _requested(
+    cache: Cache, pin: BasePin, version: str, patches: Sequence[tuple[str, bytes]], log: Path
+) -> SourceChoice:
+    """The build $PAGEMAP_HARNESS_SOURCE_VERSION names: same series, and the series must apply."""
+    if _series_of(version) != pin.series:
+        raise SourceError(
+            f"{SOURCE_VERSION_ENV}={version} is not a {pin.series}.y build "
+            f"(the series is for {pin.describe()})"
+        )
+    if pin.matches(version):
+        return _checked(SourceChoice(_obtain(cache, pin.package, version, log), pin))
+    local = _local_tarball(cache, pin.package, version)
+    if local is None and version not in archive_versions(pin.package):
+        raise SourceError(
+            f"{SOURCE_VERSION_ENV}={version}: neither this machine nor the apt archive has "
+            f"{pin.package} {version} (apt-cache madison {pin.package} lists what it serves)"
+        )
+    source = _obtain(cache, pin.package, version, log)
+    stamp = hashlib.sha256(b"".join(n.encode() + b"\0" + d for n, d in patches)).hexdigest()
+    why = cache.memo(f"applies:{stamp}:{source.ident}", source.tarball,
+                     lambda: series_applies(source.tarball, patches, log))
+    if why is not None:
+        raise SourceError(f"{SOURCE_VERSION_ENV}={version}: the series does not apply: {why}")
+    choice = SourceChoice(source, pin, "requested")
+    note(f"WARNING: building {choice.describe()}")
+    return choice
 
 
 def _checked(choice: SourceChoice) -> SourceChoice:

@@ -37,6 +37,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--kernel", type=Path, help="kernel image (default: images build)")
     group.addoption("--initramfs", type=Path, help="initramfs with the agent as /init")
     group.addoption(
+        "--kernel-version", metavar="X.Y",
+        help="kernel series to build and boot (a linux-patch/ directory; default 6.12)",
+    )
+    group.addoption(
         "--keep-vm-logs",
         type=Path,
         metavar="DIR",
@@ -57,7 +61,10 @@ def profile(pytestconfig: pytest.Config) -> ArchProfile:
 def boot_image(pytestconfig: pytest.Config, profile: ArchProfile) -> BootImage:
     try:
         return find_image(
-            profile, pytestconfig.getoption("--kernel"), pytestconfig.getoption("--initramfs")
+            profile,
+            pytestconfig.getoption("--kernel"),
+            pytestconfig.getoption("--initramfs"),
+            kernel_version=pytestconfig.getoption("--kernel-version"),
         )
     except ImageUnavailable as e:
         pytest.fail(f"no boot image for {profile.name}: {e}", pytrace=False)

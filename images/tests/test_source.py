@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from images.cache import Cache
-from images.errors import SourceError
-from images.project import find_project
+from images.errors import ImageError, SourceError
+from images.project import KERNEL_VERSION_ENV, find_project
 from images.source import (
+    SOURCE_VERSION_ENV,
     BasePin,
     archive_versions,
     choose_version,
@@ -65,7 +66,7 @@ def test_missing_base_is_one_line(tmp_path: Path) -> None:
 
 
 def test_the_projects_base_pins_a_6_12_build() -> None:
-    pin = read_base(find_project().base_file)
+    pin = read_base(find_project().patch_set().base_file)
     assert pin.package == "linux-source-6.12"
     assert pin.series == "6.12"
     assert pin.sha256 is not None
@@ -193,7 +194,7 @@ def _have_archive() -> bool:
 def test_unserved_pin_falls_back_to_a_build_the_series_applies_to(tmp_path: Path) -> None:
     """A pin the archive lacks (6.12.999): the newest served 6.12.y the real series applies to."""
     project = find_project()
-    series = project.read_series()
+    series = project.patch_set().read_series()
     assert series is not None
     base = tmp_path / "BASE"
     base.write_text("linux-source-6.12 6.12.999-1~deb12u1\n")
@@ -206,3 +207,45 @@ def test_unserved_pin_falls_back_to_a_build_the_series_applies_to(tmp_path: Path
     # Remembered: asking again neither downloads nor dry-runs.
     again = resolve_source(cache, base, series.patches, tmp_path / "log")
     assert again == choice
+
+
+# -- kernel versions: one linux-patch/ directory each -------------------------------------
+
+
+def test_project_knows_its_kernel_versions() -> None:
+    project = find_project()
+    assert "6.12" in project.kernel_versions()
+    patch_set = project.patch_set()
+    assert patch_set.version == "6.12"
+    assert patch_set.directory == project.patch_root / "6.12"
+    series = patch_set.read_series()
+    assert series is not None and len(series.patches) >= 1
+
+
+def test_unknown_kernel_version_lists_the_known_ones() -> None:
+    with pytest.raises(ImageError) as info:
+        find_project().patch_set("5.4")
+    message = str(info.value)
+    assert message.startswith("no patch series for kernel version '5.4'")
+    assert "known: " in message and "6.12" in message.split("known: ")[1]
+    assert "\n" not in message
+
+
+def test_kernel_version_env_picks_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KERNEL_VERSION_ENV, "9.9")
+    with pytest.raises(ImageError, match=r"'9\.9'"):
+        find_project().patch_set()
+
+
+def test_requested_build_of_another_series_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SOURCE_VERSION_ENV, "6.1.192-3")
+    base = tmp_path / "BASE"
+    base.write_text("linux-source-6.12 6.12.117-1~deb12u1\n")
+    with pytest.raises(SourceError) as info:
+        resolve_source(Cache(tmp_path / "cache"), base, (), tmp_path / "log")
+    assert str(info.value) == (
+        f"{SOURCE_VERSION_ENV}=6.1.192-3 is not a 6.12.y build "
+        "(the series is for linux-source-6.12 6.12.117-1~deb12u1)"
+    )
