@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim.arch import Arch
-from sim.mm.addrspace import AddressSpace, MachineContext, MmError, Signal
 from sim.mm.facts import PINNED, KernelFacts
 from sim.mm.memmap import FrameState, PhysMem
+from sim.mm.mm_struct import MachineContext, MmStruct
 from sim.mm.shmem import ShmemFile
+from sim.mm.syscall import MmError, Signal
 from sim.mm.vma import VM, Vma
 
 __all__ = [
@@ -103,7 +104,7 @@ class Process:
     pid: int
     name: str
     creds: Credentials
-    mm: AddressSpace
+    mm: MmStruct
     #: get_dumpable(mm) == SUID_DUMP_USER; decides who owns /proc/PID files.
     dumpable: bool = True
     alive: bool = field(default=True)
@@ -115,7 +116,7 @@ class Process:
     def __repr__(self) -> str:
         return f"Process({self.name!r}, pid={self.pid}, uid={self.uid})"
 
-    def _live(self) -> AddressSpace:
+    def _live(self) -> MmStruct:
         if not self.alive:
             raise MmError(errno.ESRCH, f"process {self.name!r} has exited")
         return self.mm
@@ -181,7 +182,7 @@ class Process:
             Credentials.root() if uid == 0 else Credentials.user(uid, self.creds.gid)
         )
         child = self.machine._new_process(child_name, creds)
-        mm.fork_into(child.mm)
+        mm.dup_mmap(child.mm)
         return child
 
     def set_uid(self, uid: int) -> None:
@@ -282,7 +283,7 @@ class Machine:
 
     def _new_process(self, name: str, creds: Credentials) -> Process:
         pid = next(self._pids)
-        process = Process(self, pid, name, creds, AddressSpace(self.ctx))
+        process = Process(self, pid, name, creds, MmStruct(self.ctx))
         self._processes[pid] = process
         return process
 

@@ -31,9 +31,10 @@ class ShmemFile:
         self.name = name
         self.anonymous = anonymous
         self.cache: dict[int, int] = {}
-        #: VMAs (in any process) that map this file; an unlinked anonymous
-        #: object dies with the last one (fput() -> shmem_evict_inode()).
-        self.map_count = 0
+        #: File references held by VMAs (get_file() per VMA, in any process);
+        #: an unlinked anonymous object dies with the last one (fput() ->
+        #: shmem_evict_inode()).  Not a mapcount: it counts VMAs, not pages.
+        self.vma_refs = 0
 
     def __repr__(self) -> str:
         return f"ShmemFile({self.name!r}, {self.npages} pages)"

@@ -242,7 +242,7 @@ class VmaList:
         )
         vma.end = addr
         if vma.file is not None:
-            vma.file.map_count += 1  # get_file() for the new VMA
+            vma.file.vma_refs += 1  # get_file() for the new VMA
         self.insert(upper)
         return upper
 
@@ -364,5 +364,5 @@ class VmaList:
     def _drop(self, vma: Vma) -> None:
         """A VMA absorbed by a merge: remove_vma() drops its file reference."""
         if vma.file is not None:
-            vma.file.map_count -= 1
+            vma.file.vma_refs -= 1
         self._vmas.remove(vma)

@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 from sim.arch import Arch, get_arch
 from sim.bulk import bulk_parse_kpagemap, bulk_parse_u64s
 from sim.mm import FrameState, Machine, MmError, Process
-from sim.mm.pagetable import PTE_PRESENT, PTE_SPECIAL, HugePmd, PteTable
+from sim.mm.pagetable import HugePmd, PteTable
+from sim.mm.pte import PTE_PRESENT, PTE_SPECIAL
 from sim.procfs import pagemap_entries, read
 from sim.smaps import smaps
 
