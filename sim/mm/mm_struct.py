@@ -18,7 +18,7 @@ batch references are not counted and queued LRU moves are taken as done
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sim.arch import Arch
 from sim.mm import clear_refs, fork, huge_memory, madvise, memory, mmap, mprotect
@@ -42,16 +42,16 @@ class MachineContext:
     #: huge_zero_refcount (mm/huge_memory.c): mm_structs using the huge zero
     #: folio (MMF_HUGE_ZERO_PAGE set); > 0 while the folio exists.
     huge_zero_refcount: int = 0
+    #: pte_mkdirty() also sets the soft-dirty bit and VM_SOFTDIRTY exists
+    #: (CONFIG_MEM_SOFT_DIRTY on an architecture with HAVE_ARCH_SOFT_DIRTY).
+    soft_dirty: bool = field(init=False)
+    #: PMD-sized THP can be mapped (CONFIG_TRANSPARENT_HUGEPAGE and a PMD leaf level).
+    thp: bool = field(init=False)
 
-    @property
-    def soft_dirty(self) -> bool:
-        """pte_mkdirty() also sets the soft-dirty bit and VM_SOFTDIRTY exists."""
-        return self.facts.mem_soft_dirty and self.arch.soft_dirty
-
-    @property
-    def thp(self) -> bool:
-        """PMD-sized THP can be mapped (CONFIG_TRANSPARENT_HUGEPAGE and a PMD leaf level)."""
-        return self.facts.transparent_hugepage and self.arch.thp_level is not None
+    def __post_init__(self) -> None:
+        # Both are read on every fault; arch and facts are frozen.
+        self.soft_dirty = self.facts.mem_soft_dirty and self.arch.soft_dirty
+        self.thp = self.facts.transparent_hugepage and self.arch.thp_level is not None
 
 
 class MmStruct:
