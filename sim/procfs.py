@@ -9,7 +9,7 @@ long`` of the architecture's width, counts are ``size_t``.
 
     f = open_proc(machine, f"/proc/{pid}/pagemap", Reader.root())
     f.lseek(vaddr // page_size * 8)
-    data = f.read(8 * npages)
+    data = f.read(8 * nr_pages)
     data = read(machine, "/proc/kpageflags", offset, count, reader=Reader.user(1000))
 """
 
@@ -26,7 +26,7 @@ import numpy.typing as npt
 from sim.bulk import bulk_build_kpagemap_entries, bulk_build_u64s
 from sim.flags import PM
 from sim.formats import KpagemapHeader, PagemapEntry, parse_u64s
-from sim.mm.machine import ALL_CAPS, Machine, Process
+from sim.mm.machine import Credentials, Machine, Process
 from sim.mm.mm_struct import MmStruct
 from sim.mm.pagetable import HugePmd, PteBitsArray, PteTable
 from sim.mm.pte import PTE_DTYPE, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SPECIAL
@@ -71,29 +71,14 @@ ProcError = ProcReadError
 
 
 @dataclass(frozen=True)
-class Reader:
+class Reader(Credentials):
     """The process that opens and reads: its credentials, and itself if it is modelled.
 
     ``pid`` names a process of the machine when the reader reads its own
     pagemap (mm == current->mm skips the ptrace check in mm_access()).
     """
 
-    uid: int = 0
-    gid: int = 0
-    caps: frozenset[str] = ALL_CAPS
     pid: int | None = None
-
-    @classmethod
-    def root(cls) -> Reader:
-        return cls()
-
-    @classmethod
-    def user(cls, uid: int, gid: int = 0) -> Reader:
-        """An ordinary process of ``uid``: setresuid() away from root drops every capability."""
-        return cls(uid=uid, gid=gid, caps=frozenset())
-
-    def capable(self, cap: str) -> bool:
-        return cap in self.caps
 
 
 # ---------------------------------------------------------------------------
@@ -181,12 +166,12 @@ def read(
 
 
 def pagemap_entries(
-    machine: Machine, process: Process, addr: int, npages: int, reader: Reader | None = None
+    machine: Machine, process: Process, addr: int, nr_pages: int, reader: Reader | None = None
 ) -> list[PagemapEntry]:
-    """The decoded pagemap entries of ``npages`` pages from ``addr`` (one read)."""
+    """The decoded pagemap entries of ``nr_pages`` pages from ``addr`` (one read)."""
     shift = machine.arch.page_shift
     data = read(machine, f"/proc/{process.pid}/pagemap", (addr >> shift) * PM.ENTRY_BYTES,
-                npages * PM.ENTRY_BYTES, reader=reader)
+                nr_pages * PM.ENTRY_BYTES, reader=reader)
     return [PagemapEntry.from_raw(value) for value in parse_u64s(machine.arch, data)]
 
 

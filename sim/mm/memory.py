@@ -266,7 +266,7 @@ def do_fault_around(mm: MmStruct, vma: Vma, addr: int) -> bool:
     pte_off = mm.pt.pte_index(addr)
     vma_off = (addr - vma.start) >> mm.arch.page_shift
     from_pte = max(pte_off // nr * nr, pte_off - min(pte_off, vma_off))
-    to_pte = min(from_pte + nr, mm.pt.ptrs_per_pte, pte_off + vma.pages() - vma_off) - 1
+    to_pte = min(from_pte + nr, mm.pt.ptrs_per_pte, pte_off + vma.nr_pages() - vma_off) - 1
     file = _file(vma)
     index0 = vma.linear_page_index(addr) - pte_off
     pages = {

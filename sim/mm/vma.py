@@ -112,7 +112,8 @@ class Vma:
     def softdirty(self) -> bool:
         return bool(self.flags & VM_SOFTDIRTY)
 
-    def pages(self) -> int:
+    def nr_pages(self) -> int:
+        """vma_pages(): the VMA's length in pages."""
         return (self.end - self.start) >> self.page_shift
 
     def linear_page_index(self, addr: int) -> int:
@@ -257,7 +258,7 @@ class VmaList:
             and prev.end == start
             and _same_kind(prev.flags, flags, prev.file, file)
             and _mergeable_anon_vma(None, prev.anon_vma, prev)
-            and prev.pgoff + prev.pages() == pgoff
+            and prev.pgoff + prev.nr_pages() == pgoff
         )
         right = (
             nxt is not None
@@ -307,7 +308,7 @@ class VmaList:
             and prev.end == start
             and _same_kind(prev.flags, newflags, prev.file, vma.file)
             and _mergeable_anon_vma(vma.anon_vma, prev.anon_vma, prev)
-            and prev.pgoff + prev.pages() == pgoff
+            and prev.pgoff + prev.nr_pages() == pgoff
         )
         merge_right = (
             right_side

@@ -157,8 +157,8 @@ def check_invariants(m: Machine, procs: list[Process]) -> None:
         zero_pfns |= set(range(m.huge_zero_pfn, m.huge_zero_pfn + arch.thp_pages))
     for p in live:
         for vma, mss in zip(p.vmas, smaps(p.mm), strict=True):
-            npages = (vma.end - vma.start) >> arch.page_shift
-            entries = pagemap_entries(m, p, vma.start, npages)
+            nr_pages = (vma.end - vma.start) >> arch.page_shift
+            entries = pagemap_entries(m, p, vma.start, nr_pages)
             rss = 0
             for e in entries:
                 if not e.present:
