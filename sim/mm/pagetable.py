@@ -145,16 +145,24 @@ class PageTables:
         """Existing PMD-level entries overlapping [start, end), ascending: (base, entry)."""
         yield from self._entries(self.root, 0, 0, start, end)
 
+    def _overlapping(
+        self, node: dict[int, Any], level: int, base: int, start: int, end: int
+    ) -> list[tuple[int, int, int]]:
+        """(index, lo, hi) of each entry of a ``level`` table mapping from ``base`` whose
+        range [lo, hi) overlaps [start, end), ascending; a list, so callers may delete."""
+        shift = self.shifts[level]
+        size = 1 << shift
+        result = []
+        for index in sorted(node):
+            lo = base + (index << shift)
+            if lo + size > start and lo < end:
+                result.append((index, lo, lo + size))
+        return result
+
     def _entries(
         self, node: dict[int, Any], level: int, base: int, start: int, end: int
     ) -> Iterator[tuple[int, Any]]:
-        shift = self.shifts[level]
-        size = 1 << shift
-        for index in sorted(node):
-            lo = base + (index << shift)
-            hi = lo + size
-            if hi <= start or lo >= end:
-                continue
+        for index, lo, _ in self._overlapping(node, level, base, start, end):
             child = node[index]
             if level == self.table_level:
                 yield lo, child
@@ -194,13 +202,7 @@ class PageTables:
         end: int,
         in_use: Callable[[int, int], bool],
     ) -> None:
-        shift = self.shifts[level]
-        size = 1 << shift
-        for index in sorted(node):
-            lo = base + (index << shift)
-            hi = lo + size
-            if hi <= start or lo >= end:
-                continue
+        for index, lo, hi in self._overlapping(node, level, base, start, end):
             if level < self.table_level:
                 self._free(node[index], level + 1, lo, start, end, in_use)
             if not in_use(lo, hi):
