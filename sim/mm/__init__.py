@@ -7,6 +7,7 @@ come from).
 from sim.mm.facts import PINNED, UNPATCHED_6_12, KernelFacts
 from sim.mm.machine import ALL_CAPS, Credentials, Machine, Process, TouchResult, parse_prot
 from sim.mm.memmap import FrameState, OutOfMemory
+from sim.mm.mm_struct import MmStruct
 from sim.mm.shmem import ShmemFile
 from sim.mm.syscall import MmError
 
@@ -19,6 +20,7 @@ __all__ = [
     "KernelFacts",
     "Machine",
     "MmError",
+    "MmStruct",
     "OutOfMemory",
     "Process",
     "ShmemFile",
