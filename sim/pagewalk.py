@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from sim.mm.addrspace import AddressSpace
+from sim.mm.mm_struct import MmStruct
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.vma import Vma
 
@@ -63,13 +63,13 @@ class MmWalk:
     """struct mm_walk: what callbacks see."""
 
     ops: MmWalkOps
-    mm: AddressSpace
+    mm: MmStruct
     private: Any
     vma: Vma | None = None
     action: Action = field(default=Action.SUBTREE)
 
 
-def _depth(mm: AddressSpace, level: int) -> int:
+def _depth(mm: MmStruct, level: int) -> int:
     """real_depth() of a table level (folded levels collapse upwards)."""
     return _KERNEL_DEPTH.get(mm.arch.level_names[level], level)
 
@@ -158,7 +158,7 @@ def _walk_page_test(start: int, end: int, walk: MmWalk) -> int:
 
 
 def walk_page_range(
-    mm: AddressSpace, start: int, end: int, ops: MmWalkOps, private: Any
+    mm: MmStruct, start: int, end: int, ops: MmWalkOps, private: Any
 ) -> int:
     """walk_page_range(): walk [start, end) of ``mm`` VMA by VMA; -EINVAL for an empty range."""
     if start >= end:
@@ -192,7 +192,7 @@ def walk_page_range(
     return err
 
 
-def walk_page_vma(vma: Vma, mm: AddressSpace, ops: MmWalkOps, private: Any) -> int:
+def walk_page_vma(vma: Vma, mm: MmStruct, ops: MmWalkOps, private: Any) -> int:
     """walk_page_vma(): walk one whole VMA."""
     walk = MmWalk(ops=ops, mm=mm, private=private, vma=vma)
     return _walk_levels(mm.pt.root, 0, vma.start, vma.end, walk)

@@ -9,7 +9,7 @@ long`` of the architecture's width, counts are ``size_t``.
 
     f = open_proc(machine, f"/proc/{pid}/pagemap", Reader.root())
     f.lseek(vaddr // page_size * 8)
-    data = f.read(8 * npages)
+    data = f.read(8 * nr_pages)
     data = read(machine, "/proc/kpageflags", offset, count, reader=Reader.user(1000))
 """
 
@@ -26,10 +26,11 @@ import numpy.typing as npt
 from sim.bulk import bulk_build_kpagemap_entries, bulk_build_u64s
 from sim.flags import PM
 from sim.formats import KpagemapHeader, PagemapEntry, parse_u64s
-from sim.mm.addrspace import AddressSpace
 from sim.mm.facts import PmdExclusive
-from sim.mm.machine import ALL_CAPS, Machine, Process
-from sim.mm.pagetable import PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SPECIAL, HugePmd, PteTable
+from sim.mm.machine import Credentials, Machine, Process
+from sim.mm.mm_struct import MmStruct
+from sim.mm.pagetable import HugePmd, PteBitsArray, PteTable
+from sim.mm.pte import PTE_DTYPE, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SPECIAL
 from sim.pagewalk import MmWalk, MmWalkOps, walk_page_range
 
 __all__ = [
@@ -71,29 +72,14 @@ ProcError = ProcReadError
 
 
 @dataclass(frozen=True)
-class Reader:
+class Reader(Credentials):
     """The process that opens and reads: its credentials, and itself if it is modelled.
 
     ``pid`` names a process of the machine when the reader reads its own
     pagemap (mm == current->mm skips the ptrace check in mm_access()).
     """
 
-    uid: int = 0
-    gid: int = 0
-    caps: frozenset[str] = ALL_CAPS
     pid: int | None = None
-
-    @classmethod
-    def root(cls) -> Reader:
-        return cls()
-
-    @classmethod
-    def user(cls, uid: int, gid: int = 0) -> Reader:
-        """An ordinary process of ``uid``: setresuid() away from root drops every capability."""
-        return cls(uid=uid, gid=gid, caps=frozenset())
-
-    def capable(self, cap: str) -> bool:
-        return cap in self.caps
 
 
 # ---------------------------------------------------------------------------
@@ -181,12 +167,12 @@ def read(
 
 
 def pagemap_entries(
-    machine: Machine, process: Process, addr: int, npages: int, reader: Reader | None = None
+    machine: Machine, process: Process, addr: int, nr_pages: int, reader: Reader | None = None
 ) -> list[PagemapEntry]:
-    """The decoded pagemap entries of ``npages`` pages from ``addr`` (one read)."""
+    """The decoded pagemap entries of ``nr_pages`` pages from ``addr`` (one read)."""
     shift = machine.arch.page_shift
     data = read(machine, f"/proc/{process.pid}/pagemap", (addr >> shift) * PM.ENTRY_BYTES,
-                npages * PM.ENTRY_BYTES, reader=reader)
+                nr_pages * PM.ENTRY_BYTES, reader=reader)
     return [PagemapEntry.from_raw(value) for value in parse_u64s(machine.arch, data)]
 
 
@@ -222,7 +208,7 @@ class ProcFile:
 
     machine: Machine
     kind: FileKind
-    mm: AddressSpace | None = None
+    mm: MmStruct | None = None
     show_pfn: bool = False
     pos: int = field(default=0)
 
@@ -294,10 +280,10 @@ class PagemapRead:
     show_pfn: bool
     pos: int = 0  # entries so far
     fills: list[tuple[int, int, np.uint64]] = field(default_factory=list)
-    ptes: list[tuple[int, npt.NDArray[np.uint8], npt.NDArray[np.int64], bool]] = field(
+    ptes: list[tuple[int, PteBitsArray, npt.NDArray[np.int64], bool]] = field(
         default_factory=list
     )
-    huge: list[tuple[int, int, int, np.uint64]] = field(default_factory=list)
+    huge: list[tuple[int, int, int, int, bool]] = field(default_factory=list)
 
     def add_fill(self, n: int, value: np.uint64) -> None:
         """add_to_pagemap() of ``n`` equal entries."""
@@ -306,19 +292,19 @@ class PagemapRead:
             self.pos += n
 
     def add_ptes(
-        self, bits: npt.NDArray[np.uint8], pfns: npt.NDArray[np.int64], vma_softdirty: bool
+        self, bits: PteBitsArray, pfns: npt.NDArray[np.int64], vma_softdirty: bool
     ) -> None:
         """pte_to_pagemap_entry() for each PTE of a table slice."""
         self.ptes.append((self.pos, bits, pfns, vma_softdirty))
         self.pos += bits.shape[0]
 
-    def add_huge(self, first_pfn: int, n: int, flags: np.uint64) -> None:
-        """The entries of a huge leaf from page ``first_pfn`` on."""
-        self.huge.append((self.pos, first_pfn, n, flags))
+    def add_huge(self, pmd: HugePmd, first_pfn: int, n: int, vma_softdirty: bool) -> None:
+        """The entries of a huge leaf from its page ``first_pfn`` on."""
+        self.huge.append((self.pos, first_pfn, n, pmd.bits, vma_softdirty))
         self.pos += n
 
     def values(self) -> U64Array:
-        mem = self.machine.mem
+        """The u64 entries of the read, in order."""
         out = np.zeros(self.pos, dtype=np.uint64)
         for offset, n, value in self.fills:
             out[offset : offset + n] = value
@@ -328,33 +314,64 @@ class PagemapRead:
             bits = np.concatenate([seg[1] for seg in self.ptes])
             pfns = np.concatenate([seg[2] for seg in self.ptes])
             vma_sd = np.repeat(np.array([seg[3] for seg in self.ptes], dtype=np.bool_), lengths)
-            present = (bits & PTE_PRESENT) != 0
-            values = np.where(present, _PM_PRESENT, np.uint64(0))
+            values, present, normal = _entry_flags(self.machine, bits, pfns, vma_sd)
+            values[normal] |= _exclusive(self.machine, pfns[normal])
             if self.show_pfn:
                 values[present] |= pfns[present].astype(np.uint64)
-            values[((bits & PTE_SOFT_DIRTY) != 0) | vma_sd] |= _PM_SOFT_DIRTY
-            # vm_normal_page(): NULL for the special zero-page PTE.
-            normal = present & ((bits & PTE_SPECIAL) == 0)
-            pages = pfns[normal]
-            page_flags = np.where(mem.anon[mem.head[pages]], np.uint64(0), _PM_FILE)
-            page_flags[_precise_mapcount(self.machine, pages) == 1] |= _PM_EXCLUSIVE
-            values[normal] |= page_flags
             out[positions] = values
         if self.huge:
+            # The flags are the leaf's, computed once per leaf with the PTE rule;
+            # EXCLUSIVE and the PFN are per page.
             lengths = np.array([seg[2] for seg in self.huge], dtype=np.int64)
             positions = _positions([seg[0] for seg in self.huge], lengths)
             pages = _positions([seg[1] for seg in self.huge], lengths)
-            values = np.repeat(np.array([seg[3] for seg in self.huge], dtype=np.uint64), lengths)
+            leaf_flags, _, _ = _entry_flags(
+                self.machine,
+                np.array([seg[3] for seg in self.huge], dtype=PTE_DTYPE),
+                np.array([seg[1] for seg in self.huge], dtype=np.int64),
+                np.array([seg[4] for seg in self.huge], dtype=np.bool_),
+            )
             if self.machine.facts.pmd_exclusive is PmdExclusive.HEAD_PAGE:
                 # Before 6.11: page_mapcount(pmd_page()) for every subpage.
                 asked = self.machine.mem.head[pages]
             else:
                 asked = pages
-            values[_precise_mapcount(self.machine, asked) == 1] |= _PM_EXCLUSIVE
+            values = np.repeat(leaf_flags, lengths) | _exclusive(self.machine, asked)
             if self.show_pfn:
                 values |= pages.astype(np.uint64)
             out[positions] = values
         return out
+
+
+def _entry_flags(
+    machine: Machine,
+    bits: PteBitsArray,
+    pages: npt.NDArray[np.int64],
+    vma_softdirty: npt.NDArray[np.bool_],
+) -> tuple[U64Array, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """pte_to_pagemap_entry() and the huge branch of pagemap_pmd_range(), but for the
+    PFN and PM_MMAP_EXCLUSIVE: (flags, present, normal) for each entry.
+
+    PM_PRESENT; PM_SOFT_DIRTY from the entry or the VMA; PM_FILE where the
+    entry maps a page (``normal``: vm_normal_page() for a PTE, so not the zero
+    page; pmd_page() for a huge leaf, so the huge zero folio too) whose folio
+    is not anonymous.
+    """
+    mem = machine.mem
+    present = (bits & PTE_PRESENT) != 0
+    values = np.where(present, _PM_PRESENT, np.uint64(0))
+    values[((bits & PTE_SOFT_DIRTY) != 0) | vma_softdirty] |= _PM_SOFT_DIRTY
+    normal = present & ((bits & PTE_SPECIAL) == 0)
+    values[normal & ~mem.anon[mem.head[pages]]] |= _PM_FILE
+    return values, present, normal
+
+
+def _exclusive(machine: Machine, pages: npt.NDArray[np.int64]) -> U64Array:
+    """PM_MMAP_EXCLUSIVE where folio_precise_page_mapcount() == 1, else 0, per page."""
+    result: U64Array = np.where(
+        _precise_mapcount(machine, pages) == 1, _PM_EXCLUSIVE, np.uint64(0)
+    )
+    return result
 
 
 def _positions(starts: list[int], lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -406,13 +423,7 @@ def pagemap_pmd_range(entry: PteTable | HugePmd, addr: int, end: int, walk: MmWa
     shift = mm.arch.page_shift
     n = (end - addr) >> shift
     if isinstance(entry, HugePmd):
-        mem = mm.mem
-        flags = _PM_PRESENT
-        if vma.softdirty or entry.soft_dirty:
-            flags |= _PM_SOFT_DIRTY
-        if not mem.anon[mem.head[entry.pfn]]:
-            flags |= _PM_FILE
-        pm.add_huge(entry.pfn + ((addr % mm.pmd_size) >> shift), n, flags)
+        pm.add_huge(entry, entry.pfn + ((addr % mm.pmd_size) >> shift), n, vma.softdirty)
         return 0
     i0 = mm.pt.pte_index(addr)
     pm.add_ptes(entry.bits[i0 : i0 + n], entry.pfn[i0 : i0 + n], vma.softdirty)
@@ -433,7 +444,7 @@ PAGEMAP_OPS = MmWalkOps(pmd_entry=pagemap_pmd_range, pte_hole=pagemap_pte_hole)
 
 
 def pagemap_read(
-    machine: Machine, mm: AddressSpace | None, show_pfn: bool, ppos: int, count: int
+    machine: Machine, mm: MmStruct | None, show_pfn: bool, ppos: int, count: int
 ) -> tuple[bytes, int]:
     """pagemap_read(): (bytes, new position), in PMD-sized walks up to mm->task_size."""
     arch = machine.arch

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.mm.addrspace import AddressSpace
 from sim.mm.memmap import PhysMem
+from sim.mm.mm_struct import MmStruct
 from sim.mm.pageflags import PG
-from sim.mm.pagetable import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_YOUNG, HugePmd, PteTable
+from sim.mm.pagetable import HugePmd, PteTable
+from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_YOUNG
 from sim.mm.vma import Vma
 from sim.pagewalk import MmWalk, MmWalkOps, walk_page_vma
 
@@ -115,36 +116,40 @@ def smaps_pte_range(entry: PteTable | HugePmd, addr: int, end: int, walk: MmWalk
             return 0  # vm_normal_page_pmd() is NULL for the huge zero page
         if mem.folio_test_anon(entry.pfn):
             mss.anonymous_thp += mm.pmd_size
-        smaps_account(mss, mem, entry.pfn, mm.thp_nr, mm.page_size, entry.young, entry.dirty)
+        _account_entry(mss, mem, entry.pfn, mm.hpage_pmd_nr, mm.page_size, entry.bits)
         return 0
     i0 = mm.pt.pte_index(addr)
     for i in range(i0, i0 + ((end - addr) >> mm.arch.page_shift)):
         bits = int(entry.bits[i])
         if not bits & PTE_PRESENT or bits & PTE_SPECIAL:
             continue
-        smaps_account(
-            mss, mem, int(entry.pfn[i]), 1, mm.page_size,
-            bool(bits & PTE_YOUNG), bool(bits & PTE_DIRTY),
-        )
+        _account_entry(mss, mem, int(entry.pfn[i]), 1, mm.page_size, bits)
     return 0
+
+
+def _account_entry(
+    mss: MemSizeStats, mem: PhysMem, page: int, nr: int, page_size: int, bits: int
+) -> None:
+    """smaps_account() with young and dirty taken from a PTE's or huge PMD's bits."""
+    smaps_account(mss, mem, page, nr, page_size, bool(bits & PTE_YOUNG), bool(bits & PTE_DIRTY))
 
 
 SMAPS_OPS = MmWalkOps(pmd_entry=smaps_pte_range)
 
 
-def smap_gather_stats(mm: AddressSpace, vma: Vma) -> MemSizeStats:
+def smap_gather_stats(mm: MmStruct, vma: Vma) -> MemSizeStats:
     """smap_gather_stats(): walk_page_vma() with the smaps callbacks."""
     mss = MemSizeStats(start=vma.start, end=vma.end)
     walk_page_vma(vma, mm, SMAPS_OPS, mss)
     return mss
 
 
-def smaps(mm: AddressSpace) -> list[MemSizeStats]:
+def smaps(mm: MmStruct) -> list[MemSizeStats]:
     """One MemSizeStats per VMA, in address order (show_smap())."""
     return [smap_gather_stats(mm, vma) for vma in mm.each_vma()]
 
 
-def smaps_rollup(mm: AddressSpace) -> MemSizeStats:
+def smaps_rollup(mm: MmStruct) -> MemSizeStats:
     """The sums over all VMAs (show_smaps_rollup())."""
     total = MemSizeStats()
     for mss in smaps(mm):

@@ -4,11 +4,12 @@ Start with :class:`Machine` (sim/MODEL.md lists the kernel rules and where they
 come from).
 """
 
-from sim.mm.addrspace import MmError
 from sim.mm.facts import PINNED, UNPATCHED_6_12, KernelFacts
 from sim.mm.machine import ALL_CAPS, Credentials, Machine, Process, TouchResult, parse_prot
 from sim.mm.memmap import FrameState, OutOfMemory
+from sim.mm.mm_struct import MmStruct
 from sim.mm.shmem import ShmemFile
+from sim.mm.syscall import MmError
 
 __all__ = [
     "ALL_CAPS",
@@ -19,6 +20,7 @@ __all__ = [
     "KernelFacts",
     "Machine",
     "MmError",
+    "MmStruct",
     "OutOfMemory",
     "Process",
     "ShmemFile",

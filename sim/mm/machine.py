@@ -17,14 +17,16 @@ import errno
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Self
 
 import numpy as np
 
 from sim.arch import Arch
-from sim.mm.addrspace import AddressSpace, MachineContext, MmError, Signal
 from sim.mm.facts import PINNED, KernelFacts
 from sim.mm.memmap import FrameState, PhysMem
+from sim.mm.mm_struct import MachineContext, MmStruct
 from sim.mm.shmem import ShmemFile
+from sim.mm.syscall import MmError, Signal
 from sim.mm.vma import VM, Vma
 
 __all__ = [
@@ -66,14 +68,17 @@ class Credentials:
     caps: frozenset[str] = ALL_CAPS
 
     @classmethod
-    def root(cls) -> Credentials:
+    def root(cls) -> Self:
+        """uid 0 with every capability."""
         return cls()
 
     @classmethod
-    def user(cls, uid: int, gid: int = 0) -> Credentials:
+    def user(cls, uid: int, gid: int = 0) -> Self:
+        """An ordinary process of ``uid``: setresuid() away from root drops every capability."""
         return cls(uid=uid, gid=gid, caps=frozenset())
 
     def capable(self, cap: str) -> bool:
+        """capable(cap)."""
         return cap in self.caps
 
 
@@ -103,7 +108,7 @@ class Process:
     pid: int
     name: str
     creds: Credentials
-    mm: AddressSpace
+    mm: MmStruct
     #: get_dumpable(mm) == SUID_DUMP_USER; decides who owns /proc/PID files.
     dumpable: bool = True
     alive: bool = field(default=True)
@@ -115,7 +120,7 @@ class Process:
     def __repr__(self) -> str:
         return f"Process({self.name!r}, pid={self.pid}, uid={self.uid})"
 
-    def _live(self) -> AddressSpace:
+    def _live(self) -> MmStruct:
         if not self.alive:
             raise MmError(errno.ESRCH, f"process {self.name!r} has exited")
         return self.mm
@@ -123,7 +128,7 @@ class Process:
     def mmap(
         self,
         addr: int,
-        npages: int,
+        nr_pages: int,
         kind: str = "anon",
         share: str = "private",
         prot: str = "rw",
@@ -145,13 +150,13 @@ class Process:
         shared = share == "shared"
         if kind == "anon" and shared:
             # shmem_zero_setup(): an unlinked shmem file of the mapping's size.
-            file = self.machine._new_shmem(npages, f"dev/zero (deleted) pid {self.pid}",
+            file = self.machine._new_shmem(nr_pages, f"dev/zero (deleted) pid {self.pid}",
                                            anonymous=True)
             offset_pages = 0
-        return mm.mmap(addr, npages, parse_prot(prot), shared, file, offset_pages)
+        return mm.mmap(addr, nr_pages, parse_prot(prot), shared, file, offset_pages)
 
     def touch(
-        self, addr: int, npages: int, write: bool, tags: Sequence[int | None] | None = None
+        self, addr: int, nr_pages: int, write: bool, tags: Sequence[int | None] | None = None
     ) -> TouchResult:
         """Load from (or store ``tags[i]`` into) the first word of each page, ascending.
 
@@ -159,16 +164,16 @@ class Process:
         before it were touched.
         """
         mm = self._live()
-        if tags is not None and len(tags) != npages:
-            raise ValueError(f"{len(tags)} tags for {npages} pages")
+        if tags is not None and len(tags) != nr_pages:
+            raise ValueError(f"{len(tags)} tags for {nr_pages} pages")
         page_size = self.machine.arch.page_size
-        for i in range(npages):
+        for i in range(nr_pages):
             va = addr + i * page_size
             tag = None if tags is None else tags[i]
             signal = mm.access(va, write, tag)
             if signal is not None:
                 return TouchResult(touched=i, signal=signal, addr=va)
-        return TouchResult(touched=npages)
+        return TouchResult(touched=nr_pages)
 
     def fork(self, child_name: str, uid: int | None = None) -> Process:
         """fork(): the child gets a copy of the address space (dup_mmap()).
@@ -181,7 +186,7 @@ class Process:
             Credentials.root() if uid == 0 else Credentials.user(uid, self.creds.gid)
         )
         child = self.machine._new_process(child_name, creds)
-        mm.fork_into(child.mm)
+        mm.dup_mmap(child.mm)
         return child
 
     def set_uid(self, uid: int) -> None:
@@ -201,14 +206,14 @@ class Process:
         self.alive = False
         self.machine._reap(self)
 
-    def munmap(self, addr: int, npages: int) -> None:
-        self._live().munmap(addr, npages)
+    def munmap(self, addr: int, nr_pages: int) -> None:
+        self._live().munmap(addr, nr_pages)
 
-    def mprotect(self, addr: int, npages: int, prot: str) -> None:
-        self._live().mprotect(addr, npages, parse_prot(prot))
+    def mprotect(self, addr: int, nr_pages: int, prot: str) -> None:
+        self._live().mprotect(addr, nr_pages, parse_prot(prot))
 
-    def madvise(self, addr: int, npages: int, advice: str) -> None:
-        self._live().madvise(addr, npages, advice)
+    def madvise(self, addr: int, nr_pages: int, advice: str) -> None:
+        self._live().madvise(addr, nr_pages, advice)
 
     def clear_refs(self, value: int = 4) -> None:
         """echo VALUE > /proc/PID/clear_refs."""
@@ -262,27 +267,27 @@ class Machine:
         return self._new_process(name, creds)
 
     def create_file(
-        self, npages: int, name: str | None = None, tags: Sequence[int | None] | None = None
+        self, nr_pages: int, name: str | None = None, tags: Sequence[int | None] | None = None
     ) -> ShmemFile:
-        """A tmpfs file of ``npages`` pages written by the agent, one write() per page.
+        """A tmpfs file of ``nr_pages`` pages written by the agent, one write() per page.
 
         ``tags[i]`` is the first u64 of page i (default 0).
         """
-        if npages <= 0:
-            raise ValueError(f"a file needs at least one page, not {npages}")
-        if tags is not None and len(tags) != npages:
-            raise ValueError(f"{len(tags)} tags for {npages} pages")
-        file = self._new_shmem(npages, name or f"file{len(self.files)}", anonymous=False)
-        file.write_initial(list(tags) if tags is not None else [0] * npages)
+        if nr_pages <= 0:
+            raise ValueError(f"a file needs at least one page, not {nr_pages}")
+        if tags is not None and len(tags) != nr_pages:
+            raise ValueError(f"{len(tags)} tags for {nr_pages} pages")
+        file = self._new_shmem(nr_pages, name or f"file{len(self.files)}", anonymous=False)
+        file.write_initial(list(tags) if tags is not None else [0] * nr_pages)
         self.files.append(file)
         return file
 
-    def _new_shmem(self, npages: int, name: str, anonymous: bool) -> ShmemFile:
-        return ShmemFile(self.mem, next(self._inodes), npages, name, anonymous)
+    def _new_shmem(self, nr_pages: int, name: str, anonymous: bool) -> ShmemFile:
+        return ShmemFile(self.mem, next(self._inodes), nr_pages, name, anonymous)
 
     def _new_process(self, name: str, creds: Credentials) -> Process:
         pid = next(self._pids)
-        process = Process(self, pid, name, creds, AddressSpace(self.ctx))
+        process = Process(self, pid, name, creds, MmStruct(self.ctx))
         self._processes[pid] = process
         return process
 

@@ -69,6 +69,11 @@ _PG_RESERVED = _bit(PG.reserved)
 _PG_AE = _bit(PG_ANON_EXCLUSIVE)
 _PG_LARGE_RMAPPABLE = _bit(PG.large_rmappable)
 
+#: Per PG bit, the numpy words that set and clear it (made once: the fault path
+#: sets flags a few times per page).
+_PG_SET = [np.uint64(1 << bit) for bit in range(max(PG) + 1)]
+_PG_CLEAR = [np.uint64(~(1 << bit) & 0xFFFF_FFFF_FFFF_FFFF) for bit in range(max(PG) + 1)]
+
 #: folio flag -> KPF bit copied verbatim by stable_page_flags() (kpf_copy_bit).
 _COPIED_BITS: tuple[tuple[PG, KPF], ...] = (
     (PG.locked, KPF.LOCKED),
@@ -309,13 +314,16 @@ class PhysMem:
         return int(self.refcount[head])
 
     def test(self, pfn: int, bit: PG) -> bool:
+        """PageFoo(): the frame's own flag ``bit``."""
         return bool(int(self.flags[pfn]) >> bit & 1)
 
     def set(self, pfn: int, bit: PG) -> None:
-        self.flags[pfn] |= np.uint64(1 << bit)
+        """SetPageFoo()."""
+        self.flags[pfn] |= _PG_SET[bit]
 
     def clear(self, pfn: int, bit: PG) -> None:
-        self.flags[pfn] &= np.uint64(~(1 << bit) & 0xFFFF_FFFF_FFFF_FFFF)
+        """ClearPageFoo()."""
+        self.flags[pfn] &= _PG_CLEAR[bit]
 
     def folio_mapcount(self, head: int) -> int:
         """folio_mapcount(): PTE and PMD mappings of the whole folio."""

@@ -20,36 +20,22 @@ import numpy as np
 import numpy.typing as npt
 
 from sim.arch import Arch
+from sim.mm.pte import PTE_DTYPE, PTE_PRESENT, PteFlags
 
-__all__ = [
-    "PTE_DIRTY",
-    "PTE_PRESENT",
-    "PTE_SOFT_DIRTY",
-    "PTE_SPECIAL",
-    "PTE_WRITE",
-    "PTE_YOUNG",
-    "HugePmd",
-    "PageTables",
-    "PteTable",
-]
+__all__ = ["HugePmd", "PageTables", "PmdEntry", "PteBitsArray", "PteTable"]
 
-# Software view of a PTE: only the bits the model needs.
-PTE_PRESENT = 0x01  # pte_present()
-PTE_WRITE = 0x02  # pte_write()
-PTE_DIRTY = 0x04  # pte_dirty(): hardware or pte_mkdirty()
-PTE_YOUNG = 0x08  # pte_young(): hardware accessed bit
-PTE_SOFT_DIRTY = 0x10  # pte_soft_dirty()
-PTE_SPECIAL = 0x20  # pte_special(): the zero page (vm_normal_page() returns NULL)
+#: A column of entry bits (:class:`~sim.mm.pte.PteFlags` values).
+PteBitsArray = npt.NDArray[np.uint32]
 
 
 class PteTable:
-    """One last-level table: ``pfn[i]`` and ``bits[i]`` for each of its entries."""
+    """One last-level table: ``pfn[i]`` and ``bits[i]`` (:class:`~sim.mm.pte.PteFlags`)."""
 
     __slots__ = ("bits", "pfn")
 
     def __init__(self, entries: int) -> None:
         self.pfn: npt.NDArray[np.int64] = np.zeros(entries, dtype=np.int64)
-        self.bits: npt.NDArray[np.uint8] = np.zeros(entries, dtype=np.uint8)
+        self.bits: PteBitsArray = np.zeros(entries, dtype=PTE_DTYPE)
 
     def present(self, i: int) -> bool:
         return bool(self.bits[i] & PTE_PRESENT)
@@ -67,15 +53,19 @@ class PteTable:
         return not bool(self.bits[i : i + nr].any())
 
 
-@dataclass
+@dataclass(slots=True)
 class HugePmd:
-    """A present PMD leaf mapping a whole PMD-sized folio (pmd_trans_huge())."""
+    """A present PMD leaf mapping a whole PMD-sized folio (pmd_trans_huge()).
+
+    ``bits`` are :class:`~sim.mm.pte.PteFlags`, PRESENT included, so the
+    rules of :mod:`sim.mm.pte` serve PTEs and huge PMDs alike.
+    """
 
     pfn: int
-    write: bool
-    dirty: bool
-    young: bool
-    soft_dirty: bool
+    bits: int
+
+    def __repr__(self) -> str:
+        return f"HugePmd({self.pfn:#x}, {PteFlags(self.bits)!r})"
 
 
 PmdEntry = PteTable | HugePmd
@@ -145,25 +135,53 @@ class PageTables:
             raise AssertionError(f"{addr:#x}: PMD is a huge leaf, not a table")
         return entry
 
+    def pte_table(self, addr: int) -> PteTable:
+        """The PTE table for ``addr``, which must exist (e.g. just split from a huge PMD)."""
+        entry = self.get_pmd(addr)
+        assert isinstance(entry, PteTable)
+        return entry
+
     def pmd_entries(self, start: int, end: int) -> Iterator[tuple[int, PmdEntry]]:
         """Existing PMD-level entries overlapping [start, end), ascending: (base, entry)."""
         yield from self._entries(self.root, 0, 0, start, end)
 
+    def _overlapping(
+        self, node: dict[int, Any], level: int, base: int, start: int, end: int
+    ) -> list[tuple[int, int, int]]:
+        """(index, lo, hi) of each entry of a ``level`` table mapping from ``base`` whose
+        range [lo, hi) overlaps [start, end), ascending; a list, so callers may delete."""
+        shift = self.shifts[level]
+        size = 1 << shift
+        result = []
+        for index in sorted(node):
+            lo = base + (index << shift)
+            if lo + size > start and lo < end:
+                result.append((index, lo, lo + size))
+        return result
+
     def _entries(
         self, node: dict[int, Any], level: int, base: int, start: int, end: int
     ) -> Iterator[tuple[int, Any]]:
-        shift = self.shifts[level]
-        size = 1 << shift
-        for index in sorted(node):
-            lo = base + (index << shift)
-            hi = lo + size
-            if hi <= start or lo >= end:
-                continue
+        for index, lo, _ in self._overlapping(node, level, base, start, end):
             child = node[index]
             if level == self.table_level:
                 yield lo, child
             else:
                 yield from self._entries(child, level + 1, lo, start, end)
+
+    def pmd_ranges(self, start: int, end: int) -> list[tuple[int, PmdEntry, int, int]]:
+        """(base, entry, lo, hi) for each existing PMD-level entry, [lo, hi) = its part
+        of [start, end).  A list, so that callers may replace entries as they go."""
+        size = self.pmd_size
+        return [
+            (base, entry, max(start, base), min(end, base + size))
+            for base, entry in self.pmd_entries(start, end)
+        ]
+
+    def pte_range(self, base: int, lo: int, hi: int) -> range:
+        """The PTE indices of [lo, hi) in the table mapping from ``base``."""
+        shift = self.arch.page_shift
+        return range((lo - base) >> shift, (hi - base) >> shift)
 
     def free_pgtables(self, start: int, end: int, in_use: Callable[[int, int], bool]) -> None:
         """free_pgtables() after unmapping [start, end).
@@ -184,13 +202,7 @@ class PageTables:
         end: int,
         in_use: Callable[[int, int], bool],
     ) -> None:
-        shift = self.shifts[level]
-        size = 1 << shift
-        for index in sorted(node):
-            lo = base + (index << shift)
-            hi = lo + size
-            if hi <= start or lo >= end:
-                continue
+        for index, lo, hi in self._overlapping(node, level, base, start, end):
             if level < self.table_level:
                 self._free(node[index], level + 1, lo, start, end, in_use)
             if not in_use(lo, hi):

@@ -24,19 +24,20 @@ class ShmemSigbus(Exception):
 class ShmemFile:
     """One shmem inode: its size and page cache (index -> PFN)."""
 
-    def __init__(self, mem: PhysMem, inode: int, npages: int, name: str, anonymous: bool) -> None:
+    def __init__(self, mem: PhysMem, inode: int, nr_pages: int, name: str, anonymous: bool) -> None:
         self.mem = mem
         self.inode = inode
-        self.npages = npages  # i_size in pages
+        self.nr_pages = nr_pages  # i_size in pages
         self.name = name
         self.anonymous = anonymous
         self.cache: dict[int, int] = {}
-        #: VMAs (in any process) that map this file; an unlinked anonymous
-        #: object dies with the last one (fput() -> shmem_evict_inode()).
-        self.map_count = 0
+        #: File references held by VMAs (get_file() per VMA, in any process);
+        #: an unlinked anonymous object dies with the last one (fput() ->
+        #: shmem_evict_inode()).  Not a mapcount: it counts VMAs, not pages.
+        self.vma_refs = 0
 
     def __repr__(self) -> str:
-        return f"ShmemFile({self.name!r}, {self.npages} pages)"
+        return f"ShmemFile({self.name!r}, {self.nr_pages} pages)"
 
     def _alloc_and_add(self, index: int) -> int:
         """shmem_alloc_and_add_folio(): a new order-0 folio in the page cache.
@@ -73,7 +74,7 @@ class ShmemFile:
             mem.folio_mark_dirty(pfn)
             mem.write_tag(pfn, tag)
             mem.folio_put(pfn)
-        self.npages = max(self.npages, len(tags))
+        self.nr_pages = max(self.nr_pages, len(tags))
 
     def get_folio_for_fault(self, index: int) -> int:
         """shmem_fault() -> shmem_get_folio_gfp(SGP_CACHE), with a reference for the caller.
@@ -82,7 +83,7 @@ class ShmemFile:
         SGP_CACHE); a hole is filled with a new zeroed, uptodate, clean page.
         Beyond i_size the fault is SIGBUS.
         """
-        if index >= self.npages:
+        if index >= self.nr_pages:
             raise ShmemSigbus(f"{self.name}: page {index} is beyond the end of the file")
         pfn = self.cache.get(index)
         if pfn is not None:
@@ -94,7 +95,7 @@ class ShmemFile:
 
     def cached_uptodate(self, index: int) -> int | None:
         """The page next_uptodate_folio() (fault-around) would map, or None."""
-        if index >= self.npages:
+        if index >= self.nr_pages:
             return None
         pfn = self.cache.get(index)
         if pfn is None or not self.mem.test(pfn, PG.uptodate):

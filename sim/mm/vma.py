@@ -112,7 +112,8 @@ class Vma:
     def softdirty(self) -> bool:
         return bool(self.flags & VM_SOFTDIRTY)
 
-    def pages(self) -> int:
+    def nr_pages(self) -> int:
+        """vma_pages(): the VMA's length in pages."""
         return (self.end - self.start) >> self.page_shift
 
     def linear_page_index(self, addr: int) -> int:
@@ -242,7 +243,7 @@ class VmaList:
         )
         vma.end = addr
         if vma.file is not None:
-            vma.file.map_count += 1  # get_file() for the new VMA
+            vma.file.vma_refs += 1  # get_file() for the new VMA
         self.insert(upper)
         return upper
 
@@ -251,24 +252,7 @@ class VmaList:
     ) -> Vma | None:
         """vma_merge_new_range(): extend a neighbour over a new mapping, if compatible."""
         prev, nxt = self.prev_next(start, end)
-        pglen = (end - start) >> self.page_shift
-        left = (
-            prev is not None
-            and prev.end == start
-            and _same_kind(prev.flags, flags, prev.file, file)
-            and _mergeable_anon_vma(None, prev.anon_vma, prev)
-            and prev.pgoff + prev.pages() == pgoff
-        )
-        right = (
-            nxt is not None
-            and nxt.start == end
-            and _same_kind(nxt.flags, flags, nxt.file, file)
-            and _mergeable_anon_vma(None, nxt.anon_vma, nxt)
-            and nxt.pgoff == pgoff + pglen
-        )
-        if left and right:
-            assert prev is not None and nxt is not None
-            right = _mergeable_anon_vma(prev.anon_vma, nxt.anon_vma, None)
+        left, right = self._merge_sides(prev, nxt, start, end, flags, file, None, pgoff)
         if left:
             assert prev is not None
             prev.end = end
@@ -288,6 +272,40 @@ class VmaList:
             return nxt
         return None
 
+    def _merge_sides(
+        self,
+        prev: Vma | None,
+        nxt: Vma | None,
+        start: int,
+        end: int,
+        flags: int,
+        file: ShmemFile | None,
+        anon_vma: AnonVma | None,
+        pgoff: int,
+    ) -> tuple[bool, bool]:
+        """Whether [start, end) with ``flags``, ``file``, ``anon_vma`` and page offset
+        ``pgoff`` may merge into ``prev`` (can_vma_merge_after()) and into ``nxt``
+        (can_vma_merge_before()); merging into both also needs their anon_vmas to be
+        compatible (vma_merge_new_range(), vma_merge_existing_range())."""
+        left = (
+            prev is not None
+            and prev.end == start
+            and _same_kind(prev.flags, flags, prev.file, file)
+            and _mergeable_anon_vma(anon_vma, prev.anon_vma, prev)
+            and prev.pgoff + prev.nr_pages() == pgoff
+        )
+        right = (
+            nxt is not None
+            and nxt.start == end
+            and _same_kind(nxt.flags, flags, nxt.file, file)
+            and _mergeable_anon_vma(anon_vma, nxt.anon_vma, nxt)
+            and nxt.pgoff == pgoff + ((end - start) >> self.page_shift)
+        )
+        if left and right:
+            assert prev is not None and nxt is not None
+            right = _mergeable_anon_vma(prev.anon_vma, nxt.anon_vma, None)
+        return left, right
+
     def modify(self, vma: Vma, start: int, end: int, newflags: int) -> Vma:
         """vma_modify(): the VMA covering exactly [start, end) of ``vma``, merged or split.
 
@@ -296,30 +314,13 @@ class VmaList:
         out.  The caller then sets ``newflags`` on the result (vm_flags_reset()
         in mprotect_fixup() and madvise_update_vma()).
         """
-        left_side = start == vma.start
-        right_side = end == vma.end
         prev, nxt = self.prev_next(vma.start, vma.end)
-        pgoff = vma.linear_page_index(start)
-        pglen = (end - start) >> self.page_shift
-        merge_left = (
-            left_side
-            and prev is not None
-            and prev.end == start
-            and _same_kind(prev.flags, newflags, prev.file, vma.file)
-            and _mergeable_anon_vma(vma.anon_vma, prev.anon_vma, prev)
-            and prev.pgoff + prev.pages() == pgoff
+        # Only a range reaching the VMA's start can join prev, its end next.
+        merge_left, merge_right = self._merge_sides(
+            prev if start == vma.start else None,
+            nxt if end == vma.end else None,
+            start, end, newflags, vma.file, vma.anon_vma, vma.linear_page_index(start),
         )
-        merge_right = (
-            right_side
-            and nxt is not None
-            and nxt.start == end
-            and _same_kind(nxt.flags, newflags, nxt.file, vma.file)
-            and _mergeable_anon_vma(vma.anon_vma, nxt.anon_vma, nxt)
-            and nxt.pgoff == pgoff + pglen
-        )
-        if merge_left and merge_right:
-            assert prev is not None and nxt is not None
-            merge_right = _mergeable_anon_vma(prev.anon_vma, nxt.anon_vma, None)
         if merge_left or merge_right:
             return self._merge_existing(vma, start, end, prev if merge_left else None,
                                         nxt if merge_right else None)
@@ -364,5 +365,5 @@ class VmaList:
     def _drop(self, vma: Vma) -> None:
         """A VMA absorbed by a merge: remove_vma() drops its file reference."""
         if vma.file is not None:
-            vma.file.map_count -= 1
+            vma.file.vma_refs -= 1
         self._vmas.remove(vma)

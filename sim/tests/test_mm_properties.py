@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 from sim.arch import Arch, get_arch
 from sim.bulk import bulk_parse_kpagemap, bulk_parse_u64s
 from sim.mm import FrameState, Machine, MmError, Process
-from sim.mm.pagetable import PTE_PRESENT, PTE_SPECIAL, HugePmd, PteTable
+from sim.mm.pagetable import HugePmd, PteTable
+from sim.mm.pte import PTE_PRESENT, PTE_SPECIAL
 from sim.procfs import pagemap_entries, read
 from sim.smaps import smaps
 
@@ -156,8 +157,8 @@ def check_invariants(m: Machine, procs: list[Process]) -> None:
         zero_pfns |= set(range(m.huge_zero_pfn, m.huge_zero_pfn + arch.thp_pages))
     for p in live:
         for vma, mss in zip(p.vmas, smaps(p.mm), strict=True):
-            npages = (vma.end - vma.start) >> arch.page_shift
-            entries = pagemap_entries(m, p, vma.start, npages)
+            nr_pages = (vma.end - vma.start) >> arch.page_shift
+            entries = pagemap_entries(m, p, vma.start, nr_pages)
             rss = 0
             for e in entries:
                 if not e.present:

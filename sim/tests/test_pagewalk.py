@@ -161,12 +161,12 @@ def test_callbacks_tile_the_range(
     pmd_size = 1 << arch.level_shifts[-2]
     base = (arch.task_size // 4) // pmd_size * pmd_size
     cursor = 0
-    for gap, npages, touch in layout:
+    for gap, nr_pages, touch in layout:
         start = base + (cursor + gap) * page
-        p.mmap(start, npages)
+        p.mmap(start, nr_pages)
         if touch:
-            p.touch(start, npages, write=True)
-        cursor += gap + npages
+            p.touch(start, nr_pages, write=True)
+        cursor += gap + nr_pages
     calls, ops = recorder()
     first, length = span
     start, end = base + first * page, base + (first + length) * page

@@ -1,0 +1,359 @@
+"""User accesses and the fault paths of mm/memory.c, and zapping pages.
+
+:func:`user_access` is the CPU and the arch fault handler; the rest follows
+handle_mm_fault() down to do_anonymous_page(), do_wp_page() and do_fault(),
+and zap_pte_range() for unmapping.  Huge PMDs are in
+:mod:`sim.mm.huge_memory`; the entry-bit rules both share in :mod:`sim.mm.pte`.
+Functions take the :class:`~sim.mm.mm_struct.MmStruct` they work on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sim.mm.huge_memory import (
+    do_huge_pmd_anonymous_page,
+    do_huge_pmd_wp_page,
+    split_partial_huge_pmds,
+    thp_vma_allowable,
+    zap_huge_pmd,
+)
+from sim.mm.pageflags import PG, PG_ANON_EXCLUSIVE
+from sim.mm.pagetable import HugePmd, PteTable
+from sim.mm.pte import (
+    PTE_DIRTY,
+    PTE_PRESENT,
+    PTE_SPECIAL,
+    PTE_WRITE,
+    PTE_YOUNG,
+    hardware_access,
+    mk_pte,
+    mkyoung_dirty_write,
+    pte_mkdirty,
+    set_accessed,
+    wp_can_reuse_anon,
+)
+from sim.mm.rmap import anon_vma_prepare
+from sim.mm.shmem import ShmemFile, ShmemSigbus
+from sim.mm.syscall import Signal
+from sim.mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_SHARED, VM_WRITE, Vma
+
+if TYPE_CHECKING:
+    from sim.mm.mm_struct import MmStruct
+
+__all__ = [
+    "do_anonymous_page",
+    "do_fault",
+    "do_wp_page",
+    "handle_mm_fault",
+    "user_access",
+    "zap_page_range",
+]
+
+
+# ---------------------------------------------------------------------------
+# The CPU, and the fault when it cannot
+# ---------------------------------------------------------------------------
+
+
+def user_access(mm: MmStruct, addr: int, write: bool, tag: int | None) -> Signal | None:
+    """One load or store at ``addr`` (storing ``tag``, the frame's first u64); the signal, if any.
+
+    The arch fault handler (do_user_addr_fault(), arch/x86/mm/fault.c; the
+    powerpc one alike) sends SIGSEGV without a VMA or when the VMA forbids the
+    access (access_error()); otherwise handle_mm_fault() runs and the access
+    is retried.  A present, permitting entry needs no fault: the MMU sets
+    accessed (and dirty on a store).
+    """
+    vma = mm.vmas.vma_at(addr)
+    if vma is None:
+        return "SIGSEGV"
+    if write and not vma.flags & VM_WRITE:
+        return "SIGSEGV"
+    if not write and not vma.flags & (VM_READ | VM_WRITE | VM_EXEC):
+        return "SIGSEGV"
+    for _ in range(4):
+        pfn = _mmu_access(mm, addr, write)
+        if pfn is not None:
+            if write:
+                mm.mem.write_tag(pfn, tag)
+            return None
+        signal = handle_mm_fault(mm, vma, addr, write)
+        if signal is not None:
+            return signal
+    raise AssertionError(f"{addr:#x}: fault did not resolve the access")
+
+
+def _mmu_access(mm: MmStruct, addr: int, write: bool) -> int | None:
+    """The MMU's walk: the frame accessed, or None when it faults."""
+    entry = mm.pt.get_pmd(addr)
+    if entry is None:
+        return None
+    if isinstance(entry, HugePmd):
+        bits = hardware_access(entry.bits, write)
+        if bits is None:
+            return None
+        entry.bits = bits
+        return entry.pfn + ((addr % mm.pmd_size) >> mm.arch.page_shift)
+    i = mm.pt.pte_index(addr)
+    bits = hardware_access(int(entry.bits[i]), write)
+    if bits is None:
+        return None
+    entry.bits[i] = bits
+    return int(entry.pfn[i])
+
+
+def handle_mm_fault(mm: MmStruct, vma: Vma, addr: int, write: bool) -> Signal | None:
+    """__handle_mm_fault(): a huge PMD first where allowed, else handle_pte_fault()."""
+    entry = mm.pt.get_pmd(addr)
+    if entry is None and thp_vma_allowable(mm, vma, addr):
+        if do_huge_pmd_anonymous_page(mm, vma, addr, write):
+            return None
+    elif isinstance(entry, HugePmd):
+        if write and not entry.bits & PTE_WRITE:
+            if do_huge_pmd_wp_page(mm, vma, addr, entry):
+                return None
+        else:
+            entry.bits = set_accessed(entry.bits, write, mm.ctx.soft_dirty)
+            return None
+    return handle_pte_fault(mm, vma, addr, write)
+
+
+def handle_pte_fault(mm: MmStruct, vma: Vma, addr: int, write: bool) -> Signal | None:
+    """handle_pte_fault(): missing PTE -> do_pte_missing(); read-only -> do_wp_page()."""
+    table = mm.pt.get_pmd(addr)
+    i = mm.pt.pte_index(addr)
+    if not isinstance(table, PteTable) or not table.present(i):
+        if vma.anonymous:
+            do_anonymous_page(mm, vma, addr, write)
+            return None
+        return do_fault(mm, vma, addr, write)
+    bits = int(table.bits[i])
+    if write and not bits & PTE_WRITE:
+        do_wp_page(mm, vma, table, i)
+        return None
+    table.bits[i] = set_accessed(bits, write, mm.ctx.soft_dirty)
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Anonymous memory
+# ---------------------------------------------------------------------------
+
+
+def do_anonymous_page(mm: MmStruct, vma: Vma, addr: int, write: bool) -> None:
+    """do_anonymous_page(): the zero page for a read, a new exclusive folio for a write.
+
+    No anon_vma is made for a read (vmf_anon_prepare() comes after the
+    zero-page branch); multi-size THP orders are all disabled by default, so
+    alloc_anon_folio() gives order 0.
+    """
+    mem = mm.mem
+    table = mm.pt.pte_alloc(addr)
+    i = mm.pt.pte_index(addr)
+    if not write:
+        # pte_mkspecial(pfn_pte(my_zero_pfn(addr), vma->vm_page_prot))
+        table.set(i, mem.zero_pfn, (mk_pte(vma, mm.ctx.soft_dirty) & ~PTE_WRITE) | PTE_SPECIAL)
+        return
+    anon_vma_prepare(mm.vmas, vma)
+    pfn = mem.alloc_folio(0)
+    mem.set(pfn, PG.uptodate)
+    bits = PTE_PRESENT | PTE_YOUNG
+    if vma.flags & VM_WRITE:
+        bits |= pte_mkdirty(mm.ctx.soft_dirty) | PTE_WRITE  # pte_mkwrite(pte_mkdirty(entry))
+    mem.folio_add_new_anon_rmap(pfn, exclusive=True)
+    mem.folio_add_lru(pfn)
+    table.set(i, pfn, bits)
+
+
+def do_wp_page(mm: MmStruct, vma: Vma, table: PteTable, i: int) -> None:
+    """do_wp_page(): a write to the present read-only PTE ``table[i]``.
+
+    Shared mapping: reuse (wp_page_shared()) and fault_dirty_shared_page().
+    Private: reuse an anonymous page :func:`~sim.mm.pte.wp_can_reuse_anon`
+    accepts, setting PG_anon_exclusive; otherwise copy (wp_page_copy()).
+    """
+    mem = mm.mem
+    bits = int(table.bits[i])
+    page = None if bits & PTE_SPECIAL else int(table.pfn[i])  # vm_normal_page()
+    if vma.flags & (VM_SHARED | VM_MAYSHARE):
+        assert page is not None
+        wp_page_reuse(mm, vma, table, i)
+        mem.folio_mark_dirty(mem.page_folio(page))
+        return
+    if page is not None and mem.folio_test_anon(mem.page_folio(page)):
+        if wp_can_reuse_anon(mem, page, pmd_mapped=False):
+            mem.set(page, PG_ANON_EXCLUSIVE)
+            wp_page_reuse(mm, vma, table, i)
+            return
+    wp_page_copy(mm, vma, table, i)
+
+
+def wp_page_reuse(mm: MmStruct, vma: Vma, table: PteTable, i: int) -> None:
+    """wp_page_reuse(): pte_mkyoung(), maybe_mkwrite(pte_mkdirty())."""
+    table.bits[i] = mkyoung_dirty_write(int(table.bits[i]), vma, mm.ctx.soft_dirty)
+
+
+def wp_page_copy(mm: MmStruct, vma: Vma, table: PteTable, i: int) -> None:
+    """wp_page_copy(): a new exclusive anonymous copy (zeroed when COWing the zero page)."""
+    mem = mm.mem
+    anon_vma_prepare(mm.vmas, vma)
+    old = None if table.bits[i] & PTE_SPECIAL else int(table.pfn[i])
+    new = mem.alloc_folio(0)
+    if old is not None:
+        mem.copy_content(new, old)
+    _new_anon_page(mm, vma, table, i, new)
+    if old is not None:
+        head = mem.page_folio(old)
+        mem.folio_remove_rmap_ptes(head, old, 1)
+        mem.folio_put(head)  # the reference the old PTE held
+
+
+def _new_anon_page(mm: MmStruct, vma: Vma, table: PteTable, i: int, pfn: int) -> None:
+    """Map the new private copy ``pfn`` writable and dirty at ``table[i]``
+    (wp_page_copy(), and finish_fault() -> set_pte_range() after do_cow_fault())."""
+    mem = mm.mem
+    mem.set(pfn, PG.uptodate)
+    mem.folio_add_new_anon_rmap(pfn, exclusive=True)
+    mem.folio_add_lru(pfn)
+    table.set(i, pfn, mkyoung_dirty_write(PTE_PRESENT, vma, mm.ctx.soft_dirty))
+
+
+# ---------------------------------------------------------------------------
+# File (shmem) mappings
+# ---------------------------------------------------------------------------
+
+
+def _file(vma: Vma) -> ShmemFile:
+    assert vma.file is not None
+    return vma.file
+
+
+def do_fault(mm: MmStruct, vma: Vma, addr: int, write: bool) -> Signal | None:
+    """do_fault(): read, copy-on-write or shared fault on a file (shmem) mapping; SIGBUS
+    past the end of the file."""
+    try:
+        if not write:
+            do_read_fault(mm, vma, addr)
+        elif not vma.shared:
+            do_cow_fault(mm, vma, addr)
+        else:
+            do_shared_fault(mm, vma, addr)
+    except ShmemSigbus:
+        return "SIGBUS"
+    return None
+
+
+def do_read_fault(mm: MmStruct, vma: Vma, addr: int) -> None:
+    """do_read_fault(): fault-around first, ->fault() for the page if still missing."""
+    if mm.ctx.facts.fault_around_pages(mm.arch.page_shift) > 1:
+        if do_fault_around(mm, vma, addr):
+            return
+    pfn = _file(vma).get_folio_for_fault(vma.linear_page_index(addr))
+    table = mm.pt.pte_alloc(addr)
+    set_pte_range(mm, vma, table, mm.pt.pte_index(addr), pfn, write=False)
+
+
+def do_fault_around(mm: MmStruct, vma: Vma, addr: int) -> bool:
+    """do_fault_around() + filemap_map_pages(); True if ``addr`` got mapped.
+
+    The window is fault_around_pages aligned, clamped to the VMA and to one
+    PTE table; each cached, uptodate page inside i_size whose PTE is none is
+    mapped read-only (set_pte_range() without write), taking a reference and
+    a file mapcount.
+    """
+    nr = mm.ctx.facts.fault_around_pages(mm.arch.page_shift)
+    pte_off = mm.pt.pte_index(addr)
+    vma_off = (addr - vma.start) >> mm.arch.page_shift
+    from_pte = max(pte_off // nr * nr, pte_off - min(pte_off, vma_off))
+    to_pte = min(from_pte + nr, mm.pt.ptrs_per_pte, pte_off + vma.nr_pages() - vma_off) - 1
+    file = _file(vma)
+    index0 = vma.linear_page_index(addr) - pte_off
+    pages = {
+        pte: pfn
+        for pte in range(from_pte, to_pte + 1)
+        if (pfn := file.cached_uptodate(index0 + pte)) is not None
+    }
+    if not pages:
+        return False
+    table = mm.pt.pte_alloc(addr)
+    for pte, pfn in pages.items():
+        if table.bits[pte]:
+            continue
+        mm.mem.folio_get(pfn)
+        set_pte_range(mm, vma, table, pte, pfn, write=False)
+    return table.present(pte_off)
+
+
+def set_pte_range(mm: MmStruct, vma: Vma, table: PteTable, i: int, pfn: int, write: bool) -> None:
+    """set_pte_range() for a page-cache page at ``table[i]`` (the caller's reference goes
+    to the PTE): mk_pte(), and for a write maybe_mkwrite(pte_mkdirty())."""
+    bits = mk_pte(vma, mm.ctx.soft_dirty)
+    if write:
+        bits = mkyoung_dirty_write(bits, vma, mm.ctx.soft_dirty)
+    mm.mem.folio_add_file_rmap_ptes(pfn, pfn, 1)
+    table.set(i, pfn, bits)
+
+
+def do_cow_fault(mm: MmStruct, vma: Vma, addr: int) -> None:
+    """do_cow_fault(): copy the file page into a new anonymous folio."""
+    mem = mm.mem
+    anon_vma_prepare(mm.vmas, vma)
+    source = _file(vma).get_folio_for_fault(vma.linear_page_index(addr))
+    new = mem.alloc_folio(0)
+    mem.copy_content(new, source)
+    _new_anon_page(mm, vma, mm.pt.pte_alloc(addr), mm.pt.pte_index(addr), new)
+    mem.folio_put(source)
+
+
+def do_shared_fault(mm: MmStruct, vma: Vma, addr: int) -> None:
+    """do_shared_fault(): map the page cache page writable; fault_dirty_shared_page()."""
+    pfn = _file(vma).get_folio_for_fault(vma.linear_page_index(addr))
+    table = mm.pt.pte_alloc(addr)
+    set_pte_range(mm, vma, table, mm.pt.pte_index(addr), pfn, write=True)
+    mm.mem.folio_mark_dirty(pfn)
+
+
+# ---------------------------------------------------------------------------
+# Unmapping pages (zap_page_range_single(), unmap_vmas())
+# ---------------------------------------------------------------------------
+
+
+def zap_page_range(mm: MmStruct, vma: Vma, start: int, end: int) -> None:
+    """zap_pmd_range()/zap_pte_range() over [start, end) (bytes) of ``vma``.
+
+    A huge leaf fully inside the range goes whole (zap_huge_pmd()); one
+    partly inside is split first.  Page tables stay (free_pgtables() is the
+    caller's business).
+    """
+    for base, entry, lo, hi in split_partial_huge_pmds(mm, vma, start, end):
+        if isinstance(entry, HugePmd):
+            zap_huge_pmd(mm, base, entry)
+            continue
+        for i in mm.pt.pte_range(base, lo, hi):
+            zap_present_pte(mm, entry, i)
+
+
+def zap_present_pte(mm: MmStruct, table: PteTable, i: int) -> None:
+    """zap_present_folio_ptes() for ``table[i]`` if present.
+
+    A page-cache page's PTE passes its dirty bit to the folio
+    (folio_mark_dirty()) and its young bit as folio_mark_accessed(); the
+    mapping and its reference go.
+    """
+    bits = int(table.bits[i])
+    if not bits & PTE_PRESENT:
+        return
+    pfn = int(table.pfn[i])
+    table.clear(i)
+    if bits & PTE_SPECIAL:
+        return
+    mem = mm.mem
+    head = mem.page_folio(pfn)
+    if not mem.folio_test_anon(head):
+        if bits & PTE_DIRTY:
+            mem.folio_mark_dirty(head)
+        if bits & PTE_YOUNG:
+            mem.folio_mark_accessed(head)
+    mem.folio_remove_rmap_ptes(head, pfn, 1)
+    mem.folio_put(head)

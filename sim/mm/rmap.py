@@ -1,0 +1,53 @@
+"""anon_vma bookkeeping (mm/rmap.c): which VMAs share an anon_vma, as merging sees it.
+
+The model keeps an anon_vma's identity and the length of a VMA's
+anon_vma_chain, which is all VMA merging and anon_vma reuse look at.
+"""
+
+from __future__ import annotations
+
+from sim.mm.vma import VM_EXEC, VM_READ, VM_SOFTDIRTY, VM_WRITE, AnonVma, Vma, VmaList
+
+__all__ = ["anon_vma_fork", "anon_vma_prepare"]
+
+#: Flags anon_vma_compatible() ignores: VM_ACCESS_FLAGS and VM_SOFTDIRTY.
+_COMPATIBLE_IGNORES = VM_READ | VM_WRITE | VM_EXEC | VM_SOFTDIRTY
+
+
+def _anon_vma_compatible(a: Vma, b: Vma) -> bool:
+    """anon_vma_compatible(): adjacent, same file, flags equal but for
+    VM_ACCESS_FLAGS and VM_SOFTDIRTY, contiguous pgoff."""
+    return (
+        a.end == b.start
+        and a.file is b.file
+        and not ((a.flags ^ b.flags) & ~_COMPATIBLE_IGNORES)
+        and b.pgoff == a.pgoff + ((b.start - a.start) >> a.page_shift)
+    )
+
+
+def anon_vma_prepare(vmas: VmaList, vma: Vma) -> None:
+    """__anon_vma_prepare(): give ``vma`` an anon_vma, a compatible neighbour's or a new one.
+
+    find_mergeable_anon_vma() tries the next VMA, then the previous one;
+    reusable_anon_vma() takes a neighbour's anon_vma only if its chain is
+    singular and anon_vma_compatible() holds.
+    """
+    if vma.anon_vma is not None:
+        return
+    prev, nxt = vmas.prev_next(vma.start, vma.end)
+    for old, a, b in ((nxt, vma, nxt), (prev, prev, vma)):
+        if old is None or a is None or b is None:
+            continue
+        if _anon_vma_compatible(a, b) and old.anon_vma is not None and old.chain_len == 1:
+            vma.anon_vma = old.anon_vma
+            vma.chain_len = 1
+            return
+    vma.anon_vma = AnonVma()
+    vma.chain_len = 1
+
+
+def anon_vma_fork(child: Vma, parent: Vma) -> None:
+    """anon_vma_fork(): the child VMA gets an anon_vma of its own, chained to the parent's."""
+    if parent.anon_vma is not None:
+        child.anon_vma = AnonVma()
+        child.chain_len = parent.chain_len + 1
