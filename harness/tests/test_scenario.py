@@ -175,7 +175,8 @@ BAD: list[tuple[str, object, str]] = [
     ("bool uid", scenario(MMAP_A, {"op": "fork", "child": "c", "uid": False}),
      "step 1 (fork): uid False is not a uid"),
     ("unprivileged uid change", scenario(
-        MMAP_A, {"op": "fork", "child": "u", "uid": 1000}, {"op": "fork", "proc": "u", "child": "g"},
+        MMAP_A, {"op": "fork", "child": "u", "uid": 1000},
+        {"op": "fork", "proc": "u", "child": "g"},
         {"op": "fork", "proc": "g", "child": "r", "uid": 0}),
      "step 3 (fork): process 'g' has uid 1000: its child cannot become uid 0 "
      "(only uid 0 may change uid)"),
