@@ -321,12 +321,13 @@ static void child_fork(struct request *req, struct reply *rep, struct channel ow
 		close_channel(&init_end);
 		start_named(&id, child_end);
 	}
-	close_channel(&child_end);
 	if (pid < 0) {
 		reply_fail(rep, ST_ERRNO, errno, "fork: clone: %s", strerror(errno));
+		close_channel(&child_end);
 		close_channel(&init_end);
 		return;
 	}
+	close_channel(&child_end);
 	handover = init_end;
 	put_u32(&rep->payload, (uint32_t)pid);
 	put_u32(&rep->payload, (uint32_t)init_end.in);
@@ -497,7 +498,7 @@ static void relay(struct frame *out, struct reply *rep)
 	buf_free(&out->payload);
 }
 
-/* One descriptor of process pid copied into init; -1 and errno if not. */
+/* A copy of descriptor fd of the process behind pidfd; -1 and errno if none. */
 static int take_fd(int pidfd, uint32_t fd)
 {
 	return (int)syscall(SYS_pidfd_getfd, pidfd, (int)fd, 0);
@@ -545,12 +546,13 @@ static void fork_in_child(struct proc *p, const struct frame *in, struct request
 	if (pidfd >= 0) {
 		mine.in = take_fd(pidfd, in_fd);
 		mine.out = mine.in < 0 ? -1 : take_fd(pidfd, out_fd);
-		close(pidfd);
 	}
 	if (mine.out < 0) {
 		int err = errno;
 		char how[64];
 
+		if (pidfd >= 0)
+			close(pidfd);
 		if (mine.in >= 0)
 			close(mine.in);
 		kill(pid, SIGKILL);
@@ -559,6 +561,7 @@ static void fork_in_child(struct proc *p, const struct frame *in, struct request
 			   "%s; the new process %s", id.name, (int)pid, p->name, strerror(err), how);
 		return;
 	}
+	close(pidfd);
 	adopt_child(&mine, pid, id.name, rep);
 }
 
