@@ -228,8 +228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{e.message}{kept}")
     except KeyboardInterrupt:
         return 128 + 2
+    except Exception as e:  # outside any scenario (booting, shutting down): still one line
+        return _fail(internal_error(e))
     if args.keep_logs is not None:
-        _keep(outcomes, args.keep_logs)
+        try:
+            _keep(outcomes, args.keep_logs)
+        except OSError as e:
+            return _fail(f"--keep-logs {args.keep_logs}: {e.strerror or e}")
     results = [o.result for o in outcomes]
     sys.stdout.write(render_json(results) if args.json else render_text(results))
     statuses = {r.status for r in results}
