@@ -230,15 +230,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + 2
     except Exception as e:  # outside any scenario (booting, shutting down): still one line
         return _fail(internal_error(e))
+    saved = True
     if args.keep_logs is not None:
         try:
             _keep(outcomes, args.keep_logs)
         except OSError as e:
-            return _fail(f"--keep-logs {args.keep_logs}: {e.strerror or e}")
+            _fail(f"--keep-logs {args.keep_logs}: {e.strerror or e}")
+            saved = False
     results = [o.result for o in outcomes]
     sys.stdout.write(render_json(results) if args.json else render_text(results))
     statuses = {r.status for r in results}
-    if "error" in statuses:
+    if "error" in statuses or not saved:
         return EXIT_ERROR
     return EXIT_DIVERGE if "diverge" in statuses else EXIT_AGREE
 
