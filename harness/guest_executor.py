@@ -241,7 +241,9 @@ class GuestRun:
         try:
             return self.apply(step)
         except AgentOpError as e:
-            if e.status == "ERRNO" and e.errno:
+            # A fork that failed leaves no process for the steps that name it:
+            # an error of the run (the model's forks cannot fail), never an outcome.
+            if e.status == "ERRNO" and e.errno and not isinstance(step, Fork):
                 return StepOutcome(step.index, "error", errno=e.errno)
             raise GuestExecutorError(f"{self.scenario.path}: {step.label}: {e}") from e
 

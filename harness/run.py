@@ -9,6 +9,13 @@ in the model (:mod:`harness.model_executor`), and the two observations are
 compared (:func:`harness.compare.compare`).  The report (text, or JSON with
 ``--json``) goes to stdout, progress to stderr.
 
+A scenario that cannot run is that scenario's ``error`` verdict with a
+one-line cause, and the run goes on: an executor's own error (the model's,
+the guest agent's, a VM that failed: its console tail is kept as the
+VMError gives it) or any other exception of ours (a bug: its type, message
+and the innermost place it was raised).  After a guest-side failure the VM's
+state is unknown, so the next scenario gets a new VM.
+
 Exit status: 0 when every scenario agrees (or is skipped on this
 architecture), 1 when some diverge, 2 when something could not run.
 With ``--keep-logs DIR`` the logs of a failed VM are kept under DIR, and so
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +46,7 @@ from harness.scenario import Scenario, ScenarioError, load_scenario
 from harness.vm import VM, VMConfig, VMState
 from sim.mm.facts import PINNED
 
-__all__ = ["RunOutcome", "add_arguments", "main", "run_scenario", "run_scenarios"]
+__all__ = ["RunOutcome", "add_arguments", "internal_error", "main", "run_scenario", "run_scenarios"]
 
 EXIT_AGREE = 0
 EXIT_DIVERGE = 1
@@ -77,32 +85,77 @@ class RunOutcome:
     model: Observations | None = None
     real: Observations | None = None
     seconds: float = 0.0
+    #: The guest side failed part-way (named processes, agent, VM in a state
+    #: nobody checked): the next scenario must not run in this VM.
+    replace_vm: bool = False
 
 
 def run_scenario(scenario: Scenario, vm: VM) -> RunOutcome:
-    """``scenario`` in ``vm`` and in the model, compared; errors become an error result."""
+    """``scenario`` in ``vm`` and in the model, compared; errors become an error result.
+
+    Never raises for a scenario (only KeyboardInterrupt and the like pass):
+    every exception is the scenario's ``error`` result, one line, and
+    ``replace_vm`` says whether the guest side failed part-way.
+    """
     arch = vm.profile.arch
     started = time.monotonic()
+
+    def error(message: str, model: Observations | None = None,
+              real: Observations | None = None, *, replace_vm: bool = False) -> RunOutcome:
+        one_line = " ".join(message.split())
+        result = ScenarioResult(scenario.name, arch.name, "error", message=one_line)
+        return RunOutcome(result, model, real, time.monotonic() - started, replace_vm)
+
     reason = scenario.unsupported_reason(arch)
     if reason is not None:
         return RunOutcome(ScenarioResult(scenario.name, arch.name, "skipped", message=reason))
     try:
         model = run_model(scenario, arch, facts=vm.facts or PINNED)
     except ModelError as e:
-        return RunOutcome(_error(scenario, arch.name, f"model: {e}"))
+        return error(f"model: {e}")
+    except Exception as e:  # a bug of ours ends this scenario, not the run
+        return error(f"model: {internal_error(e)}")
     try:
         real = run_guest(scenario, vm)
     except VMError as e:
-        return RunOutcome(_error(scenario, arch.name, f"guest: {e.message}"), model)
+        return error(f"guest: {e.message}", model, replace_vm=True)
     except (GuestExecutorError, AgentOpError) as e:
-        return RunOutcome(_error(scenario, arch.name, f"guest: {e}"), model)
-    divergences = compare(model, real, scenario, arch)
+        # The agent answered and the run's processes were reaped: the VM is fine.
+        return error(f"guest: {e}", model)
+    except Exception as e:  # as above; the guest's state is unknown
+        return error(f"guest: {internal_error(e)}", model, replace_vm=True)
+    try:
+        divergences = compare(model, real, scenario, arch)
+    except Exception as e:  # as above
+        return error(f"compare: {internal_error(e)}", model, real)
     result = ScenarioResult.from_divergences(scenario.name, arch.name, divergences)
     return RunOutcome(result, model, real, time.monotonic() - started)
 
 
-def _error(scenario: Scenario, arch: str, message: str) -> ScenarioResult:
-    return ScenarioResult(scenario.name, arch, "error", message=" ".join(message.split()))
+def internal_error(e: BaseException) -> str:
+    """An unexpected exception as one line: type, message, where it was raised.
+
+    ``internal error: KeyError: 'g' (harness/guest_executor.py:312 in check)``.
+    The place is the deepest frame in one of our packages (``harness/``,
+    ``sim/``, path shortened to start there), else the deepest frame.
+    """
+    text = " ".join(str(e).split())
+    what = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    frames = traceback.extract_tb(e.__traceback__)
+    for frame in reversed(frames):
+        parts = Path(frame.filename).parts
+        ours = [i for i, part in enumerate(parts) if part in _OUR_PACKAGES]
+        if ours:
+            where = "/".join(parts[ours[-1] :])
+            return f"internal error: {what} ({where}:{frame.lineno} in {frame.name})"
+    if frames:
+        last = frames[-1]
+        return f"internal error: {what} ({last.filename}:{last.lineno} in {last.name})"
+    return f"internal error: {what}"
+
+
+#: Top-level packages of this project, for :func:`internal_error`'s places.
+_OUR_PACKAGES = ("harness", "sim", "images")
 
 
 def run_scenarios(
@@ -110,7 +163,10 @@ def run_scenarios(
     config: VMConfig,
     progress: Callable[[str], None] = lambda _: None,
 ) -> list[RunOutcome]:
-    """Every scenario in one VM (a new one if a scenario left it dead)."""
+    """Every scenario in one VM (a new one after a scenario left it dead or in doubt).
+
+    Raises VMError only when a VM cannot boot.
+    """
     outcomes: list[RunOutcome] = []
     vm: VM | None = None
     boots = 0
@@ -126,7 +182,12 @@ def run_scenarios(
                          f"{_kernel_note(vm)}")
             outcome = run_scenario(scenario, vm)
             progress(f"{outcome.result.status:8} {scenario.name} ({outcome.seconds:.1f} s)")
+            if outcome.result.status == "error":
+                progress(f"  {outcome.result.message}")
             outcomes.append(outcome)
+            if outcome.replace_vm:
+                progress(f"replacing the VM after {scenario.name}")
+                vm.shutdown()
     finally:
         if vm is not None:
             vm.shutdown()
@@ -187,12 +248,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{e.message}{kept}")
     except KeyboardInterrupt:
         return 128 + 2
+    except Exception as e:  # outside any scenario (booting, shutting down): still one line
+        return _fail(internal_error(e))
+    saved = True
     if args.keep_logs is not None:
-        _keep(outcomes, args.keep_logs)
+        try:
+            _keep(outcomes, args.keep_logs)
+        except OSError as e:
+            _fail(f"--keep-logs {args.keep_logs}: {e.strerror or e}")
+            saved = False
     results = [o.result for o in outcomes]
     sys.stdout.write(render_json(results) if args.json else render_text(results))
     statuses = {r.status for r in results}
-    if "error" in statuses:
+    if "error" in statuses or not saved:
         return EXIT_ERROR
     return EXIT_DIVERGE if "diverge" in statuses else EXIT_AGREE
 

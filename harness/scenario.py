@@ -597,6 +597,7 @@ def _validate_flow(steps: list[AnyStep], path: str) -> dict[int, tuple[Target, .
     architecture by :func:`_validate_ranges`.
     """
     alive: dict[str, list[str]] = {"main": []}  # process -> regions it has had, in order
+    uids = {"main": 0}  # process -> its uid
     created = ["main"]
     exited: dict[str, int] = {}
     region_owner: dict[str, str] = {}
@@ -653,7 +654,16 @@ def _validate_flow(steps: list[AnyStep], path: str) -> dict[int, tuple[Target, .
                 raise fail(step, f"process name {step.child!r} is already used")
             if len(alive) >= MAX_PROCS:
                 raise fail(step, f"more than {MAX_PROCS} processes alive at once")
+            parent_uid = uids[step.proc]
+            if step.uid is not None and parent_uid != 0 and step.uid != parent_uid:
+                # setresuid() to another uid needs CAP_SETUID (kernel/sys.c).
+                raise fail(
+                    step,
+                    f"process {step.proc!r} has uid {parent_uid}: its child cannot become "
+                    f"uid {step.uid} (only uid 0 may change uid)",
+                )
             alive[step.child] = list(alive[step.proc])
+            uids[step.child] = parent_uid if step.uid is None else step.uid
             created.append(step.child)
         elif isinstance(step, Exit):
             del alive[step.proc]

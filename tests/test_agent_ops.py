@@ -199,6 +199,58 @@ def test_fork_as_an_unprivileged_user(guest: NamedProcess) -> None:
     assert own.ok, own.describe()
     (entry,) = parse_pagemap_entries(arch, own.data)
     assert entry.present and entry.pfn == 0
-    with pytest.raises(AgentOpError, match="Permission denied"):
-        agent.fork(f"{user}x", target=user)
+    assert set(agent.list_processes()) == {guest.name, user}
+
+
+def _ids(guest: NamedProcess, name: str) -> dict[str, list[str]]:
+    """Uid, Gid, CapEff of a named process, from its /proc/self/status."""
+    status = guest.agent.read_file("/proc/self/status", 4096, target=name).data.decode()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return {key: fields[key].split() for key in ("Uid", "Gid", "CapEff")}
+
+
+def test_unprivileged_process_forks_named_children(guest: NamedProcess) -> None:
+    """Issue 16: a uid-1000 process forks, its children serve every op and exit.
+
+    The forking process makes the pipes; init takes its ends with
+    pidfd_getfd() (it used to be the other way round, which needed ptrace
+    access to init: EACCES once the forking process had left uid 0).
+    """
+    agent, arch, ps = guest.agent, guest.vm.profile.arch, guest.page_size
+    agent.mmap(BASE, 2 * ps, target=guest.name)
+    agent.touch(BASE, 2, write=True, tag=0x70, target=guest.name)
+    user, child, grandchild = f"{guest.name}u", f"{guest.name}g", f"{guest.name}h"
+    agent.fork(user, target=guest.name, uid=1000)
+    child_pid = agent.fork(child, target=user)
+    # Naming its own uid again is allowed (no groups to drop, same ids).
+    grandchild_pid = agent.fork(grandchild, target=child, uid=1000)
+    unprivileged = {"Uid": ["1000"] * 4, "Gid": ["0"] * 4, "CapEff": ["0000000000000000"]}
+    for name in (user, child, grandchild):
+        assert _ids(guest, name) == unprivileged, name
+    assert agent.list_processes()[grandchild] == grandchild_pid
+    # Every op in the grandchild: its copy of the region, a new one, COW.
+    assert agent.touch(BASE, 2, write=False, target=grandchild).values == (0x70, 0x71)
+    agent.touch(BASE, 1, write=True, tag=0x90, target=grandchild)
+    agent.mmap(OTHER, ps, target=grandchild)
+    agent.touch(OTHER, 1, write=True, tag=0x91, target=grandchild)
+    agent.mprotect(OTHER, ps, Prot.READ, target=grandchild)
+    agent.madvise(BASE + ps, ps, Advice.DONTNEED, target=grandchild)
+    agent.clear_refs(4, target=grandchild)
+    assert agent.touch(BASE, 2, write=False, target=child).values == (0x70, 0x71)
+    # Observed by uid 1000: flags without PFNs.
+    own = agent.read_file(f"/proc/{grandchild_pid}/pagemap", 8, offset=(OTHER // ps) * 8, uid=1000,
+                          gid=0)
+    assert own.ok, own.describe()
+    (entry,) = parse_pagemap_entries(arch, own.data)
+    assert entry.present and entry.pfn == 0
+    # Observed by root: the PFNs.
+    assert all(e.pfn for e in pagemap(agent, arch, grandchild_pid, BASE, 1))
+    exited = agent.exit(grandchild, 3)
+    assert (exited.pid, exited.exited, exited.value) == (grandchild_pid, True, 3)
+    # The kernel refuses a uid change without CAP_SETUID; the half-born child is reaped.
+    with pytest.raises(AgentOpError) as caught:
+        agent.fork(f"{guest.name}r", target=child, uid=0)
+    assert caught.value.errno == errno.EPERM
+    assert set(agent.list_processes()) == {guest.name, user, child}
+    assert agent.exit(child).pid == child_pid
     assert set(agent.list_processes()) == {guest.name, user}

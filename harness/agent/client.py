@@ -371,9 +371,8 @@ class AgentClient:
 
         With ``uid``/``gid`` the child takes them (real, effective, saved; no
         supplementary groups, no capabilities once the uid is not 0) and stays
-        dumpable; unset ones stay as they were (root).  An unprivileged
-        process cannot fork named children of its own (it cannot reach init's
-        pipes).
+        dumpable; unset ones stay as they were.  A process of any uid can fork
+        named children; an unprivileged one can only keep its own uid/gid.
         """
         args = Writer().str(name).u32(UID_KEEP if uid is None else uid)
         args.u32(UID_KEEP if gid is None else gid)

@@ -8,8 +8,9 @@
  * with CLONE_PARENT), so init reaps them all and reports how they ended.
  *
  * Pipes, not sockets: the test kernels have no networking (no AF_UNIX).  A
- * named process that forks gets its new child's pipe ends by opening init's
- * descriptors through /proc/<init>/fd/N while init waits for its reply.
+ * named process that forks makes its new child's two pipes itself and keeps
+ * init's ends until init has taken copies of them with pidfd_getfd(2) (see
+ * child_fork() for why it is this way round).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -193,13 +194,6 @@ static void serve_channel(struct channel ch) __attribute__((noreturn));
 struct identity;
 static void start_named(const struct identity *id, struct channel ch) __attribute__((noreturn));
 
-/* Open a descriptor of our parent (init) through /proc: a pipe end. */
-static int open_parent_fd(uint32_t fd, int flags, char *path, size_t pathlen)
-{
-	snprintf(path, pathlen, "/proc/%d/fd/%u", (int)getppid(), fd);
-	return open(path, flags | O_CLOEXEC);
-}
-
 /* Who a new named process is: its name and, unless UID_KEEP, its uid/gid. */
 struct identity {
 	char name[PROC_NAME_MAX + 1];
@@ -218,7 +212,10 @@ static int take_identity(const struct identity *id)
 {
 	if (id->uid == UID_KEEP && id->gid == UID_KEEP)
 		return 0;
-	if (syscall(SYS_setgroups, 0, NULL) != 0)
+	/* Only root has groups to drop (and CAP_SETGID to drop them): a process
+	 * that left uid 0 dropped them then.  The kernel judges the rest: an
+	 * unprivileged process may only "change" to the ids it has. */
+	if (geteuid() == 0 && syscall(SYS_setgroups, 0, NULL) != 0)
 		return -1;
 	if (id->gid != UID_KEEP && syscall(SYS_setresgid, id->gid, id->gid, id->gid) != 0)
 		return -1;
@@ -248,44 +245,93 @@ static void start_named(const struct identity *id, struct channel ch)
 	serve_channel(ch);
 }
 
-/* FORK in a named process.  Args (from init): str name, u32 fd of the new
- * process's request pipe (read end) and reply pipe (write end) in init,
- * u32 uid, u32 gid. */
+/* Two pipes: parent_end is init's view, child_end the new process's. */
+static int make_channel(struct channel *parent_end, struct channel *child_end)
+{
+	int requests[2], replies[2];
+
+	if (pipe2(requests, O_CLOEXEC) != 0)
+		return -1;
+	if (pipe2(replies, O_CLOEXEC) != 0) {
+		close(requests[0]);
+		close(requests[1]);
+		return -1;
+	}
+	*parent_end = (struct channel){ .in = replies[0], .out = requests[1] };
+	*child_end = (struct channel){ .in = requests[0], .out = replies[1] };
+	return 0;
+}
+
+/*
+ * init's ends of the pipes of the child this process forked last, kept open
+ * until init has taken its copies: init asks nothing else of us before it
+ * has, so the next request closes them.  -1: none.
+ */
+static struct channel handover = { .in = -1, .out = -1 };
+
+static void close_handover(void)
+{
+	if (handover.in >= 0)
+		close_channel(&handover);
+	handover = (struct channel){ .in = -1, .out = -1 };
+}
+
+/*
+ * FORK in a named process.  Args: str name, u32 uid, u32 gid (the host's
+ * request, forwarded by init as it is).  Reply: u32 pid of the new process,
+ * u32 fd of its reply pipe's read end, u32 fd of its request pipe's write
+ * end, both in this process, for init to take with pidfd_getfd().
+ *
+ * Why this way round.  The pipes used to be made by init, and the forking
+ * process opened init's descriptors through /proc/<init>/fd/N.  That needs
+ * search permission on init's fd directory (mode 0500, root's:
+ * proc_fd_permission() in fs/proc/fd.c) and ptrace read access to init
+ * (proc_fd_access_allowed() in fs/proc/base.c, __ptrace_may_access() in
+ * kernel/ptrace.c), both of which a process that left uid 0 has lost with
+ * CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE: it got EACCES, so an unprivileged
+ * named process could not fork named children.  Now the forking process
+ * makes the pipes, which needs no privilege, and init, which stays root
+ * with every capability, copies its ends out of the forking process with
+ * pidfd_getfd() (kernel/pid.c, PTRACE_MODE_ATTACH_REALCREDS: CAP_SYS_PTRACE
+ * suffices whatever the target's uid or dumpable flag).  The one privileged
+ * step is done by the one process that always holds the privilege, whatever
+ * uid a scenario gives its processes.  pidfd_getfd() duplicates the open
+ * pipe ends themselves (no reopen through fifo_open(), which would block or
+ * fail with ENXIO when the other end has already gone).
+ */
 static void child_fork(struct request *req, struct reply *rep, struct channel own)
 {
 	struct identity id;
-	char path[64];
-	struct channel ch;
-	uint32_t in_fd, out_fd;
+	struct channel init_end, child_end;
 	long pid;
 
 	get_cstr(&req->args, id.name, sizeof(id.name), 1);
-	in_fd = get_u32(&req->args);
-	out_fd = get_u32(&req->args);
 	id.uid = get_u32(&req->args);
 	id.gid = get_u32(&req->args);
 	if (!args_ok(req, rep))
 		return;
-	/* init is blocked on our reply, so its descriptors are there to open. */
-	ch.in = open_parent_fd(in_fd, O_RDONLY, path, sizeof(path));
-	ch.out = ch.in < 0 ? -1 : open_parent_fd(out_fd, O_WRONLY, path, sizeof(path));
-	if (ch.out < 0) {
-		reply_fail(rep, ST_ERRNO, errno, "fork: open %s: %s", path, strerror(errno));
-		if (ch.in >= 0)
-			close(ch.in);
+	if (make_channel(&init_end, &child_end) != 0) {
+		reply_fail(rep, ST_ERRNO, errno, "fork: pipe: %s", strerror(errno));
 		return;
 	}
 	/* fork(), except that the new process is init's child, not ours. */
 	pid = syscall(SYS_clone, (unsigned long)(CLONE_PARENT | SIGCHLD), 0, 0, 0, 0);
 	if (pid == 0) {
 		close_channel(&own);
-		start_named(&id, ch);
+		close_channel(&init_end);
+		start_named(&id, child_end);
 	}
-	close_channel(&ch);
-	if (pid < 0)
+	if (pid < 0) {
 		reply_fail(rep, ST_ERRNO, errno, "fork: clone: %s", strerror(errno));
-	else
-		put_u32(&rep->payload, (uint32_t)pid);
+		close_channel(&child_end);
+		close_channel(&init_end);
+		return;
+	}
+	close_channel(&child_end);
+	handover = init_end;
+	put_u32(&rep->payload, (uint32_t)pid);
+	put_u32(&rep->payload, (uint32_t)init_end.in);
+	put_u32(&rep->payload, (uint32_t)init_end.out);
 }
 
 /* The loop of a named process: requests from init, replies to init. */
@@ -304,6 +350,7 @@ static void serve_channel(struct channel ch)
 			send_bad_frame(ch.out, in.seq, why);
 			continue;
 		}
+		close_handover(); /* init has its copies by now */
 		buf_init(&rep.payload);
 		if (decode_request(&in, &req, &rep) == 0) {
 			if (req.op == OP_FORK) {
@@ -324,23 +371,6 @@ static void serve_channel(struct channel ch)
 		buf_free(&rep.payload);
 		buf_free(&in.payload);
 	}
-}
-
-/* Two pipes: parent_end is init's view, child_end the new process's. */
-static int make_channel(struct channel *parent_end, struct channel *child_end)
-{
-	int requests[2], replies[2];
-
-	if (pipe2(requests, O_CLOEXEC) != 0)
-		return -1;
-	if (pipe2(replies, O_CLOEXEC) != 0) {
-		close(requests[0]);
-		close(requests[1]);
-		return -1;
-	}
-	*parent_end = (struct channel){ .in = replies[0], .out = requests[1] };
-	*child_end = (struct channel){ .in = requests[0], .out = replies[1] };
-	return 0;
 }
 
 /*
@@ -468,49 +498,70 @@ static void relay(struct frame *out, struct reply *rep)
 	buf_free(&out->payload);
 }
 
-/* FORK in a named process: init makes the pipes and says where they are.
- * Args: str name, u32 uid, u32 gid. */
-static void fork_in_child(struct proc *p, struct request *req, struct reply *rep)
+/* A copy of descriptor fd of the process behind pidfd; -1 and errno if none. */
+static int take_fd(int pidfd, uint32_t fd)
+{
+	return (int)syscall(SYS_pidfd_getfd, pidfd, (int)fd, 0);
+}
+
+/*
+ * FORK in a named process: it makes the pipes and forks (child_fork());
+ * init takes its ends of the pipes from it and waits until the new process
+ * is ready.  The request goes to the process as it came.
+ */
+static void fork_in_child(struct proc *p, const struct frame *in, struct request *req,
+			  struct reply *rep)
 {
 	struct identity id;
-	struct channel mine, theirs;
-	struct frame request = { .seq = req->seq, .op = OP_FORK }, out;
+	struct channel mine = { .in = -1, .out = -1 };
+	struct frame out;
 	struct reader r;
+	uint32_t in_fd, out_fd;
 	pid_t pid;
+	int pidfd;
 
 	get_cstr(&req->args, id.name, sizeof(id.name), 1);
 	id.uid = get_u32(&req->args);
 	id.gid = get_u32(&req->args);
-	if (!args_ok(req, rep) || check_new_name(rep, id.name) != 0)
+	if (!args_ok(req, rep) || check_new_name(rep, id.name) != 0 ||
+	    ask_child(p, in, &out, rep) != 0)
 		return;
-	if (make_channel(&mine, &theirs) != 0) {
-		reply_fail(rep, ST_ERRNO, errno, "fork: pipe: %s", strerror(errno));
-		return;
-	}
-	buf_init(&request.payload);
-	put_str(&request.payload, p->name);
-	put_str(&request.payload, id.name);
-	put_u32(&request.payload, (uint32_t)theirs.in);
-	put_u32(&request.payload, (uint32_t)theirs.out);
-	put_u32(&request.payload, id.uid);
-	put_u32(&request.payload, id.gid);
-	if (ask_child(p, &request, &out, rep) != 0) {
-		close_channel(&mine);
-		close_channel(&theirs);
-		buf_free(&request.payload);
-		return;
-	}
-	/* The new process has opened its ends (before the fork was answered). */
-	close_channel(&theirs);
-	buf_free(&request.payload);
-	r = (struct reader){ .p = out.payload.data, .left = out.payload.len };
-	pid = (pid_t)get_u32(&r);
 	if (out.status != ST_OK) {
 		relay(&out, rep);
-		close_channel(&mine);
 		return;
 	}
+	r = (struct reader){ .p = out.payload.data, .left = out.payload.len };
+	pid = (pid_t)get_u32(&r);
+	in_fd = get_u32(&r);
+	out_fd = get_u32(&r);
 	buf_free(&out.payload);
+	if (!reader_finished(&r) || pid <= 0) {
+		/* Not ours to kill: no pid we can trust. */
+		reply_fail(rep, ST_BAD_REQUEST, 0, "fork: '%s' answered no pid and pipe ends",
+			   p->name);
+		return;
+	}
+	/* The forking process holds these ends until its next request. */
+	pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+	if (pidfd >= 0) {
+		mine.in = take_fd(pidfd, in_fd);
+		mine.out = mine.in < 0 ? -1 : take_fd(pidfd, out_fd);
+	}
+	if (mine.out < 0) {
+		int err = errno;
+		char how[64];
+
+		if (pidfd >= 0)
+			close(pidfd);
+		if (mine.in >= 0)
+			close(mine.in);
+		kill(pid, SIGKILL);
+		describe_status(how, sizeof(how), reap(pid, CHILD_EXIT_TIMEOUT_MS));
+		reply_fail(rep, ST_ERRNO, err, "fork: taking the pipes of '%s' (pid %d) from '%s': "
+			   "%s; the new process %s", id.name, (int)pid, p->name, strerror(err), how);
+		return;
+	}
+	close(pidfd);
 	adopt_child(&mine, pid, id.name, rep);
 }
 
@@ -569,7 +620,7 @@ static void handle_for_child(struct proc *p, const struct frame *in, struct requ
 	struct frame out;
 
 	switch (req->op) {
-	case OP_FORK: fork_in_child(p, req, rep); break;
+	case OP_FORK: fork_in_child(p, in, req, rep); break;
 	case OP_EXIT: exit_child(p, in, req, rep); break;
 	case OP_KILL: kill_child(p, req, rep); break;
 	case OP_POWEROFF:

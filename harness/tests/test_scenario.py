@@ -74,6 +74,21 @@ def test_steps_parse_into_dataclasses() -> None:
         s.steps[0].region = "b"  # type: ignore[misc]
 
 
+def test_unprivileged_processes_fork_keeping_their_uid() -> None:
+    """A uid-1000 tree: children inherit the uid or name it again; root may pick any."""
+    s = parse_scenario(scenario(
+        MMAP_A,
+        {"op": "fork", "child": "u", "uid": 1000},
+        {"op": "fork", "proc": "u", "child": "g"},
+        {"op": "fork", "proc": "g", "child": "h", "uid": 1000},
+        {"op": "fork", "child": "v", "uid": 2000},
+        {"op": "fork", "proc": "v", "child": "w", "uid": 2000},
+        {"op": "check", "proc": "h", "as_uid": 1000},
+    ))
+    assert s.procs == ("main", "u", "g", "h", "v", "w")
+    assert s.targets[6] == (Target("h", "a"),)
+
+
 def test_targets_follow_fork_and_exit() -> None:
     s = parse_scenario(scenario(
         MMAP_A,
@@ -159,6 +174,12 @@ BAD: list[tuple[str, object, str]] = [
      "step 1 (check): as_uid -1 is not a uid"),
     ("bool uid", scenario(MMAP_A, {"op": "fork", "child": "c", "uid": False}),
      "step 1 (fork): uid False is not a uid"),
+    ("unprivileged uid change", scenario(
+        MMAP_A, {"op": "fork", "child": "u", "uid": 1000},
+        {"op": "fork", "proc": "u", "child": "g"},
+        {"op": "fork", "proc": "g", "child": "r", "uid": 0}),
+     "step 3 (fork): process 'g' has uid 1000: its child cannot become uid 0 "
+     "(only uid 0 may change uid)"),
     ("clear_refs 6", scenario(MMAP_A, {"op": "clear_refs", "value": 6}),
      "step 1 (clear_refs): value 6 is not one of 1, 2, 3, 4, 5"),
     ("clear_refs true", scenario(MMAP_A, {"op": "clear_refs", "value": True}),
