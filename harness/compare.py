@@ -285,6 +285,24 @@ def _frame_places(arch: Arch, regions: Iterable[RegionRead]) -> dict[int, list[P
     return places
 
 
+class _Places:
+    """The pages mapping each PFN in one side's check, worked out on first use.
+
+    Only a frame divergence needs them, so a check that agrees never decodes
+    its pagemaps a second time.
+    """
+
+    def __init__(self, arch: Arch, regions: Iterable[RegionRead]) -> None:
+        self._arch = arch
+        self._regions = regions
+        self._places: dict[int, list[Place]] | None = None
+
+    def __call__(self, pfn: int) -> tuple[Place, ...]:
+        if self._places is None:
+            self._places = _frame_places(self._arch, self._regions)
+        return tuple(self._places.get(pfn, ()))
+
+
 # ---------------------------------------------------------------------------
 # The comparison
 # ---------------------------------------------------------------------------
@@ -514,23 +532,24 @@ class _Comparer:
     # -- frames --------------------------------------------------------------
 
     def frames(self, step: int, m: CheckObservation, r: CheckObservation) -> None:
-        model_where = _frame_places(self.arch, m.regions)
-        real_where = _frame_places(self.arch, r.regions)
+        model_places = _Places(self.arch, m.regions)
+        real_places = _Places(self.arch, r.regions)
         real_frames = {f.pfn: f for f in r.frames}
         reached: set[int] = set()
         for mf in m.frames:
-            places = tuple(model_where.get(mf.pfn, ()))
             real_pfn = self.bijection.real_of(mf.pfn)
             rf = real_frames.get(real_pfn) if real_pfn is not None else None
             if rf is None:
                 self.add(
                     step, "missing", "frame", _frame_values(self.arch, mf),
                     Presence.UNPAIRED if real_pfn is None else Presence.NOT_READ,
-                    model_pfn=mf.pfn, real_pfn=real_pfn, places=places,
+                    model_pfn=mf.pfn, real_pfn=real_pfn, places=model_places(mf.pfn),
                 )
                 continue
             reached.add(rf.pfn)
-            self.frame(step, mf, rf, places)
+            if (mf.kpagemap, mf.kpageflags, mf.kpagecount) != (
+                    rf.kpagemap, rf.kpageflags, rf.kpagecount):
+                self.frame(step, mf, rf, model_places(mf.pfn))
         for rf in r.frames:
             if rf.pfn not in reached:
                 model_pfn = self.bijection.model_of(rf.pfn)
@@ -538,14 +557,11 @@ class _Comparer:
                     step, "missing", "frame",
                     Presence.UNPAIRED if model_pfn is None else Presence.NOT_READ,
                     _frame_values(self.arch, rf),
-                    model_pfn=model_pfn, real_pfn=rf.pfn,
-                    places=tuple(real_where.get(rf.pfn, ())),
+                    model_pfn=model_pfn, real_pfn=rf.pfn, places=real_places(rf.pfn),
                 )
 
     def frame(self, step: int, mf: FrameRead, rf: FrameRead, places: tuple[Place, ...]) -> None:
-        if mf.kpagemap == rf.kpagemap and mf.kpageflags == rf.kpageflags \
-                and mf.kpagecount == rf.kpagecount:
-            return  # the same bytes: nothing to decode
+        """Two frames paired by the bijection whose bytes differ, value by value."""
         where: dict[str, Any] = {"model_pfn": mf.pfn, "real_pfn": rf.pfn, "places": places}
         ms, rs = _slot(self.arch, mf.kpagemap), _slot(self.arch, rf.kpagemap)
         if isinstance(ms, KpagemapSlot) and isinstance(rs, KpagemapSlot):
@@ -563,23 +579,35 @@ class _Comparer:
             self.add(step, "value", "kpagecount", mc, rc, **where)
 
     def consistency(self, side: str, check: CheckObservation) -> None:
-        """kpagemap flags == kpageflags (as an unsigned long) on one side."""
+        """kpagemap flags == kpageflags (as an unsigned long) on one side.
+
+        Every frame whose two reads are whole entries is decoded in one bulk
+        parse per file; frames with a failed or short read are compared (and
+        reported) by :meth:`frame` only.
+        """
+        size = self.arch.kpagemap_entry_size
+        whole = [
+            f for f in check.frames
+            if f.kpagemap.data is not None and len(f.kpagemap.data) == size
+            and f.kpageflags.data is not None and len(f.kpageflags.data) == 8
+        ]
+        if not whole:
+            return
+        slot_flags, _ = bulk_parse_kpagemap_entries(
+            self.arch, b"".join(f.kpagemap.data or b"" for f in whole))
+        flag_words = bulk_parse_u64s(self.arch, b"".join(f.kpageflags.data or b"" for f in whole))
         mask = (1 << 8 * self.arch.word_size) - 1
-        places: dict[int, list[Place]] | None = None
-        for frame in check.frames:
-            slot = _slot(self.arch, frame.kpagemap)
-            flags = _u64(self.arch, frame.kpageflags)
-            if not isinstance(slot, KpagemapSlot) or not isinstance(flags, int) \
-                    or slot.flags.value == flags & mask:
+        places = _Places(self.arch, check.regions)
+        pfn_key = "model_pfn" if side == "model" else "real_pfn"
+        for frame, slot, flags in zip(whole, slot_flags.tolist(), flag_words.tolist(),
+                                      strict=True):
+            if slot == flags & mask:
                 continue
-            if places is None:  # only when needed: it decodes every pagemap again
-                places = _frame_places(self.arch, check.regions)
-            mismatch = FlagMismatch(slot.flags, KpfFlags(flags & mask))
-            pfn_key = "model_pfn" if side == "model" else "real_pfn"
+            mismatch = FlagMismatch(KpfFlags(slot), KpfFlags(flags & mask))
             self.add(
                 check.step, "consistency", "kpagemap.flags",
                 mismatch if side == "model" else None, mismatch if side == "real" else None,
-                side=side, places=tuple(places.get(frame.pfn, ())), **{pfn_key: frame.pfn},
+                side=side, places=places(frame.pfn), **{pfn_key: frame.pfn},
             )
 
 

@@ -457,3 +457,21 @@ def test_two_real_frames_for_one_model_frame() -> None:
     assert "model PFN 0x64 is real PFN 0x3f000 at main:a+0 but real PFN 0x2b000 here" \
         in detail(d)
     assert [(d.kind, d.real_pfn) for d in found if d.kind == "missing"] == [("missing", 0x2B000)]
+
+
+def test_bulk_observations() -> None:
+    """Thousands of pages and frames (as benchmarks/bench_compare.py times them): every one seen."""
+    scenario = parse_scenario(synth.bulk_scenario(4))
+    model, real = synth.bulk_observations(ARCH, 8192)
+    assert compare(model, real, scenario, ARCH) == []
+    model, real = synth.bulk_observations(ARCH, 8192, diverge_every=16)
+    found = compare(model, real, scenario, ARCH)
+    per_field: dict[tuple[str, str], int] = {}
+    for d in found:
+        per_field[(d.kind, d.field)] = per_field.get((d.kind, d.field), 0) + 1
+    assert per_field == {("value", "pagemap.exclusive"): 512, ("value", "kpageflags"): 512,
+                         ("consistency", "kpagemap.flags"): 512}
+    first = next(d for d in found if d.field == "kpageflags")
+    # Page 15 of 2048: model PFN 0x10f; the real side numbers frames in reverse.
+    assert (first.step, first.model_pfn, first.real_pfn) == (2, 0x10F, 0x80000 + 2047 - 15)
+    assert first.places == (Place("main", "r0", 15),)
