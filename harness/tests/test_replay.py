@@ -34,7 +34,6 @@ from harness.observations import (
     RegionRead,
     StepOutcome,
 )
-from harness.record import RECORDED_DIR
 from harness.report import ScenarioResult, render_json, render_text
 from harness.scenario import Scenario, load_scenario
 from sim.arch import Arch, get_arch
@@ -47,6 +46,8 @@ EXPECTED = [
     for arch in ("x86_64",)
     for name in ("fork_cow", "thp_zero", "shm_mix", "unprivileged_child")
 ]
+#: Where python -m harness.record writes (harness.record.RECORDED_DIR), found from here.
+RECORDED_DIR = Path(__file__).parent / "data" / "recorded"
 #: Checked-in recordings stay small.
 MAX_TOTAL_BYTES = 1 << 20
 
@@ -292,3 +293,19 @@ def test_recorded_file_round_trips(tmp_path: Path) -> None:
     real.save(tmp_path / "again.json")
     assert Observations.load(tmp_path / "again.json") == real
     assert isinstance(real.checks[0].regions[0], RegionRead)
+
+
+def test_recorder_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """python -m harness.record refuses bad input before anything boots."""
+    from harness.record import RECORDED_DIR as WRITES_TO
+    from harness.record import main, recorded_dir
+
+    assert recorded_dir("ppc64") == WRITES_TO / "ppc64" and WRITES_TO == RECORDED_DIR
+    assert main([str(tmp_path / "none.json"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("harness record: error: ") and err.count("\n") == 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--arch", "vax", str(tmp_path / "none.json")])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'vax'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
