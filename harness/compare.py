@@ -47,7 +47,7 @@ common case) is not decoded field by field: its PFNs go to the bijection.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -273,7 +273,8 @@ def _frame_places(arch: Arch, regions: Iterable[RegionRead]) -> dict[int, list[P
     """PFN -> every page that maps it.
 
     The rule of harness.observations.ram_tag_pages (present, not swapped, PFN
-    not 0), on whole arrays: it runs on every page of every check.
+    not 0), on pagemaps parsed in bulk with sim.bulk (ram_tag_pages parses
+    with construct, far slower on checks of thousands of pages).
     """
     places: dict[int, list[Place]] = defaultdict(list)
     for read in regions:
@@ -292,7 +293,7 @@ class _Places:
     its pagemaps a second time.
     """
 
-    def __init__(self, arch: Arch, regions: Iterable[RegionRead]) -> None:
+    def __init__(self, arch: Arch, regions: Sequence[RegionRead]) -> None:
         self._arch = arch
         self._regions = regions
         self._places: dict[int, list[Place]] | None = None
