@@ -49,7 +49,7 @@ from sim.formats import build_u64s, parse_u64s
 #: The recordings the tree must hold (arch, scenario): a missing one fails, not skips.
 EXPECTED = [
     (arch, name)
-    for arch in ("x86_64", "ppc64")
+    for arch in ("x86_64", "ppc64", "ppc64-4k")
     for name in ("fork_cow", "thp_zero", "shm_mix", "unprivileged_child")
 ]
 RECORDED_DIR = Path(__file__).parent / "data" / "recorded"
