@@ -1,8 +1,13 @@
 """Compare the model's observations with the real kernel's, field by field.
 
 :func:`compare` takes two :class:`~harness.observations.Observations` of one
-scenario on one architecture and returns every :class:`Divergence`.  It knows
-nothing of QEMU nor of the model's internals, so it runs on recorded data.
+scenario on one architecture and returns every
+:class:`~harness.differences.Divergence`, holding both sides' decoded values
+(flags, counts, PFNs, entries, errnos; :mod:`harness.report` makes text of
+them).  It knows nothing of QEMU nor of the model's internals, so it runs on
+recorded data.  Observations are looked up by dict (outcomes and checks by
+step, region reads by (process, region), frames by PFN), so the time is linear
+in the number of observations (benchmarks/bench_compare.py).
 
 What is compared (nothing is left out):
 
@@ -34,28 +39,47 @@ a model PFN and a real PFN are seen at the same page they are bound.
 
 PFN 0 names no frame (an unprivileged reader sees 0 for every page: the
 kernel hides PFNs without CAP_SYS_ADMIN), so it is compared as a plain value.
+
+A page whose pagemap u64s are equal on both sides except for the PFN (the
+common case) is not decoded field by field: its PFNs go to the bijection.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+from harness.differences import (
+    ConflictRule,
+    Divergence,
+    DivergenceKind,
+    EntryPair,
+    FlagMismatch,
+    FrameValues,
+    Invalid,
+    KpagemapSlot,
+    KpfFlags,
+    PageRange,
+    PfnConflict,
+    Place,
+    Presence,
+    RamTag,
+    ShortRead,
+    Value,
+)
 from harness.observations import (
     CheckObservation,
     FrameRead,
     Observations,
     ReadResult,
     RegionRead,
-    StepOutcome,
-    ram_tag_pages,
 )
-from harness.scenario import Scenario, describe_tag
+from harness.scenario import Scenario
 from sim.arch import Arch
 from sim.bulk import bulk_parse_kpagemap_entries, bulk_parse_u64s
-from sim.flags import kpf_names
+from sim.flags import PM
 from sim.formats import FormatError, KpagemapHeader, PagemapEntry
 
 __all__ = [
@@ -65,11 +89,7 @@ __all__ = [
     "PfnBijection",
     "Sighting",
     "compare",
-    "describe_pagemap",
-    "flag_delta",
 ]
-
-Kind = Literal["value", "identity", "consistency", "missing"]
 
 #: Fields of a pagemap entry compared one by one (the PFN goes through the bijection).
 PAGEMAP_FIELDS = (
@@ -84,65 +104,16 @@ PAGEMAP_FIELDS = (
     "swap_offset",
 )
 
+_PFN_MASK = PM.PFN_MASK
+_FLAG_BITS = ((1 << 64) - 1) & ~PM.PFN_MASK
+_PRESENT = 1 << PM.PRESENT
+_SWAP = 1 << PM.SWAP
+#: Bits 59-60, which no kernel sets (PagemapEntry.from_raw rejects them).
+_RESERVED = 0b11 << 59
+
 
 class CompareError(ValueError):
     """Two observations that are not of the same scenario and architecture."""
-
-
-@dataclass(frozen=True)
-class Divergence:
-    """One difference, located and with both values decoded.
-
-    ``kind``: ``value`` (model and real differ), ``identity`` (the PFN
-    bijection breaks), ``consistency`` (one side disagrees with itself; then
-    ``side`` names it and only its column is filled), ``missing`` (one side
-    has an observation the other lacks).
-    """
-
-    scenario: str
-    arch: str
-    step: int
-    op: str
-    kind: Kind
-    field: str
-    model: str
-    real: str
-    proc: str | None = None
-    region: str | None = None
-    page: int | None = None
-    vaddr: int | None = None
-    model_pfn: int | None = None
-    real_pfn: int | None = None
-    side: str | None = None
-    #: Where a frame is mapped (``main:a+2``), for frame divergences.
-    where: str = ""
-    #: Context: both whole entries, the bijection history, a flag delta.
-    detail: str = ""
-
-    @property
-    def location(self) -> str:
-        """``main a+2 @0x10002000`` or ``pfn model 0x12 / real 0x3456``."""
-        parts = []
-        if self.proc is not None:
-            parts.append(self.proc)
-        if self.region is not None:
-            parts.append(self.region if self.page is None else f"{self.region}+{self.page}")
-        if self.vaddr is not None:
-            parts.append(f"@{self.vaddr:#x}")
-        if self.model_pfn is not None or self.real_pfn is not None:
-            m = "-" if self.model_pfn is None else f"{self.model_pfn:#x}"
-            r = "-" if self.real_pfn is None else f"{self.real_pfn:#x}"
-            parts.append(f"pfn model {m} / real {r}")
-        if self.where:
-            parts.append(f"({self.where})")
-        return " ".join(parts) if parts else "-"
-
-    def to_json(self) -> dict[str, Any]:
-        obj = asdict(self)
-        for key in ("vaddr", "model_pfn", "real_pfn"):
-            if obj[key] is not None:
-                obj[key] = f"{obj[key]:#x}"
-        return obj
 
 
 # ---------------------------------------------------------------------------
@@ -152,7 +123,7 @@ class Divergence:
 
 @dataclass(frozen=True)
 class Sighting:
-    """One page at which both sides name a frame."""
+    """One page at which both sides name a frame (``vaddr`` in bytes)."""
 
     model_pfn: int
     real_pfn: int
@@ -162,8 +133,8 @@ class Sighting:
     vaddr: int
 
     @property
-    def place(self) -> str:
-        return f"{self.proc}:{self.region}+{self.page}"
+    def place(self) -> Place:
+        return Place(self.proc, self.region, self.page)
 
 
 @dataclass
@@ -188,14 +159,14 @@ class PfnBijection:
         *,
         model_stable: bool = False,
         real_stable: bool = False,
-    ) -> list[tuple[Sighting, str]]:
-        """Take every sighting of one check; return the conflicting ones, in words.
+    ) -> list[tuple[Sighting, PfnConflict]]:
+        """Take every sighting of one check; return the conflicting ones and why.
 
         Bindings that hold are kept, new pairs are bound, and a PFN whose
         partner changed since an earlier check is rebound (after being
-        reported if its side is stable).
+        reported if its side is stable).  Time linear in ``sightings``.
         """
-        conflicts: list[tuple[Sighting, str]] = []
+        conflicts: list[tuple[Sighting, PfnConflict]] = []
         first_real: dict[int, Sighting] = {}
         first_model: dict[int, Sighting] = {}
         pairs: dict[tuple[int, int], Sighting] = {}
@@ -203,38 +174,28 @@ class PfnBijection:
             by_model = first_real.setdefault(s.model_pfn, s)
             by_real = first_model.setdefault(s.real_pfn, s)
             if by_model.real_pfn != s.real_pfn:
-                conflicts.append((s, (
-                    f"model PFN {s.model_pfn:#x} is real PFN {by_model.real_pfn:#x} at "
-                    f"{by_model.place} but real PFN {s.real_pfn:#x} here: the model shares a "
-                    "frame the kernel does not"
-                )))
+                conflicts.append((s, PfnConflict(
+                    ConflictRule.MODEL_SHARES, by_model.real_pfn, first_seen=by_model.place)))
             elif by_real.model_pfn != s.model_pfn:
-                conflicts.append((s, (
-                    f"real PFN {s.real_pfn:#x} is model PFN {by_real.model_pfn:#x} at "
-                    f"{by_real.place} but model PFN {s.model_pfn:#x} here: the kernel shares a "
-                    "frame the model does not"
-                )))
+                conflicts.append((s, PfnConflict(
+                    ConflictRule.KERNEL_SHARES, by_real.model_pfn, first_seen=by_real.place)))
             else:
                 pairs.setdefault((s.model_pfn, s.real_pfn), s)
-        # Across checks: judged against the bindings as they were before this check.
-        old_real = dict(self.model_to_real)
-        old_model = dict(self.real_to_model)
-        for (model_pfn, real_pfn), s in pairs.items():
-            before_real = old_real.get(model_pfn)
-            before_model = old_model.get(real_pfn)
-            if model_stable and before_real is not None and before_real != real_pfn:
-                since = self.bound_at.get((model_pfn, before_real))
-                conflicts.append((s, (
-                    f"model PFN {model_pfn:#x} was real PFN {before_real:#x} (bound at step "
-                    f"{since}), here real PFN {real_pfn:#x}: the model kept the frame, the "
-                    "kernel did not"
-                )))
-            if real_stable and before_model is not None and before_model != model_pfn:
-                since = self.bound_at.get((before_model, real_pfn))
-                conflicts.append((s, (
-                    f"real PFN {real_pfn:#x} was model PFN {before_model:#x} (bound at step "
-                    f"{since}), here model PFN {model_pfn:#x}"
-                )))
+        # Across checks: every pair is judged against the bindings as they were
+        # before this check, so judge them all before binding any.
+        if model_stable or real_stable:
+            for (model_pfn, real_pfn), s in pairs.items():
+                before_real = self.model_to_real.get(model_pfn)
+                before_model = self.real_to_model.get(real_pfn)
+                if model_stable and before_real is not None and before_real != real_pfn:
+                    conflicts.append((s, PfnConflict(
+                        ConflictRule.MODEL_KEPT, before_real,
+                        bound_at=self.bound_at.get((model_pfn, before_real)))))
+                if real_stable and before_model is not None and before_model != model_pfn:
+                    conflicts.append((s, PfnConflict(
+                        ConflictRule.REAL_KEPT, before_model,
+                        bound_at=self.bound_at.get((before_model, real_pfn)))))
+        for model_pfn, real_pfn in pairs:
             self._bind(model_pfn, real_pfn, step)
         return conflicts
 
@@ -253,74 +214,94 @@ class PfnBijection:
 
 
 # ---------------------------------------------------------------------------
-# Decoding helpers (the formats themselves live in sim.formats and sim.bulk)
+# Decoding (the formats themselves live in sim.formats and sim.bulk)
 # ---------------------------------------------------------------------------
 
 
-def describe_pagemap(entry: PagemapEntry) -> str:
-    """``present pfn=0x1234 exclusive soft_dirty``: an entry in words."""
-    if entry.present:
-        words = [f"present pfn={entry.pfn:#x}"]
-    elif entry.swapped:
-        words = [f"swapped type={entry.swap_type} offset={entry.swap_offset:#x}"]
-    else:
-        words = ["none"]
-    words += [
-        name
-        for name in ("file_shared", "exclusive", "soft_dirty", "uffd_wp", "guard")
-        if getattr(entry, name)
-    ]
-    return " ".join(words)
+def _raws(arch: Arch, data: bytes) -> list[int]:
+    """The whole u64s of a pagemap read (a torn tail is left out)."""
+    return bulk_parse_u64s(arch, data[: len(data) - len(data) % 8]).tolist()  # type: ignore[no-any-return]
 
 
-def flag_delta(model: int, real: int, labels: tuple[str, str] = ("model", "real")) -> str:
-    """``model only: ANON; real only: KSM``: which flag names differ."""
-    model_names = kpf_names(model)
-    real_names = kpf_names(real)
-    only_model = [n for n in model_names if n not in real_names]
-    only_real = [n for n in real_names if n not in model_names]
-    parts = []
-    if only_model:
-        parts.append(f"{labels[0]} only: {' '.join(only_model)}")
-    if only_real:
-        parts.append(f"{labels[1]} only: {' '.join(only_real)}")
-    return "; ".join(parts)
+def _entry(raw: int) -> PagemapEntry | Invalid:
+    """A pagemap u64 decoded, or why no kernel writes it."""
+    try:
+        return PagemapEntry.from_raw(raw)
+    except FormatError as e:
+        return Invalid(raw, str(e))
 
 
-def _flags(value: int) -> str:
-    names = kpf_names(value)
-    return f"{value:#x} {'|'.join(names) if names else '(none)'}"
-
-
-def _entries(arch: Arch, data: bytes) -> list[PagemapEntry | str]:
-    """Decoded pagemap entries of whole u64s; an impossible value becomes its error text."""
-    usable = len(data) - len(data) % 8
-    result: list[PagemapEntry | str] = []
-    for raw in bulk_parse_u64s(arch, data[:usable]).tolist():
-        try:
-            result.append(PagemapEntry.from_raw(raw))
-        except FormatError as e:
-            result.append(f"invalid {raw:#018x}: {e}")
-    return result
-
-
-def _u64(arch: Arch, read: ReadResult) -> int | str:
+def _u64(arch: Arch, read: ReadResult) -> int | ReadResult | ShortRead:
     """The single u64 of a kpageflags/kpagecount read, or why there is none."""
-    if read.errno is not None or read.data is None:
-        return read.describe()
+    if read.data is None:
+        return read
     if len(read.data) != 8:
-        return f"short read: {read.describe()}"
+        return ShortRead(read.data)
     return int(bulk_parse_u64s(arch, read.data)[0])
 
 
-def _slot(arch: Arch, read: ReadResult) -> tuple[int, int] | str:
+def _flags(value: int | ReadResult | ShortRead) -> KpfFlags | ReadResult | ShortRead:
+    return KpfFlags(value) if isinstance(value, int) else value
+
+
+def _slot(arch: Arch, read: ReadResult) -> KpagemapSlot | ReadResult | ShortRead:
     """(flags, count) of one kpagemap slot read, or why there is none."""
-    if read.errno is not None or read.data is None:
-        return read.describe()
+    if read.data is None:
+        return read
     if len(read.data) != arch.kpagemap_entry_size:
-        return f"short read: {read.describe()}"
+        return ShortRead(read.data)
     flags, counts = bulk_parse_kpagemap_entries(arch, read.data)
-    return int(flags[0]), int(counts[0])
+    return KpagemapSlot(KpfFlags(int(flags[0])), int(counts[0]))
+
+
+def _frame_values(arch: Arch, frame: FrameRead) -> FrameValues:
+    return FrameValues(
+        _flags(_u64(arch, frame.kpageflags)),
+        _u64(arch, frame.kpagecount),
+        _slot(arch, frame.kpagemap),
+    )
+
+
+def _header(data: bytes) -> KpagemapHeader | Invalid:
+    try:
+        return KpagemapHeader.parse(data)
+    except FormatError as e:
+        return Invalid(data, str(e))
+
+
+def _frame_places(arch: Arch, regions: Iterable[RegionRead]) -> dict[int, list[Place]]:
+    """PFN -> every page that maps it.
+
+    The rule of harness.observations.ram_tag_pages (present, not swapped, PFN
+    not 0), on pagemaps parsed in bulk with sim.bulk (ram_tag_pages parses
+    with construct, far slower on checks of thousands of pages).
+    """
+    places: dict[int, list[Place]] = defaultdict(list)
+    for read in regions:
+        if read.pagemap.data is None:
+            continue
+        for page, raw in enumerate(_raws(arch, read.pagemap.data)):
+            if raw & (_PRESENT | _SWAP) == _PRESENT and raw & _PFN_MASK:
+                places[raw & _PFN_MASK].append(Place(read.proc, read.region, page))
+    return places
+
+
+class _Places:
+    """The pages mapping each PFN in one side's check, worked out on first use.
+
+    Only a frame divergence needs them, so a check that agrees never decodes
+    its pagemaps a second time.
+    """
+
+    def __init__(self, arch: Arch, regions: Sequence[RegionRead]) -> None:
+        self._arch = arch
+        self._regions = regions
+        self._places: dict[int, list[Place]] | None = None
+
+    def __call__(self, pfn: int) -> tuple[Place, ...]:
+        if self._places is None:
+            self._places = _frame_places(self._arch, self._regions)
+        return tuple(self._places.get(pfn, ()))
 
 
 # ---------------------------------------------------------------------------
@@ -342,10 +323,12 @@ class _Comparer:
         self.scenario = scenario
         self.arch = arch
         self.bijection = bijection
+        self.region_names = [mmap.region for mmap in scenario.regions]
         self.found: list[Divergence] = []
 
     def add(
-        self, step: int, kind: Kind, field_name: str, model: str, real: str, **where: Any
+        self, step: int, kind: DivergenceKind, field_name: str, model: Value, real: Value,
+        **where: Any,
     ) -> None:
         self.found.append(
             Divergence(
@@ -376,11 +359,12 @@ class _Comparer:
             where = self._step_where(step)
             if m is None or r is None:
                 self.add(
-                    step, "missing", "outcome", _outcome(m), _outcome(r),
-                    detail="the step did not run on one side", **where,
+                    step, "missing", "outcome",
+                    Presence.NOT_RUN if m is None else m, Presence.NOT_RUN if r is None else r,
+                    **where,
                 )
             elif m != r:
-                self.add(step, "value", "outcome", m.describe(), r.describe(), **where)
+                self.add(step, "value", "outcome", m, r, **where)
 
     def _step_where(self, step: int) -> dict[str, Any]:
         if not 0 <= step < len(self.scenario.steps):
@@ -403,10 +387,7 @@ class _Comparer:
         for step in sorted(model.keys() | real.keys()):
             m, r = model.get(step), real.get(step)
             if m is None or r is None:
-                self.add(
-                    step, "missing", "check",
-                    "observed" if m else "not observed", "observed" if r else "not observed",
-                )
+                self.add(step, "missing", "check", _observed(m), _observed(r))
                 continue
             self.check(m, r)
         for side, observations in (("model", self.model), ("real", self.real)):
@@ -416,27 +397,24 @@ class _Comparer:
     def check(self, m: CheckObservation, r: CheckObservation) -> None:
         step = m.step
         if m.reader_uid != r.reader_uid:
-            self.add(step, "value", "reader_uid", str(m.reader_uid), str(r.reader_uid))
+            self.add(step, "value", "reader_uid", m.reader_uid, r.reader_uid)
         self.header(step, m.kpagemap_header, r.kpagemap_header)
         for name, mp, rp in (
             ("kpageflags.probe", m.kpageflags_probe, r.kpageflags_probe),
             ("kpagecount.probe", m.kpagecount_probe, r.kpagecount_probe),
         ):
             if mp != rp:
-                self.add(step, "value", name, mp.describe(), rp.describe())
+                self.add(step, "value", name, mp, rp)
 
         sightings: list[Sighting] = []
-        model_where = _frame_places(self.arch, m.regions)
-        real_where = _frame_places(self.arch, r.regions)
-        keys = [(x.proc, x.region) for x in m.regions]
-        keys += [k for k in ((x.proc, x.region) for x in r.regions) if k not in keys]
-        for proc, region in keys:
-            mr, rr = m.region(proc, region), r.region(proc, region)
+        model_regions = {(x.proc, x.region): x for x in m.regions}
+        real_regions = {(x.proc, x.region): x for x in r.regions}
+        keys = [*model_regions, *(k for k in real_regions if k not in model_regions)]
+        for key in keys:
+            mr, rr = model_regions.get(key), real_regions.get(key)
             if mr is None or rr is None:
                 self.add(
-                    step, "missing", "pagemap",
-                    "read" if mr else "not read", "read" if rr else "not read",
-                    proc=proc, region=region,
+                    step, "missing", "pagemap", _read(mr), _read(rr), proc=key[0], region=key[1]
                 )
                 continue
             self.region(step, mr, rr, sightings)
@@ -444,48 +422,45 @@ class _Comparer:
             step, sightings, model_stable=self.model.stable_pfns, real_stable=self.real.stable_pfns
         ):
             self.add(
-                step, "identity", "pagemap.pfn", f"{s.model_pfn:#x}", f"{s.real_pfn:#x}",
+                step, "identity", "pagemap.pfn", s.model_pfn, s.real_pfn,
                 proc=s.proc, region=s.region, page=s.page, vaddr=s.vaddr,
-                model_pfn=s.model_pfn, real_pfn=s.real_pfn, detail=conflict,
+                model_pfn=s.model_pfn, real_pfn=s.real_pfn, context=conflict,
             )
-        self.frames(step, m, r, model_where, real_where)
+        self.frames(step, m, r)
 
     def header(self, step: int, m: ReadResult, r: ReadResult) -> None:
         if m == r:
             return
         if m.data is None or r.data is None:
-            self.add(step, "value", "kpagemap.header", m.describe(), r.describe())
+            self.add(step, "value", "kpagemap.header", m, r)
             return
         mh, rh = _header(m.data), _header(r.data)
         if isinstance(mh, KpagemapHeader) and isinstance(rh, KpagemapHeader):
             for name in ("little_endian", "page_shift", "word_size", "entry_size"):
                 mv, rv = getattr(mh, name), getattr(rh, name)
                 if mv != rv:
-                    self.add(step, "value", f"kpagemap.header.{name}", str(mv), str(rv))
+                    self.add(step, "value", f"kpagemap.header.{name}", mv, rv)
         elif mh != rh:
-            self.add(step, "value", "kpagemap.header", str(mh), str(rh))
+            self.add(step, "value", "kpagemap.header", mh, rh)
         # The raw slot, padding included (a decoded header does not show all of it).
-        self.add(step, "value", "kpagemap.header.bytes", m.data.hex(" "), r.data.hex(" "))
+        self.add(step, "value", "kpagemap.header.bytes", m.data, r.data)
 
     def region(self, step: int, m: RegionRead, r: RegionRead, sightings: list[Sighting]) -> None:
         where: dict[str, Any] = {"proc": m.proc, "region": m.region}
         if (m.vaddr, m.pages) != (r.vaddr, r.pages):
             self.add(
                 step, "value", "pagemap.range",
-                f"{m.pages} pages at {m.vaddr:#x}", f"{r.pages} pages at {r.vaddr:#x}", **where,
+                PageRange(m.vaddr, m.pages), PageRange(r.vaddr, r.pages), **where,
             )
             return
         if m.pagemap.data is None or r.pagemap.data is None:
             if m.pagemap != r.pagemap:
-                self.add(
-                    step, "value", "pagemap.read", m.pagemap.describe(), r.pagemap.describe(),
-                    **where,
-                )
+                self.add(step, "value", "pagemap.read", m.pagemap, r.pagemap, **where)
         else:
             if len(m.pagemap.data) != len(r.pagemap.data):
                 self.add(
                     step, "value", "pagemap.length",
-                    f"{len(m.pagemap.data)} bytes", f"{len(r.pagemap.data)} bytes", **where,
+                    len(m.pagemap.data), len(r.pagemap.data), **where,
                 )
             self.entries(step, m, r, sightings)
         self.ram_tags(step, m, r)
@@ -494,36 +469,47 @@ class _Comparer:
         """Every field of every entry; pages where both name a frame go to ``sightings``."""
         assert m.pagemap.data is not None and r.pagemap.data is not None
         page_size = self.arch.page_size
-        for page, (me, re_) in enumerate(
-            zip(_entries(self.arch, m.pagemap.data), _entries(self.arch, r.pagemap.data),
-                strict=False)
+        proc, region = m.proc, m.region
+        for page, (mraw, rraw) in enumerate(
+            zip(_raws(self.arch, m.pagemap.data), _raws(self.arch, r.pagemap.data), strict=False)
         ):
-            where: dict[str, Any] = {
-                "proc": m.proc, "region": m.region, "page": page,
-                "vaddr": m.vaddr + page * page_size,
-            }
-            if isinstance(me, str) or isinstance(re_, str):
-                if me != re_:
-                    self.add(step, "value", "pagemap", _entry_text(me), _entry_text(re_), **where)
-                continue
-            detail = f"model: {describe_pagemap(me)}; real: {describe_pagemap(re_)}"
-            for name in PAGEMAP_FIELDS:
-                mv, rv = getattr(me, name), getattr(re_, name)
-                if mv != rv:
-                    self.add(
-                        step, "value", f"pagemap.{name}", _value(mv), _value(rv),
-                        detail=detail, **where,
-                    )
-            if me.pfn is None or re_.pfn is None:
-                continue  # not present on one side: "present" said so
-            if me.pfn and re_.pfn:
-                sightings.append(Sighting(me.pfn, re_.pfn, m.proc, m.region, page, where["vaddr"]))
-            elif me.pfn != re_.pfn:
-                self.add(
-                    step, "value", "pagemap.pfn", f"{me.pfn:#x}", f"{re_.pfn:#x}",
-                    detail=f"PFN 0 names no frame (hidden from an unprivileged reader); {detail}",
-                    **where,
-                )
+            if not (mraw ^ rraw) & _FLAG_BITS and mraw & (_PRESENT | _SWAP | _RESERVED) == _PRESENT:
+                # Both present, valid and alike but for the PFN: the common case, undecoded.
+                mpfn, rpfn = mraw & _PFN_MASK, rraw & _PFN_MASK
+                if mpfn and rpfn:
+                    sightings.append(
+                        Sighting(mpfn, rpfn, proc, region, page, m.vaddr + page * page_size))
+                    continue
+                if mpfn == rpfn:
+                    continue
+            elif mraw == rraw:
+                continue  # the same hole, swap entry or invalid value on both sides
+            self.entry(step, m, page, _entry(mraw), _entry(rraw), sightings)
+
+    def entry(
+        self, step: int, m: RegionRead, page: int, me: PagemapEntry | Invalid,
+        re_: PagemapEntry | Invalid, sightings: list[Sighting],
+    ) -> None:
+        """One page whose u64s differ beyond the PFN, or whose PFN 0 is not matched."""
+        where: dict[str, Any] = {
+            "proc": m.proc, "region": m.region, "page": page,
+            "vaddr": m.vaddr + page * self.arch.page_size,
+        }
+        if isinstance(me, Invalid) or isinstance(re_, Invalid):
+            if me != re_:
+                self.add(step, "value", "pagemap", me, re_, **where)
+            return
+        pair = EntryPair(me, re_)
+        for name in PAGEMAP_FIELDS:
+            mv, rv = getattr(me, name), getattr(re_, name)
+            if mv != rv:
+                self.add(step, "value", f"pagemap.{name}", mv, rv, context=pair, **where)
+        if me.pfn is None or re_.pfn is None:
+            return  # not present on one side: "present" said so
+        if me.pfn and re_.pfn:
+            sightings.append(Sighting(me.pfn, re_.pfn, m.proc, m.region, page, where["vaddr"]))
+        elif me.pfn != re_.pfn:
+            self.add(step, "value", "pagemap.pfn", me.pfn, re_.pfn, context=pair, **where)
 
     def ram_tags(self, step: int, m: RegionRead, r: RegionRead) -> None:
         where: dict[str, Any] = {"proc": m.proc, "region": m.region}
@@ -531,98 +517,98 @@ class _Comparer:
             return
         if m.ram_tags is None or r.ram_tags is None:
             self.add(
-                step, "missing", "ram_tag",
-                "observed" if m.ram_tags is not None else "not observed",
-                "observed" if r.ram_tags is not None else "not observed",
-                **where,
+                step, "missing", "ram_tag", _observed(m.ram_tags), _observed(r.ram_tags), **where
             )
             return
         for page, (mt, rt) in enumerate(zip(m.ram_tags, r.ram_tags, strict=True)):
             if mt != rt:
                 self.add(
-                    step, "value", "ram_tag", _tag(mt, self.scenario), _tag(rt, self.scenario),
+                    step, "value", "ram_tag", self._tag(mt), self._tag(rt),
                     page=page, vaddr=m.vaddr + page * self.arch.page_size, **where,
                 )
 
+    def _tag(self, tag: int | None) -> RamTag | Presence:
+        return Presence.NO_TAG if tag is None else RamTag.decode(tag, self.region_names)
+
     # -- frames --------------------------------------------------------------
 
-    def frames(
-        self,
-        step: int,
-        m: CheckObservation,
-        r: CheckObservation,
-        model_where: dict[int, list[str]],
-        real_where: dict[int, list[str]],
-    ) -> None:
+    def frames(self, step: int, m: CheckObservation, r: CheckObservation) -> None:
+        model_places = _Places(self.arch, m.regions)
+        real_places = _Places(self.arch, r.regions)
+        real_frames = {f.pfn: f for f in r.frames}
         reached: set[int] = set()
         for mf in m.frames:
-            places = ", ".join(model_where.get(mf.pfn, []))
             real_pfn = self.bijection.real_of(mf.pfn)
-            rf = r.frame(real_pfn) if real_pfn is not None else None
+            rf = real_frames.get(real_pfn) if real_pfn is not None else None
             if rf is None:
                 self.add(
-                    step, "missing", "frame", _frame_text(self.arch, mf),
-                    "no real frame paired" if real_pfn is None else "not read",
-                    model_pfn=mf.pfn, real_pfn=real_pfn, where=places,
+                    step, "missing", "frame", _frame_values(self.arch, mf),
+                    Presence.UNPAIRED if real_pfn is None else Presence.NOT_READ,
+                    model_pfn=mf.pfn, real_pfn=real_pfn, places=model_places(mf.pfn),
                 )
                 continue
             reached.add(rf.pfn)
-            self.frame(step, mf, rf, places)
+            if (mf.kpagemap, mf.kpageflags, mf.kpagecount) != (
+                    rf.kpagemap, rf.kpageflags, rf.kpagecount):
+                self.frame(step, mf, rf, model_places(mf.pfn))
         for rf in r.frames:
             if rf.pfn not in reached:
                 model_pfn = self.bijection.model_of(rf.pfn)
                 self.add(
                     step, "missing", "frame",
-                    "no model frame paired" if model_pfn is None else "not read",
-                    _frame_text(self.arch, rf),
-                    model_pfn=model_pfn, real_pfn=rf.pfn,
-                    where=", ".join(real_where.get(rf.pfn, [])),
+                    Presence.UNPAIRED if model_pfn is None else Presence.NOT_READ,
+                    _frame_values(self.arch, rf),
+                    model_pfn=model_pfn, real_pfn=rf.pfn, places=real_places(rf.pfn),
                 )
 
-    def frame(self, step: int, mf: FrameRead, rf: FrameRead, places: str) -> None:
-        where: dict[str, Any] = {"model_pfn": mf.pfn, "real_pfn": rf.pfn, "where": places}
+    def frame(self, step: int, mf: FrameRead, rf: FrameRead, places: tuple[Place, ...]) -> None:
+        """Two frames paired by the bijection whose bytes differ, value by value."""
+        where: dict[str, Any] = {"model_pfn": mf.pfn, "real_pfn": rf.pfn, "places": places}
         ms, rs = _slot(self.arch, mf.kpagemap), _slot(self.arch, rf.kpagemap)
-        if isinstance(ms, str) or isinstance(rs, str):
-            if ms != rs:
-                self.add(step, "value", "kpagemap", _slot_text(ms), _slot_text(rs), **where)
-        else:
-            if ms[0] != rs[0]:
-                self.add(
-                    step, "value", "kpagemap.flags", _flags(ms[0]), _flags(rs[0]),
-                    detail=flag_delta(ms[0], rs[0]), **where,
-                )
-            if ms[1] != rs[1]:
-                self.add(step, "value", "kpagemap.count", str(ms[1]), str(rs[1]), **where)
-        mv, rv = _u64(self.arch, mf.kpageflags), _u64(self.arch, rf.kpageflags)
+        if isinstance(ms, KpagemapSlot) and isinstance(rs, KpagemapSlot):
+            if ms.flags != rs.flags:
+                self.add(step, "value", "kpagemap.flags", ms.flags, rs.flags, **where)
+            if ms.count != rs.count:
+                self.add(step, "value", "kpagemap.count", ms.count, rs.count, **where)
+        elif ms != rs:
+            self.add(step, "value", "kpagemap", ms, rs, **where)
+        mv, rv = _flags(_u64(self.arch, mf.kpageflags)), _flags(_u64(self.arch, rf.kpageflags))
         if mv != rv:
-            if isinstance(mv, int) and isinstance(rv, int):
-                self.add(
-                    step, "value", "kpageflags", _flags(mv), _flags(rv),
-                    detail=flag_delta(mv, rv), **where,
-                )
-            else:
-                self.add(step, "value", "kpageflags", _flags_text(mv), _flags_text(rv), **where)
+            self.add(step, "value", "kpageflags", mv, rv, **where)
         mc, rc = _u64(self.arch, mf.kpagecount), _u64(self.arch, rf.kpagecount)
         if mc != rc:
-            self.add(step, "value", "kpagecount", _text(mc), _text(rc), **where)
+            self.add(step, "value", "kpagecount", mc, rc, **where)
 
     def consistency(self, side: str, check: CheckObservation) -> None:
-        """kpagemap flags == kpageflags (as an unsigned long) on one side."""
+        """kpagemap flags == kpageflags (as an unsigned long) on one side.
+
+        Every frame whose two reads are whole entries is decoded in one bulk
+        parse per file; frames with a failed or short read are compared (and
+        reported) by :meth:`frame` only.
+        """
+        size = self.arch.kpagemap_entry_size
+        whole = [
+            f for f in check.frames
+            if f.kpagemap.data is not None and len(f.kpagemap.data) == size
+            and f.kpageflags.data is not None and len(f.kpageflags.data) == 8
+        ]
+        if not whole:
+            return
+        slot_flags, _ = bulk_parse_kpagemap_entries(
+            self.arch, b"".join(f.kpagemap.data or b"" for f in whole))
+        flag_words = bulk_parse_u64s(self.arch, b"".join(f.kpageflags.data or b"" for f in whole))
         mask = (1 << 8 * self.arch.word_size) - 1
-        places = _frame_places(self.arch, check.regions)
-        for frame in check.frames:
-            slot = _slot(self.arch, frame.kpagemap)
-            flags = _u64(self.arch, frame.kpageflags)
-            if isinstance(slot, str) or isinstance(flags, str) or slot[0] == flags & mask:
+        places = _Places(self.arch, check.regions)
+        pfn_key = "model_pfn" if side == "model" else "real_pfn"
+        for frame, slot, flags in zip(whole, slot_flags.tolist(), flag_words.tolist(),
+                                      strict=True):
+            if slot == flags & mask:
                 continue
-            text = f"kpagemap.flags {_flags(slot[0])} != kpageflags {_flags(flags & mask)}"
-            pfn_key = "model_pfn" if side == "model" else "real_pfn"
+            mismatch = FlagMismatch(KpfFlags(slot), KpfFlags(flags & mask))
             self.add(
                 check.step, "consistency", "kpagemap.flags",
-                text if side == "model" else "-", text if side == "real" else "-",
-                side=side, where=", ".join(places.get(frame.pfn, [])),
-                detail=flag_delta(slot[0], flags & mask, ("kpagemap", "kpageflags")),
-                **{pfn_key: frame.pfn},
+                mismatch if side == "model" else None, mismatch if side == "real" else None,
+                side=side, places=places(frame.pfn), **{pfn_key: frame.pfn},
             )
 
 
@@ -633,10 +619,11 @@ def compare(
     arch: Arch,
     bijection: PfnBijection | None = None,
 ) -> list[Divergence]:
-    """Every divergence between ``model`` and ``real`` (empty: they agree).
+    """Every divergence between ``model`` and ``real`` (empty: they agree), by step.
 
     ``bijection`` carries PFN bindings in and out (a fresh one by default).
     CompareError if the observations are not of ``scenario`` on ``arch``.
+    Time linear in the number of pages and frames observed.
     """
     for obs in (model, real):
         if obs.scenario != scenario.name or obs.arch != arch.name:
@@ -650,65 +637,9 @@ def compare(
     return sorted(comparer.found, key=lambda d: d.step)
 
 
-# ---------------------------------------------------------------------------
-# Text helpers
-# ---------------------------------------------------------------------------
+def _observed(thing: object | None) -> Presence:
+    return Presence.NOT_OBSERVED if thing is None else Presence.OBSERVED
 
 
-def _frame_places(arch: Arch, regions: Iterable[RegionRead]) -> dict[int, list[str]]:
-    """PFN -> ``proc:region+page`` of every page that maps it."""
-    places: dict[int, list[str]] = defaultdict(list)
-    for read in regions:
-        for page, pfn in ram_tag_pages(arch, read.pagemap):
-            places[pfn].append(f"{read.proc}:{read.region}+{page}")
-    return places
-
-
-def _header(data: bytes) -> KpagemapHeader | str:
-    try:
-        return KpagemapHeader.parse(data)
-    except FormatError as e:
-        return f"invalid: {e}"
-
-
-def _outcome(outcome: StepOutcome | None) -> str:
-    return "not run" if outcome is None else outcome.describe()
-
-
-def _value(value: object) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return f"{value:#x}"
-    return str(value)
-
-
-def _entry_text(entry: PagemapEntry | str) -> str:
-    return entry if isinstance(entry, str) else describe_pagemap(entry)
-
-
-def _text(value: int | str) -> str:
-    return str(value)
-
-
-def _flags_text(value: int | str) -> str:
-    return _flags(value) if isinstance(value, int) else value
-
-
-def _slot_text(slot: tuple[int, int] | str) -> str:
-    if isinstance(slot, str):
-        return slot
-    return f"flags {_flags(slot[0])}, count {slot[1]}"
-
-
-def _frame_text(arch: Arch, frame: FrameRead) -> str:
-    flags = _flags_text(_u64(arch, frame.kpageflags))
-    count = _u64(arch, frame.kpagecount)
-    slot = _slot_text(_slot(arch, frame.kpagemap))
-    return f"kpageflags {flags}, kpagecount {count}, kpagemap {slot}"
-
-
-def _tag(tag: int | None, scenario: Scenario) -> str:
-    return "no tag" if tag is None else describe_tag(tag, scenario)
+def _read(thing: object | None) -> Presence:
+    return Presence.NOT_READ if thing is None else Presence.READ

@@ -10,7 +10,11 @@ places, and different mistakes stand apart:
             pfn model 0x100 / real 0x3f2a1 (main:a+0, child:a+0)
             ...
 
-The JSON form (:func:`render_json`) carries every divergence with every field.
+The words are made here, from the typed values :func:`harness.compare.compare`
+returns (:mod:`harness.differences`): :func:`describe_value` for a column,
+:func:`detail` for the context, :func:`location` for the place.  The JSON form
+(:func:`render_json`) carries every divergence with every field as values:
+ints (PFNs, addresses, counts), lists of flag names, errno numbers and names.
 """
 
 from __future__ import annotations
@@ -24,15 +28,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.compare import CompareError, Divergence, compare
-from harness.observations import ObservationError, Observations
+from harness.compare import CompareError, compare
+from harness.differences import (
+    ConflictRule,
+    Divergence,
+    EntryPair,
+    FlagMismatch,
+    FrameValues,
+    Invalid,
+    KpagemapSlot,
+    KpfFlags,
+    PageRange,
+    PfnConflict,
+    Presence,
+    RamTag,
+    ShortRead,
+    Value,
+)
+from harness.observations import ObservationError, Observations, ReadResult, StepOutcome
 from harness.scenario import ScenarioError, load_scenario
 from sim.arch import UnknownArchError, get_arch
+from sim.formats import PagemapEntry
 
 __all__ = [
     "ScenarioResult",
     "Status",
     "compare_recorded",
+    "describe_flags",
+    "describe_pagemap",
+    "describe_value",
+    "detail",
+    "flag_delta",
+    "location",
     "main",
     "render_json",
     "render_text",
@@ -82,12 +109,178 @@ _LABEL = {"agree": "ok  ", "diverge": "FAIL", "error": "ERR ", "skipped": "skip"
 #: so one missing flag on frames of different kinds is one group.
 FLAG_FIELDS = frozenset({"kpageflags", "kpagemap.flags"})
 
-GroupKey = tuple[str, ...]
+#: Integer fields shown in hex (PFNs and swap entries); other integers are decimal.
+HEX_FIELDS = frozenset({"pagemap.pfn", "pagemap.swap_type", "pagemap.swap_offset"})
+
+Column = Literal["model", "real"]
+GroupKey = tuple[object, ...]
+
+
+# ---------------------------------------------------------------------------
+# Values in words
+# ---------------------------------------------------------------------------
+
+
+def describe_pagemap(entry: PagemapEntry) -> str:
+    """``present pfn=0x1234 exclusive soft_dirty``: an entry in words."""
+    if entry.present:
+        words = [f"present pfn={entry.pfn:#x}"]
+    elif entry.swapped:
+        words = [f"swapped type={entry.swap_type} offset={entry.swap_offset:#x}"]
+    else:
+        words = ["none"]
+    words += [
+        name
+        for name in ("file_shared", "exclusive", "soft_dirty", "uffd_wp", "guard")
+        if getattr(entry, name)
+    ]
+    return " ".join(words)
+
+
+def describe_flags(flags: KpfFlags) -> str:
+    """``0x5828 UPTODATE|LRU|MMAP|ANON|SWAPBACKED``."""
+    return f"{flags.value:#x} {'|'.join(flags.names) or '(none)'}"
+
+
+def flag_delta(model: KpfFlags, real: KpfFlags,
+               labels: tuple[str, str] = ("model", "real")) -> str:
+    """``model only: ANON; real only: KSM``: which flag names differ ('' if none)."""
+    parts = []
+    for label, names in ((labels[0], model.only_in_self(real)),
+                         (labels[1], real.only_in_self(model))):
+        if names:
+            parts.append(f"{label} only: {' '.join(names)}")
+    return "; ".join(parts)
+
+
+def _describe_tag(tag: RamTag) -> str:
+    """As harness.scenario.describe_tag words it."""
+    region = tag.region if tag.region is None or tag.region.startswith("#") else repr(tag.region)
+    if tag.origin == "zero":
+        return "0x0 (zero: never written)"
+    if tag.origin == "write":
+        return f"{tag.value:#x} (write of step {tag.step}, region {region} page {tag.page})"
+    if tag.origin == "file":
+        return f"{tag.value:#x} (file contents, region {region} page {tag.page})"
+    return f"{tag.value:#x} (not a tag)"
+
+
+def describe_value(field: str, column: Column, value: Value) -> str:
+    """One column of a divergence of ``field`` in words (as the report prints it)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        if field in HEX_FIELDS:
+            return f"{value:#x}"
+        return f"{value} bytes" if field == "pagemap.length" else str(value)
+    if isinstance(value, bytes):
+        return value.hex(" ")
+    if isinstance(value, Presence):
+        return f"no {column} frame paired" if value is Presence.UNPAIRED else value.value
+    if isinstance(value, ReadResult | StepOutcome):
+        return value.describe()
+    if isinstance(value, ShortRead):
+        return f"short read: {ReadResult.ok(value.data).describe()}"
+    if isinstance(value, KpfFlags):
+        return describe_flags(value)
+    if isinstance(value, KpagemapSlot):
+        return f"flags {describe_flags(value.flags)}, count {value.count}"
+    if isinstance(value, FrameValues):
+        return (f"kpageflags {describe_value(field, column, value.kpageflags)}, "
+                f"kpagecount {describe_value(field, column, value.kpagecount)}, "
+                f"kpagemap {describe_value(field, column, value.kpagemap)}")
+    if isinstance(value, FlagMismatch):
+        return (f"kpagemap.flags {describe_flags(value.kpagemap)} != "
+                f"kpageflags {describe_flags(value.kpageflags)}")
+    if isinstance(value, PageRange):
+        return f"{value.pages} pages at {value.vaddr:#x}"
+    if isinstance(value, RamTag):
+        return _describe_tag(value)
+    if isinstance(value, Invalid):
+        if isinstance(value.raw, bytes):
+            return f"invalid: {value.reason}"
+        return f"invalid {value.raw:#018x}: {value.reason}"
+    if isinstance(value, PagemapEntry):
+        return describe_pagemap(value)
+    return (f"little_endian={int(value.little_endian)} page_shift={value.page_shift} "
+            f"word_size={value.word_size} entry_size={value.entry_size}")
+
+
+def _conflict(d: Divergence, c: PfnConflict) -> str:
+    m = f"{d.model_pfn:#x}" if d.model_pfn is not None else "-"
+    r = f"{d.real_pfn:#x}" if d.real_pfn is not None else "-"
+    if c.rule is ConflictRule.MODEL_SHARES:
+        return (f"model PFN {m} is real PFN {c.partner:#x} at {c.first_seen} but real PFN {r} "
+                "here: the model shares a frame the kernel does not")
+    if c.rule is ConflictRule.KERNEL_SHARES:
+        return (f"real PFN {r} is model PFN {c.partner:#x} at {c.first_seen} but model PFN {m} "
+                "here: the kernel shares a frame the model does not")
+    if c.rule is ConflictRule.MODEL_KEPT:
+        return (f"model PFN {m} was real PFN {c.partner:#x} (bound at step {c.bound_at}), "
+                f"here real PFN {r}: the model kept the frame, the kernel did not")
+    return (f"real PFN {r} was model PFN {c.partner:#x} (bound at step {c.bound_at}), "
+            f"here model PFN {m}")
+
+
+def _flag_pair(d: Divergence) -> tuple[KpfFlags, KpfFlags] | None:
+    """The two flag words of a flag-valued difference, if both sides read one."""
+    if d.kind == "value" and d.field in FLAG_FIELDS and isinstance(d.model, KpfFlags) \
+            and isinstance(d.real, KpfFlags):
+        return d.model, d.real
+    return None
+
+
+def detail(d: Divergence) -> str:
+    """The context of a divergence in words: flag delta, both entries, bijection history."""
+    pair = _flag_pair(d)
+    if pair is not None:
+        return flag_delta(*pair)
+    mismatch = d.real if d.side == "real" else d.model
+    if d.kind == "consistency" and isinstance(mismatch, FlagMismatch):
+        return flag_delta(mismatch.kpagemap, mismatch.kpageflags, ("kpagemap", "kpageflags"))
+    if isinstance(d.context, PfnConflict):
+        return _conflict(d, d.context)
+    if isinstance(d.context, EntryPair):
+        text = (f"model: {describe_pagemap(d.context.model)}; "
+                f"real: {describe_pagemap(d.context.real)}")
+        if d.field == "pagemap.pfn":
+            text = f"PFN 0 names no frame (hidden from an unprivileged reader); {text}"
+        return text
+    if d.kind == "missing" and d.field == "outcome":
+        return "the step did not run on one side"
+    return ""
+
+
+def location(d: Divergence) -> str:
+    """``main a+2 @0x10002000`` or ``pfn model 0x12 / real 0x3456 (main:a+0)``; ``-``: none."""
+    parts = []
+    if d.proc is not None:
+        parts.append(d.proc)
+    if d.region is not None:
+        parts.append(d.region if d.page is None else f"{d.region}+{d.page}")
+    if d.vaddr is not None:
+        parts.append(f"@{d.vaddr:#x}")
+    if d.model_pfn is not None or d.real_pfn is not None:
+        m = "-" if d.model_pfn is None else f"{d.model_pfn:#x}"
+        r = "-" if d.real_pfn is None else f"{d.real_pfn:#x}"
+        parts.append(f"pfn model {m} / real {r}")
+    if d.places:
+        parts.append(f"({', '.join(map(str, d.places))})")
+    return " ".join(parts) if parts else "-"
+
+
+# ---------------------------------------------------------------------------
+# Grouping
+# ---------------------------------------------------------------------------
 
 
 def _group_key(d: Divergence) -> GroupKey:
-    if d.kind == "value" and d.field in FLAG_FIELDS and d.detail:
-        return (d.kind, d.field, d.detail)
+    pair = _flag_pair(d)
+    if pair is not None:
+        model, real = pair
+        return (d.kind, d.field, model.only_in_self(real), real.only_in_self(model))
     return (d.kind, d.field, d.model, d.real, d.side or "")
 
 
@@ -100,12 +293,15 @@ def _heading(group: Sequence[Divergence]) -> str:
     d = group[0]
     count = f" ({_what(group)})" if len(group) > 1 else ""
     if d.kind == "consistency":
-        value = d.real if d.side == "real" else d.model
+        side: Column = "real" if d.side == "real" else "model"
+        value = describe_value(d.field, side, d.real if side == "real" else d.model)
         return f"{d.field} inconsistent on the {d.side} side: {value}{count}"
-    if d.kind == "value" and d.field in FLAG_FIELDS and d.detail:
-        return f"{d.field}: {d.detail}{count}"
+    if _flag_pair(d) is not None:
+        return f"{d.field}: {detail(d)}{count}"
     kind = {"identity": " identity", "missing": " missing"}.get(d.kind, "")
-    return f"{d.field}{kind}: model {d.model}, real {d.real}{count}"
+    model = describe_value(d.field, "model", d.model)
+    real = describe_value(d.field, "real", d.real)
+    return f"{d.field}{kind}: model {model}, real {real}{count}"
 
 
 def _short(text: str, width: int = 90) -> str:
@@ -146,13 +342,15 @@ def _render_result(result: ScenarioResult, places: int) -> list[str]:
         for group in groups.values():
             first = group[0]
             lines.append(f"    {_heading(group)}")
-            if first.kind == "value" and first.field in FLAG_FIELDS and first.detail:
-                lines.append(f"        e.g. model {first.model}, real {first.real}")
-            elif first.detail:
-                lines.append(f"        {first.detail}")
+            if _flag_pair(first) is not None:
+                model = describe_value(first.field, "model", first.model)
+                real = describe_value(first.field, "real", first.real)
+                lines.append(f"        e.g. model {model}, real {real}")
+            elif text := detail(first):
+                lines.append(f"        {text}")
             for d in group[:places]:
-                if d.location != "-":
-                    lines.append(f"        at {d.location}")
+                if (where := location(d)) != "-":
+                    lines.append(f"        at {where}")
             if len(group) > places:
                 lines.append(f"        ... and {len(group) - places} more")
     return lines

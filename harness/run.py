@@ -1,6 +1,7 @@
 """``python -m harness run``: scenarios in a guest and in the model, compared.
 
     python -m harness run --arch x86_64 tests/scenarios/*.json [--json] [--keep-logs DIR]
+        [--record DIR]
 
 Every scenario file is loaded and validated before anything boots (a bad
 file: one line, exit status 2).  Then one VM boots and serves every
@@ -21,11 +22,16 @@ architecture), 1 when some diverge, 2 when something could not run.
 With ``--keep-logs DIR`` the logs of a failed VM are kept under DIR, and so
 are both sides' observations of every scenario that did not agree
 (``NAME.ARCH.model.json`` / ``.real.json``, for ``python -m harness.report``).
+With ``--record DIR`` the guest's observations of every scenario that agrees
+are written under DIR as ``NAME.real.json``, with a copy of the scenario file
+as ``NAME.scenario.json``: the replay tests' recordings
+(harness/tests/data/recorded/ARCH/, see harness/tests/test_replay.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 import traceback
@@ -68,6 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-logs", type=Path, metavar="DIR",
         help="keep a failed VM's logs and the observations of failing scenarios under DIR",
+    )
+    parser.add_argument(
+        "--record", type=Path, metavar="DIR",
+        help="write the guest's observations of every agreeing scenario under DIR "
+        "(NAME.real.json and NAME.scenario.json, for the replay tests)",
     )
     parser.add_argument("--kernel", type=Path, help="kernel image (default: images build)")
     parser.add_argument("--initramfs", type=Path, help="initramfs with the agent as /init")
@@ -216,6 +227,17 @@ def _keep(outcomes: Sequence[RunOutcome], directory: Path) -> None:
                 obs.save(directory / f"{stem}.{obs.side}.json")
 
 
+def _record(outcomes: Sequence[RunOutcome], paths: Sequence[Path], directory: Path) -> None:
+    """The real side of every agreeing scenario, and the scenario file as it ran."""
+    for outcome, path in zip(outcomes, paths, strict=True):
+        if outcome.result.status != "agree" or outcome.real is None:
+            continue
+        directory.mkdir(parents=True, exist_ok=True)
+        outcome.real.save(directory / f"{outcome.result.scenario}.real.json")
+        shutil.copyfile(path, directory / f"{outcome.result.scenario}.scenario.json")
+        _progress(f"recorded {outcome.result.scenario} in {directory}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``run``'s arguments (without the word ``run``); the exit status."""
     parser = _Parser(
@@ -256,6 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             _keep(outcomes, args.keep_logs)
         except OSError as e:
             _fail(f"--keep-logs {args.keep_logs}: {e.strerror or e}")
+            saved = False
+    if args.record is not None:
+        try:
+            _record(outcomes, args.scenarios, args.record)
+        except OSError as e:
+            _fail(f"--record {args.record}: {e.strerror or e}")
             saved = False
     results = [o.result for o in outcomes]
     sys.stdout.write(render_json(results) if args.json else render_text(results))

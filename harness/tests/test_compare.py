@@ -6,7 +6,19 @@ from dataclasses import replace
 
 import pytest
 
-from harness.compare import CompareError, Divergence, PfnBijection, compare, flag_delta
+from harness.compare import CompareError, Divergence, PfnBijection, compare
+from harness.differences import (
+    ConflictRule,
+    EntryPair,
+    FlagMismatch,
+    FrameValues,
+    Invalid,
+    KpfFlags,
+    PfnConflict,
+    Place,
+    Presence,
+    RamTag,
+)
 from harness.observations import (
     CheckObservation,
     FrameRead,
@@ -15,6 +27,7 @@ from harness.observations import (
     RegionRead,
     StepOutcome,
 )
+from harness.report import describe_value, detail, flag_delta
 from harness.scenario import Scenario, parse_scenario, plan_layout, write_tag
 from harness.tests import synth
 from sim.arch import get_arch
@@ -110,7 +123,8 @@ def test_frames_reused_in_another_order() -> None:
     d = only(found)
     assert (d.kind, d.step, d.region, d.page, d.model_pfn, d.real_pfn) == (
         "identity", 9, "b", 0, 101, 0x2A007)
-    assert "was real PFN 0x3f001 (bound at step 2), here real PFN 0x2a007" in d.detail
+    assert d.context == PfnConflict(ConflictRule.MODEL_KEPT, 0x3F001, bound_at=2)
+    assert "was real PFN 0x3f001 (bound at step 2), here real PFN 0x2a007" in detail(d)
 
 
 def test_one_real_frame_for_two_model_frames() -> None:
@@ -120,11 +134,15 @@ def test_one_real_frame_for_two_model_frames() -> None:
     # At every check where both are mapped, and the unpaired model frame is named too.
     assert [(d.step, d.proc, d.region, d.page) for d in identity] == [
         (5, "c", "a", 1), (9, "c", "a", 1)]
-    assert all("the kernel shares a frame the model does not" in d.detail for d in identity)
+    assert all("the kernel shares a frame the model does not" in detail(d) for d in identity)
+    assert identity[0].context == PfnConflict(ConflictRule.KERNEL_SHARES, 100,
+                                              first_seen=Place("main", "a", 0))
+    assert (identity[0].model, identity[0].real) == (102, 0x3F000)
     assert "real PFN 0x3f000 is model PFN 0x64 at main:a+0 but model PFN 0x66 here" \
-        in identity[0].detail
+        in detail(identity[0])
     assert [(d.step, d.field, d.model_pfn, d.real) for d in found if d.kind == "missing"] == [
-        (5, "frame", 102, "no real frame paired"), (9, "frame", 102, "no real frame paired")]
+        (5, "frame", 102, Presence.UNPAIRED), (9, "frame", 102, Presence.UNPAIRED)]
+    assert describe_value("frame", "real", Presence.UNPAIRED) == "no real frame paired"
     assert len(found) == 4
 
 
@@ -143,7 +161,7 @@ def test_model_frame_moved() -> None:
     d = only(found)
     assert (d.kind, d.step, d.proc, d.page) == ("identity", 9, "c", 0)
     assert "model PFN 0x64 was real PFN 0x3f000 (bound at step 2), here real PFN 0x3f100" \
-        in d.detail
+        in detail(d)
 
 
 def _replace_check(obs: Observations, check: CheckObservation) -> Observations:
@@ -183,9 +201,11 @@ def test_each_pagemap_field(field: str, entry: PagemapEntry) -> None:
     d = only(found)
     assert (d.step, d.op, d.proc, d.region, d.page, d.vaddr) == (
         2, "check", "main", "a", 1, A + ARCH.page_size)
-    assert (d.model, d.real) == (("1", "0") if field in ("present", "exclusive", "soft_dirty")
-                                 else ("0", "1"))
-    assert "model: present pfn=0x65" in d.detail
+    assert (d.model, d.real) == ((True, False) if field in ("present", "exclusive", "soft_dirty")
+                                 else (False, True))
+    assert isinstance(d.context, EntryPair) and d.context.real == entry
+    assert d.context.model == page(101)
+    assert "model: present pfn=0x65" in detail(d)
 
 
 def test_invalid_pagemap_value_is_reported_not_raised() -> None:
@@ -196,7 +216,8 @@ def test_invalid_pagemap_value_is_reported_not_raised() -> None:
     real = _replace_region(real, 2, 0, replace(
         region, pagemap=ReadResult.ok(build_u64s(ARCH, raws))))
     d = next(d for d in run(real) if d.field == "pagemap")
-    assert "reserved bits 59-60" in d.real and d.page == 0
+    assert isinstance(d.real, Invalid) and d.real.raw == 1 << 59 and d.page == 0
+    assert "reserved bits 59-60" in describe_value(d.field, "real", d.real)
 
 
 def test_hidden_pfn_compared_as_value() -> None:
@@ -205,8 +226,9 @@ def test_hidden_pfn_compared_as_value() -> None:
     leaked = synth.region(ARCH, "main", "b", B, [page(0x3F001), page(0)], [None, None])
     real = _replace_region(real, 10, 1, leaked)
     d = only(run(real))
-    assert (d.kind, d.field, d.model, d.real, d.page) == ("value", "pagemap.pfn", "0x0",
-                                                          "0x3f001", 0)
+    assert (d.kind, d.field, d.model, d.real, d.page) == ("value", "pagemap.pfn", 0,
+                                                          0x3F001, 0)
+    assert detail(d).startswith("PFN 0 names no frame")
     assert c10.reader_uid == 1000
 
 
@@ -217,11 +239,16 @@ def test_pagemap_errno_and_length() -> None:
     real2 = _replace_region(real, 2, 0, replace(region, pagemap=ReadResult.failed(13)))
     found = run(real2)
     d = next(d for d in found if d.field == "pagemap.read")
-    assert d.model.startswith("32 bytes") and d.real == "error EACCES (13)"
+    assert d.real == ReadResult.failed(13)
+    assert d.model == model_observations().checks[0].regions[0].pagemap
+    assert describe_value(d.field, "real", d.real) == "error EACCES (13)"
+    assert describe_value(d.field, "model", d.model).startswith("32 bytes")
     short = _replace_region(real, 2, 0, replace(
         region, pagemap=ReadResult.ok(region.pagemap.data[:16])))
     found = run(short)
-    assert only([d for d in found if d.field == "pagemap.length"]).real == "16 bytes"
+    d = only([d for d in found if d.field == "pagemap.length"])
+    assert (d.model, d.real) == (32, 16)
+    assert describe_value(d.field, "real", d.real) == "16 bytes"
 
 
 @pytest.mark.parametrize("what,field", [
@@ -247,19 +274,24 @@ def test_each_frame_field(what: str, field: str) -> None:
     found = run(_replace_frame(real, 5, bad))
     d = only([d for d in found if d.field == field and d.kind == "value"])
     assert (d.step, d.model_pfn, d.real_pfn) == (5, 100, 0x3F000)
-    assert d.where == "main:a+0, c:a+0"
+    assert d.places == (Place("main", "a", 0), Place("c", "a", 0))
     if "flags" in field:
-        assert d.detail == "real only: KSM" and "KSM" in d.real and "KSM" not in d.model
+        assert (d.model, d.real) == (KpfFlags(synth.ANON_FLAGS), KpfFlags(ksm))
+        assert isinstance(d.real, KpfFlags) and isinstance(d.model, KpfFlags)
+        assert d.real.only_in_self(d.model) == ("KSM",) and "KSM" not in d.model.names
+        assert detail(d) == "real only: KSM"
     elif field == "kpagecount":
-        assert (d.model, d.real) == ("2", "1")
+        assert (d.model, d.real) == (2, 1)
     else:
-        assert (d.model, d.real) == ("2", "7")
+        assert (d.model, d.real) == (2, 7)
     # kpagemap flags that differ from kpageflags are also a real-side inconsistency.
     consistency = [d for d in found if d.kind == "consistency"]
     if what in ("kpageflags", "kpagemap.flags"):
         c = only(consistency)
-        assert c.side == "real" and c.real_pfn == 0x3F000 and c.model == "-"
-        assert "KSM" in c.real and c.detail
+        assert c.side == "real" and c.real_pfn == 0x3F000 and c.model is None
+        assert isinstance(c.real, FlagMismatch)
+        assert c.real.kpagemap.value ^ c.real.kpageflags.value == 1 << KPF.KSM
+        assert "KSM" in detail(c)
     else:
         assert consistency == []
 
@@ -270,7 +302,8 @@ def test_frame_read_errors() -> None:
     assert good is not None
     found = run(_replace_frame(real, 2, replace(good, kpageflags=ReadResult.failed(5))))
     d = only([d for d in found if d.field == "kpageflags"])
-    assert d.real == "error EIO (5)" and d.model.startswith("0x")
+    assert d.real == ReadResult.failed(5) and d.model == KpfFlags(synth.ANON_FLAGS)
+    assert describe_value(d.field, "real", d.real) == "error EIO (5)"
 
 
 def test_model_side_consistency() -> None:
@@ -290,7 +323,8 @@ def test_missing_frame_on_real_side() -> None:
     real = _replace_check(real, replace(c2, frames=c2.frames[:1]))
     d = only(run(real))
     assert (d.kind, d.field, d.model_pfn, d.real_pfn, d.real) == (
-        "missing", "frame", 101, 0x3F001, "not read")
+        "missing", "frame", 101, 0x3F001, Presence.NOT_READ)
+    assert isinstance(d.model, FrameValues) and d.model.kpagecount == 1
 
 
 def test_extra_frame_on_real_side() -> None:
@@ -299,7 +333,8 @@ def test_extra_frame_on_real_side() -> None:
     real = _replace_check(real, replace(c2, frames=(*c2.frames, synth.frame(ARCH, 0x99999))))
     d = only(run(real))
     assert (d.kind, d.field, d.real_pfn, d.model) == ("missing", "frame", 0x99999,
-                                                      "no model frame paired")
+                                                      Presence.UNPAIRED)
+    assert describe_value(d.field, "model", d.model) == "no model frame paired"
 
 
 def test_ram_tag() -> None:
@@ -311,11 +346,13 @@ def test_ram_tag() -> None:
     real = _replace_region(real, 5, 1, replace(region, ram_tags=tuple(tags)))
     d = only(run(real))
     assert (d.field, d.proc, d.region, d.page) == ("ram_tag", "c", "a", 1)
-    assert "write of step 4, region 'a' page 1" in d.model
-    assert "write of step 1, region 'a' page 1" in d.real
+    assert d.model == RamTag(write_tag(4, 0, 1), "write", 4, "a", 1)
+    assert d.real == RamTag(write_tag(1, 0, 1), "write", 1, "a", 1)
+    assert "write of step 4, region 'a' page 1" in describe_value(d.field, "model", d.model)
+    assert "write of step 1, region 'a' page 1" in describe_value(d.field, "real", d.real)
     unobserved = _replace_region(real, 5, 1, replace(region, ram_tags=None))
     d = only(run(unobserved))
-    assert (d.kind, d.field, d.real) == ("missing", "ram_tag", "not observed")
+    assert (d.kind, d.field, d.real) == ("missing", "ram_tag", Presence.NOT_OBSERVED)
 
 
 def test_header_and_probes() -> None:
@@ -333,13 +370,17 @@ def test_header_and_probes() -> None:
     assert "kpagemap.header" in fields  # padding makes the real header invalid
     assert "kpagemap.header.bytes" in fields
     probe = only([d for d in found if d.field == "kpagecount.probe"])
-    assert (probe.model, probe.real) == ("0 bytes", "error EACCES (13)")
+    assert (probe.model, probe.real) == (ReadResult.ok(b""), ReadResult.failed(13))
+    assert describe_value(probe.field, "real", probe.real) == "error EACCES (13)"
+    assert describe_value(probe.field, "model", probe.model) == "0 bytes"
     only_endian = bytearray(c2.kpagemap_header.data)
     only_endian[0] = 1
     real2 = _replace_check(real_observations(), replace(
         c2, kpagemap_header=ReadResult.ok(bytes(only_endian))))
     found = run(real2)
     assert [d.field for d in found] == ["kpagemap.header.little_endian", "kpagemap.header.bytes"]
+    assert (found[0].model, found[0].real) == (False, True)
+    assert found[1].real == bytes(only_endian)
 
 
 def test_outcomes() -> None:
@@ -348,22 +389,23 @@ def test_outcomes() -> None:
     outcomes[4] = StepOutcome(4, "segv", vaddr=A + ARCH.page_size)
     d = only(run(replace(real, outcomes=tuple(outcomes))))
     assert (d.step, d.op, d.field, d.proc, d.region) == (4, "write", "outcome", "c", "a")
-    assert (d.model, d.real) == ("ok", f"SIGSEGV at {A + ARCH.page_size:#x}")
+    assert (d.model, d.real) == (StepOutcome(4, "ok"), outcomes[4])
+    assert describe_value(d.field, "real", d.real) == f"SIGSEGV at {A + ARCH.page_size:#x}"
     short = run(replace(real, outcomes=tuple(outcomes[:7])))
     assert [(d.step, d.kind, d.real) for d in short if d.field == "outcome"][-4:] == [
-        (7, "missing", "not run"), (8, "missing", "not run"), (9, "missing", "not run"),
-        (10, "missing", "not run")]
+        (7, "missing", Presence.NOT_RUN), (8, "missing", Presence.NOT_RUN),
+        (9, "missing", Presence.NOT_RUN), (10, "missing", Presence.NOT_RUN)]
 
 
 def test_missing_check_and_region() -> None:
     real = real_observations()
     found = run(replace(real, checks=real.checks[:3]))
     d = only(found)
-    assert (d.step, d.kind, d.field, d.real) == (10, "missing", "check", "not observed")
+    assert (d.step, d.kind, d.field, d.real) == (10, "missing", "check", Presence.NOT_OBSERVED)
     c5 = real.checks[1]
     found = run(_replace_check(real, replace(c5, regions=c5.regions[:1])))
     d = next(d for d in found if d.field == "pagemap")
-    assert (d.kind, d.proc, d.region, d.real) == ("missing", "c", "a", "not read")
+    assert (d.kind, d.proc, d.region, d.real) == ("missing", "c", "a", Presence.NOT_READ)
 
 
 def test_wrong_scenario_or_arch() -> None:
@@ -375,8 +417,8 @@ def test_wrong_scenario_or_arch() -> None:
 def test_flag_delta() -> None:
     a = kpf_value(KPF.ANON, KPF.LRU)
     b = kpf_value(KPF.ANON, KPF.KSM, KPF.SOFTDIRTY)
-    assert flag_delta(a, b) == "model only: LRU; real only: KSM SOFTDIRTY"
-    assert flag_delta(a, a) == ""
+    assert flag_delta(KpfFlags(a), KpfFlags(b)) == "model only: LRU; real only: KSM SOFTDIRTY"
+    assert flag_delta(KpfFlags(a), KpfFlags(a)) == ""
 
 
 @pytest.mark.parametrize("name", ["x86_64", "ppc64-4k", "i386"])
@@ -410,5 +452,26 @@ def test_two_real_frames_for_one_model_frame() -> None:
     found = run(real)
     d = only([d for d in found if d.kind == "identity"])
     assert (d.step, d.proc, d.page, d.model_pfn, d.real_pfn) == (5, "c", 0, 100, 0x2B000)
-    assert "model PFN 0x64 is real PFN 0x3f000 at main:a+0 but real PFN 0x2b000 here" in d.detail
+    assert d.context == PfnConflict(ConflictRule.MODEL_SHARES, 0x3F000,
+                                    first_seen=Place("main", "a", 0))
+    assert "model PFN 0x64 is real PFN 0x3f000 at main:a+0 but real PFN 0x2b000 here" \
+        in detail(d)
     assert [(d.kind, d.real_pfn) for d in found if d.kind == "missing"] == [("missing", 0x2B000)]
+
+
+def test_bulk_observations() -> None:
+    """Thousands of pages and frames (as benchmarks/bench_compare.py times them): every one seen."""
+    scenario = parse_scenario(synth.bulk_scenario(4))
+    model, real = synth.bulk_observations(ARCH, 8192)
+    assert compare(model, real, scenario, ARCH) == []
+    model, real = synth.bulk_observations(ARCH, 8192, diverge_every=16)
+    found = compare(model, real, scenario, ARCH)
+    per_field: dict[tuple[str, str], int] = {}
+    for d in found:
+        per_field[(d.kind, d.field)] = per_field.get((d.kind, d.field), 0) + 1
+    assert per_field == {("value", "pagemap.exclusive"): 512, ("value", "kpageflags"): 512,
+                         ("consistency", "kpagemap.flags"): 512}
+    first = next(d for d in found if d.field == "kpageflags")
+    # Page 15 of 2048: model PFN 0x10f; the real side numbers frames in reverse.
+    assert (first.step, first.model_pfn, first.real_pfn) == (2, 0x10F, 0x80000 + 2047 - 15)
+    assert first.places == (Place("main", "r0", 15),)

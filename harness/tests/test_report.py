@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.compare import Divergence, compare
+from harness.differences import KpfFlags
 from harness.observations import ReadResult, StepOutcome
 from harness.report import (
     ScenarioResult,
@@ -62,10 +63,10 @@ def test_text_groups_by_step_and_value() -> None:
 
 def test_flag_groups_merge_frames_of_different_kinds() -> None:
     """A missing flag on anonymous and on file frames is one group (grouped by the delta)."""
-    def flags(pfn: int, model: str, real: str) -> Divergence:
-        return Divergence("t", "x86_64", 3, "check", "value", "kpageflags", model, real,
-                          model_pfn=pfn, real_pfn=pfn + 1, detail="model only: KSM")
-    group = [flags(1, "0x205828 A", "0x5828 A"), flags(2, "0x200868 F", "0x868 F")]
+    def flags(pfn: int, model: int, real: int) -> Divergence:
+        return Divergence("t", "x86_64", 3, "check", "value", "kpageflags", KpfFlags(model),
+                          KpfFlags(real), model_pfn=pfn, real_pfn=pfn + 1)
+    group = [flags(1, 0x205828, 0x5828), flags(2, 0x200868, 0x868)]
     text = render_text([ScenarioResult.from_divergences("t", "x86_64", group)])
     assert "    kpageflags: model only: KSM (2 frames)\n" in text
     assert "     2 x kpageflags: model only: KSM  [step 3]\n" in text
@@ -95,8 +96,20 @@ def test_json_has_every_field() -> None:
     first = obj["results"][0]["divergences"][0]
     assert set(first) == {
         "scenario", "arch", "step", "op", "kind", "field", "model", "real", "proc", "region",
-        "page", "vaddr", "model_pfn", "real_pfn", "side", "where", "detail"}
-    assert first["model_pfn"] == "0x64" and first["real_pfn"] == "0x3f000"
+        "page", "vaddr", "model_pfn", "real_pfn", "side", "places", "context"}
+    # Values, not prose: PFNs are ints, flags are lists of names, places are records.
+    assert (first["field"], first["model_pfn"], first["real_pfn"]) == (
+        "kpageflags", 100, 0x3F000)
+    assert first["model"] == {"value": synth.ANON_FLAGS,
+                              "flags": ["UPTODATE", "LRU", "MMAP", "ANON", "SWAPBACKED"]}
+    assert first["real"]["flags"][-1] == "KSM"
+    assert first["places"] == [{"proc": "main", "region": "a", "page": 0},
+                               {"proc": "c", "region": "a", "page": 0}]
+    divergences = obj["results"][0]["divergences"]
+    consistency = next(d for d in divergences if d["kind"] == "consistency")
+    assert consistency["model"] is None and consistency["side"] == "real"
+    assert "KSM" in consistency["real"]["kpageflags"]["flags"]
+    assert "KSM" not in consistency["real"]["kpagemap"]["flags"]
 
 
 def test_compare_recorded_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,7 +126,9 @@ def test_compare_recorded_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str
     replace(real_observations(), outcomes=tuple(outcomes)).save(real)
     assert main([str(scenario), str(model), str(real), "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
-    assert out["results"][0]["divergences"][0]["real"] == "error ENOMEM (12)"
+    assert out["results"][0]["divergences"][0]["real"] == {
+        "status": "error", "errno": 12, "errno_name": "ENOMEM"}
+    assert out["results"][0]["divergences"][0]["model"] == {"status": "ok"}
     assert main([str(scenario), str(model), str(tmp_path / "none.json")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "none.json: cannot read" in err and err.count("\n") == 1
