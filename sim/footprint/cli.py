@@ -12,9 +12,11 @@ import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 from sim.footprint.live import LiveProc, freeze
 from sim.footprint.plot import PlotUnavailable, plot
+from sim.footprint.plot import check as check_plot
 from sim.footprint.render import to_json, to_text
 from sim.footprint.scan import scan
 from sim.footprint.select import SelectionError, Term, parse_group, parse_term, resolve
@@ -41,7 +43,7 @@ every process (as non-root: your own).  Names match comm or the command line.
 """
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     """Register ``footprint`` on the ``sim`` command's subparsers."""
     parser = commands.add_parser(
         "footprint",
@@ -99,9 +101,7 @@ def run(args: argparse.Namespace) -> int:
     """The command; raises one of USER_ERRORS for the caller to print."""
     terms = _terms(args)
     if args.plot is not None:
-        # Refuse a bad file type before reading anything.
-        if args.plot.suffix.lower() not in (".svg", ".png"):
-            raise PlotUnavailable(f"--plot {args.plot}: the file must end in .svg or .png")
+        check_plot(args.plot)  # before reading anything
     source = LiveProc()
     groups = select_groups(terms, source.processes())
     pids = sorted({p.pid for members in groups.values() for p in members})

@@ -15,7 +15,7 @@ from typing import Any
 
 from sim.footprint.scan import CATEGORIES, SHARING, Footprint
 
-__all__ = ["FORMATS", "PlotUnavailable", "plot"]
+__all__ = ["FORMATS", "PlotUnavailable", "check", "plot"]
 
 FORMATS = (".svg", ".png")
 _COLOURS = {"private": "#2b8cbe", "shared_inside": "#7bccc4", "shared_outside": "#f03b20"}
@@ -41,10 +41,16 @@ def _pyplot() -> Any:
     return importlib.import_module("matplotlib.pyplot")
 
 
-def plot(footprint: Footprint, path: Path) -> None:
-    """Write the picture to ``path`` (.svg or .png); PlotUnavailable if it cannot."""
+def check(path: Path) -> None:
+    """PlotUnavailable now if ``path`` cannot be drawn (bad suffix, no matplotlib)."""
     if path.suffix.lower() not in FORMATS:
         raise PlotUnavailable(f"--plot {path}: the file must end in .svg or .png")
+    _pyplot()
+
+
+def plot(footprint: Footprint, path: Path) -> None:
+    """Write the picture to ``path`` (.svg or .png); PlotUnavailable if it cannot."""
+    check(path)
     groups = [g for g in footprint.groups if g.categories is not None]
     if not groups:
         raise PlotUnavailable("--plot: no category split without PFNs (run as root)")
@@ -54,7 +60,7 @@ def plot(footprint: Footprint, path: Path) -> None:
         for group in groups
         for category in CATEGORIES
         if group.categories is not None
-        and (category in ("anon", "file", "shmem") or sum(group.categories[category].values()))
+        and (category in ("anon", "file", "shmem") or sum(group.categories[category].values()) > 0)
     ]
     unit, unit_name = (1 << 20, "MiB")
     figure, axes = plt.subplots(figsize=(9, 0.35 * len(rows) + 1.6))

@@ -154,7 +154,11 @@ class RecordedSource:
             header = KpagemapHeader(
                 layout.little_endian, layout.page_shift, layout.word_size, 2 * layout.word_size
             )
-            kpagemap = header.slot_bytes() + bulk_build_kpagemap_entries(layout, flags, refs)
+            # (unsigned long)stable_page_flags(): a 32-bit word keeps bits 0-31.
+            word_mask = (1 << 8 * layout.word_size) - 1
+            kpagemap = header.slot_bytes() + bulk_build_kpagemap_entries(
+                layout, [value & word_mask for value in flags], refs
+            )
         recorded = [
             RecordedProcess(
                 info=info,

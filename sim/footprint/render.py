@@ -126,7 +126,8 @@ def to_text(footprint: Footprint, *, in_bytes: bool = False, width: int = 120) -
         console.print("notes:", soft_wrap=True)
         for note in notes:
             console.print(f"  - {note}", soft_wrap=True)
-    return out.getvalue()
+    # rich pads every line to the table's width; keep the text clean.
+    return "".join(line.rstrip() + "\n" for line in out.getvalue().splitlines())
 
 
 def _process_table(

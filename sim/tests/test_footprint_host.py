@@ -60,7 +60,9 @@ def _rollups(pids: list[int]) -> dict[int, dict[str, int]]:
     return {pid: source.smaps_rollup(pid) for pid in pids}
 
 
-def _scan_stable(pids: list[int], outsider: list[int]) -> tuple[Footprint, dict[int, dict[str, int]]]:
+def _scan_stable(
+    pids: list[int], outsider: list[int]
+) -> tuple[Footprint, dict[int, dict[str, int]]]:
     source = LiveProc()
     members = [source.process(pid) for pid in pids]
     outsiders = [source.process(pid) for pid in outsider]
