@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     groups = select_groups(terms, source.processes())
     pids = sorted({p.pid for members in groups.values() for p in members})
     with freeze(pids) if args.freeze else nullcontext():
-        footprint = scan(source, groups)
+        # Everyone (no selection): leave out what this user may not read.
+        footprint = scan(source, groups, skip_denied=not terms)
     if args.plot is not None:
         plot(footprint, args.plot)
     if args.json:

@@ -141,6 +141,8 @@ def _process_table(
         table.add_column(name, justify="right")
     for group in footprint.groups:
         for pf in group.members:
+            if pf.status == "no-mm":
+                continue  # kernel threads and zombies: nothing to show
             if pf.status != "ok":
                 table.add_row(group.name, str(pf.pid), pf.comm, pf.status, "", "", "", "")
                 continue

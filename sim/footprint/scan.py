@@ -46,7 +46,7 @@ import numpy.typing as npt
 
 from sim.bulk import bulk_decode_pagemap, bulk_parse_kpagemap_entries, bulk_parse_u64s
 from sim.flags import KPF
-from sim.footprint.source import PageSource, ProcessGone, ProcessInfo, Run
+from sim.footprint.source import PageSource, PrivilegeError, ProcessGone, ProcessInfo, Run
 
 __all__ = [
     "CATEGORIES",
@@ -71,6 +71,9 @@ CATEGORIES = ("anon", "file", "shmem", "thp", "ksm", "locked", "swapcache", "dir
 SHARING = ("private", "shared_inside", "shared_outside")
 #: PFN runs closer than this many entries are read as one (fewer syscalls).
 DEFAULT_MAX_GAP = 64
+#: Pagemap entries decoded at once (8 MiB of reads): a process reserving
+#: terabytes of address space is read in bounded memory.
+_BATCH_ENTRIES = 1 << 20
 
 U64 = npt.NDArray[np.uint64]
 Bools = npt.NDArray[np.bool_]
@@ -80,8 +83,9 @@ Bools = npt.NDArray[np.bool_]
 class ProcessFootprint:
     """One process's numbers, in bytes (``pss_*_fixed``: bytes << PSS_SHIFT).
 
-    ``status`` is "ok", "exited" (vanished while scanned) or "no-mm" (a
-    kernel thread or zombie: nothing mapped).  ``exact`` is False when the
+    ``status`` is "ok", "exited" (vanished while scanned), "no-mm" (a
+    kernel thread or zombie: nothing mapped) or "denied" (not readable by
+    this user; only with ``scan(skip_denied=True)``).  ``exact`` is False when the
     numbers come from smaps_rollup (PFNs hidden): then PSS is the rollup's
     floored kB and ``pss_*_fixed`` hold that value shifted.  ``swap`` and
     ``swap_pss`` are smaps_rollup's (kB floors) when the process has swapped
@@ -214,12 +218,14 @@ def scan(
     groups: Mapping[str, Sequence[ProcessInfo]],
     *,
     max_gap: int = DEFAULT_MAX_GAP,
+    skip_denied: bool = False,
 ) -> Footprint:
     """The footprint of each group, from one read of each file.
 
     Every process is read once even if in several groups; PFN data is read
     once for the union of all groups, in runs (:func:`pfn_runs`).  Processes
-    that vanish are reported with status "exited".  Raises
+    that vanish are reported with status "exited"; with ``skip_denied``,
+    those whose pagemap this reader may not open get status "denied".  Raises
     :class:`~sim.footprint.source.PrivilegeError` (or another SourceError)
     when a file cannot be read at all.
     """
@@ -229,7 +235,9 @@ def scan(
     for members in groups.values():
         for info in members:
             if info.pid not in pages:
-                pages[info.pid] = _read_process(source, info, stats)
+                pages[info.pid] = _read_process(
+                    source, info, stats, skip_denied=skip_denied
+                )
     present = [p.pfns for p in pages.values() if p.pfns.size]
     hidden = bool(present) and not any(bool(p.any()) for p in present)
     if hidden:
@@ -254,24 +262,49 @@ def scan(
     return result
 
 
-def _read_process(source: PageSource, info: ProcessInfo, stats: ScanStats) -> _Pages:
+def _batches(runs: list[Run]) -> list[list[Run]]:
+    """``runs`` cut into batches of at most _BATCH_ENTRIES entries (bounded memory)."""
+    batches: list[list[Run]] = [[]]
+    size = 0
+    for first, count in runs:
+        while count:
+            take = min(count, _BATCH_ENTRIES - size)
+            batches[-1].append((first, take))
+            first, count, size = first + take, count - take, size + take
+            if size == _BATCH_ENTRIES:
+                batches.append([])
+                size = 0
+    return [batch for batch in batches if batch]
+
+
+def _read_process(
+    source: PageSource, info: ProcessInfo, stats: ScanStats, *, skip_denied: bool
+) -> _Pages:
     empty = np.zeros(0, dtype=np.uint64)
     shift = source.layout.page_shift
+    pfns: list[U64] = []
+    swapped = 0
     try:
         ranges = source.vma_ranges(info.pid)
         if not ranges:
             return _Pages(info, "no-mm", empty)
         runs = [(start >> shift, (end - start) >> shift) for start, end in ranges]
-        data = b"".join(source.pagemap(info.pid, runs))
+        for batch in _batches(runs):
+            data = b"".join(source.pagemap(info.pid, batch))
+            stats.pagemap_reads += len(batch)
+            # A short read (past the task size) leaves whole entries.
+            data = data[: len(data) - len(data) % 8]
+            columns = bulk_decode_pagemap(source.layout, data, validate=False)
+            stats.pagemap_entries += len(columns)
+            pfns.append(columns.pfn[columns.present])
+            swapped += int(np.count_nonzero(columns.swapped))
     except ProcessGone:
         return _Pages(info, "exited", empty)
-    stats.pagemap_reads += len(runs)
-    # A short read (past the task size) leaves a whole number of entries.
-    data = data[: len(data) - len(data) % 8]
-    columns = bulk_decode_pagemap(source.layout, data, validate=False)
-    stats.pagemap_entries += len(columns)
-    pfns: U64 = columns.pfn[columns.present]
-    return _Pages(info, "ok", pfns, int(np.count_nonzero(columns.swapped)))
+    except PrivilegeError:
+        if not skip_denied:
+            raise
+        return _Pages(info, "denied", empty)
+    return _Pages(info, "ok", np.concatenate(pfns) if pfns else empty, swapped)
 
 
 def _read_frames(
