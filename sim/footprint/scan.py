@@ -70,7 +70,7 @@ CATEGORIES = ("anon", "file", "shmem", "thp", "ksm", "locked", "swapcache", "dir
 #: mapped by someone outside too (shared_outside).
 SHARING = ("private", "shared_inside", "shared_outside")
 #: PFN runs closer than this many entries are read as one (fewer syscalls).
-DEFAULT_MAX_GAP = 64
+DEFAULT_MAX_GAP = 16
 #: Pagemap entries decoded at once (8 MiB of reads): a process reserving
 #: terabytes of address space is read in bounded memory.
 _BATCH_ENTRIES = 1 << 20
@@ -170,12 +170,12 @@ class Footprint:
 def pfn_runs(pfns: U64, max_gap: int = DEFAULT_MAX_GAP) -> list[Run]:
     """Runs (first PFN, count) covering the sorted unique ``pfns``.
 
-    Neighbours at most ``max_gap`` apart share a run, so a read covers a few
-    unneeded entries instead of costing another syscall.
+    PFNs with at most ``max_gap`` unwanted PFNs between them share a run, so
+    a read covers a few unneeded entries instead of costing another syscall.
     """
     if pfns.size == 0:
         return []
-    breaks = np.flatnonzero(np.diff(pfns) > np.uint64(max_gap)) + 1
+    breaks = np.flatnonzero(np.diff(pfns) > np.uint64(max_gap + 1)) + 1
     starts = np.concatenate(([0], breaks))
     ends = np.concatenate((breaks, [pfns.size])) - 1
     return [
@@ -307,51 +307,75 @@ def _read_process(
     return _Pages(info, "ok", np.concatenate(pfns) if pfns else empty, swapped)
 
 
+def _unique(values: U64) -> tuple[U64, npt.NDArray[np.intp]]:
+    """Sorted distinct values and how often each occurs (a sort, no hashing)."""
+    ordered = np.sort(values)
+    if ordered.size == 0:
+        return ordered, np.zeros(0, dtype=np.intp)
+    first = np.empty(ordered.size, dtype=np.bool_)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    counts: npt.NDArray[np.intp] = np.diff(np.append(starts, ordered.size))
+    distinct: U64 = ordered[starts]
+    return distinct, counts
+
+
+class _Placement:
+    """Where each wanted PFN sits in the concatenation of the runs' reads.
+
+    Reads may be short (past the end of the file): a PFN beyond what its
+    run returned is not ``valid`` and keeps the default values (NOPAGE,
+    count 0), as the kernel reports PFNs without a page.
+    """
+
+    def __init__(self, pfns: U64, runs: list[Run], reads: list[bytes], entry_size: int) -> None:
+        firsts = np.array([first for first, _ in runs], dtype=np.uint64)
+        got = np.array([len(data) // entry_size for data in reads], dtype=np.intp)
+        starts = np.concatenate(([0], np.cumsum(got)[:-1])).astype(np.intp)
+        run_of = np.searchsorted(firsts, pfns, side="right") - 1
+        relative = (pfns - firsts[run_of]).astype(np.intp)
+        self.valid: Bools = relative < got[run_of]
+        self.position = (starts[run_of] + relative)[self.valid]
+
+    def fill(self, target: U64, values: npt.NDArray[np.unsignedinteger[Any]]) -> None:
+        target[self.valid] = values[self.position]
+
+
 def _read_frames(
     source: PageSource, present: list[U64], max_gap: int, stats: ScanStats
 ) -> _FrameTable:
     layout = source.layout
-    pfns: U64 = np.unique(np.concatenate(present)) if present else np.zeros(0, np.uint64)
+    pfns: U64 = _unique(np.concatenate(present))[0] if present else np.zeros(0, np.uint64)
     runs = pfn_runs(pfns, max_gap)
     stats.pfns, stats.pfn_runs = int(pfns.size), len(runs)
     stats.pfn_entries_read = sum(count for _, count in runs)
-    flags = np.zeros(pfns.size, dtype=np.uint64)
+    # Defaults for a PFN past the end of the files: NOPAGE, count 0, as the
+    # kernel reports PFNs without a page.
+    flags = np.full(pfns.size, 1 << KPF.NOPAGE, dtype=np.uint64)
     mapcount = np.zeros(pfns.size, dtype=np.uint64)
     refcount = np.zeros(pfns.size, dtype=np.uint64) if source.has_kpagemap else None
-    # Flags of a PFN past the end of the files: NOPAGE, as the kernel reports holes.
-    flags[:] = 1 << KPF.NOPAGE
+    if not runs:
+        return _FrameTable(pfns, flags, mapcount, refcount)
     counts = source.kpagecount(runs)
+    _Placement(pfns, runs, counts, 8).fill(mapcount, bulk_parse_u64s(layout, b"".join(counts)))
+    wide: list[bytes] | None = None
     if source.has_kpagemap:
         slots = source.kpagemap(runs)
-        # A 32-bit kpagemap holds KPF bits 0-31 only; the rest from kpageflags.
-        wide = source.kpageflags(runs) if layout.word_size < 8 else None
+        slot_flags, slot_refs = bulk_parse_kpagemap_entries(layout, b"".join(slots))
+        placement = _Placement(pfns, runs, slots, 2 * layout.word_size)
+        assert refcount is not None
+        placement.fill(refcount, slot_refs)
+        if layout.word_size < 8:
+            # A 32-bit kpagemap holds KPF bits 0-31 only; take them all from kpageflags.
+            wide = source.kpageflags(runs)
+        else:
+            placement.fill(flags, slot_flags)
     else:
-        slots, wide = [], source.kpageflags(runs)
-    edges = [first for first, _ in runs] + [first + count for first, count in runs[-1:]]
-    bounds = np.searchsorted(pfns, np.array(edges, dtype=np.uint64))
-    for i, (first, _) in enumerate(runs):
-        lo, hi = int(bounds[i]), int(bounds[i + 1])
-        offsets = (pfns[lo:hi] - np.uint64(first)).astype(np.intp)
-        _fill(mapcount, lo, offsets, bulk_parse_u64s(layout, counts[i]))
-        if wide is not None:
-            _fill(flags, lo, offsets, bulk_parse_u64s(layout, wide[i]))
-        if refcount is not None:
-            slot_flags, slot_refs = bulk_parse_kpagemap_entries(layout, slots[i])
-            _fill(refcount, lo, offsets, slot_refs)
-            if wide is None:
-                _fill(flags, lo, offsets, slot_flags)
+        wide = source.kpageflags(runs)
+    if wide is not None:
+        _Placement(pfns, runs, wide, 8).fill(flags, bulk_parse_u64s(layout, b"".join(wide)))
     return _FrameTable(pfns, flags, mapcount, refcount)
-
-
-def _fill(
-    target: U64,
-    lo: int,
-    offsets: npt.NDArray[np.intp],
-    values: npt.NDArray[np.unsignedinteger[Any]],
-) -> None:
-    """target[lo + k] = values[offsets[k]] where the read reached that far."""
-    reached = offsets < values.size
-    target[lo : lo + offsets.size][reached] = values[offsets[reached]]
 
 
 def _process_footprint(
@@ -407,10 +431,10 @@ def _group_footprint(
     group.swap_pss = sum(pf.swap_pss for pf, _ in live)
     group.zero_page = sum(pf.zero_page for pf, _ in live)
     mapped = np.concatenate([pfns for _, pfns in live]) if live else np.zeros(0, np.uint64)
-    frames, inside = np.unique(mapped, return_counts=True)
+    frames, times = _unique(mapped)
     index = table.lookup(frames)
     mapcount, flags = table.mapcount[index], table.flags[index]
-    inside = inside.astype(np.uint64)
+    inside = times.astype(np.uint64)
     group.inconsistent_frames = int(np.count_nonzero(inside > mapcount))
     exclusive = inside >= mapcount
     sharing = {

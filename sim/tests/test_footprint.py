@@ -175,10 +175,11 @@ def test_hidden_pfns_fall_back_to_rollup() -> None:
 
 def test_pfn_runs() -> None:
     pfns = np.array([1, 2, 3, 10, 200, 201, 1000], dtype=np.uint64)
-    assert pfn_runs(pfns, max_gap=0) == [(1, 1), (2, 1), (3, 1), (10, 1), (200, 1), (201, 1),
-                                          (1000, 1)]
-    assert pfn_runs(pfns, max_gap=1) == [(1, 3), (10, 1), (200, 2), (1000, 1)]
-    assert pfn_runs(pfns, max_gap=64) == [(1, 10), (200, 2), (1000, 1)]
+    assert pfn_runs(pfns, max_gap=0) == [(1, 3), (10, 1), (200, 2), (1000, 1)]
+    assert pfn_runs(pfns, max_gap=5) == [(1, 3), (10, 1), (200, 2), (1000, 1)]
+    assert pfn_runs(pfns, max_gap=6) == [(1, 10), (200, 2), (1000, 1)]
+    assert pfn_runs(pfns, max_gap=189) == [(1, 201), (1000, 1)]
+    assert pfn_runs(pfns, max_gap=799) == [(1, 1000)]
     assert pfn_runs(np.zeros(0, dtype=np.uint64)) == []
 
 
