@@ -120,6 +120,7 @@ def main() -> None:
         with footprint_group.running(binary, directory, args.mib * (1 << 20) // page) as group:
             with freeze(group.all):
                 members = [source.process(pid) for pid in group.members]
+                check = {pid: source.smaps_rollup(pid) for pid in group.members}
                 ours_wall, ours_cpu, result = best(
                     args.runs, lambda: scan(source, {"members": members})
                 )
@@ -128,7 +129,6 @@ def main() -> None:
                 )
                 smem_seconds, smem = smem_rows(binary, group.members)
                 other = peers(args.peers_python, group.members)
-                check = {pid: source.smaps_rollup(pid) for pid in group.members}
     report(result, rollups, check, smem, smem_seconds, other,
            (ours_wall, ours_cpu, roll_wall, roll_cpu), args)
 
@@ -150,8 +150,15 @@ def report(
           f"anonymous each (+ file, shmem, THP), best of {args.runs}\n")
     print(f"pagemap entries read: {entries:,} ({entries * result.page_size >> 20} MiB mapped), "
           f"PFNs looked up: {result.stats.pfns:,} in {result.stats.pfn_runs:,} runs "
-          f"({result.stats.pfn_entries_read:,} entries read); rollups unchanged during the "
-          f"run: {rollups == check}\n")
+          f"({result.stats.pfn_entries_read:,} entries read)\n")
+    moved = {
+        pid: {key: (check[pid][key], value) for key, value in rollup.items()
+              if check[pid].get(key) != value}
+        for pid, rollup in rollups.items()
+    }
+    moved = {pid: fields for pid, fields in moved.items() if fields}
+    print(f"smaps_rollup fields that moved between before and after our scans: {moved or 'none'}"
+          " (the frozen group's pages are shared with no running process but the vdso)\n")
     print("| reader | wall s | CPU s | entries/s (wall) | ns/entry (CPU) |")
     print("|---|---|---|---|---|")
     for name, wall, cpu in (("footprint scan()", ours_wall, ours_cpu),
@@ -195,7 +202,9 @@ def report(
 
 
 def _kb(value: int | None) -> str:
-    return "-" if value is None else f"{value / KB:g}"
+    if value is None:
+        return "-"
+    return str(value // KB) if value % KB == 0 else f"{value / KB:.3f}"
 
 
 def _kb_int(value: int) -> int:

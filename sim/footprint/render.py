@@ -160,7 +160,7 @@ def _process_table(
         table.add_row(
             f"{group.name} total",
             str(len(live)),
-            "(union RSS)",
+            "(RSS: union, USS: excl.)",
             approx + size(group.rss),
             approx + size(group.pss),
             approx + size(group.exclusive),

@@ -298,7 +298,8 @@ def test_human_units() -> None:
 def test_text_and_json() -> None:
     result = scan(source_for(LAYOUTS["ppc64"], kpagemap=True), {"g": P[:3], "out": [P[3]]})
     text = to_text(result)
-    assert "g total" in text and "(union RSS)" in text and "384.0 KiB" in text  # 6 x 64K
+    assert "g total" in text and "(RSS: union, USS: excl.)" in text
+    assert "384.0 KiB" in text  # 6 pages of 64K
     assert all(line == line.rstrip() for line in text.splitlines())
     in_bytes = to_text(result, in_bytes=True)
     assert str(6 << 16) in in_bytes
