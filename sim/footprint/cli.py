@@ -100,6 +100,8 @@ def select_groups(
 def run(args: argparse.Namespace) -> int:
     """The command; raises one of USER_ERRORS for the caller to print."""
     terms = _terms(args)
+    if args.freeze and not terms:
+        raise SelectionError("--freeze needs a selection (it would stop every process)")
     if args.plot is not None:
         check_plot(args.plot)  # before reading anything
     source = LiveProc()

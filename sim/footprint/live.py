@@ -189,7 +189,8 @@ def _error(path: str, e: OSError, pid: int | None) -> SourceError:
         return ProcessGone(pid)
     reason = e.strerror or str(e)
     if e.errno in _DENIED:
-        return PrivilegeError(f"cannot read {path}: {reason}")
+        who = "root or the process's own user" if pid is not None else "root"
+        return PrivilegeError(f"cannot read {path}: {reason} (needs {who})")
     return SourceError(f"cannot read {path}: {reason}")
 
 
@@ -202,19 +203,35 @@ def _state(pid: int, root: str) -> str | None:
     return stat[stat.rindex(")") + 2 :].split()[0]
 
 
+def _ancestors(root: str) -> set[int]:
+    """This process and its ancestors up to init."""
+    found, pid = set(), os.getpid()
+    while pid > 0 and pid not in found:
+        found.add(pid)
+        try:
+            with open(f"{root}/{pid}/stat", encoding="utf-8", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            break
+        pid = int(stat[stat.rindex(")") + 2 :].split()[1])
+    return found
+
+
 @contextmanager
 def freeze(pids: Iterable[int], root: str = "/proc") -> Iterator[list[int]]:
     """SIGSTOP ``pids`` for the duration, SIGCONT after; yields the pids it stopped.
 
-    Processes already stopped (state T/t) are left alone and stay stopped;
-    those that vanish are skipped.  A stopped process maps and unmaps
-    nothing, so every file read inside sees one state of its memory (the
-    mapcounts of pages shared with processes outside still move).
+    Processes already stopped (state T/t), this process and its ancestors
+    (the shell waiting for it) are left alone; those that vanish are
+    skipped.  A stopped process maps and unmaps nothing, so every file read
+    inside sees one state of its memory (the mapcounts of pages shared with
+    processes outside still move).
     """
     stopped: list[int] = []
+    spared = _ancestors(root)
     try:
         for pid in pids:
-            if pid == os.getpid() or _state(pid, root) in (None, "T", "t"):
+            if pid in spared or _state(pid, root) in (None, "T", "t"):
                 continue
             try:
                 os.kill(pid, signal.SIGSTOP)

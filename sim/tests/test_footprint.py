@@ -336,6 +336,7 @@ def test_plot(tmp_path: Path) -> None:
         (["999999999"], "no process 999999999"),
         (["--name", "no-process-has-this-name-xyz"], "selects no process"),
         ([str(os.getpid()), "--plot", "out.pdf"], "must end in .svg or .png"),
+        (["--freeze"], "--freeze needs a selection"),
     ],
 )
 def test_cli_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -406,7 +407,8 @@ def test_unprivileged_reader() -> None:
     status, out, err = _main_as(nobody, "footprint", str(os.getpid()))
     assert status == 2 and out == ""
     assert err.startswith(f"sim footprint: error: cannot read /proc/{os.getpid()}/")
-    assert "Permission denied" in err and err.count("\n") == 1
+    assert "Permission denied (needs root or the process's own user)" in err
+    assert err.count("\n") == 1
     # Its own processes: PFNs are hidden, the numbers come from smaps_rollup.
     child = subprocess.Popen(["sleep", "30"], user=nobody, group=nobody, extra_groups=[])
     try:
