@@ -1,8 +1,11 @@
 """Recorded (or synthetic) page data as a :class:`~sim.footprint.source.PageSource`.
 
-Holds the raw bytes of each file, as a guest's Observations or a test
-build them, and answers reads by slicing them: a read past the recorded end
-is short, as a proc file's read is past its end.  :meth:`RecordedSource.build`
+Holds raw slices of each file, as a guest's Observations or a test build
+them (a pagemap slice per VMA; kpageflags / kpagecount / kpagemap slices
+keyed by their first PFN, e.g. one per PFN seen), and answers reads by
+copying from them.  Entries no slice covers read as zero (a hole in
+pagemap; flags 0 and mapcount 0 for a PFN, which the scan leaves out of
+RSS), so a recording must cover every PFN its pagemaps name.  :meth:`RecordedSource.build`
 makes one from decoded values in any layout (byte order, word size, page
 size), through the project's encoders (:mod:`sim.bulk`, :mod:`sim.formats`).
 """
@@ -15,7 +18,7 @@ from dataclasses import dataclass, field
 from sim.bulk import bulk_build_kpagemap_entries, bulk_build_u64s
 from sim.flags import PM
 from sim.footprint.source import PageLayout, ProcessGone, ProcessInfo, Run, SourceError
-from sim.formats import KpagemapHeader, PagemapEntry
+from sim.formats import PagemapEntry
 
 __all__ = ["Frame", "RecordedProcess", "RecordedSource"]
 
@@ -40,20 +43,37 @@ class RecordedProcess:
     gone: bool = False
 
 
-class RecordedSource:
-    """Raw bytes of pagemaps, kpageflags, kpagecount and (optionally) kpagemap.
+Slices = Mapping[int, bytes]
 
-    ``kpageflags`` and ``kpagecount`` hold the files from PFN 0; ``kpagemap``
-    the whole file, header slot included, or None for a kernel without it.
+
+def _read_slices(slices: Slices, first: int, count: int, entry_size: int) -> bytes:
+    """Entries [first, first + count) from ``slices`` (first index -> bytes); zeros elsewhere."""
+    buffer = bytearray(count * entry_size)
+    for start, data in slices.items():
+        n = len(data) // entry_size
+        lo, hi = max(first, start), min(first + count, start + n)
+        if lo < hi:
+            buffer[(lo - first) * entry_size : (hi - first) * entry_size] = data[
+                (lo - start) * entry_size : (hi - start) * entry_size
+            ]
+    return bytes(buffer)
+
+
+class RecordedSource:
+    """Raw slices of pagemaps, kpageflags, kpagecount and (optionally) kpagemap.
+
+    ``kpageflags``, ``kpagecount`` and ``kpagemap`` map a first PFN to the
+    bytes read there (kpagemap: slots of that PFN on, header excluded: the
+    header is ``layout``); ``kpagemap`` is None for a kernel without the file.
     """
 
     def __init__(
         self,
         layout: PageLayout,
         processes: Sequence[RecordedProcess],
-        kpageflags: bytes,
-        kpagecount: bytes,
-        kpagemap: bytes | None = None,
+        kpageflags: Slices,
+        kpagecount: Slices,
+        kpagemap: Slices | None = None,
     ) -> None:
         self._layout = layout
         self._processes = {p.info.pid: p for p in processes}
@@ -93,36 +113,24 @@ class RecordedSource:
     def pagemap(self, pid: int, runs: Sequence[Run]) -> list[bytes]:
         """Slices of the recorded pagemap; unrecorded pages read as holes (0)."""
         process = self._process(pid)
-        out = []
-        for first, count in runs:
-            buffer = bytearray(count * PM.ENTRY_BYTES)
-            for start, data in process.pagemaps.items():
-                n = len(data) // PM.ENTRY_BYTES
-                lo, hi = max(first, start), min(first + count, start + n)
-                if lo < hi:
-                    buffer[(lo - first) * 8 : (hi - first) * 8] = data[
-                        (lo - start) * 8 : (hi - start) * 8
-                    ]
-            out.append(bytes(buffer))
-        return out
+        return [
+            _read_slices(process.pagemaps, first, count, PM.ENTRY_BYTES) for first, count in runs
+        ]
 
     def kpageflags(self, runs: Sequence[Run]) -> list[bytes]:
-        """Slices of the recorded /proc/kpageflags."""
-        return [self._kpageflags[first * 8 : (first + count) * 8] for first, count in runs]
+        """The recorded /proc/kpageflags entries of each run."""
+        return [_read_slices(self._kpageflags, first, count, 8) for first, count in runs]
 
     def kpagecount(self, runs: Sequence[Run]) -> list[bytes]:
-        """Slices of the recorded /proc/kpagecount."""
-        return [self._kpagecount[first * 8 : (first + count) * 8] for first, count in runs]
+        """The recorded /proc/kpagecount entries of each run."""
+        return [_read_slices(self._kpagecount, first, count, 8) for first, count in runs]
 
     def kpagemap(self, runs: Sequence[Run]) -> list[bytes]:
-        """Slices of the recorded /proc/kpagemap (PFN n at slot n + 1)."""
+        """The recorded /proc/kpagemap slots of each run."""
         if self._kpagemap is None:
             raise SourceError("no kpagemap was recorded")
         size = 2 * self._layout.word_size
-        return [
-            self._kpagemap[(first + 1) * size : (first + 1 + count) * size]
-            for first, count in runs
-        ]
+        return [_read_slices(self._kpagemap, first, count, size) for first, count in runs]
 
     def smaps_rollup(self, pid: int) -> dict[str, int]:
         """The recorded rollup fields (kB)."""
@@ -151,14 +159,13 @@ class RecordedSource:
         refs = [frames[pfn].refcount if pfn in frames else 0 for pfn in range(top)]
         kpagemap = None
         if with_kpagemap:
-            header = KpagemapHeader(
-                layout.little_endian, layout.page_shift, layout.word_size, 2 * layout.word_size
-            )
             # (unsigned long)stable_page_flags(): a 32-bit word keeps bits 0-31.
             word_mask = (1 << 8 * layout.word_size) - 1
-            kpagemap = header.slot_bytes() + bulk_build_kpagemap_entries(
-                layout, [value & word_mask for value in flags], refs
-            )
+            kpagemap = {
+                0: bulk_build_kpagemap_entries(
+                    layout, [value & word_mask for value in flags], refs
+                )
+            }
         recorded = [
             RecordedProcess(
                 info=info,
@@ -174,7 +181,7 @@ class RecordedSource:
         return cls(
             layout,
             recorded,
-            bulk_build_u64s(layout, flags),
-            bulk_build_u64s(layout, counts),
+            {0: bulk_build_u64s(layout, flags)},
+            {0: bulk_build_u64s(layout, counts)},
             kpagemap,
         )

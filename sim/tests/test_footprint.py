@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from sim.cli import main
 from sim.flags import KPF, kpf_value
 from sim.footprint.plot import PlotUnavailable, plot
-from sim.footprint.recorded import Frame, RecordedSource
+from sim.footprint.recorded import Frame, RecordedProcess, RecordedSource
 from sim.footprint.render import human, to_json, to_text
 from sim.footprint.scan import CATEGORIES, PSS_SHIFT, SHARING, Footprint, pfn_runs, scan
 from sim.footprint.select import SelectionError, Term, parse_group, parse_term, resolve
@@ -145,6 +145,33 @@ def test_layouts_agree_in_pages() -> None:
         for k in (False, True)
     ]
     assert all(r[1:] == results[0][1:] for r in results)
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "ppc64", "i386"])
+def test_sparse_recording_per_pfn(arch: str) -> None:
+    """One slice per PFN seen, as a guest's Observations record them: same numbers."""
+    layout = LAYOUTS[arch]
+    whole = source_for(layout, kpagemap=True)
+    word = 2 * layout.word_size
+
+    def pick(data: bytes, size: int) -> dict[int, bytes]:
+        return {pfn: data[pfn * size : (pfn + 1) * size] for pfn in FRAMES}
+
+    recorded = RecordedSource.build(layout, VMAS, FRAMES, with_kpagemap=True, rollups=ROLLUPS)
+    flags = b"".join(recorded.kpageflags([(0, max(FRAMES) + 1)]))
+    counts = b"".join(recorded.kpagecount([(0, max(FRAMES) + 1)]))
+    slots = b"".join(recorded.kpagemap([(0, max(FRAMES) + 1)]))
+    sparse = RecordedSource(
+        layout,
+        [RecordedProcess(info, {start: b"".join(whole.pagemap(info.pid, [(start, len(entries))]))
+                                for start, entries in vmas.items()}, ROLLUPS[info.pid])
+         for info, vmas in VMAS.items()],
+        pick(flags, 8),
+        pick(counts, 8),
+        pick(slots, word),
+    )
+    groups = {"g": P[:3], "out": [P[3]]}
+    assert to_json(scan(sparse, groups)) == to_json(scan(whole, groups))
 
 
 def test_exited_process_is_reported() -> None:
