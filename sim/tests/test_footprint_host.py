@@ -18,6 +18,7 @@ they agree.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from sim.cli import main
 from sim.footprint.live import LiveProc, freeze
 from sim.footprint.scan import PSS_SHIFT, Footprint, scan
 from sim.tests import footprint_group
@@ -123,3 +125,26 @@ def test_process_gone_is_reported(tmp_path: Path) -> None:
     child.wait()
     result = scan(source, {"g": [info]})
     assert [pf.status for pf in result.groups[0].members] == ["exited"]
+
+
+def test_command_on_the_group(
+    group: footprint_group.Group, capsys: pytest.CaptureFixture[str]
+) -> None:
+    members = ",".join(map(str, group.members))
+    argv = ["footprint", "--json", "--freeze", "--group", f"app=pid:{members}",
+            "--group", f"family=tree:{group.parent}", "--group", f"out=pid:{group.outsider}"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    doc = json.loads(out)
+    app, family, outsider = doc["groups"]
+    assert doc["data"].startswith("pagemap + ")
+    assert [p["pid"] for p in family["processes"]] == sorted(group.all)
+    assert family["shared_outside"] < app["shared_outside"]
+    assert outsider["exclusive"] + outsider["shared_outside"] == outsider["rss"]
+    rollups = _rollups(group.members)
+    for process in app["processes"]:
+        assert process["rss"] >> 10 == rollups[process["pid"]]["Rss"]
+    assert main(["footprint", "--bytes", "--group", f"app=pid:{members}"]) == 0
+    text = capsys.readouterr().out
+    assert "app total " in text and str(app["rss"]) in text
