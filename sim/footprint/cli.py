@@ -17,7 +17,6 @@ from typing import Any
 from sim.footprint.live import LiveProc, freeze
 from sim.footprint.plot import PlotUnavailable, plot
 from sim.footprint.plot import check as check_plot
-from sim.footprint.render import to_json, to_text
 from sim.footprint.scan import scan
 from sim.footprint.select import SelectionError, Term, parse_group, parse_term, resolve
 from sim.footprint.source import ProcessInfo, SourceError
@@ -112,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
         footprint = scan(source, groups, skip_denied=not terms)
     if args.plot is not None:
         plot(footprint, args.plot)
+    # rich loads only here, so `sim decode` starts without it.
+    from sim.footprint.render import to_json, to_text
+
     if args.json:
         sys.stdout.write(to_json(footprint) + "\n")
     else:

@@ -37,7 +37,6 @@ __all__ = ["LiveProc", "freeze"]
 
 #: Entries per pread(): 8 MiB of pagemap, bounded memory for huge VMAs.
 _CHUNK_ENTRIES = 1 << 20
-_GONE = (errno.ENOENT, errno.ESRCH)
 _DENIED = (errno.EACCES, errno.EPERM)
 #: How long freeze() waits for a SIGSTOP to take hold: 2 s at most.
 _STOP_POLLS = 4000
@@ -90,8 +89,8 @@ class LiveProc:
             if name.isdigit():
                 try:
                     found.append(self.process(int(name)))
-                except ProcessGone:
-                    continue
+                except (ProcessGone, PrivilegeError):
+                    continue  # exited, or hidden from this user (hidepid)
         return sorted(found, key=lambda info: info.pid)
 
     def process(self, pid: int) -> ProcessInfo:
@@ -155,7 +154,7 @@ class LiveProc:
             with open(path, encoding="utf-8", errors="replace") as f:
                 return f.read()
         except OSError as e:
-            raise _error(path, e, pid) from None
+            raise _error(path, e, pid, self.root) from None
 
     def _read_runs(
         self, path: str, runs: Iterable[Run], entry_size: int, *, pid: int | None = None
@@ -163,11 +162,11 @@ class LiveProc:
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError as e:
-            raise _error(path, e, pid) from None
+            raise _error(path, e, pid, self.root) from None
         try:
             return [b"".join(_pread_run(fd, first, count, entry_size)) for first, count in runs]
         except OSError as e:
-            raise _error(path, e, pid) from None
+            raise _error(path, e, pid, self.root) from None
         finally:
             os.close(fd)
 
@@ -184,8 +183,13 @@ def _pread_run(fd: int, first: int, count: int, entry_size: int) -> Iterator[byt
         offset += len(data)
 
 
-def _error(path: str, e: OSError, pid: int | None) -> SourceError:
-    if e.errno in _GONE and pid is not None:
+def _error(path: str, e: OSError, pid: int | None, root: str) -> SourceError:
+    # ENOENT/ESRCH on a process's file: gone, unless the process is still
+    # there and the file itself is missing (a kernel without PROC_PAGE_MONITOR).
+    if pid is not None and (
+        e.errno == errno.ESRCH
+        or (e.errno == errno.ENOENT and not os.path.exists(f"{root}/{pid}/stat"))
+    ):
         return ProcessGone(pid)
     reason = e.strerror or str(e)
     if e.errno in _DENIED:
