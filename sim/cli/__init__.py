@@ -15,6 +15,7 @@ from typing import BinaryIO, NoReturn
 
 from sim.arch import ARCH_NAMES, UnknownArchError, get_arch, host_arch
 from sim.cli.decoder import KINDS, MAX_OFFSET, InputError, decode
+from sim.footprint import cli as footprint_cli
 from sim.formats import ByteLayout, FormatError
 
 __all__ = ["EXIT_BROKEN_PIPE", "EXIT_ERROR", "main"]
@@ -72,7 +73,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description=f"{summary}\n\nKINDs:\n{kinds}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    decode_parser.set_defaults(command_parser=decode_parser)
+    decode_parser.set_defaults(command_parser=decode_parser, run=_run_decode)
     decode_parser.add_argument("kind", metavar="KIND", choices=list(KINDS), help=", ".join(KINDS))
     decode_parser.add_argument("file", metavar="FILE", help='the bytes to decode; "-" for stdin')
     decode_parser.add_argument(
@@ -98,6 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
     decode_parser.add_argument(
         "--json", action="store_true", help="one JSON object per line (keys: see KINDs)"
     )
+    footprint_cli.add_parser(commands)
     return parser
 
 
@@ -150,7 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else EXIT_ERROR
     prog = f"sim {args.command}"
     try:
-        return _run_decode(args)
+        status: int = args.run(args)
+        return status
     except BrokenPipeError:
         # The reader left; say nothing, and keep Python's exit-time flush of
         # stdout from raising again.
@@ -161,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError):  # stdout without a file descriptor
             pass
         return EXIT_BROKEN_PIPE
-    except (FormatError, UnknownArchError, InputError) as e:
+    except (FormatError, UnknownArchError, InputError, *footprint_cli.USER_ERRORS) as e:
         return _fail(prog, str(e))
     except OSError as e:  # writing the output failed (disk full, ...)
         return _fail(prog, f"cannot write output: {e.strerror or e}")
