@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from harness.arches import PROFILE_NAMES, ArchProfile, UnknownProfileError, get_profile
+from harness.arches import ArchProfile, get_profile
 from harness.compare import compare
 from harness.errors import AgentOpError, VMError
 from harness.guest_executor import GuestExecutorError, run_guest
@@ -36,6 +36,7 @@ from harness.observations import Observations
 from harness.report import ScenarioResult, render_json, render_text
 from harness.scenario import Scenario, ScenarioError, load_scenario
 from harness.vm import VM, VMConfig, VMState
+from sim.arch import ARCH_NAMES, ArchError
 
 __all__ = ["RunOutcome", "add_arguments", "main", "run_scenario", "run_scenarios"]
 
@@ -54,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``run`` (also for a parent CLI's subparser)."""
     parser.add_argument("scenarios", nargs="+", metavar="SCENARIO.json", type=Path)
-    parser.add_argument("--arch", default="x86_64", choices=PROFILE_NAMES)
+    parser.add_argument("--arch", default="x86_64", choices=ARCH_NAMES)
     parser.add_argument("--json", action="store_true", help="print the JSON report")
     parser.add_argument(
         "--keep-logs", type=Path, metavar="DIR",
@@ -153,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenarios = [load_scenario(path) for path in args.scenarios]
         profile: ArchProfile = get_profile(args.arch)
         image: BootImage = find_image(profile, args.kernel, args.initramfs)
-    except (ScenarioError, UnknownProfileError, ImageUnavailable) as e:
+    except (ScenarioError, ArchError, ImageUnavailable) as e:
         return _fail(str(e))
     names = [s.name for s in scenarios]
     duplicate = next((n for n in names if names.count(n) > 1), None)

@@ -8,11 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from images.arches import IMAGE_ARCH_NAMES
+from images.arches import IMAGE_ARCH_NAMES, get_image_arch
 from images.builder import build_image, find_image
 from images.errors import ImageError
 from images.hostsetup import setup_host
 from images.project import AGENT_DIR_ENV
+from sim.arch import ARCH_NAMES, ArchError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
         ("path", "print the kernel and initramfs paths of ARCH's image (exit 1 if not built)"),
     ):
         command = commands.add_parser(name, help=text, description=text)
-        command.add_argument("--arch", required=True, choices=IMAGE_ARCH_NAMES)
+        # Every name is a choice: one without a kernel build gets a one-line reason.
+        command.add_argument("--arch", required=True, choices=ARCH_NAMES)
         command.add_argument(
             "--agent-dir",
             type=Path,
@@ -41,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         "what is missing with apt-get, else print the command.",
     )
     setup.add_argument(
-        "--arch", action="append", choices=IMAGE_ARCH_NAMES,
+        "--arch", action="append", choices=ARCH_NAMES,
         help="only what this arch needs (repeatable; default: all)",
     )
     return parser
@@ -51,7 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "setup":
-            setup_host(tuple(args.arch or IMAGE_ARCH_NAMES))
+            arches = tuple(args.arch or IMAGE_ARCH_NAMES)
+            for name in arches:
+                get_image_arch(name)  # only arches that build an image need host tools
+            setup_host(arches)
             return 0
         if args.command == "build":
             image = build_image(args.arch, agent_dir=args.agent_dir, jobs=args.jobs)
@@ -65,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 return 1
             image = found
-    except ImageError as exc:
+    except (ImageError, ArchError) as exc:
         print(f"images: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
