@@ -25,8 +25,9 @@ SPEC = ArchSpec(
         source="arch/powerpc/include/asm/book3s/64/radix-64k.h, asm/task_size_64.h",
         # arch/powerpc/Kconfig: select HAVE_ARCH_SOFT_DIRTY if PPC_BOOK3S_64
         soft_dirty=True,
-        # Radix: 2M (PMD) and 1G (PUD) leaves (radix__init_page_sizes() and
-        # arch_hugetlb_valid_size() in arch/powerpc/mm/).
+        # Radix: 2M (PMD) and 1G (PUD) leaves, the sizes QEMU's POWER9 lists in
+        # ibm,processor-radix-AP-encodings (radix_dt_scan_page_sizes() in
+        # arch/powerpc/mm/book3s64/radix_pgtable.c); to be checked in a guest.
         hugetlb_levels=("pmd", "pud"),
         ram_base=0,  # pseries RAM is one block from guest-physical 0
         # A 64K-page kernel is the distribution default on Book3S.
