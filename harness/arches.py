@@ -32,10 +32,12 @@ class ArchProfile:
 
     @property
     def page_shift(self) -> int:
+        """PAGE_SHIFT of the guest kernel."""
         return self.arch.page_shift
 
     @property
     def page_size(self) -> int:
+        """PAGE_SIZE of the guest kernel, bytes."""
         return self.arch.page_size
 
     def command_line_for_kernel(self, extra: tuple[str, ...] = ()) -> str:
