@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from harness.arches import PROFILE_NAMES, ArchProfile, UnknownProfileError, get_profile
+from harness.arches import ArchProfile, get_profile
 from harness.errors import AgentOpError, VMError
 from harness.image import ImageUnavailable, find_image
 from harness.vm import VM, VMConfig
+from sim.arch import ARCH_NAMES, ArchError
 
 __all__ = ["main"]
 
@@ -68,7 +69,7 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     read.add_argument("path", metavar="PATH", help="file in the guest, e.g. /proc/kpagemap")
-    read.add_argument("--arch", default="x86_64", choices=PROFILE_NAMES)
+    read.add_argument("--arch", default="x86_64", choices=ARCH_NAMES)
     read.add_argument("--offset", type=_number, default=0, help="file offset (default 0)")
     read.add_argument("--count", type=_number, default=64, help="bytes to read (default 64)")
     read.add_argument("--uid", type=_number, help="read as this unprivileged uid (gid = uid)")
@@ -155,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VMError as e:
         message = e.message + (f" (logs kept in {e.kept_logs})" if e.kept_logs else "")
         return _fail(message)
-    except (CommandError, ImageUnavailable, UnknownProfileError, AgentOpError) as e:
+    except (CommandError, ImageUnavailable, ArchError, AgentOpError) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
         return 128 + 2

@@ -5,7 +5,7 @@ executor (:func:`harness.scenario.plan_layout`) and the same observations,
 made by the same function (:func:`harness.observations.observe_check`): here
 its reads are READ_FILE requests to the agent (as root or as the check's
 uid) and the RAM oracle reads the guest's memory-backend file at
-``pfn << PAGE_SHIFT`` (:class:`harness.vm.GuestRAM`).
+``(pfn << PAGE_SHIFT) - ram_base`` (:class:`harness.vm.GuestRAM`).
 
 One VM serves many scenarios.  Each run forks its own named processes from
 the agent (``main`` first; names unique to the run), and kills and reaps
@@ -380,14 +380,10 @@ class GuestRun:
     def frame_tags(self, pfns: Sequence[int]) -> list[int | None]:
         """The u64 at the start of each frame in guest RAM (None: outside RAM)."""
         ram = self.vm.ram
-        size = ram.size
         tags: list[int | None] = []
         for pfn in pfns:
-            offset = pfn << self.arch.page_shift
-            if offset + 8 > size:
-                tags.append(None)
-                continue
-            tags.append(parse_u64s(self.arch, ram.read(offset, 8))[0])
+            data = ram.frame_bytes(pfn, 8)
+            tags.append(None if data is None else parse_u64s(self.arch, data)[0])
         return tags
 
 

@@ -75,7 +75,7 @@ def find_image(
         ) from None
     image_error: type[Exception] = getattr(images, "ImageError", RuntimeError)
     try:
-        built = build_image(profile.image_arch, kernel_version=kernel_version)
+        built = build_image(profile.name, kernel_version=kernel_version)
     except image_error as e:
         raise ImageUnavailable(f"building the {profile.name} image failed: {e}") from e
     if built is None:

@@ -50,20 +50,22 @@ def qemu_command(
     *,
     extra_cmdline: tuple[str, ...] = (),
 ) -> list[str]:
-    memory = f"{profile.memory_mib}M"
-    machine = ",".join((profile.machine, *profile.machine_options, "memory-backend=ram0"))
+    qemu = profile.qemu
+    memory = f"{qemu.memory_mib}M"
+    machine = ",".join((qemu.machine, *qemu.machine_options, "memory-backend=ram0"))
     return [
-        profile.qemu_binary,
+        qemu.binary,
         "-nodefaults",
         "-no-user-config",
         "-display", "none",
         "-no-reboot",
         "-accel", "tcg",
         "-machine", machine,
-        "-cpu", profile.cpu,
+        "-cpu", qemu.cpu,
         "-smp", "1",
         "-m", memory,
-        # Guest RAM in a host file: page bytes at offset pfn << PAGE_SHIFT.
+        # Guest RAM in a host file: the page at guest-physical address
+        # ram_base + off is at file offset off (harness.vm.GuestRAM).
         "-object",
         f"memory-backend-file,id=ram0,size={memory},mem-path={paths.ram},share=on",
         "-kernel", str(image.kernel),
@@ -74,7 +76,7 @@ def qemu_command(
         "-chardev", f"socket,id=qmp,path={paths.qmp_socket}",
         "-mon", "chardev=qmp,mode=control",
         "-chardev", f"socket,id=agent,path={paths.agent_socket}",
-        "-device", f"{profile.virtio_serial_device},id=agentbus",
+        "-device", f"{qemu.virtio_serial_device},id=agentbus",
         "-device", f"virtserialport,bus=agentbus.0,chardev=agent,name={AGENT_PORT_NAME}",
-        *profile.extra_args,
+        *qemu.extra_args,
     ]  # fmt: skip

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from harness.arches import PROFILE_NAMES, ArchProfile, UnknownProfileError, get_profile
+from harness.arches import ArchProfile, get_profile
 from harness.compare import compare
 from harness.errors import AgentOpError, VMError
 from harness.guest_executor import GuestExecutorError, run_guest
@@ -50,6 +50,7 @@ from harness.observations import Observations
 from harness.report import ScenarioResult, render_json, render_text
 from harness.scenario import Scenario, ScenarioError, load_scenario
 from harness.vm import VM, VMConfig, VMState
+from sim.arch import ARCH_NAMES, ArchError
 from sim.mm.facts import PINNED
 
 __all__ = ["RunOutcome", "add_arguments", "internal_error", "main", "run_scenario", "run_scenarios"]
@@ -69,7 +70,7 @@ class _Parser(argparse.ArgumentParser):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``run`` (also for a parent CLI's subparser)."""
     parser.add_argument("scenarios", nargs="+", metavar="SCENARIO.json", type=Path)
-    parser.add_argument("--arch", default="x86_64", choices=PROFILE_NAMES)
+    parser.add_argument("--arch", default="x86_64", choices=ARCH_NAMES)
     parser.add_argument("--json", action="store_true", help="print the JSON report")
     parser.add_argument(
         "--keep-logs", type=Path, metavar="DIR",
@@ -255,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         image: BootImage = find_image(
             profile, args.kernel, args.initramfs, kernel_version=args.kernel_version
         )
-    except (ScenarioError, UnknownProfileError, ImageUnavailable) as e:
+    except (ScenarioError, ArchError, ImageUnavailable) as e:
         return _fail(str(e))
     _progress(f"kernel source: {image.source}")
     names = [s.name for s in scenarios]

@@ -93,18 +93,24 @@ class VMConfig:
 
 
 class GuestRAM:
-    """The guest's RAM through the memory-backend file: bytes at pfn << PAGE_SHIFT.
+    """The guest's RAM through the memory-backend file.
 
-    That equality holds for RAM in one block from guest-physical 0: all of it
-    on pseries, and on x86 below the PCI hole (3 GiB), which 1 GiB stays under.
+    QEMU maps the backend at the machine's RAM base, so the byte at
+    guest-physical address ``ram_base + off`` is at file offset ``off``; the
+    frame with PFN ``pfn`` starts at ``(pfn << page_shift) - ram_base``.  That
+    holds for RAM in one block: all of it on pseries (base 0), and on x86 below
+    the PCI hole (3 GiB), which 1 GiB stays under.
     """
 
-    def __init__(self, fd: int, page_shift: int) -> None:
+    def __init__(self, fd: int, page_shift: int, ram_base: int = 0) -> None:
+        """``fd``: the open backend file; ``ram_base``: guest-physical address of its byte 0."""
         self._fd: int | None = fd
         self.page_shift = page_shift
+        self.ram_base = ram_base
 
     @property
     def size(self) -> int:
+        """Bytes of guest RAM (the backend file's size; 0 until QEMU has sized it)."""
         return os.fstat(self._require()).st_size
 
     def _require(self) -> int:
@@ -113,13 +119,26 @@ class GuestRAM:
         return self._fd
 
     def read(self, offset: int, size: int) -> bytes:
+        """``size`` bytes at file ``offset`` (ValueError outside the file, VMError if closed)."""
         fd = self._require()
         if offset < 0 or size < 0 or offset + size > self.size:
             raise ValueError(f"guest RAM read {offset:#x}+{size:#x} is outside 0..{self.size:#x}")
         return os.pread(fd, size, offset)
 
+    def frame_offset(self, pfn: int) -> int:
+        """The file offset of the first byte of frame ``pfn`` (may be outside the file)."""
+        return (pfn << self.page_shift) - self.ram_base
+
+    def frame_bytes(self, pfn: int, size: int) -> bytes | None:
+        """The first ``size`` bytes of frame ``pfn``; None when the frame is not in this RAM."""
+        offset = self.frame_offset(pfn)
+        if offset < 0 or offset + size > self.size:
+            return None
+        return self.read(offset, size)
+
     def page(self, pfn: int) -> bytes:
-        return self.read(pfn << self.page_shift, 1 << self.page_shift)
+        """Every byte of frame ``pfn`` (ValueError when it is not in this RAM)."""
+        return self.read(self.frame_offset(pfn), 1 << self.page_shift)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -333,7 +352,7 @@ class VM:
         # Created here (empty; QEMU sizes it) so the harness holds a descriptor
         # and can unlink the name as soon as QEMU has mapped it.
         fd = os.open(ram, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        self._ram = GuestRAM(fd, self.profile.page_shift)
+        self._ram = GuestRAM(fd, self.profile.page_shift, self.profile.arch.ram_base)
         for what, path in (("qmp", self._paths.qmp_socket), ("agent", self._paths.agent_socket)):
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
             listener.bind(str(path))
@@ -404,7 +423,7 @@ class VM:
 
     def _wait_for_agent(self) -> None:
         assert self._agent is not None
-        timeout = self.config.boot_timeout or self.profile.boot_timeout_s
+        timeout = self.config.boot_timeout or self.profile.qemu.boot_timeout_s
         try:
             self.hello = self._agent.wait_hello(timeout)
         except AgentTimeout as e:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from images.arches import IMAGE_ARCH_NAMES
+from images.arches import IMAGE_ARCH_NAMES, get_image_arch
 from images.builder import build_image, find_image
 from images.cache import Cache
 from images.errors import ImageError, MissingToolsError, SourceError
@@ -20,6 +20,7 @@ from images.project import (
     find_project,
 )
 from images.source import prepare_source
+from sim.arch import ARCH_NAMES, ArchError
 
 #: Exit status when the inputs are wrong (no usable kernel source, tools missing).
 EXIT_INPUT = 2
@@ -36,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
         ("path", "print the kernel and initramfs paths of ARCH's image (exit 1 if not built)"),
     ):
         command = commands.add_parser(name, help=text, description=text)
-        command.add_argument("--arch", required=True, choices=IMAGE_ARCH_NAMES)
+        # Every name is a choice: one without a kernel build gets a one-line reason.
+        command.add_argument("--arch", required=True, choices=ARCH_NAMES)
         command.add_argument(
             "--agent-dir",
             type=Path,
@@ -52,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         "what is missing with apt-get, else print the command.",
     )
     setup.add_argument(
-        "--arch", action="append", choices=IMAGE_ARCH_NAMES,
+        "--arch", action="append", choices=ARCH_NAMES,
         help="only what this arch needs (repeatable; default: all)",
     )
     _kernel_version_option(setup)
@@ -71,7 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "setup":
-            setup_host(tuple(args.arch or IMAGE_ARCH_NAMES))
+            arches = tuple(args.arch or IMAGE_ARCH_NAMES)
+            for name in arches:
+                get_image_arch(name)  # only arches that build an image need host tools
+            setup_host(arches)
             patch_set = find_project().patch_set(args.kernel_version)
             series = patch_set.read_series()
             prepare_source(Cache.default(), patch_set.base_file,
@@ -94,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SourceError, MissingToolsError) as exc:
         print(f"images: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_INPUT
-    except ImageError as exc:
+    except (ImageError, ArchError) as exc:
         print(f"images: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -20,7 +20,7 @@ def compile_agent(arch: ImageArch, source_dir: Path, output: Path, log: Path) ->
     if not sources:
         raise AgentError(f"no guest agent source (*.c) in {source_dir}")
     run(
-        [arch.agent_cc, *arch.agent_cflags, "-I", str(source_dir), "-o", str(output), *sources],
+        [arch.agent.cc, *arch.agent.cflags, "-I", str(source_dir), "-o", str(output), *sources],
         log,
     )
     check_elf(output, arch)
@@ -36,12 +36,12 @@ def check_elf(path: Path, arch: ImageArch) -> None:
         raise AgentError(f"{path}: unknown ELF class {elf_class} / data encoding {elf_data}")
     order = ">" if elf_data == 2 else "<"
     (machine,) = struct.unpack_from(f"{order}H", data, 18)
-    if machine != arch.elf_machine or (elf_data == 2) != arch.elf_big_endian:
-        want = "big" if arch.elf_big_endian else "little"
+    if machine != arch.agent.elf_machine or (elf_data == 2) != arch.big_endian:
+        want = "big" if arch.big_endian else "little"
         have = "big" if elf_data == 2 else "little"
         raise AgentError(
             f"{path} is for ELF machine {machine} ({have}-endian), {arch.name} needs "
-            f"machine {arch.elf_machine} ({want}-endian): check {arch.agent_cc}"
+            f"machine {arch.agent.elf_machine} ({want}-endian): check {arch.agent.cc}"
         )
     if elf_class == 2:
         phoff, = struct.unpack_from(f"{order}Q", data, 32)

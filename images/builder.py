@@ -48,7 +48,7 @@ class BuiltImage:
     def at(cls, arch: ImageArch, directory: Path, choice: SourceChoice) -> BuiltImage:
         return cls(
             arch=arch.name,
-            kernel=directory / Path(arch.image_path).name,
+            kernel=directory / Path(arch.kernel.image_path).name,
             initramfs=directory / _INITRAMFS,
             config=directory / "config",
             key=directory.name,
@@ -180,7 +180,7 @@ def _assemble_image(
     agent = staging / "agent"
     compile_agent(arch, agent_dir, agent, log)
     make_initramfs(kernel_dir / "gen_init_cpio", {"agent": agent}, staging / _INITRAMFS, log)
-    kernel_name = Path(arch.image_path).name
+    kernel_name = Path(arch.kernel.image_path).name
     for name in (kernel_name, "config"):
         # Published files never change: a hard link is a safe, free copy.
         try:
@@ -275,9 +275,9 @@ class _KernelBuild:
 
     def _make(self, *targets: str, env: dict[str, str] | None = None, label: str) -> None:
         argv = ["make", "-C", str(self.tree.src), f"O={self.build_dir}"]
-        argv.append(f"ARCH={self.arch.kernel_arch}")
-        if self.arch.cross_compile:
-            argv.append(f"CROSS_COMPILE={self.arch.cross_compile}")
+        argv.append(f"ARCH={self.arch.kernel.make_arch}")
+        if self.arch.kernel.cross_compile:
+            argv.append(f"CROSS_COMPILE={self.arch.kernel.cross_compile}")
         run([*argv, *targets], self.log, env=env, progress=f"{self.arch.name}: {label}")
 
     def _requests(self) -> list[Request]:
@@ -303,7 +303,7 @@ class _KernelBuild:
         allconfig = self.build_dir / "allconfig.fragment"
         parts = [
             f"# {name}\n{(self.tree.src / name).read_text(encoding='utf-8')}"
-            for name in self.arch.base_fragments
+            for name in self.arch.kernel.base_fragments
         ]
         parts += [f"# {name}\n{data.decode('utf-8')}" for name, data in self.inputs.fragments]
         allconfig.write_text("\n".join(parts), encoding="utf-8")
@@ -313,8 +313,8 @@ class _KernelBuild:
     # -- kernel ------------------------------------------------------------------
 
     def _make_kernel(self) -> None:
-        self._make(f"-j{self.jobs}", self.arch.make_target, label="make")
-        for built in (self.build_dir / self.arch.image_path, self._gen_init_cpio):
+        self._make(f"-j{self.jobs}", self.arch.kernel.make_target, label="make")
+        for built in (self.build_dir / self.arch.kernel.image_path, self._gen_init_cpio):
             if not built.is_file():
                 raise ImageError(f"make succeeded but {built} is missing; see {self.log}")
 
@@ -329,7 +329,7 @@ class _KernelBuild:
         return path.read_text(encoding="utf-8").strip()
 
     def _collect(self, staging: Path) -> None:
-        image = self.build_dir / self.arch.image_path
+        image = self.build_dir / self.arch.kernel.image_path
         shutil.copy2(image, staging / image.name)
         shutil.copy2(self.build_dir / ".config", staging / "config")
         shutil.copy2(self._gen_init_cpio, staging / "gen_init_cpio")
@@ -340,7 +340,7 @@ class _KernelBuild:
             "source": self.choice.as_json(),
             "kernel_release": self._release(),
             "patches": [name for name, _ in self.inputs.patches],
-            "fragments": [*self.arch.base_fragments, *(n for n, _ in self.inputs.fragments)],
+            "fragments": [*self.arch.kernel.base_fragments, *(n for n, _ in self.inputs.fragments)],
             "compilers": {cc: v.splitlines()[0] for cc, v in self.inputs.compilers},
             "kernel": image.name,
             "kernel_bytes": image.stat().st_size,

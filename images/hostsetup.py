@@ -11,10 +11,9 @@ from pathlib import Path
 from images.arches import IMAGE_ARCH_NAMES
 from images.commands import note, run_captured
 from images.errors import CommandError, MissingToolsError
+from sim.arch import ARCH_NAMES, get_spec
 
 __all__ = ["REQUIREMENTS", "Requirement", "missing", "setup_host"]
-
-_PPC = ("ppc64", "ppc64-4k")
 
 
 @dataclass(frozen=True)
@@ -35,10 +34,20 @@ class Requirement:
         return not self.arches or any(arch in self.arches for arch in arches)
 
 
-#: Tool or file -> Debian package.
+def _arch_requirements() -> tuple[Requirement, ...]:
+    """The ``host`` needs of every architecture's data file, each with the arches needing it."""
+    arches: dict[tuple[str, str], list[str]] = {}
+    for name in ARCH_NAMES:
+        for need in get_spec(name).host:
+            arches.setdefault((need.what, need.package), []).append(name)
+    return tuple(
+        Requirement(what, package, tuple(names)) for (what, package), names in arches.items()
+    )
+
+
+#: Tool or file -> Debian package: the common ones, then the architectures' (sim.arch).
 REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("gcc", "gcc"),
-    Requirement("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev", ("x86_64",)),
     Requirement("make", "make"),
     Requirement("flex", "flex"),
     Requirement("bison", "bison"),
@@ -54,14 +63,12 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("dpkg-deb", "dpkg"),
     # The kernel source is fetched by version with apt-get download (images.source).
     Requirement("apt-get", "apt"),
-    Requirement("qemu-system-x86_64", "qemu-system-x86", ("x86_64",)),
-    Requirement("qemu-system-ppc64", "qemu-system-ppc", _PPC),
-    Requirement("powerpc64-linux-gnu-gcc", "gcc-powerpc64-linux-gnu", _PPC),
-    Requirement("/usr/powerpc64-linux-gnu/lib/libc.a", "libc6-dev-ppc64-cross", _PPC),
+    *_arch_requirements(),
 )
 
 
 def missing(arches: Sequence[str]) -> list[Requirement]:
+    """The requirements of ``arches`` (``--arch`` names) that are absent from this host."""
     return [r for r in REQUIREMENTS if r.needed_for(arches) and not r.present()]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from images.arches import ImageArch
@@ -12,6 +12,7 @@ from images.cache import Cache
 from images.commands import run_captured
 from images.errors import MissingToolsError
 from images.initramfs import LAYOUT, Entry
+from sim.arch import AgentBuild, KernelBuild
 
 __all__ = ["RECIPE_VERSION", "BuildInputs", "cache_key", "compiler_version", "kernel_key"]
 
@@ -60,19 +61,38 @@ class _Digest:
 
 
 def kernel_key(inputs: BuildInputs) -> str:
-    """16 hex digits naming the kernel build of ``inputs`` (agent and layout aside)."""
+    """16 hex digits naming the kernel build of ``inputs`` (agent and layout aside).
+
+    Of the architecture it hashes only the kernel-build facts (the data file's
+    ``kernel`` part) and the compilers the kernel build runs, so an edit to
+    the QEMU machine, the host packages or the agent build never rebuilds a
+    kernel.
+    """
     digest = _Digest()
     digest.field("recipe", str(inputs.recipe_version).encode())
-    digest.field("arch", repr(inputs.arch).encode())
+    _record(digest, "kernel", inputs.arch.kernel)
     digest.field("source-version", inputs.source_version.encode())
     digest.field("source-sha256", inputs.source_sha256.encode())
     digest.field("series", b"-" if inputs.series_file is None else b"+" + inputs.series_file)
     digest.files("patch", inputs.patches)
     digest.files("fragment", inputs.fragments)
-    for name, version in inputs.compilers:
-        digest.field("compiler", name.encode())
-        digest.field("compiler-version", version.encode())
+    _compilers(digest, inputs, kernel=True)
     return digest.key()
+
+
+def _record(digest: _Digest, label: str, record: KernelBuild | AgentBuild) -> None:
+    """Hash every field of a data-file part by name (a new field changes the key)."""
+    for item in fields(record):
+        digest.field(f"{label}-{item.name}", repr(getattr(record, item.name)).encode())
+
+
+def _compilers(digest: _Digest, inputs: BuildInputs, *, kernel: bool) -> None:
+    """Hash the compilers the kernel build runs (``kernel``), or the others."""
+    runs_kernel = set(inputs.arch.kernel_compilers)
+    for name, version in inputs.compilers:
+        if (name in runs_kernel) == kernel:
+            digest.field("compiler", name.encode())
+            digest.field("compiler-version", version.encode())
 
 
 def cache_key(inputs: BuildInputs) -> str:
@@ -80,6 +100,9 @@ def cache_key(inputs: BuildInputs) -> str:
     digest = _Digest()
     digest.field("kernel", kernel_key(inputs).encode())
     digest.files("agent", inputs.agent_sources)
+    _record(digest, "agent", inputs.arch.agent)
+    digest.field("agent-big-endian", str(inputs.arch.big_endian).encode())
+    _compilers(digest, inputs, kernel=False)
     digest.field("layout", repr(inputs.layout).encode())
     return digest.key()
 

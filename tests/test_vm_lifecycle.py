@@ -55,7 +55,7 @@ def test_boot_ping_poweroff_leaves_nothing(fresh_vm: Callable[..., VM]) -> None:
     assert vm.agent.ping().pid == 1
     # The RAM file's name is gone as soon as QEMU mapped it; the bytes are not.
     assert not paths.ram.exists()
-    assert vm.ram.size == vm.profile.memory_mib << 20
+    assert vm.ram.size == vm.profile.qemu.memory_mib << 20
     assert paths.workdir.is_dir()
     assert vm.shutdown() == "poweroff"
     assert _state(vm) is VMState.STOPPED
@@ -80,7 +80,7 @@ def test_command_line_is_printed_before_qemu_runs(vm_config: VMConfig) -> None:
     config = dataclasses.replace(vm_config, echo=printed.append)
     with VM(config, name="echo") as vm:
         assert printed == [f"+ {vm.command_text}"]
-        assert vm.command_line[0] == vm.profile.qemu_binary
+        assert vm.command_line[0] == vm.profile.qemu.binary
 
 
 def test_kernel_panic_is_detected(fresh_vm: Callable[..., VM]) -> None:

@@ -1,42 +1,37 @@
-"""Kernel image definitions as data: one module per architecture name.
+"""The images' view of an architecture: its kernel and agent builds, and the fragment files.
 
-Each module beside this one defines exactly one :class:`ImageArch` (named
-``IMAGE``) and nothing else; the kconfig fragments it names are data-only
-files in this directory.  The builder asks the definition for every
-arch-specific fact (make variables, target, image path, agent compiler), so
-adding an architecture is adding a module and a fragment, never an ``if``.
+An architecture's facts live in its data file (:mod:`sim.arch`, the ``kernel``
+and ``agent`` parts); this package holds the kconfig fragments those parts
+name (data-only ``*.config`` files beside this module) and resolves a name to
+an :class:`ImageArch`.  The builder asks it for every arch-specific fact
+(make variables, target, image path, agent compiler), so adding an
+architecture is its data file and its fragment, never an ``if``.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from sim.arch import ARCH_NAMES
+from sim.arch import AgentBuild, KernelBuild, MissingPartError, get_spec, names_with
 
 __all__ = [
     "FRAGMENT_DIR",
     "IMAGE_ARCH_NAMES",
     "SERIES_FRAGMENT",
     "ImageArch",
-    "UnknownImageArchError",
     "get_image_arch",
 ]
 
-#: Where the fragments named by the definitions live.
+#: Where the fragments named by the data files live.
 FRAGMENT_DIR = Path(__file__).resolve().parent
 
 #: Options the patch series adds; requested only when linux-patch/series
 #: exists, and checked only for the symbols the series defines.
 SERIES_FRAGMENT = FRAGMENT_DIR / "series.config"
 
-#: Architectures (of :data:`sim.arch.ARCH_NAMES`) that have an image definition.
-IMAGE_ARCH_NAMES: tuple[str, ...] = ("x86_64", "ppc64", "ppc64-4k")
-
-
-class UnknownImageArchError(ValueError):
-    """An architecture name with no image definition."""
+#: Architectures whose data file has a kernel build (a view of sim.arch.ARCH_NAMES).
+IMAGE_ARCH_NAMES: tuple[str, ...] = names_with(lambda spec: spec.kernel)
 
 
 @dataclass(frozen=True)
@@ -45,49 +40,37 @@ class ImageArch:
 
     #: The project-wide architecture name (``--arch``; see :mod:`sim.arch`).
     name: str
-    #: ``make ARCH=...``.
-    kernel_arch: str
-    #: ``make CROSS_COMPILE=...`` ("" builds with the host compiler).
-    cross_compile: str
-    #: The make target that produces the bootable image.
-    make_target: str
-    #: The bootable image, relative to the out-of-tree build directory.
-    image_path: str
-    #: Kernel fragments shipped in the source tree, applied first (in order).
-    base_fragments: tuple[str, ...]
-    #: Fragment files in :data:`FRAGMENT_DIR`, applied after the base ones;
-    #: every option in them must survive into .config.
-    fragments: tuple[str, ...]
-    #: Compiler for the static guest agent, and its flags.
-    agent_cc: str
-    agent_cflags: tuple[str, ...]
-    #: What the agent binary must be: ELF e_machine and byte order.
-    elf_machine: int
-    elf_big_endian: bool
-
-    def __post_init__(self) -> None:
-        if self.name not in ARCH_NAMES:
-            raise ValueError(f"image definition {self.name!r} is not one of {ARCH_NAMES}")
+    kernel: KernelBuild
+    agent: AgentBuild
+    #: The guest's byte order (the agent's ELF data encoding must match).
+    big_endian: bool
 
     @property
     def fragment_paths(self) -> tuple[Path, ...]:
-        return tuple(FRAGMENT_DIR / name for name in self.fragments)
+        """Our fragments of the kernel build, as paths in :data:`FRAGMENT_DIR`."""
+        return tuple(FRAGMENT_DIR / name for name in self.kernel.fragments)
 
     @property
     def compilers(self) -> tuple[str, ...]:
-        """Every compiler the build runs: host tools, kernel, agent."""
-        kernel_cc = f"{self.cross_compile}gcc"
-        names = ["gcc", kernel_cc, self.agent_cc]
-        return tuple(dict.fromkeys(names))
+        """Every compiler the build runs: host tools, kernel, agent (no repeats)."""
+        return tuple(dict.fromkeys((*self.kernel_compilers, self.agent.cc)))
+
+    @property
+    def kernel_compilers(self) -> tuple[str, ...]:
+        """The compilers a kernel build runs: the host's (scripts) and the kernel's."""
+        return tuple(dict.fromkeys(("gcc", self.kernel.compiler)))
 
 
 def get_image_arch(name: str) -> ImageArch:
-    """The image definition of ``name`` (one of :data:`IMAGE_ARCH_NAMES`)."""
-    if name not in IMAGE_ARCH_NAMES:
-        raise UnknownImageArchError(
-            f"no kernel image definition for architecture {name!r}; "
-            f"defined: {', '.join(IMAGE_ARCH_NAMES)}"
-        )
-    module = importlib.import_module(f"images.arches.{name.replace('-', '_')}")
-    image: ImageArch = module.IMAGE
-    return image
+    """The image view of ``name``.
+
+    Raises sim.arch.UnknownArchError for a name with no data file and
+    MissingPartError (listing :data:`IMAGE_ARCH_NAMES`) for one without a
+    kernel build.
+    """
+    spec = get_spec(name)
+    if spec.kernel is None or spec.agent is None:
+        raise MissingPartError(name, "kernel build", IMAGE_ARCH_NAMES)
+    return ImageArch(
+        name=name, kernel=spec.kernel, agent=spec.agent, big_endian=not spec.model.little_endian
+    )

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from images.arches import get_image_arch
+from images.arches import IMAGE_ARCH_NAMES, ImageArch, get_image_arch
 from images.initramfs import LAYOUT, Entry
 from images.key import BuildInputs, cache_key, kernel_key
+from sim.arch import HostNeed, MissingPartError, get_spec
 
 BASE = BuildInputs(
     arch=get_image_arch("x86_64"),
@@ -87,3 +89,50 @@ def test_kernel_key_covers_all_but_the_initramfs(name: str) -> None:
         assert kernel_key(changed) == kernel_key(BASE)
     else:
         assert kernel_key(changed) != kernel_key(BASE)
+
+
+def test_only_kernel_build_facts_reach_the_kernel_key() -> None:
+    """An edit to the QEMU machine or host packages changes no key; the agent's only the image's."""
+    spec = get_spec("x86_64")
+    assert spec.qemu is not None and spec.agent is not None
+    edited = replace(
+        spec,
+        qemu=replace(spec.qemu, cpu="max", memory_mib=2048),
+        host=(*spec.host, HostNeed("ovmf", "ovmf")),
+    )
+    # What the builder and the keys see of an arch: its kernel and agent parts only.
+    assert {f.name for f in dataclasses.fields(ImageArch)} == {
+        "name", "kernel", "agent", "big_endian"
+    }
+    view = ImageArch(edited.name, edited.kernel, edited.agent, big_endian=False)  # type: ignore[arg-type]
+    assert view == BASE.arch
+    agent_edit = dataclasses.replace(
+        BASE, arch=replace(BASE.arch, agent=replace(spec.agent, cflags=("-static", "-O0")))
+    )
+    assert kernel_key(agent_edit) == kernel_key(BASE)
+    assert cache_key(agent_edit) != cache_key(BASE)
+    kernel_edit = dataclasses.replace(
+        BASE, arch=replace(BASE.arch, kernel=replace(BASE.arch.kernel, make_target="vmlinux"))
+    )
+    assert kernel_key(kernel_edit) != kernel_key(BASE)
+
+
+def test_agent_compiler_version_is_not_a_kernel_input() -> None:
+    """A compiler only the agent runs (none today) reaches the image key, not the kernel's."""
+    musl = dataclasses.replace(
+        BASE,
+        arch=replace(BASE.arch, agent=replace(BASE.arch.agent, cc="musl-gcc")),
+        compilers=(*BASE.compilers, ("musl-gcc", "musl 1.2.3\n")),
+    )
+    newer = dataclasses.replace(musl, compilers=(*BASE.compilers, ("musl-gcc", "musl 1.2.4\n")))
+    assert kernel_key(newer) == kernel_key(musl) == kernel_key(BASE)
+    assert cache_key(newer) != cache_key(musl)
+
+
+def test_image_view_of_a_model_only_arch_is_a_one_line_error() -> None:
+    with pytest.raises(MissingPartError) as info:
+        get_image_arch("i386")
+    assert str(info.value) == (
+        "architecture 'i386' has no kernel build (it exists only in the model); "
+        f"with one: {', '.join(IMAGE_ARCH_NAMES)}"
+    )

@@ -1,136 +1,139 @@
-"""Architectures as data.
+"""Architectures as data: one data file per architecture, and the one registry of them.
 
-Each module beside this one defines exactly one :class:`Arch` and nothing else.
-Nothing else in the project branches on an architecture name: code asks the
-``Arch`` for the fact it needs (byte order, word size, page shift, table
-geometry, user address limit).
+Every module beside this one that defines ``SPEC`` (an :class:`ArchSpec`) is an
+architecture's data file, named after its ``--arch`` name with ``-`` as ``_``
+(``ppc64-4k`` -> ``ppc64_4k.py``).  :data:`ARCH_NAMES` is the one list of
+names, declared once here because its order is seen (the first arch a
+scenario's range check names, the order of parametrised tests); at import it
+is checked against the data files present, so a file without an entry or an
+entry without a file fails at once.  Adding an architecture is its data file,
+its name here, and the kernel config fragment it names (if it builds a
+kernel); the images and harness lists are views of this one.
+
+Why the schema lives here, in the model package: ``sim`` is the one layer that
+``images`` and ``harness`` both import and that imports neither, so one file
+can hold an architecture's model facts beside its build and QEMU facts without
+a cycle and without a fourth top-level package.  The build and boot parts are
+plain values (strings, numbers); the model never reads them, and the code
+that interprets them stays in ``images`` (``images.arches``) and ``harness``
+(``harness.arches``).  Nothing else in the project branches on an
+architecture name: code asks the record for the fact it needs.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
-from dataclasses import dataclass
-from functools import cached_property
+from collections.abc import Callable
 
-__all__ = ["ARCH_NAMES", "Arch", "UnknownArchError", "get_arch", "host_arch"]
+from sim.arch.schema import (
+    AGENT_CFLAGS,
+    AgentBuild,
+    Arch,
+    ArchSpec,
+    HostNeed,
+    KernelBuild,
+    QemuMachine,
+)
 
-#: Names accepted by every command of the project (``--arch``).
+__all__ = [
+    "AGENT_CFLAGS",
+    "ARCH_NAMES",
+    "AgentBuild",
+    "Arch",
+    "ArchError",
+    "ArchSpec",
+    "HostNeed",
+    "KernelBuild",
+    "MissingPartError",
+    "QemuMachine",
+    "UnknownArchError",
+    "get_arch",
+    "get_spec",
+    "host_arch",
+    "names_with",
+]
+
+
+class ArchError(ValueError):
+    """An ``--arch`` name the project cannot use for the job asked (one-line message)."""
+
+
+class UnknownArchError(ArchError):
+    """An architecture name that has no data file."""
+
+
+class MissingPartError(ArchError):
+    """An architecture whose data file lacks the part a command needs (e.g. no QEMU machine)."""
+
+    def __init__(self, name: str, part: str, having: tuple[str, ...]) -> None:
+        super().__init__(
+            f"architecture {name!r} has no {part} (it exists only in the model); "
+            f"with one: {', '.join(having) or 'none'}"
+        )
+
+
+#: Names accepted by every command of the project (``--arch``): one per data file.
 ARCH_NAMES: tuple[str, ...] = ("x86_64", "ppc64", "ppc64-4k", "i386")
 
 
-class UnknownArchError(ValueError):
-    """An architecture name that has no definition."""
+def _discover() -> dict[str, ArchSpec]:
+    """Every data file of this package, by ``--arch`` name, in :data:`ARCH_NAMES` order.
 
-
-@dataclass(frozen=True)
-class Arch:
-    """The facts about one architecture that the formats and the model need.
-
-    ``levels`` lists the index bits of each page-table level from the top
-    (PGD) down to the PTE level; their sum plus ``page_shift`` is the width of
-    the virtual address the tables can map.  ``level_names`` names those
-    levels with the kernel's names (the last is always ``"pte"``, the one
-    above it is where THP leaves live when ``thp_level`` names it).
+    Raises ValueError when a file's name and its spec's name disagree, or the
+    files present and :data:`ARCH_NAMES` differ.
     """
+    specs: dict[str, ArchSpec] = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        spec = getattr(module, "SPEC", None)
+        if not isinstance(spec, ArchSpec):
+            continue  # the schema, not a data file
+        if info.name != spec.name.replace("-", "_"):
+            raise ValueError(f"{module.__file__}: defines {spec.name!r}; name the file after it")
+        specs[spec.name] = spec
+    if set(specs) != set(ARCH_NAMES):
+        raise ValueError(
+            f"sim/arch: data files define {sorted(specs)} but ARCH_NAMES lists {list(ARCH_NAMES)}"
+        )
+    return {name: specs[name] for name in ARCH_NAMES}
 
-    name: str
-    little_endian: bool
-    word_size: int  # sizeof(unsigned long) in the kernel, bytes
-    page_shift: int
-    levels: tuple[int, ...]
-    level_names: tuple[str, ...]
-    #: mm->task_size for a native process: pagemap reads end here (exclusive).
-    task_size: int
-    #: Level whose entries can be huge leaves for THP (None: no THP).
-    thp_level: str | None
-    #: SECTION_SIZE_BITS with SPARSEMEM (kpage* files end at max_pfn rounded
-    #: up to a section: get_max_dump_pfn() in fs/proc/page.c); None = FLATMEM.
-    section_size_bits: int | None
-    #: Kernel source the geometry was taken from (for a reader who checks).
-    source: str
-    #: HAVE_ARCH_SOFT_DIRTY: the PTE has a soft-dirty bit that pte_mkdirty()
-    #: sets (x86_64; powerpc book3s 64).  Without it VM_SOFTDIRTY is 0.
-    soft_dirty: bool = False
 
-    def __post_init__(self) -> None:
-        if len(self.levels) != len(self.level_names):
-            raise ValueError(f"{self.name}: levels and level_names differ in length")
-        if self.level_names[-1] != "pte":
-            raise ValueError(f"{self.name}: the last level must be 'pte'")
-        if self.word_size not in (4, 8):
-            raise ValueError(f"{self.name}: word size {self.word_size} is not 4 or 8")
+_SPECS: dict[str, ArchSpec] = _discover()
 
-    @property
-    def page_size(self) -> int:
-        return 1 << self.page_shift
 
-    @property
-    def byteorder(self) -> str:
-        """``"little"`` or ``"big"``, as ``int.to_bytes`` wants it."""
-        return "little" if self.little_endian else "big"
-
-    @property
-    def struct_prefix(self) -> str:
-        """``"<"`` or ``">"`` for :mod:`struct` (never native ``"="``)."""
-        return "<" if self.little_endian else ">"
-
-    @property
-    def va_bits(self) -> int:
-        return self.page_shift + sum(self.levels)
-
-    @cached_property
-    def level_shifts(self) -> tuple[int, ...]:
-        """Address shift of each level (PGDIR_SHIFT ... PAGE_SHIFT)."""
-        shifts = []
-        shift = self.page_shift
-        for bits in reversed(self.levels):
-            shifts.append(shift)
-            shift += bits
-        return tuple(reversed(shifts))
-
-    def level_shift(self, level_name: str) -> int:
-        return self.level_shifts[self.level_names.index(level_name)]
-
-    @property
-    def thp_pages(self) -> int:
-        """Base pages in one THP leaf (HPAGE_PMD_NR), 0 without THP."""
-        if self.thp_level is None:
-            return 0
-        return 1 << (self.level_shift(self.thp_level) - self.page_shift)
-
-    @property
-    def pages_per_section(self) -> int | None:
-        if self.section_size_bits is None:
-            return None
-        return 1 << (self.section_size_bits - self.page_shift)
-
-    @property
-    def kpagemap_entry_size(self) -> int:
-        """KPMSIZE: a (flags, count) pair of unsigned long."""
-        return 2 * self.word_size
+def get_spec(name: str) -> ArchSpec:
+    """The data file of ``name``; UnknownArchError (listing :data:`ARCH_NAMES`) if none."""
+    try:
+        return _SPECS[name]
+    except KeyError:
+        raise UnknownArchError(
+            f"unknown architecture {name!r}; known: {', '.join(ARCH_NAMES)}"
+        ) from None
 
 
 def get_arch(name: str) -> Arch:
-    """The definition of ``name`` (one of :data:`ARCH_NAMES`)."""
-    if name not in ARCH_NAMES:
-        raise UnknownArchError(
-            f"unknown architecture {name!r}; known: {', '.join(ARCH_NAMES)}"
-        )
-    module = importlib.import_module(f"sim.arch.{name.replace('-', '_')}")
-    arch: Arch = module.ARCH
-    return arch
+    """The model facts of ``name`` (one of :data:`ARCH_NAMES`); UnknownArchError if none."""
+    return get_spec(name).model
+
+
+def names_with(has_part: Callable[[ArchSpec], object]) -> tuple[str, ...]:
+    """The names whose spec has the part ``has_part`` returns (not None), in registry order."""
+    return tuple(name for name, spec in _SPECS.items() if has_part(spec) is not None)
 
 
 def host_arch() -> Arch:
-    """The architecture of the machine running this Python, if it has one."""
+    """The architecture of the machine running this Python, if it has one.
+
+    Matches ``platform.machine()`` and the byte order against each data
+    file's ``host_machines``; UnknownArchError if none matches.
+    """
     import platform
 
     machine = platform.machine()
-    table = {"x86_64": "x86_64", "AMD64": "x86_64", "i686": "i386", "i386": "i386"}
-    if machine == "ppc64" and sys.byteorder == "big":
-        # A 64K-page kernel is the distribution default on Book3S.
-        return get_arch("ppc64")
-    if machine not in table:
-        raise UnknownArchError(f"host machine {machine!r} has no definition; pass --arch")
-    return get_arch(table[machine])
+    for spec in _SPECS.values():
+        model = spec.model
+        if machine in model.host_machines and model.byteorder == sys.byteorder:
+            return model
+    raise UnknownArchError(f"host machine {machine!r} has no definition; pass --arch")

@@ -237,16 +237,16 @@ class Machine:
         reserved: Sequence[tuple[int, int]] | None = None,
         reuse_frames: bool = False,
     ) -> None:
-        """``ram`` and ``reserved`` are byte ranges [start, end); the default RAM is
-        one block [0, ram_bytes) whose first 4 MiB (at least two pages) are the
-        kernel's (reserved; the zero page is among them).  ``reuse_frames``
-        lets the allocator hand out freed frames again (the default never
-        does: :attr:`stable_pfns`)."""
+        """``ram`` and ``reserved`` are guest-physical byte ranges [start, end);
+        the default RAM is one block of ``ram_bytes`` from ``arch.ram_base``
+        whose first 4 MiB (at least two pages) are the kernel's (reserved; the
+        zero page is among them).  ``reuse_frames`` lets the allocator hand
+        out freed frames again (the default never does: :attr:`stable_pfns`)."""
         self.arch = arch
         self.facts = facts
         shift = arch.page_shift
         if ram is None:
-            ram = [(0, ram_bytes)]
+            ram = [(arch.ram_base, arch.ram_base + ram_bytes)]
         if reserved is None:
             first = ram[0][0]
             reserved = [(first, first + max(2 << shift, 4 << 20))]

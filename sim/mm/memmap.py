@@ -171,11 +171,12 @@ class PhysMem:
         init_unavailable_range() (mm/mm_init.c) initialises the struct pages of
         a present section's holes and marks them PG_reserved; a section without
         RAM has no memmap and pfn_to_online_page() returns NULL (FLATMEM: every
-        PFN below max_pfn has a struct page).
+        PFN from ARCH_PFN_OFFSET, the first RAM PFN, below max_pfn has a struct
+        page: pfn_valid() in include/asm-generic/memory_model.h).
         """
         per_section = self.arch.pages_per_section
         if per_section is None:
-            self.state[: self.max_pfn] = FrameState.RESERVED
+            self.state[min(start for start, _ in ram) : self.max_pfn] = FrameState.RESERVED
             return
         for start, end in ram:
             first = start // per_section * per_section
