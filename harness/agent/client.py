@@ -24,18 +24,18 @@ from harness.agent.protocol import (
     RESPONSE_MAGIC,
     UID_KEEP,
     WRITE_CREATE,
-    Advice,
+    AdviceCode,
+    BackingCode,
     CrashKind,
     ExitHow,
     Frame,
     Op,
-    Prot,
+    ProtBits,
     ProtocolError,
     Reader,
     ReadStage,
-    RegionKind,
+    ReplyStatus,
     SettleFlags,
-    Status,
     Whence,
     Writer,
     check_payload,
@@ -48,9 +48,9 @@ __all__ = [
     "AgentClient",
     "ExitResult",
     "Hello",
-    "ReadResult",
+    "ReadFileReply",
     "Reply",
-    "TouchResult",
+    "TouchReply",
     "Watchdog",
 ]
 
@@ -77,7 +77,7 @@ class Watchdog(Protocol):
 class Reply:
     seq: int
     op: int
-    status: Status
+    status: ReplyStatus
     error: int
     payload: bytes
 
@@ -100,7 +100,7 @@ class Hello:
 
 
 @dataclass(frozen=True)
-class TouchResult:
+class TouchReply:
     done: int
     signal: int
     fault_addr: int
@@ -112,7 +112,7 @@ class TouchResult:
 
 
 @dataclass(frozen=True)
-class ReadResult:
+class ReadFileReply:
     """Outcome of READ_FILE: the bytes, or where and why it stopped."""
 
     stage: ReadStage
@@ -265,7 +265,7 @@ class AgentClient:
             raise self._watchdog.error(AgentProtocolError, f"bad reply from the agent: {e}") from e
         self.stalled = False
         try:
-            status = Status(header.status)
+            status = ReplyStatus(header.status)
         except ValueError:
             raise self._watchdog.error(
                 AgentProtocolError, f"reply with unknown status {header.status}"
@@ -287,7 +287,7 @@ class AgentClient:
             reply = self.receive(max(deadline - time.monotonic(), 0.001))
             if reply.seq == seq and reply.op == op:
                 return reply
-            if reply.status is Status.BAD_FRAME or reply.seq > seq:
+            if reply.status is ReplyStatus.BAD_FRAME or reply.seq > seq:
                 raise self._watchdog.error(
                     AgentProtocolError,
                     f"{op.name}: unexpected reply seq {reply.seq} op {reply.op} "
@@ -300,7 +300,7 @@ class AgentClient:
     ) -> bytes:
         """A request that must succeed; its result payload."""
         reply = self.request(op, target, args, timeout)
-        if reply.status is not Status.OK:
+        if reply.status is not ReplyStatus.OK:
             raise AgentOpError(
                 op.name.lower(), target, reply.status.name, reply.error, reply.message
             )
@@ -311,7 +311,7 @@ class AgentClient:
     def wait_hello(self, timeout: float) -> Hello:
         """The agent's unsolicited HELLO: it is up and serving."""
         reply = self.receive(timeout)
-        if reply.op != Op.HELLO or reply.status is not Status.OK:
+        if reply.op != Op.HELLO or reply.status is not ReplyStatus.OK:
             raise self._watchdog.error(
                 AgentProtocolError, f"expected HELLO, got op {reply.op} ({reply.message})"
             )
@@ -331,14 +331,14 @@ class AgentClient:
         addr: int,
         length: int,
         *,
-        kind: RegionKind = RegionKind.ANON,
+        backing: BackingCode = BackingCode.ANON,
         shared: bool = False,
-        prot: Prot = Prot.READ | Prot.WRITE,
+        prot: ProtBits = ProtBits.READ | ProtBits.WRITE,
         file_tag: int = 0,
         target: str = INIT,
     ) -> int:
         args = (
-            Writer().u64(addr).u64(length).u8(kind).u8(int(shared)).u8(prot).u64(file_tag)
+            Writer().u64(addr).u64(length).u8(backing).u8(int(shared)).u8(prot).u64(file_tag)
         ).bytes()
         r = Reader(self.call(Op.MMAP, target, args), "mmap")
         placed = r.u64()
@@ -348,21 +348,21 @@ class AgentClient:
     def munmap(self, addr: int, length: int, target: str = INIT) -> None:
         self.call(Op.MUNMAP, target, Writer().u64(addr).u64(length).bytes())
 
-    def mprotect(self, addr: int, length: int, prot: Prot, target: str = INIT) -> None:
+    def mprotect(self, addr: int, length: int, prot: ProtBits, target: str = INIT) -> None:
         self.call(Op.MPROTECT, target, Writer().u64(addr).u64(length).u8(prot).bytes())
 
-    def madvise(self, addr: int, length: int, advice: Advice, target: str = INIT) -> None:
+    def madvise(self, addr: int, length: int, advice: AdviceCode, target: str = INIT) -> None:
         self.call(Op.MADVISE, target, Writer().u64(addr).u64(length).u16(advice).bytes())
 
     def touch(
         self, addr: int, pages: int, *, write: bool, tag: int = 0, target: str = INIT
-    ) -> TouchResult:
+    ) -> TouchReply:
         args = Writer().u64(addr).u64(pages).u8(int(write)).u64(tag).bytes()
         r = Reader(self.call(Op.TOUCH, target, args), "touch")
         done, signal, fault_addr, n = r.u64(), r.u32(), r.u64(), r.u32()
         values = tuple(r.u64() for _ in range(n))
         r.end()
-        return TouchResult(done, signal, fault_addr, values)
+        return TouchReply(done, signal, fault_addr, values)
 
     def fork(
         self, name: str, target: str = INIT, *, uid: int | None = None, gid: int | None = None
@@ -420,7 +420,7 @@ class AgentClient:
         nonblock: bool = False,
         target: str = INIT,
         timeout: float | None = None,
-    ) -> ReadResult:
+    ) -> ReadFileReply:
         """Open ``path`` read-only (as ``uid`` if given), seek, then read.
 
         With ``offset`` the read is pread() there; otherwise read() at the
@@ -438,7 +438,7 @@ class AgentClient:
         seek_results = tuple(r.i64() for _ in range(n))
         final_pos, data = r.i64(), r.blob()
         r.end()
-        return ReadResult(stage, err, seek_results, final_pos, data)
+        return ReadFileReply(stage, err, seek_results, final_pos, data)
 
     def write_file(
         self, path: str, data: bytes | str, *, create: bool = False, target: str = INIT

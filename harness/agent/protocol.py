@@ -8,7 +8,7 @@ converts byte by byte, harness/agent/wire.c)::
      0     4    magic          b"PMAQ" request, b"PMAR" response
      4     4    seq            u32, chosen by the host, echoed in the reply
      8     2    op             u16, :class:`Op` (echoed in the reply)
-    10     2    status         u16, :class:`Status` (0 in requests)
+    10     2    status         u16, :class:`ReplyStatus` (0 in requests)
     12     4    error          u32, the guest errno when status is ERRNO
     16     4    length         u32, payload bytes (at most MAX_PAYLOAD)
     20     4    payload_crc    CRC-32 (IEEE, as zlib.crc32) of the payload
@@ -44,17 +44,17 @@ __all__ = [
     "REQUEST_MAGIC",
     "RESPONSE_MAGIC",
     "UID_KEEP",
-    "Advice",
+    "AdviceCode",
+    "BackingCode",
     "CrashKind",
     "Frame",
     "Op",
-    "Prot",
+    "ProtBits",
     "ProtocolError",
     "ReadStage",
     "Reader",
-    "RegionKind",
+    "ReplyStatus",
     "SettleFlags",
-    "Status",
     "Whence",
     "Writer",
     "decode_header",
@@ -128,7 +128,7 @@ class Op(IntEnum):
     """() -> u32 n, n x (str name, u32 pid): init's named processes."""
 
 
-class Status(IntEnum):
+class ReplyStatus(IntEnum):
     OK = 0
     ERRNO = 1
     BAD_FRAME = 2
@@ -137,19 +137,19 @@ class Status(IntEnum):
     NO_PROCESS = 5
 
 
-class Prot(IntFlag):
+class ProtBits(IntFlag):
     NONE = 0
     READ = 1
     WRITE = 2
     EXEC = 4
 
 
-class RegionKind(IntEnum):
+class BackingCode(IntEnum):
     ANON = 0
     FILE = 1
 
 
-class Advice(IntEnum):
+class AdviceCode(IntEnum):
     """madvise() advice, mapped to the kernel's numbers by the agent."""
 
     DONTNEED = 1

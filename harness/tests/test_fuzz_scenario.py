@@ -29,20 +29,23 @@ from hypothesis import strategies as st
 from harness.scenario import (
     MAX_OBSERVATIONS,
     MAX_PROCS,
+    STEP_TYPES,
     Scenario,
     ScenarioError,
     load_scenario,
+    step_keys,
 )
+from sim.arch import get_arch
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = REPO / "tests" / "scenarios"
 CATALOG_DATA: tuple[tuple[str, Any], ...] = tuple(
     (path.name, json.loads(path.read_text())) for path in sorted(CATALOG.glob("*.json"))
 )
-OPS = ("mmap", "write", "read", "munmap", "mprotect", "madvise", "fork", "exit", "clear_refs",
-       "check")
-STEP_KEYS = ("op", "proc", "region", "pages", "kind", "share", "prot", "advice", "child", "uid",
-             "value", "as_uid", "note")
+OPS = tuple(STEP_TYPES)
+STEP_KEYS = ("op", *sorted(set().union(*map(step_keys, STEP_TYPES.values()))), "note")
+#: Range checks run for the architecture a scenario is planned for: this one.
+ARCH = get_arch("x86_64")
 _STEP_PLACE = re.compile(r"step (\d+) \((.*?)\): ")
 
 
@@ -56,7 +59,7 @@ def check_load(path: Path, data: object = None) -> Scenario | None:
     check that a step named in the message is that step.
     """
     try:
-        return load_scenario(path)
+        return load_scenario(path, ARCH)
     except ScenarioError as e:
         message = str(e)
     assert "\n" not in message and message.strip() == message, repr(message)
@@ -302,7 +305,7 @@ MMAP = {"op": "mmap", "region": "a", "pages": 4, "kind": "anon", "share": "priva
 def test_fuzz_regressions(steps: list[object], message: str, tmp_path: Path) -> None:
     path = write_json(tmp_path, {"name": "t", "steps": steps})
     with pytest.raises(ScenarioError) as info:
-        load_scenario(path)
+        load_scenario(path, ARCH)
     assert message in str(info.value)
     assert check_load(path, {"steps": steps}) is None
 
@@ -323,7 +326,7 @@ def test_large_scenarios_load_without_per_page_work(tmp_path: Path) -> None:
     steps += [{"op": "read", "region": "a", "pages": [p, p + 1]} for p in range(1, 16000, 2)]
     steps.append({"op": "check"})
     path = write_json(tmp_path, {"name": "big", "steps": steps})
-    assert load_scenario(path).checks
+    assert load_scenario(path, ARCH).checks
     assert _load_seconds(path) < 60
     # A region past the layout fails at its mmap, before its pages are built.
     path = write_json(tmp_path, {"name": "big", "steps": [{**MMAP, "pages": 1 << 24}]})
@@ -374,7 +377,7 @@ def test_harness_run_refuses_before_booting(tmp_path: Path) -> None:
         path = tmp_path / f"bad{i}.json"
         path.write_bytes(text)
         try:
-            load_scenario(path)
+            load_scenario(path, ARCH)
         except ScenarioError:
             pass
         else:  # the random mutation happened to keep the file valid
