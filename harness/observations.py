@@ -57,7 +57,8 @@ __all__ = [
 FORMAT_VERSION = 1
 
 Side = Literal["model", "real"]
-Status = Literal["ok", "segv", "error"]
+#: How a step ended (:class:`StepOutcome`).
+OutcomeStatus = Literal["ok", "segv", "error"]
 
 
 class ObservationError(ValueError):
@@ -268,7 +269,7 @@ class StepOutcome:
     """
 
     step: int
-    status: Status
+    status: OutcomeStatus
     vaddr: int | None = None
     errno: int | None = None
 
@@ -423,11 +424,10 @@ def ram_tag_pages(arch: ByteLayout, pagemap: ReadResult) -> list[tuple[int, int]
     return pages
 
 
-def frames_seen(arch: ByteLayout, regions: Iterable[RegionRead | ReadResult]) -> list[int]:
+def frames_seen(arch: ByteLayout, pagemaps: Iterable[ReadResult]) -> list[int]:
     """The PFNs a check reads the kpage* files at: every frame its pagemaps name, sorted."""
     pfns: set[int] = set()
-    for item in regions:
-        pagemap = item.pagemap if isinstance(item, RegionRead) else item
+    for pagemap in pagemaps:
         pfns.update(pfn for _, pfn in ram_tag_pages(arch, pagemap))
     return sorted(pfns)
 

@@ -165,7 +165,7 @@ static int create_region_file(struct reply *rep, uint64_t addr, uint64_t len, ui
 	return fd;
 }
 
-/* args: u64 addr, u64 length, u8 kind, u8 shared, u8 prot, u64 file_tag -> u64 addr */
+/* MMAP (layout: protocol.h) */
 void op_mmap(struct request *req, struct reply *rep)
 {
 	uint64_t addr = get_u64(&req->args), len = get_u64(&req->args);
@@ -205,7 +205,7 @@ void op_mmap(struct request *req, struct reply *rep)
 	put_u64(&rep->payload, addr);
 }
 
-/* args: u64 addr, u64 length */
+/* MUNMAP (layout: protocol.h) */
 void op_munmap(struct request *req, struct reply *rep)
 {
 	uint64_t addr = get_u64(&req->args), len = get_u64(&req->args);
@@ -216,7 +216,7 @@ void op_munmap(struct request *req, struct reply *rep)
 		reply_fail(rep, ST_ERRNO, errno, "munmap: %s", strerror(errno));
 }
 
-/* args: u64 addr, u64 length, u8 prot */
+/* MPROTECT (layout: protocol.h) */
 void op_mprotect(struct request *req, struct reply *rep)
 {
 	uint64_t addr = get_u64(&req->args), len = get_u64(&req->args);
@@ -247,7 +247,7 @@ static int native_advice(uint16_t advice)
 	}
 }
 
-/* args: u64 addr, u64 length, u16 advice */
+/* MADVISE (layout: protocol.h) */
 void op_madvise(struct request *req, struct reply *rep)
 {
 	uint64_t addr = get_u64(&req->args), len = get_u64(&req->args);
@@ -318,8 +318,7 @@ static uint64_t touch_pages(uint64_t addr, uint64_t npages, int write, uint64_t 
 	return done;
 }
 
-/* args: u64 addr, u64 npages, u8 write, u64 tag
- * -> u64 done, u32 signal, u64 fault_addr, u32 n, u64 values[n] (reads only) */
+/* TOUCH (layout: protocol.h); values[] are returned for reads only. */
 void op_touch(struct request *req, struct reply *rep)
 {
 	uint64_t addr = get_u64(&req->args), npages = get_u64(&req->args);
@@ -374,7 +373,7 @@ int write_text_file(const char *path, const char *text)
 	return n == (ssize_t)len ? 0 : -1;
 }
 
-/* args: u32 value; writes it to this process's /proc/self/clear_refs. */
+/* CLEAR_REFS (layout: protocol.h): writes the value to /proc/self/clear_refs. */
 void op_clear_refs(struct request *req, struct reply *rep)
 {
 	uint32_t value = get_u32(&req->args);
@@ -404,7 +403,7 @@ static int drain_lru_batches(void)
 	return munmap(p, ps);
 }
 
-/* args: u32 flags (SETTLE_*) */
+/* SETTLE (layout: protocol.h) */
 void op_settle(struct request *req, struct reply *rep)
 {
 	uint32_t flags = get_u32(&req->args);
