@@ -90,21 +90,12 @@ void reply_fail(struct reply *rep, uint16_t status, int err, const char *fmt, ..
 	__attribute__((format(printf, 4, 5)));
 int args_ok(struct request *req, struct reply *rep);
 
-/* Operations any agent process performs on itself (ops.c, files.c). */
+/* Operations any agent process performs on itself (ops.c, files.c): one
+ * handler per op listed in protocol.h's AGENT_COMMON_OPS. */
 int handle_common_op(struct request *req, struct reply *rep);
-void op_ping(struct request *req, struct reply *rep);
-void op_echo(struct request *req, struct reply *rep);
-void op_mmap(struct request *req, struct reply *rep);
-void op_munmap(struct request *req, struct reply *rep);
-void op_mprotect(struct request *req, struct reply *rep);
-void op_madvise(struct request *req, struct reply *rep);
-void op_touch(struct request *req, struct reply *rep);
-void op_getpid(struct request *req, struct reply *rep);
-void op_clear_refs(struct request *req, struct reply *rep);
-void op_settle(struct request *req, struct reply *rep);
-void op_read_file(struct request *req, struct reply *rep);
-void op_write_file(struct request *req, struct reply *rep);
-void op_crash(struct request *req, struct reply *rep);
+#define DECLARE_OP_HANDLER(op, handler) void handler(struct request *req, struct reply *rep);
+AGENT_COMMON_OPS(DECLARE_OP_HANDLER)
+#undef DECLARE_OP_HANDLER
 int write_text_file(const char *path, const char *text);
 
 /* Named processes (procs.c). */

@@ -93,6 +93,19 @@ def _enums() -> list[str]:
     return lines
 
 
+def _common_ops() -> list[str]:
+    lines = [
+        "/* Ops any agent process performs on itself, X(op, handler): the handler is",
+        " * void handler(struct request *, struct reply *), in ops.c or files.c. */",
+        "#define AGENT_COMMON_OPS(X) \\",
+    ]
+    lines += [
+        f"\tX(OP_{op.name}, op_{op.name.lower()}) \\" for op in p.Op if op not in p.PROCESS_OPS
+    ]
+    lines[-1] = lines[-1].removesuffix(" \\")
+    return lines
+
+
 def render_header() -> str:
     """The text of protocol.h for the protocol as protocol.py defines it now."""
     lines = [
@@ -106,6 +119,8 @@ def render_header() -> str:
         *_constants(),
         "",
         *_ops(),
+        "",
+        *_common_ops(),
         "",
         *_enums(),
         "",

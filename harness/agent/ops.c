@@ -455,19 +455,9 @@ void op_crash(struct request *req, struct reply *rep)
 int handle_common_op(struct request *req, struct reply *rep)
 {
 	switch (req->op) {
-	case OP_PING: op_ping(req, rep); break;
-	case OP_ECHO: op_echo(req, rep); break;
-	case OP_MMAP: op_mmap(req, rep); break;
-	case OP_MUNMAP: op_munmap(req, rep); break;
-	case OP_MPROTECT: op_mprotect(req, rep); break;
-	case OP_MADVISE: op_madvise(req, rep); break;
-	case OP_TOUCH: op_touch(req, rep); break;
-	case OP_GETPID: op_getpid(req, rep); break;
-	case OP_CLEAR_REFS: op_clear_refs(req, rep); break;
-	case OP_READ_FILE: op_read_file(req, rep); break;
-	case OP_WRITE_FILE: op_write_file(req, rep); break;
-	case OP_SETTLE: op_settle(req, rep); break;
-	case OP_CRASH: op_crash(req, rep); break;
+#define CASE_OP(op, handler) case op: handler(req, rep); break;
+	AGENT_COMMON_OPS(CASE_OP)
+#undef CASE_OP
 	default: return 0;
 	}
 	return 1;

@@ -69,6 +69,23 @@ enum agent_op {
 	OP_LIST = 18,
 };
 
+/* Ops any agent process performs on itself, X(op, handler): the handler is
+ * void handler(struct request *, struct reply *), in ops.c or files.c. */
+#define AGENT_COMMON_OPS(X) \
+	X(OP_PING, op_ping) \
+	X(OP_ECHO, op_echo) \
+	X(OP_MMAP, op_mmap) \
+	X(OP_MUNMAP, op_munmap) \
+	X(OP_MPROTECT, op_mprotect) \
+	X(OP_MADVISE, op_madvise) \
+	X(OP_TOUCH, op_touch) \
+	X(OP_GETPID, op_getpid) \
+	X(OP_CLEAR_REFS, op_clear_refs) \
+	X(OP_READ_FILE, op_read_file) \
+	X(OP_WRITE_FILE, op_write_file) \
+	X(OP_SETTLE, op_settle) \
+	X(OP_CRASH, op_crash)
+
 /* ReplyStatus: The status of a reply frame. */
 enum agent_status {
 	ST_OK = 0,

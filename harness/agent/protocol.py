@@ -47,6 +47,7 @@ __all__ = [
     "LAYOUTS",
     "MAX_PAYLOAD",
     "NAME_MAX",
+    "PROCESS_OPS",
     "PROTOCOL_VERSION",
     "REQUEST_MAGIC",
     "RESPONSE_MAGIC",
@@ -295,6 +296,8 @@ def _layout(args: str, reply: str | None, note: str = "") -> OpLayout:
     return OpLayout(fields(args), None if reply is None else fields(reply), note)
 
 
+
+
 _HELLO = "u32 version, u32 pid, u32 page_size, u8 little_endian, u8 word_size, str machine, " \
     "str release"
 _WAIT = "u32 pid, u8 how, u32 value"
@@ -341,6 +344,10 @@ LAYOUTS: dict[Op, OpLayout] = {
     Op.CRASH: _layout("u8 kind", None, "the target or the kernel is gone"),
     Op.LIST: _layout("", "u32 n, n x (str name, u32 pid) procs", "init's named processes"),
 }
+#: Ops about named processes and power, which init and procs.c handle; every
+#: other op is performed by any agent process on itself, by the C function
+#: ``op_<name>`` (ops.c, files.c; protocol.h lists them in AGENT_COMMON_OPS).
+PROCESS_OPS = frozenset({Op.HELLO, Op.FORK, Op.EXIT, Op.KILL, Op.POWEROFF, Op.LIST})
 
 
 def pack(layout: Sequence[Field], values: Mapping[str, Any]) -> bytes:
