@@ -43,6 +43,7 @@ from harness.observations import (
     ReadResult,
     StepOutcome,
     observe_check,
+    record_check,
 )
 from harness.scenario import (
     AnyStep,
@@ -320,9 +321,7 @@ class GuestRun:
 GUEST: StepHandlers[GuestRun, StepOutcome | None] = StepHandlers("the guest executor")
 
 
-@GUEST.on(Check)
-def _check(run: GuestRun, step: Check) -> None:
-    run.checks.append(run.check(step))
+GUEST.on(Check)(record_check)
 
 
 @GUEST.on(Mmap)

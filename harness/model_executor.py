@@ -19,6 +19,7 @@ from harness.observations import (
     ReadResult,
     StepOutcome,
     observe_check,
+    record_check,
 )
 from harness.scenario import (
     AnyStep,
@@ -122,9 +123,7 @@ class ModelRun:
 MODEL: StepHandlers[ModelRun, StepOutcome | None] = StepHandlers("the model executor")
 
 
-@MODEL.on(Check)
-def _check(run: ModelRun, step: Check) -> None:
-    run.checks.append(run.check(step))
+MODEL.on(Check)(record_check)
 
 
 @MODEL.on(Mmap)

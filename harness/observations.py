@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sim.flags import PM
 from sim.formats import ByteLayout, FormatError, parse_u64s
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMAT_VERSION",
     "CheckObservation",
+    "CheckRecorder",
     "FileRead",
     "FrameRead",
     "ObservationError",
@@ -51,6 +52,7 @@ __all__ = [
     "frames_seen",
     "observe_check",
     "ram_tag_pages",
+    "record_check",
 ]
 
 #: Version of the JSON form; bumped when a field changes meaning.
@@ -531,6 +533,21 @@ def observe_check(
     return CheckObservation(
         check.index, check.reader_uid, header, flags_probe, count_probe, tuple(regions), frames
     )
+
+
+class CheckRecorder(Protocol):
+    """An executor's run as far as checks go: how it observes one, and what it kept."""
+
+    checks: list[CheckObservation]
+
+    def check(self, step: Check) -> CheckObservation:
+        """Everything ``step`` reads (by :func:`observe_check`)."""
+        ...
+
+
+def record_check(run: CheckRecorder, step: Check) -> None:
+    """The handler of a check step in both executors: observe, and keep the observation."""
+    run.checks.append(run.check(step))
 
 
 #: Most frames one kpage* read covers (a THP is 512 on x86_64).

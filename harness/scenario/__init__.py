@@ -20,106 +20,19 @@ an ``"op"``.  The file format is described for authors in
   and range checks and both executors use.
 """
 
-from harness.scenario.dispatch import StepHandlers
-from harness.scenario.flow import MAX_OBSERVATIONS, MAX_PROCS, Target
-from harness.scenario.layout import (
-    LAYOUT_SPAN,
-    Layout,
-    Placement,
-    Span,
-    layout_alignment,
-    layout_base,
-    plan_layout,
-)
-from harness.scenario.parse import Scenario, load_scenario, parse_scenario
-from harness.scenario.schema import (
-    ADVICES,
-    BACKINGS,
-    CLEAR_REFS_VALUES,
-    PROTS,
-    SHARES,
-    STEP_TYPES,
-    Advice,
-    AnyStep,
-    Backing,
-    Check,
-    ClearRefs,
-    Exit,
-    Fork,
-    Madvise,
-    Mmap,
-    Mprotect,
-    Munmap,
-    NrPages,
-    PageRange,
-    Prot,
-    RangeStep,
-    Read,
-    ScenarioError,
-    ScenarioNotApplicable,
-    Share,
-    Step,
-    Touch,
-    Write,
-    step_keys,
-)
-from harness.scenario.tags import (
-    MAX_PAGES,
-    MAX_REGIONS,
-    MAX_STEPS,
-    describe_tag,
-    file_tag,
-    write_tag,
-)
+from harness.scenario import dispatch, flow, layout, parse, schema, tags
+from harness.scenario.dispatch import *  # noqa: F403
+from harness.scenario.flow import *  # noqa: F403
+from harness.scenario.layout import *  # noqa: F403
+from harness.scenario.parse import *  # noqa: F403
+from harness.scenario.schema import *  # noqa: F403
+from harness.scenario.tags import *  # noqa: F403
 
-__all__ = [
-    "ADVICES",
-    "BACKINGS",
-    "CLEAR_REFS_VALUES",
-    "LAYOUT_SPAN",
-    "MAX_OBSERVATIONS",
-    "MAX_PAGES",
-    "MAX_PROCS",
-    "MAX_REGIONS",
-    "MAX_STEPS",
-    "PROTS",
-    "SHARES",
-    "STEP_TYPES",
-    "Advice",
-    "AnyStep",
-    "Backing",
-    "Check",
-    "ClearRefs",
-    "Exit",
-    "Fork",
-    "Layout",
-    "Madvise",
-    "Mmap",
-    "Mprotect",
-    "Munmap",
-    "NrPages",
-    "PageRange",
-    "Placement",
-    "Prot",
-    "RangeStep",
-    "Read",
-    "Scenario",
-    "ScenarioError",
-    "ScenarioNotApplicable",
-    "Share",
-    "Span",
-    "Step",
-    "StepHandlers",
-    "Target",
-    "Touch",
-    "Write",
-    "describe_tag",
-    "file_tag",
-    "layout_alignment",
-    "layout_base",
-    "load_scenario",
-    "parse_scenario",
-    "plan_layout",
-    "step_keys",
-    "write_tag",
-]
+#: Every public name of the modules above.
+__all__: list[str] = []
+__all__ += dispatch.__all__
+__all__ += flow.__all__
+__all__ += layout.__all__
+__all__ += parse.__all__
+__all__ += schema.__all__
+__all__ += tags.__all__

@@ -11,7 +11,7 @@ range op needs none (the :class:`RangeStep` entry covers it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from harness.scenario.dispatch import StepHandlers
@@ -67,18 +67,25 @@ class _Flow:
             raise _FlowError(f"process {proc!r} is not defined (forked) before this step")
 
 
+def _claim(name: str, known: Collection[str], used: str, live: Collection[str], limit: int,
+           full: str) -> None:
+    """_FlowError unless ``name`` was never used and ``live`` has room for one more."""
+    if name in known:
+        raise _FlowError(used.format(name))
+    if len(live) >= limit:
+        raise _FlowError(full)
+
+
 FLOW: StepHandlers[_Flow, None] = StepHandlers("the flow check")
 
 
 @FLOW.on(Step)
-def _any_step(flow: _Flow, step: Step) -> None:
-    flow.need_proc(getattr(step, "proc"))  # noqa: B009 - every step but check names one
+def _no_change(flow: _Flow, step: Step) -> None:
+    """Steps that only need their process alive (checked for every step)."""
 
 
 @FLOW.on(Check)
 def _check(flow: _Flow, step: Check) -> None:
-    if step.proc is not None:
-        flow.need_proc(step.proc)
     procs = [p for p in flow.created if p in flow.alive and step.proc in (None, p)]
     flow.observations += sum(len(flow.alive[proc]) for proc in procs)
     if flow.observations > MAX_OBSERVATIONS:
@@ -92,18 +99,14 @@ def _check(flow: _Flow, step: Check) -> None:
 
 @FLOW.on(Mmap)
 def _mmap(flow: _Flow, step: Mmap) -> None:
-    flow.need_proc(step.proc)
-    if step.region in flow.region_owner:
-        raise _FlowError(f"region {step.region!r} is already defined (regions are mapped once)")
-    if len(flow.region_owner) >= MAX_REGIONS:
-        raise _FlowError(f"more than {MAX_REGIONS} regions")
+    _claim(step.region, flow.region_owner, "region {!r} is already defined (regions are "
+           "mapped once)", flow.region_owner, MAX_REGIONS, f"more than {MAX_REGIONS} regions")
     flow.region_owner[step.region] = step.proc
     flow.alive[step.proc].append(step.region)
 
 
 @FLOW.on(RangeStep)
 def _range(flow: _Flow, step: RangeStep) -> None:
-    flow.need_proc(step.proc)
     if step.region not in flow.region_owner:
         raise _FlowError(f"region {step.region!r} is not defined (mmap) before this step")
     if step.region not in flow.alive[step.proc]:
@@ -115,18 +118,14 @@ def _range(flow: _Flow, step: RangeStep) -> None:
 
 @FLOW.on(Fork)
 def _fork(flow: _Flow, step: Fork) -> None:
-    flow.need_proc(step.proc)
-    if step.child in flow.created:
-        raise _FlowError(f"process name {step.child!r} is already used")
-    if len(flow.alive) >= MAX_PROCS:
-        raise _FlowError(f"more than {MAX_PROCS} processes alive at once")
+    _claim(step.child, flow.created, "process name {!r} is already used", flow.alive, MAX_PROCS,
+           f"more than {MAX_PROCS} processes alive at once")
     flow.alive[step.child] = list(flow.alive[step.proc])
     flow.created.append(step.child)
 
 
 @FLOW.on(Exit)
 def _exit(flow: _Flow, step: Exit) -> None:
-    flow.need_proc(step.proc)
     del flow.alive[step.proc]
     flow.exited[step.proc] = step.index
 
@@ -142,6 +141,9 @@ def validate_flow(steps: Sequence[AnyStep], path: str) -> dict[int, tuple[Target
     flow = _Flow()
     for step in steps:
         try:
+            proc = getattr(step, "proc", None)  # a check may name none
+            if proc is not None:
+                flow.need_proc(proc)
             FLOW(flow, step)
         except _FlowError as e:
             raise ScenarioError(f"{path}: {step.label}: {e}") from None

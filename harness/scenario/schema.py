@@ -334,14 +334,6 @@ class RangeStep(Step):
     region: Name
     pages: Range
 
-    @property
-    def first(self) -> NrPages:
-        return self.pages.first
-
-    @property
-    def end(self) -> NrPages:
-        return self.pages.end
-
 
 @dataclass(frozen=True, config=_CONFIG)
 class Touch(RangeStep):
