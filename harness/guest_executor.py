@@ -391,7 +391,8 @@ def _fork(run: GuestRun, step: Fork) -> None:
 
 @GUEST.on(Exit)
 def _exit(run: GuestRun, step: Exit) -> None:
-    result = run.agent.exit(run.names.pop(step.proc))
+    result = run.agent.exit(run.names[step.proc])
+    run.names.pop(step.proc)
     if not result.exited or result.value != 0:
         raise run.fail(step, f"{step.proc!r} ended {result.how.name.lower()} {result.value}, "
                        "not by exit(0)")
