@@ -187,9 +187,9 @@ def plan_layout(scenario: Scenario, arch: Arch) -> Layout:
         )
         cursor = vaddr + pages * arch.page_size + align
     layout = Layout(scenario, arch, placements)
-    if arch not in scenario.checked_on:
+    if arch.name not in scenario.checked_on:
         _check_ranges(layout)
-        scenario.checked_on.add(arch)
+        scenario.checked_on.add(arch.name)
     return layout
 
 

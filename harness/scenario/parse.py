@@ -47,8 +47,8 @@ class Scenario:
     pairs it observes, in a fixed order: processes in order of creation, and
     for each every region it has had (its own mmaps and those inherited at
     fork, including regions since unmapped, whose range then reads as holes).
-    ``checked_on``: the architectures whose page ranges were checked
-    (by :func:`~harness.scenario.layout.plan_layout`).
+    ``checked_on``: the names of the architectures whose page ranges were
+    checked (by :func:`~harness.scenario.layout.plan_layout`).
     """
 
     name: str
@@ -56,7 +56,7 @@ class Scenario:
     steps: tuple[AnyStep, ...]
     targets: Mapping[int, tuple[Target, ...]] = field(compare=False)
     description: str = ""
-    checked_on: set[Arch] = field(default_factory=set, compare=False, repr=False)
+    checked_on: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @property
     def regions(self) -> tuple[Mmap, ...]:
