@@ -46,6 +46,7 @@ from harness.observations import (
     record_check,
 )
 from harness.scenario import (
+    ADVICES,
     AnyStep,
     Check,
     ClearRefs,
@@ -92,7 +93,8 @@ KHUGEPAGED_SLEEP_MS = 86_400_000
 _COLLAPSED = f"{_THP}/khugepaged/pages_collapsed"
 
 _PROTS = {"none": ProtBits.NONE, "r": ProtBits.READ, "rw": ProtBits.READ | ProtBits.WRITE}
-_ADVICES = {"dontneed": AdviceCode.DONTNEED, "hugepage": AdviceCode.HUGEPAGE}
+#: A scenario's advice is the agent's code of the same name (MADV_<NAME> in the guest).
+_ADVICES = {advice: AdviceCode[advice.upper()] for advice in ADVICES}
 
 
 class GuestExecutorError(RuntimeError):
