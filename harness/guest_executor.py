@@ -33,9 +33,8 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from harness.agent.client import AgentClient
-from harness.agent.client import ReadResult as AgentRead
-from harness.agent.protocol import Advice, Prot, ReadStage, RegionKind, SettleFlags
+from harness.agent.client import AgentClient, ReadFileReply
+from harness.agent.protocol import AdviceCode, BackingCode, ProtBits, ReadStage, SettleFlags
 from harness.errors import AgentOpError, VMError
 from harness.observations import (
     CheckObservation,
@@ -44,8 +43,10 @@ from harness.observations import (
     ReadResult,
     StepOutcome,
     observe_check,
+    record_check,
 )
 from harness.scenario import (
+    ADVICES,
     AnyStep,
     Check,
     ClearRefs,
@@ -57,8 +58,9 @@ from harness.scenario import (
     Mprotect,
     Munmap,
     Scenario,
+    Step,
+    StepHandlers,
     Touch,
-    Write,
     plan_layout,
 )
 from harness.vm import VM
@@ -66,6 +68,7 @@ from sim.arch import Arch
 from sim.formats import parse_u64s
 
 __all__ = [
+    "GUEST",
     "GuestExecutorError",
     "GuestRun",
     "GuestSetup",
@@ -89,8 +92,9 @@ _THP_EXPECTED = {
 KHUGEPAGED_SLEEP_MS = 86_400_000
 _COLLAPSED = f"{_THP}/khugepaged/pages_collapsed"
 
-_PROTS = {"none": Prot.NONE, "r": Prot.READ, "rw": Prot.READ | Prot.WRITE}
-_ADVICES = {"dontneed": Advice.DONTNEED, "hugepage": Advice.HUGEPAGE}
+_PROTS = {"none": ProtBits.NONE, "r": ProtBits.READ, "rw": ProtBits.READ | ProtBits.WRITE}
+#: A scenario's advice is the agent's code of the same name (MADV_<NAME> in the guest).
+_ADVICES = {advice: AdviceCode[advice.upper()] for advice in ADVICES}
 
 
 class GuestExecutorError(RuntimeError):
@@ -214,12 +218,12 @@ class GuestRun:
 
     # -- processes -------------------------------------------------------------
 
-    def _agent_name(self, proc: str) -> str:
+    def agent_name(self, proc: str) -> str:
         """Short and unique per run: the agent limits names to 32 bytes."""
         return f"{self._prefix}{self.scenario.procs.index(proc)}"
 
     def _spawn(self, proc: str) -> None:
-        name = self._agent_name(proc)
+        name = self.agent_name(proc)
         self.pids[proc] = self.agent.fork(name)
         self.names[proc] = name
 
@@ -248,86 +252,12 @@ class GuestRun:
             raise GuestExecutorError(f"{self.scenario.path}: {step.label}: {e}") from e
 
     def apply(self, step: AnyStep) -> StepOutcome:
-        ok = StepOutcome(step.index, "ok")
-        if isinstance(step, Check):
-            self.checks.append(self.check(step))
-            return ok
-        target = self.names[step.proc]
-        if isinstance(step, Mmap):
-            placement = self.layout[step.region]
-            file = step.kind == "file"
-            self.agent.mmap(
-                placement.vaddr,
-                placement.pages * self.arch.page_size,
-                kind=RegionKind.FILE if file else RegionKind.ANON,
-                shared=step.share == "shared",
-                prot=_PROTS[step.prot],
-                file_tag=self.layout.file_tag_base(step.region) if file else 0,
-                target=target,
-            )
-        elif isinstance(step, Touch):
-            return self.touch(step, target)
-        elif isinstance(step, Munmap):
-            span = self.layout.span(step)
-            self.agent.munmap(span.vaddr, span.pages * self.arch.page_size, target)
-        elif isinstance(step, Mprotect):
-            span = self.layout.span(step)
-            self.agent.mprotect(
-                span.vaddr, span.pages * self.arch.page_size, _PROTS[step.prot], target
-            )
-        elif isinstance(step, Madvise):
-            span = self.layout.span(step)
-            self.agent.madvise(
-                span.vaddr, span.pages * self.arch.page_size, _ADVICES[step.advice], target
-            )
-        elif isinstance(step, Fork):
-            self.fork(step, target)
-        elif isinstance(step, Exit):
-            result = self.agent.exit(target)
-            self.names.pop(step.proc)
-            if not result.exited or result.value != 0:
-                raise GuestExecutorError(
-                    f"{self.scenario.path}: {step.label}: {step.proc!r} ended "
-                    f"{result.how.name.lower()} {result.value}, not by exit(0)"
-                )
-        elif isinstance(step, ClearRefs):
-            self.agent.clear_refs(step.value, target)
-        else:  # pragma: no cover - every op is above
-            raise GuestExecutorError(f"{step.label}: the guest executor has no such op")
-        return ok
+        """The step's handler in :data:`GUEST`; ``ok`` unless it says otherwise."""
+        return GUEST(self, step) or StepOutcome(step.index, "ok")
 
-    def touch(self, step: Touch, target: str) -> StepOutcome:
-        span = self.layout.span(step)
-        tag = self.layout.write_tag_base(step) if isinstance(step, Write) else 0
-        result = self.agent.touch(span.vaddr, span.pages, write=step.write, tag=tag,
-                                  target=target)
-        if result.faulted:
-            if result.signal != SIGSEGV:
-                raise GuestExecutorError(
-                    f"{self.scenario.path}: {step.label}: signal {result.signal} at "
-                    f"{result.fault_addr:#x}; a scenario can only expect SIGSEGV"
-                )
-            return StepOutcome(step.index, "segv", vaddr=result.fault_addr)
-        if result.done != span.pages:
-            raise GuestExecutorError(
-                f"{self.scenario.path}: {step.label}: touched {result.done} of {span.pages} "
-                "pages without a fault"
-            )
-        return StepOutcome(step.index, "ok")
-
-    def fork(self, step: Fork, target: str) -> None:
-        name = self._agent_name(step.child)
-        if step.uid is None:
-            self.pids[step.child] = self.agent.fork(name, target=target)
-        else:
-            fork: Callable[..., int] = self.agent.fork
-            if "uid" not in inspect.signature(fork).parameters:
-                raise GuestExecutorError(
-                    f"{self.scenario.path}: {step.label}: the agent's FORK cannot set a uid "
-                    "(needs setresuid + PR_SET_DUMPABLE in the child)"
-                )
-            self.pids[step.child] = fork(name, target=target, uid=step.uid)
-        self.names[step.child] = name
+    def fail(self, step: Step, message: str) -> GuestExecutorError:
+        """An error of the run at ``step``, naming the file and the step."""
+        return GuestExecutorError(f"{self.scenario.path}: {step.label}: {message}")
 
     # -- checks ----------------------------------------------------------------
 
@@ -367,7 +297,7 @@ class GuestRun:
             results.append(self._result(got, r, step))
         return results
 
-    def _result(self, got: AgentRead, r: FileRead, step: Check) -> ReadResult:
+    def _result(self, got: ReadFileReply, r: FileRead, step: Check) -> ReadResult:
         if got.ok:
             return ReadResult.ok(got.data)
         if got.stage is ReadStage.CREDS or not got.errno:
@@ -385,6 +315,92 @@ class GuestRun:
             data = ram.frame_bytes(pfn, 8)
             tags.append(None if data is None else parse_u64s(self.arch, data)[0])
         return tags
+
+
+#: The guest side of every op: ``handler(run, step)`` -> its outcome (None: ok).
+GUEST: StepHandlers[GuestRun, StepOutcome | None] = StepHandlers("the guest executor")
+
+
+GUEST.on(Check)(record_check)
+
+
+@GUEST.on(Mmap)
+def _mmap(run: GuestRun, step: Mmap) -> None:
+    placement = run.layout[step.region]
+    file = step.kind == "file"
+    run.agent.mmap(
+        placement.vaddr,
+        placement.pages * run.arch.page_size,
+        backing=BackingCode.FILE if file else BackingCode.ANON,
+        shared=step.share == "shared",
+        prot=_PROTS[step.prot],
+        file_tag=run.layout.file_tag_base(step.region) if file else 0,
+        target=run.names[step.proc],
+    )
+
+
+@GUEST.on(Touch)
+def _touch(run: GuestRun, step: Touch) -> StepOutcome | None:
+    span = run.layout.span(step)
+    tag = run.layout.write_tag_base(step) if step.write else 0
+    result = run.agent.touch(
+        span.vaddr, span.pages, write=step.write, tag=tag, target=run.names[step.proc]
+    )
+    if result.faulted:
+        if result.signal != SIGSEGV:
+            raise run.fail(step, f"signal {result.signal} at {result.fault_addr:#x}; "
+                           "a scenario can only expect SIGSEGV")
+        return StepOutcome(step.index, "segv", vaddr=result.fault_addr)
+    if result.done != span.pages:
+        raise run.fail(step, f"touched {result.done} of {span.pages} pages without a fault")
+    return None
+
+
+@GUEST.on(Munmap)
+def _munmap(run: GuestRun, step: Munmap) -> None:
+    span = run.layout.span(step)
+    run.agent.munmap(span.vaddr, span.length, run.names[step.proc])
+
+
+@GUEST.on(Mprotect)
+def _mprotect(run: GuestRun, step: Mprotect) -> None:
+    span = run.layout.span(step)
+    run.agent.mprotect(span.vaddr, span.length, _PROTS[step.prot], run.names[step.proc])
+
+
+@GUEST.on(Madvise)
+def _madvise(run: GuestRun, step: Madvise) -> None:
+    span = run.layout.span(step)
+    run.agent.madvise(span.vaddr, span.length, _ADVICES[step.advice], run.names[step.proc])
+
+
+@GUEST.on(Fork)
+def _fork(run: GuestRun, step: Fork) -> None:
+    target = run.names[step.proc]
+    name = run.agent_name(step.child)
+    if step.uid is None:
+        run.pids[step.child] = run.agent.fork(name, target=target)
+    else:
+        fork: Callable[..., int] = run.agent.fork
+        if "uid" not in inspect.signature(fork).parameters:
+            raise run.fail(step, "the agent's FORK cannot set a uid "
+                           "(needs setresuid + PR_SET_DUMPABLE in the child)")
+        run.pids[step.child] = fork(name, target=target, uid=step.uid)
+    run.names[step.child] = name
+
+
+@GUEST.on(Exit)
+def _exit(run: GuestRun, step: Exit) -> None:
+    result = run.agent.exit(run.names[step.proc])
+    run.names.pop(step.proc)
+    if not result.exited or result.value != 0:
+        raise run.fail(step, f"{step.proc!r} ended {result.how.name.lower()} {result.value}, "
+                       "not by exit(0)")
+
+
+@GUEST.on(ClearRefs)
+def _clear_refs(run: GuestRun, step: ClearRefs) -> None:
+    run.agent.clear_refs(step.value, run.names[step.proc])
 
 
 def run_guest(scenario: Scenario, vm: VM) -> Observations:

@@ -19,6 +19,7 @@ from harness.observations import (
     ReadResult,
     StepOutcome,
     observe_check,
+    record_check,
 )
 from harness.scenario import (
     AnyStep,
@@ -32,8 +33,8 @@ from harness.scenario import (
     Mprotect,
     Munmap,
     Scenario,
+    StepHandlers,
     Touch,
-    Write,
     plan_layout,
 )
 from sim.arch import Arch
@@ -41,7 +42,7 @@ from sim.mm import Machine, MmError, Process
 from sim.mm.facts import PINNED, KernelFacts
 from sim.procfs import ProcError, ProcFs
 
-__all__ = ["MODEL_RAM_BYTES", "ModelError", "ModelRun", "run_model"]
+__all__ = ["MODEL", "MODEL_RAM_BYTES", "ModelError", "ModelRun", "run_model"]
 
 #: The guests boot with -m 1G (THP is off below 512 MiB).
 MODEL_RAM_BYTES = 1 << 30
@@ -92,46 +93,8 @@ class ModelRun:
             return StepOutcome(step.index, "error", errno=e.errno)
 
     def apply(self, step: AnyStep) -> StepOutcome:
-        ok = StepOutcome(step.index, "ok")
-        if isinstance(step, Check):
-            self.checks.append(self.check(step))
-        elif isinstance(step, Mmap):
-            placement = self.layout[step.region]
-            file = None
-            if step.kind == "file":
-                file = self.machine.create_file(
-                    placement.pages, name=step.region, tags=self.layout.file_tags(step.region)
-                )
-            self.procs[step.proc].mmap(
-                placement.vaddr, placement.pages, step.kind, step.share, step.prot, file=file
-            )
-        elif isinstance(step, Touch):
-            span = self.layout.span(step)
-            tags = self.layout.write_tags(step) if isinstance(step, Write) else None
-            result = self.procs[step.proc].touch(span.vaddr, span.pages, step.write, tags)
-            if not result.ok:
-                if result.segv_vaddr is None:
-                    raise ModelError(f"{step.label}: the model raised {result.signal}, "
-                                     "which a scenario cannot expect")
-                return StepOutcome(step.index, "segv", vaddr=result.segv_vaddr)
-        elif isinstance(step, Munmap):
-            span = self.layout.span(step)
-            self.procs[step.proc].munmap(span.vaddr, span.pages)
-        elif isinstance(step, Mprotect):
-            span = self.layout.span(step)
-            self.procs[step.proc].mprotect(span.vaddr, span.pages, step.prot)
-        elif isinstance(step, Madvise):
-            span = self.layout.span(step)
-            self.procs[step.proc].madvise(span.vaddr, span.pages, step.advice)
-        elif isinstance(step, Fork):
-            self.procs[step.child] = self.procs[step.proc].fork(step.child, uid=step.uid)
-        elif isinstance(step, Exit):
-            self.procs.pop(step.proc).exit()
-        elif isinstance(step, ClearRefs):
-            self.procs[step.proc].clear_refs(step.value)
-        else:  # pragma: no cover - every op is above
-            raise ModelError(f"{step.label}: no model for this op")
-        return ok
+        """The step's handler in :data:`MODEL`; ``ok`` unless it says otherwise."""
+        return MODEL(self, step) or StepOutcome(step.index, "ok")
 
     def read(self, reads: Sequence[FileRead], uid: int) -> list[ReadResult]:
         """Reads of model proc files, as the guest agent makes them."""
@@ -156,6 +119,72 @@ class ModelRun:
             lambda reads: self.read(reads, step.reader_uid),
             lambda pfns: [self.machine.frame_tag(pfn) for pfn in pfns],
         )
+
+
+#: The model side of every op: ``handler(run, step)`` -> its outcome (None: ok).
+MODEL: StepHandlers[ModelRun, StepOutcome | None] = StepHandlers("the model executor")
+
+
+MODEL.on(Check)(record_check)
+
+
+@MODEL.on(Mmap)
+def _mmap(run: ModelRun, step: Mmap) -> None:
+    placement = run.layout[step.region]
+    file = None
+    if step.kind == "file":
+        file = run.machine.create_file(
+            placement.pages, name=step.region, tags=run.layout.file_tags(step.region)
+        )
+    run.procs[step.proc].mmap(
+        placement.vaddr, placement.pages, step.kind, step.share, step.prot, file=file
+    )
+
+
+@MODEL.on(Touch)
+def _touch(run: ModelRun, step: Touch) -> StepOutcome | None:
+    span = run.layout.span(step)
+    tags = run.layout.write_tags(step) if step.write else None
+    result = run.procs[step.proc].touch(span.vaddr, span.pages, step.write, tags)
+    if result.ok:
+        return None
+    if result.segv_vaddr is None:
+        raise ModelError(f"{step.label}: the model raised {result.signal}, "
+                         "which a scenario cannot expect")
+    return StepOutcome(step.index, "segv", vaddr=result.segv_vaddr)
+
+
+@MODEL.on(Munmap)
+def _munmap(run: ModelRun, step: Munmap) -> None:
+    span = run.layout.span(step)
+    run.procs[step.proc].munmap(span.vaddr, span.pages)
+
+
+@MODEL.on(Mprotect)
+def _mprotect(run: ModelRun, step: Mprotect) -> None:
+    span = run.layout.span(step)
+    run.procs[step.proc].mprotect(span.vaddr, span.pages, step.prot)
+
+
+@MODEL.on(Madvise)
+def _madvise(run: ModelRun, step: Madvise) -> None:
+    span = run.layout.span(step)
+    run.procs[step.proc].madvise(span.vaddr, span.pages, step.advice)
+
+
+@MODEL.on(Fork)
+def _fork(run: ModelRun, step: Fork) -> None:
+    run.procs[step.child] = run.procs[step.proc].fork(step.child, uid=step.uid)
+
+
+@MODEL.on(Exit)
+def _exit(run: ModelRun, step: Exit) -> None:
+    run.procs.pop(step.proc).exit()
+
+
+@MODEL.on(ClearRefs)
+def _clear_refs(run: ModelRun, step: ClearRefs) -> None:
+    run.procs[step.proc].clear_refs(step.value)
 
 
 def run_model(

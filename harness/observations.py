@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sim.flags import PM
 from sim.formats import ByteLayout, FormatError, parse_u64s
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMAT_VERSION",
     "CheckObservation",
+    "CheckRecorder",
     "FileRead",
     "FrameRead",
     "ObservationError",
@@ -51,13 +52,15 @@ __all__ = [
     "frames_seen",
     "observe_check",
     "ram_tag_pages",
+    "record_check",
 ]
 
 #: Version of the JSON form; bumped when a field changes meaning.
 FORMAT_VERSION = 1
 
 Side = Literal["model", "real"]
-Status = Literal["ok", "segv", "error"]
+#: How a step ended (:class:`StepOutcome`).
+OutcomeStatus = Literal["ok", "segv", "error"]
 
 
 class ObservationError(ValueError):
@@ -268,7 +271,7 @@ class StepOutcome:
     """
 
     step: int
-    status: Status
+    status: OutcomeStatus
     vaddr: int | None = None
     errno: int | None = None
 
@@ -423,11 +426,10 @@ def ram_tag_pages(arch: ByteLayout, pagemap: ReadResult) -> list[tuple[int, int]
     return pages
 
 
-def frames_seen(arch: ByteLayout, regions: Iterable[RegionRead | ReadResult]) -> list[int]:
+def frames_seen(arch: ByteLayout, pagemaps: Iterable[ReadResult]) -> list[int]:
     """The PFNs a check reads the kpage* files at: every frame its pagemaps name, sorted."""
     pfns: set[int] = set()
-    for item in regions:
-        pagemap = item.pagemap if isinstance(item, RegionRead) else item
+    for pagemap in pagemaps:
         pfns.update(pfn for _, pfn in ram_tag_pages(arch, pagemap))
     return sorted(pfns)
 
@@ -531,6 +533,21 @@ def observe_check(
     return CheckObservation(
         check.index, check.reader_uid, header, flags_probe, count_probe, tuple(regions), frames
     )
+
+
+class CheckRecorder(Protocol):
+    """An executor's run as far as checks go: how it observes one, and what it kept."""
+
+    checks: list[CheckObservation]
+
+    def check(self, step: Check) -> CheckObservation:
+        """Everything ``step`` reads (by :func:`observe_check`)."""
+        ...
+
+
+def record_check(run: CheckRecorder, step: Check) -> None:
+    """The handler of a check step in both executors: observe, and keep the observation."""
+    run.checks.append(run.check(step))
 
 
 #: Most frames one kpage* read covers (a THP is 512 on x86_64).

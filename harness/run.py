@@ -251,8 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_ERROR
     try:
-        scenarios = [load_scenario(path) for path in args.scenarios]
         profile: ArchProfile = get_profile(args.arch)
+        scenarios = [load_scenario(path, profile.arch) for path in args.scenarios]
         image: BootImage = find_image(
             profile, args.kernel, args.initramfs, kernel_version=args.kernel_version
         )

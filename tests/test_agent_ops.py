@@ -7,7 +7,15 @@ import signal
 
 import pytest
 
-from harness.agent.protocol import Advice, CrashKind, Prot, ReadStage, RegionKind, Status, Whence
+from harness.agent.protocol import (
+    AdviceCode,
+    BackingCode,
+    CrashKind,
+    ProtBits,
+    ReadStage,
+    ReplyStatus,
+    Whence,
+)
 from harness.errors import AgentOpError
 from harness.probes import kpageflags, pagemap
 from harness.process import NamedProcess
@@ -34,7 +42,7 @@ def test_anonymous_private_write_then_read(guest: NamedProcess) -> None:
 def test_file_region_holds_its_page_index_tags(guest: NamedProcess, shared: bool) -> None:
     ps = guest.page_size
     guest.agent.mmap(
-        BASE, 5 * ps, kind=RegionKind.FILE, shared=shared, prot=Prot.READ,
+        BASE, 5 * ps, backing=BackingCode.FILE, shared=shared, prot=ProtBits.READ,
         file_tag=0xF11E_0000, target=guest.name,
     )  # fmt: skip
     read = guest.agent.touch(BASE, 5, write=False, target=guest.name)
@@ -45,14 +53,14 @@ def test_file_region_holds_its_page_index_tags(guest: NamedProcess, shared: bool
 
 def test_write_to_read_only_is_a_result_not_a_crash(guest: NamedProcess) -> None:
     ps = guest.page_size
-    guest.agent.mmap(BASE, 2 * ps, prot=Prot.READ, target=guest.name)
+    guest.agent.mmap(BASE, 2 * ps, prot=ProtBits.READ, target=guest.name)
     result = guest.agent.touch(BASE, 2, write=True, tag=1, target=guest.name)
     assert result.done == 0
     assert result.signal == signal.SIGSEGV
     assert result.fault_addr == BASE
-    guest.agent.mprotect(BASE, 2 * ps, Prot.READ | Prot.WRITE, target=guest.name)
+    guest.agent.mprotect(BASE, 2 * ps, ProtBits.READ | ProtBits.WRITE, target=guest.name)
     assert guest.agent.touch(BASE, 2, write=True, tag=1, target=guest.name).done == 2
-    guest.agent.mprotect(BASE + ps, ps, Prot.READ, target=guest.name)
+    guest.agent.mprotect(BASE + ps, ps, ProtBits.READ, target=guest.name)
     result = guest.agent.touch(BASE, 2, write=True, tag=1, target=guest.name)
     assert (result.done, result.fault_addr) == (1, BASE + ps)
     assert guest.agent.ping(guest.name).pid == guest.pid
@@ -70,7 +78,7 @@ def test_munmap_and_madvise_dontneed(guest: NamedProcess) -> None:
     ps = guest.page_size
     guest.agent.mmap(BASE, 4 * ps, target=guest.name)
     guest.agent.touch(BASE, 4, write=True, tag=0x55, target=guest.name)
-    guest.agent.madvise(BASE, 2 * ps, Advice.DONTNEED, target=guest.name)
+    guest.agent.madvise(BASE, 2 * ps, AdviceCode.DONTNEED, target=guest.name)
     assert guest.agent.touch(BASE, 4, write=False, target=guest.name).values == (0, 0, 0x57, 0x58)
     guest.agent.munmap(BASE, 4 * ps, target=guest.name)
     gone = guest.agent.touch(BASE, 1, write=False, target=guest.name)
@@ -102,7 +110,7 @@ def test_exit_kill_and_crash_are_reaped_and_reported(guest: NamedProcess) -> Non
     killed = agent.kill(f"{guest.name}kl", signal.SIGTERM)
     assert not killed.exited and killed.value == signal.SIGTERM
     reply = agent.crash(CrashKind.ABORT, target=f"{guest.name}ab")
-    assert reply is not None and reply.status is Status.NO_PROCESS
+    assert reply is not None and reply.status is ReplyStatus.NO_PROCESS
     assert f"killed by signal {int(signal.SIGABRT)}" in reply.message
     assert set(agent.list_processes()) == {guest.name}
     with pytest.raises(AgentOpError, match="no process named"):
@@ -233,8 +241,8 @@ def test_unprivileged_process_forks_named_children(guest: NamedProcess) -> None:
     agent.touch(BASE, 1, write=True, tag=0x90, target=grandchild)
     agent.mmap(OTHER, ps, target=grandchild)
     agent.touch(OTHER, 1, write=True, tag=0x91, target=grandchild)
-    agent.mprotect(OTHER, ps, Prot.READ, target=grandchild)
-    agent.madvise(BASE + ps, ps, Advice.DONTNEED, target=grandchild)
+    agent.mprotect(OTHER, ps, ProtBits.READ, target=grandchild)
+    agent.madvise(BASE + ps, ps, AdviceCode.DONTNEED, target=grandchild)
     agent.clear_refs(4, target=grandchild)
     assert agent.touch(BASE, 2, write=False, target=child).values == (0x70, 0x71)
     # Observed by uid 1000: flags without PFNs.

@@ -23,7 +23,7 @@ from harness.agent.protocol import (
     Frame,
     Op,
     ProtocolError,
-    Status,
+    ReplyStatus,
     Writer,
     check_payload,
     decode_header,
@@ -83,7 +83,7 @@ class TestAgentProtocol:
         assert callable(damage)
         vm.agent.send_raw(damage(frame))
         reply = vm.agent.receive()
-        assert reply.status is Status.BAD_FRAME
+        assert reply.status is ReplyStatus.BAD_FRAME
         assert reason in reply.message
         assert vm.agent.ping().pid == 1
 
@@ -91,7 +91,7 @@ class TestAgentProtocol:
         frame = _request(Op.ECHO, Writer().str("init").blob(b"x" * 100).bytes())
         vm.agent.send_raw(frame[: HEADER_SIZE + 10])
         reply = vm.agent.receive(timeout=30)
-        assert reply.status is Status.BAD_FRAME
+        assert reply.status is ReplyStatus.BAD_FRAME
         assert "truncated frame: payload has 10 of" in reply.message
         assert vm.agent.ping().pid == 1
 
@@ -99,13 +99,13 @@ class TestAgentProtocol:
         head = REQUEST_MAGIC + struct.pack("<IHHIII", 9, Op.PING, 0, 0, MAX_PAYLOAD + 1, 0)
         vm.agent.send_raw(head + struct.pack("<I", zlib.crc32(head)))
         reply = vm.agent.receive()
-        assert reply.status is Status.BAD_FRAME
+        assert reply.status is ReplyStatus.BAD_FRAME
         assert "exceeds the limit" in reply.message
         assert vm.agent.ping().pid == 1
 
     def test_unknown_op(self, vm: VM) -> None:
         reply = vm.agent.request(Op.HELLO)  # HELLO is only ever sent by the agent
-        assert reply.status is Status.UNKNOWN_OP
+        assert reply.status is ReplyStatus.UNKNOWN_OP
 
     def test_unknown_target(self, vm: VM) -> None:
         with pytest.raises(AgentOpError) as caught:
@@ -118,7 +118,7 @@ class TestAgentProtocol:
     )
     def test_malformed_arguments_are_bad_requests(self, vm: VM, args: bytes) -> None:
         reply = vm.agent.request(Op.MMAP, args=args)
-        assert reply.status is Status.BAD_REQUEST
+        assert reply.status is ReplyStatus.BAD_REQUEST
         assert "arguments" in reply.message
 
 

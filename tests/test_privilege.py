@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.agent.client import ReadResult as AgentRead
+from harness.agent.client import ReadFileReply
 from harness.agent.protocol import INIT, ReadStage
 from harness.guest_executor import GuestRun, prepare_guest
 from harness.model_executor import ModelRun
@@ -99,13 +99,13 @@ class World:
     def machine(self) -> Machine:
         return self.model.machine
 
-    def guest_read(self, who: Who, path: str, offset: int, count: int) -> AgentRead:
+    def guest_read(self, who: Who, path: str, offset: int, count: int) -> ReadFileReply:
         target = self.real.names[who.proc] if who.proc else INIT
         return self.real.agent.read_file(
             path, count, offset=offset, uid=who.uid, gid=who.gid, target=target, loop=False
         )
 
-    def model_read(self, who: Who, path: str, offset: int, count: int) -> AgentRead:
+    def model_read(self, who: Who, path: str, offset: int, count: int) -> ReadFileReply:
         if who.proc is not None:
             process = self.model.procs[who.proc]
             creds = process.creds
@@ -117,11 +117,11 @@ class World:
         try:
             f = open_proc(self.machine, path, reader)
         except ProcReadError as e:
-            return AgentRead(ReadStage.OPEN, e.errno, (), 0, b"")
+            return ReadFileReply(ReadStage.OPEN, e.errno, (), 0, b"")
         try:
-            return AgentRead(ReadStage.NONE, 0, (), f.pos, f.pread(offset, count))
+            return ReadFileReply(ReadStage.NONE, 0, (), f.pos, f.pread(offset, count))
         except ProcReadError as e:
-            return AgentRead(ReadStage.READ, e.errno, (), f.pos, b"")
+            return ReadFileReply(ReadStage.READ, e.errno, (), f.pos, b"")
 
 
 def _frame(raw: int) -> int | None:

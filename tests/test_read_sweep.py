@@ -35,8 +35,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.agent.client import AgentClient
-from harness.agent.client import ReadResult as AgentRead
+from harness.agent.client import AgentClient, ReadFileReply
 from harness.agent.protocol import ReadStage, Whence
 from harness.guest_executor import GuestRun, prepare_guest
 from harness.model_executor import ModelRun
@@ -74,24 +73,24 @@ class Probe:
     seeks: tuple[tuple[Whence, int], ...] = ()
     loop: bool = False
 
-    def run_guest(self, agent: AgentClient, path: str) -> AgentRead:
+    def run_guest(self, agent: AgentClient, path: str) -> ReadFileReply:
         return agent.read_file(
             path, self.count, offset=self.offset, seeks=self.seeks, loop=self.loop
         )
 
-    def run_model(self, machine: Machine, path: str, reader: Reader) -> AgentRead:
+    def run_model(self, machine: Machine, path: str, reader: Reader) -> ReadFileReply:
         """What the agent's run_read() (harness/agent/files.c) does, on the model's file."""
         try:
             f = open_proc(machine, path, reader)
         except ProcReadError as e:
-            return AgentRead(ReadStage.OPEN, e.errno, (), 0, b"")
+            return ReadFileReply(ReadStage.OPEN, e.errno, (), 0, b"")
         results: list[int] = []
         for whence, offset in self.seeks:
             try:
                 results.append(f.lseek(offset, int(whence)))
             except ProcReadError as e:
                 results.append(-e.errno)
-                return AgentRead(ReadStage.SEEK, e.errno, tuple(results), f.pos, b"")
+                return ReadFileReply(ReadStage.SEEK, e.errno, tuple(results), f.pos, b"")
         data, stage, err = b"", ReadStage.NONE, 0
         while len(data) < self.count:
             try:
@@ -102,7 +101,7 @@ class Probe:
             data += chunk
             if not chunk or not self.loop:
                 break
-        return AgentRead(stage, err, tuple(results), f.pos, data)
+        return ReadFileReply(stage, err, tuple(results), f.pos, data)
 
     def _read_once(self, f: ProcFile, got: int) -> bytes:
         if self.offset is not None:
@@ -125,8 +124,8 @@ DataCheck = Callable[[Probe, bytes, bytes], str | None]
 
 def _sweep(
     probes: Sequence[Probe],
-    guest: Callable[[Probe], AgentRead],
-    model: Callable[[Probe], AgentRead],
+    guest: Callable[[Probe], ReadFileReply],
+    model: Callable[[Probe], ReadFileReply],
     check_data: DataCheck,
 ) -> None:
     """Run every probe on both sides; fail listing every probe that differs."""

@@ -1,10 +1,10 @@
 """``harness run`` survives a fault of ours in one scenario (issue 16).
 
 The real CLI (:func:`harness.run.main`, in this process so a fault can be
-planted) on a real guest: a GuestRun method raises an exception that no
-executor expects, part-way through one scenario, with named processes of
-it alive (one unprivileged).  That scenario must end as an ``error`` with a
-one-line cause naming the exception and where it was raised, with no
+planted) on a real guest: the guest executor's Fork handler (replaced in its
+table) raises an exception that no executor expects, part-way through one
+scenario, with named processes of it alive (one unprivileged).  That scenario
+must end as an ``error`` with a one-line cause naming the exception and where it was raised, with no
 traceback; the VM is replaced; the scenarios after it still run and agree;
 the exit status is 2.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.arches import ArchProfile
-from harness.guest_executor import GuestRun
+from harness.guest_executor import GUEST, GuestRun
 from harness.image import BootImage
 from harness.run import main as run_main
 from harness.scenario import Fork
@@ -35,14 +35,17 @@ def test_fault_in_guest_executor_is_that_scenarios_error(
     profile: ArchProfile,
     boot_image: BootImage,
 ) -> None:
-    real_fork = GuestRun.fork
+    real_fork = GUEST.find(Fork)
+    assert real_fork is not None
 
-    def fork(self: GuestRun, step: Fork, target: str) -> None:
-        real_fork(self, step, target)  # the process exists in the guest ...
-        if self.scenario.name == PLANTED and step.child == "g":
+    def fork(run: GuestRun, step: Fork) -> None:
+        real_fork(run, step)  # the process exists in the guest ...
+        if run.scenario.name == PLANTED and step.child == "g":
             raise KeyError(step.child)  # ... and then a bug of ours
 
-    monkeypatch.setattr(GuestRun, "fork", fork)
+    # The guest executor's own table, so the planted handler runs where the real one would.
+    monkeypatch.setitem(GUEST._table, Fork, fork)
+    monkeypatch.setattr(GUEST, "_resolved", {})
     planted = tmp_path / f"{PLANTED}.json"
     data = json.loads((SCENARIO_DIR / "unprivileged_fork.json").read_text())
     planted.write_text(json.dumps({**data, "name": PLANTED}))
@@ -59,10 +62,8 @@ def test_fault_in_guest_executor_is_that_scenarios_error(
     fault = results[PLANTED]
     assert fault["status"] == "error"
     assert "\n" not in fault["message"]
-    # The deepest frame of ours (the planted method is the test's).
-    assert fault["message"].startswith(
-        "guest: internal error: KeyError: 'g' (harness/guest_executor.py:"
-    ), fault
+    # The deepest frame of ours (the planted handler is the test's): the dispatch.
+    assert fault["message"].startswith("guest: internal error: KeyError: 'g' (harness/"), fault
     for name in after:
         assert results[name]["status"] == "agree", results[name]
     assert status == 2

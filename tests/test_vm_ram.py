@@ -11,7 +11,7 @@ import secrets
 
 import pytest
 
-from harness.agent.protocol import Prot, RegionKind
+from harness.agent.protocol import BackingCode, ProtBits
 from harness.probes import pagemap
 from harness.process import NamedProcess
 
@@ -42,7 +42,7 @@ def test_file_pages_hold_their_index_in_guest_ram(guest: NamedProcess) -> None:
     arch, pages = guest.vm.profile.arch, 3
     file_tag = secrets.randbits(62)
     guest.agent.mmap(
-        BASE, pages * guest.page_size, kind=RegionKind.FILE, prot=Prot.READ,
+        BASE, pages * guest.page_size, backing=BackingCode.FILE, prot=ProtBits.READ,
         file_tag=file_tag, target=guest.name,
     )  # fmt: skip
     guest.agent.touch(BASE, pages, write=False, target=guest.name)

@@ -3,7 +3,7 @@
  *
  * The agent is /init of the test initramfs.  It serves requests from the
  * host over a virtio-serial port named "agent".  The wire format is defined
- * once, in harness/agent/protocol.py; this header mirrors its numbers.
+ * once, in harness/agent/protocol.py, which generates protocol.h.
  *
  * Everything on the wire is little-endian whatever the guest's byte order:
  * the put_* and get_* helpers convert explicitly, byte by byte.
@@ -15,75 +15,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define AGENT_PROTOCOL_VERSION 1u
-
-/* Frame header: magic[4] seq u32, op u16, status u16, error u32,
- * payload length u32, payload CRC32 u32, header CRC32 u32 (over bytes 0-23). */
-#define FRAME_HEADER_SIZE 28u
-#define FRAME_MAX_PAYLOAD (64u << 20)
-#define REQUEST_MAGIC "PMAQ"
-#define RESPONSE_MAGIC "PMAR"
+/* Op numbers, statuses, argument codes, constants and every op's layout:
+ * generated from harness/agent/protocol.py. */
+#include "protocol.h"
 
 /* The rest of a frame must follow its first byte within this many ms. */
 #define FRAME_BODY_TIMEOUT_MS 3000
-
-#define PROC_NAME_MAX 32u
-#define INIT_NAME "init"
-
-enum agent_op {
-	OP_HELLO = 0, /* unsolicited, sent once when the agent is ready */
-	OP_PING = 1,
-	OP_ECHO = 2,
-	OP_MMAP = 3,
-	OP_MUNMAP = 4,
-	OP_MPROTECT = 5,
-	OP_MADVISE = 6,
-	OP_TOUCH = 7,
-	OP_FORK = 8,
-	OP_EXIT = 9,
-	OP_KILL = 10,
-	OP_GETPID = 11,
-	OP_CLEAR_REFS = 12,
-	OP_READ_FILE = 13,
-	OP_WRITE_FILE = 14,
-	OP_SETTLE = 15,
-	OP_POWEROFF = 16,
-	OP_CRASH = 17,
-	OP_LIST = 18,
-};
-
-enum agent_status {
-	ST_OK = 0,
-	ST_ERRNO = 1,       /* the operation failed; error holds the guest errno */
-	ST_BAD_FRAME = 2,   /* magic, CRC, length or truncation: see the message */
-	ST_BAD_REQUEST = 3, /* arguments do not decode or make no sense */
-	ST_UNKNOWN_OP = 4,
-	ST_NO_PROCESS = 5,  /* no process of that name (or it died) */
-};
-
-/* Protocol values, mapped to the kernel's by the agent (never sent raw). */
-enum { PROT_BIT_READ = 1, PROT_BIT_WRITE = 2, PROT_BIT_EXEC = 4 };
-enum { REGION_ANON = 0, REGION_FILE = 1 };
-enum {
-	ADVICE_DONTNEED = 1,
-	ADVICE_HUGEPAGE = 2,
-	ADVICE_NOHUGEPAGE = 3,
-	ADVICE_COLD = 4,
-	ADVICE_PAGEOUT = 5,
-	ADVICE_WILLNEED = 6,
-	ADVICE_FREE = 7,
-	ADVICE_COLLAPSE = 8,
-};
-enum { SETTLE_DRAIN_LRU = 1, SETTLE_SYNC = 2 };
-enum { CRASH_PANIC = 1, CRASH_ABORT = 2, CRASH_HANG = 3 };
-enum { SEEK_PROTO_SET = 0, SEEK_PROTO_CUR = 1, SEEK_PROTO_END = 2,
-       SEEK_PROTO_DATA = 3, SEEK_PROTO_HOLE = 4 };
-enum { READ_STAGE_NONE = 0, READ_STAGE_OPEN = 1, READ_STAGE_SEEK = 2,
-       READ_STAGE_READ = 3, READ_STAGE_CREDS = 4 };
-enum { OPEN_BIT_NONBLOCK = 1 };
-enum { WRITE_BIT_CREATE = 1 };
-enum { EXIT_HOW_EXITED = 1, EXIT_HOW_SIGNALED = 2 };
-#define UID_KEEP 0xFFFFFFFFu
 
 /* A growable output buffer; a failed allocation sticks in `failed`. */
 struct buf {
@@ -153,21 +90,12 @@ void reply_fail(struct reply *rep, uint16_t status, int err, const char *fmt, ..
 	__attribute__((format(printf, 4, 5)));
 int args_ok(struct request *req, struct reply *rep);
 
-/* Operations any agent process performs on itself (ops.c, files.c). */
+/* Operations any agent process performs on itself (ops.c, files.c): one
+ * handler per op listed in protocol.h's AGENT_COMMON_OPS. */
 int handle_common_op(struct request *req, struct reply *rep);
-void op_ping(struct request *req, struct reply *rep);
-void op_echo(struct request *req, struct reply *rep);
-void op_mmap(struct request *req, struct reply *rep);
-void op_munmap(struct request *req, struct reply *rep);
-void op_mprotect(struct request *req, struct reply *rep);
-void op_madvise(struct request *req, struct reply *rep);
-void op_touch(struct request *req, struct reply *rep);
-void op_getpid(struct request *req, struct reply *rep);
-void op_clear_refs(struct request *req, struct reply *rep);
-void op_settle(struct request *req, struct reply *rep);
-void op_read_file(struct request *req, struct reply *rep);
-void op_write_file(struct request *req, struct reply *rep);
-void op_crash(struct request *req, struct reply *rep);
+#define DECLARE_OP_HANDLER(op, handler) void handler(struct request *req, struct reply *rep);
+AGENT_COMMON_OPS(DECLARE_OP_HANDLER)
+#undef DECLARE_OP_HANDLER
 int write_text_file(const char *path, const char *text);
 
 /* Named processes (procs.c). */

@@ -13,34 +13,36 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from harness.agent.protocol import (
     HEADER_SIZE,
     INIT,
+    LAYOUTS,
     NAME_MAX,
-    OPEN_NONBLOCK,
     REQUEST_MAGIC,
     RESPONSE_MAGIC,
     UID_KEEP,
-    WRITE_CREATE,
-    Advice,
+    AdviceCode,
+    BackingCode,
     CrashKind,
     ExitHow,
     Frame,
     Op,
-    Prot,
+    OpenBits,
+    ProtBits,
     ProtocolError,
-    Reader,
     ReadStage,
-    RegionKind,
+    ReplyStatus,
     SettleFlags,
-    Status,
     Whence,
+    WriteBits,
     Writer,
     check_payload,
     decode_header,
     encode_frame,
+    pack,
+    unpack,
 )
 from harness.errors import AgentOpError, AgentProtocolError, AgentTimeout, VMError, errno_text
 
@@ -48,9 +50,9 @@ __all__ = [
     "AgentClient",
     "ExitResult",
     "Hello",
-    "ReadResult",
+    "ReadFileReply",
     "Reply",
-    "TouchResult",
+    "TouchReply",
     "Watchdog",
 ]
 
@@ -77,7 +79,7 @@ class Watchdog(Protocol):
 class Reply:
     seq: int
     op: int
-    status: Status
+    status: ReplyStatus
     error: int
     payload: bytes
 
@@ -100,7 +102,7 @@ class Hello:
 
 
 @dataclass(frozen=True)
-class TouchResult:
+class TouchReply:
     done: int
     signal: int
     fault_addr: int
@@ -112,7 +114,7 @@ class TouchResult:
 
 
 @dataclass(frozen=True)
-class ReadResult:
+class ReadFileReply:
     """Outcome of READ_FILE: the bytes, or where and why it stopped."""
 
     stage: ReadStage
@@ -142,26 +144,13 @@ class ExitResult:
         return self.how is ExitHow.EXITED
 
 
-def _parse_hello(data: bytes, what: str) -> Hello:
-    r = Reader(data, what)
-    hello = Hello(
-        version=r.u32(),
-        pid=r.u32(),
-        page_size=r.u32(),
-        little_endian=bool(r.u8()),
-        word_size=r.u8(),
-        machine=r.str(),
-        release=r.str(),
-    )
-    r.end()
-    return hello
+def _hello(values: dict[str, Any]) -> Hello:
+    values["little_endian"] = bool(values["little_endian"])
+    return Hello(**values)
 
 
-def _parse_exit(data: bytes, what: str) -> ExitResult:
-    r = Reader(data, what)
-    result = ExitResult(pid=r.u32(), how=ExitHow(r.u8()), value=r.u32())
-    r.end()
-    return result
+def _exit(values: dict[str, Any]) -> ExitResult:
+    return ExitResult(pid=values["pid"], how=ExitHow(values["how"]), value=values["value"])
 
 
 class AgentClient:
@@ -265,7 +254,7 @@ class AgentClient:
             raise self._watchdog.error(AgentProtocolError, f"bad reply from the agent: {e}") from e
         self.stalled = False
         try:
-            status = Status(header.status)
+            status = ReplyStatus(header.status)
         except ValueError:
             raise self._watchdog.error(
                 AgentProtocolError, f"reply with unknown status {header.status}"
@@ -287,7 +276,7 @@ class AgentClient:
             reply = self.receive(max(deadline - time.monotonic(), 0.001))
             if reply.seq == seq and reply.op == op:
                 return reply
-            if reply.status is Status.BAD_FRAME or reply.seq > seq:
+            if reply.status is ReplyStatus.BAD_FRAME or reply.seq > seq:
                 raise self._watchdog.error(
                     AgentProtocolError,
                     f"{op.name}: unexpected reply seq {reply.seq} op {reply.op} "
@@ -300,30 +289,36 @@ class AgentClient:
     ) -> bytes:
         """A request that must succeed; its result payload."""
         reply = self.request(op, target, args, timeout)
-        if reply.status is not Status.OK:
+        if reply.status is not ReplyStatus.OK:
             raise AgentOpError(
                 op.name.lower(), target, reply.status.name, reply.error, reply.message
             )
         return reply.payload
+
+    def call_op(
+        self, op: Op, target: str = INIT, timeout: float | None = None, **args: Any
+    ) -> dict[str, Any]:
+        """A request that must succeed, packed and unpacked by ``LAYOUTS[op]``; its values."""
+        layout = LAYOUTS[op]
+        payload = self.call(op, target, pack(layout.args, args), timeout)
+        return unpack(layout.reply or (), payload, op.name.lower())
 
     # -- operations ----------------------------------------------------------
 
     def wait_hello(self, timeout: float) -> Hello:
         """The agent's unsolicited HELLO: it is up and serving."""
         reply = self.receive(timeout)
-        if reply.op != Op.HELLO or reply.status is not Status.OK:
+        if reply.op != Op.HELLO or reply.status is not ReplyStatus.OK:
             raise self._watchdog.error(
                 AgentProtocolError, f"expected HELLO, got op {reply.op} ({reply.message})"
             )
-        return _parse_hello(reply.payload, "hello")
+        return _hello(unpack(LAYOUTS[Op.HELLO].reply or (), reply.payload, "hello"))
 
     def ping(self, target: str = INIT) -> Hello:
-        return _parse_hello(self.call(Op.PING, target), "ping")
+        return _hello(self.call_op(Op.PING, target))
 
     def echo(self, data: bytes, target: str = INIT) -> bytes:
-        r = Reader(self.call(Op.ECHO, target, Writer().blob(data).bytes()), "echo")
-        out = r.blob()
-        r.end()
+        out: bytes = self.call_op(Op.ECHO, target, data=data)["data"]
         return out
 
     def mmap(
@@ -331,38 +326,32 @@ class AgentClient:
         addr: int,
         length: int,
         *,
-        kind: RegionKind = RegionKind.ANON,
+        backing: BackingCode = BackingCode.ANON,
         shared: bool = False,
-        prot: Prot = Prot.READ | Prot.WRITE,
+        prot: ProtBits = ProtBits.READ | ProtBits.WRITE,
         file_tag: int = 0,
         target: str = INIT,
     ) -> int:
-        args = (
-            Writer().u64(addr).u64(length).u8(kind).u8(int(shared)).u8(prot).u64(file_tag)
-        ).bytes()
-        r = Reader(self.call(Op.MMAP, target, args), "mmap")
-        placed = r.u64()
-        r.end()
+        placed: int = self.call_op(
+            Op.MMAP, target, addr=addr, length=length, backing=backing, shared=int(shared),
+            prot=prot, file_tag=file_tag,
+        )["addr"]
         return placed
 
     def munmap(self, addr: int, length: int, target: str = INIT) -> None:
-        self.call(Op.MUNMAP, target, Writer().u64(addr).u64(length).bytes())
+        self.call_op(Op.MUNMAP, target, addr=addr, length=length)
 
-    def mprotect(self, addr: int, length: int, prot: Prot, target: str = INIT) -> None:
-        self.call(Op.MPROTECT, target, Writer().u64(addr).u64(length).u8(prot).bytes())
+    def mprotect(self, addr: int, length: int, prot: ProtBits, target: str = INIT) -> None:
+        self.call_op(Op.MPROTECT, target, addr=addr, length=length, prot=prot)
 
-    def madvise(self, addr: int, length: int, advice: Advice, target: str = INIT) -> None:
-        self.call(Op.MADVISE, target, Writer().u64(addr).u64(length).u16(advice).bytes())
+    def madvise(self, addr: int, length: int, advice: AdviceCode, target: str = INIT) -> None:
+        self.call_op(Op.MADVISE, target, addr=addr, length=length, advice=advice)
 
     def touch(
         self, addr: int, pages: int, *, write: bool, tag: int = 0, target: str = INIT
-    ) -> TouchResult:
-        args = Writer().u64(addr).u64(pages).u8(int(write)).u64(tag).bytes()
-        r = Reader(self.call(Op.TOUCH, target, args), "touch")
-        done, signal, fault_addr, n = r.u64(), r.u32(), r.u64(), r.u32()
-        values = tuple(r.u64() for _ in range(n))
-        r.end()
-        return TouchResult(done, signal, fault_addr, values)
+    ) -> TouchReply:
+        got = self.call_op(Op.TOUCH, target, addr=addr, pages=pages, write=int(write), tag=tag)
+        return TouchReply(got["done"], got["signal"], got["fault_addr"], got["values"])
 
     def fork(
         self, name: str, target: str = INIT, *, uid: int | None = None, gid: int | None = None
@@ -374,37 +363,28 @@ class AgentClient:
         dumpable; unset ones stay as they were.  A process of any uid can fork
         named children; an unprivileged one can only keep its own uid/gid.
         """
-        args = Writer().str(name).u32(UID_KEEP if uid is None else uid)
-        args.u32(UID_KEEP if gid is None else gid)
-        r = Reader(self.call(Op.FORK, target, args.bytes()), "fork")
-        pid = r.u32()
-        r.end()
+        pid: int = self.call_op(
+            Op.FORK, target, name=name, uid=UID_KEEP if uid is None else uid,
+            gid=UID_KEEP if gid is None else gid,
+        )["pid"]
         return pid
 
     def exit(self, target: str, code: int = 0) -> ExitResult:
-        return _parse_exit(self.call(Op.EXIT, target, Writer().u32(code).bytes()), "exit")
+        return _exit(self.call_op(Op.EXIT, target, code=code))
 
     def kill(self, target: str, signal: int = 9) -> ExitResult:
-        return _parse_exit(self.call(Op.KILL, target, Writer().u32(signal).bytes()), "kill")
+        return _exit(self.call_op(Op.KILL, target, signal=signal))
 
     def getpid(self, target: str = INIT) -> int:
-        r = Reader(self.call(Op.GETPID, target), "getpid")
-        pid = r.u32()
-        r.end()
+        pid: int = self.call_op(Op.GETPID, target)["pid"]
         return pid
 
     def list_processes(self) -> dict[str, int]:
         """The named processes (name -> pid), init not included."""
-        r = Reader(self.call(Op.LIST), "list")
-        procs = {}
-        for _ in range(r.u32()):
-            name = r.str()
-            procs[name] = r.u32()
-        r.end()
-        return procs
+        return dict(self.call_op(Op.LIST)["procs"])
 
     def clear_refs(self, value: int, target: str = INIT) -> None:
-        self.call(Op.CLEAR_REFS, target, Writer().u32(value).bytes())
+        self.call_op(Op.CLEAR_REFS, target, value=value)
 
     def read_file(
         self,
@@ -419,38 +399,37 @@ class AgentClient:
         nonblock: bool = False,
         target: str = INIT,
         timeout: float | None = None,
-    ) -> ReadResult:
+    ) -> ReadFileReply:
         """Open ``path`` read-only (as ``uid`` if given), seek, then read.
 
         With ``offset`` the read is pread() there; otherwise read() at the
         position the seeks left.  ``loop`` keeps reading until ``count``
         bytes or end of file; without it, exactly one call is made.
         """
-        w = Writer().blob(path.encode())
-        w.u32(UID_KEEP if uid is None else uid).u32(UID_KEEP if gid is None else gid)
-        w.u32(OPEN_NONBLOCK if nonblock else 0).u32(len(seeks))
-        for whence, seek_offset in seeks:
-            w.u8(whence).i64(seek_offset)
-        w.u8(int(offset is not None)).i64(offset or 0).u64(count).u8(int(loop))
-        r = Reader(self.call(Op.READ_FILE, target, w.bytes(), timeout), "read_file")
-        stage, err, n = ReadStage(r.u8()), r.u32(), r.u32()
-        seek_results = tuple(r.i64() for _ in range(n))
-        final_pos, data = r.i64(), r.blob()
-        r.end()
-        return ReadResult(stage, err, seek_results, final_pos, data)
+        got = self.call_op(
+            Op.READ_FILE, target, timeout,
+            path=path.encode(), uid=UID_KEEP if uid is None else uid,
+            gid=UID_KEEP if gid is None else gid,
+            open_bits=OpenBits.NONBLOCK if nonblock else 0, seeks=seeks,
+            pread=int(offset is not None), pread_offset=offset or 0, count=count, loop=int(loop),
+        )
+        return ReadFileReply(
+            ReadStage(got["stage"]), got["errno"], got["seek_results"], got["final_pos"],
+            got["data"],
+        )
 
     def write_file(
         self, path: str, data: bytes | str, *, create: bool = False, target: str = INIT
     ) -> int:
         raw = data.encode() if isinstance(data, str) else data
-        args = Writer().blob(path.encode()).blob(raw).u32(WRITE_CREATE if create else 0)
-        r = Reader(self.call(Op.WRITE_FILE, target, args.bytes()), "write_file")
-        written = r.u64()
-        r.end()
+        written: int = self.call_op(
+            Op.WRITE_FILE, target, path=path.encode(), data=raw,
+            flags=WriteBits.CREATE if create else 0,
+        )["written"]
         return written
 
     def settle(self, flags: SettleFlags = SettleFlags.DRAIN_LRU, target: str = INIT) -> None:
-        self.call(Op.SETTLE, target, Writer().u32(flags).bytes())
+        self.call_op(Op.SETTLE, target, flags=flags)
 
     def poweroff(self, timeout: float | None = None) -> None:
         """Ask init to power off; returns once it acknowledged (or the line closed)."""
@@ -467,7 +446,7 @@ class AgentClient:
         process is init's child: init answers for it (NO_PROCESS, with how it
         died), and that reply is returned.
         """
-        args = Writer().u8(kind).bytes()
+        args = pack(LAYOUTS[Op.CRASH].args, {"kind": kind})
         if target != INIT and kind is CrashKind.ABORT:
             return self.request(Op.CRASH, target, args)
         self._seq = (self._seq + 1) & 0xFFFF_FFFF or 1

@@ -227,13 +227,7 @@ static void put_read_result(struct buf *b, const struct read_job *job)
 	put_blob(b, job->data, (size_t)job->got);
 }
 
-/*
- * args: blob path, u32 uid, u32 gid, u32 open bits, u32 nseeks,
- *       nseeks x (u8 whence, i64 offset), u8 pread, i64 pread offset,
- *       u64 count, u8 loop
- * -> u8 failed stage, u32 errno, u32 n, i64 seek results[n], i64 final pos,
- *    blob data
- */
+/* READ_FILE (layout: protocol.h) */
 void op_read_file(struct request *req, struct reply *rep)
 {
 	struct read_job *job = calloc(1, sizeof(*job));
@@ -260,8 +254,8 @@ out:
 	free(job);
 }
 
-/* args: blob path, blob data, u32 flags (WRITE_BIT_CREATE) -> u64 written.
- * One write() call, as sysctl and sysfs files expect. */
+/* WRITE_FILE (layout: protocol.h): one write() call, as sysctl and sysfs
+ * files expect. */
 void op_write_file(struct request *req, struct reply *rep)
 {
 	char path[PATH_LEN];

@@ -165,7 +165,7 @@ static int create_region_file(struct reply *rep, uint64_t addr, uint64_t len, ui
 	return fd;
 }
 
-/* args: u64 addr, u64 length, u8 kind, u8 shared, u8 prot, u64 file_tag -> u64 addr */
+/* MMAP (layout: protocol.h) */
 void op_mmap(struct request *req, struct reply *rep)
 {
 	uint64_t addr = get_u64(&req->args), len = get_u64(&req->args);
@@ -205,7 +205,7 @@ void op_mmap(struct request *req, struct reply *rep)
 	put_u64(&rep->payload, addr);
 }
 
-/* args: u64 addr, u64 length */
+/* MUNMAP (layout: protocol.h) */
 void op_munmap(struct request *req, struct reply *rep)
 {
 	uint64_t addr = get_u64(&req->args), len = get_u64(&req->args);
@@ -216,7 +216,7 @@ void op_munmap(struct request *req, struct reply *rep)
 		reply_fail(rep, ST_ERRNO, errno, "munmap: %s", strerror(errno));
 }
 
-/* args: u64 addr, u64 length, u8 prot */
+/* MPROTECT (layout: protocol.h) */
 void op_mprotect(struct request *req, struct reply *rep)
 {
 	uint64_t addr = get_u64(&req->args), len = get_u64(&req->args);
@@ -247,7 +247,7 @@ static int native_advice(uint16_t advice)
 	}
 }
 
-/* args: u64 addr, u64 length, u16 advice */
+/* MADVISE (layout: protocol.h) */
 void op_madvise(struct request *req, struct reply *rep)
 {
 	uint64_t addr = get_u64(&req->args), len = get_u64(&req->args);
@@ -318,8 +318,7 @@ static uint64_t touch_pages(uint64_t addr, uint64_t npages, int write, uint64_t 
 	return done;
 }
 
-/* args: u64 addr, u64 npages, u8 write, u64 tag
- * -> u64 done, u32 signal, u64 fault_addr, u32 n, u64 values[n] (reads only) */
+/* TOUCH (layout: protocol.h); values[] are returned for reads only. */
 void op_touch(struct request *req, struct reply *rep)
 {
 	uint64_t addr = get_u64(&req->args), npages = get_u64(&req->args);
@@ -374,7 +373,7 @@ int write_text_file(const char *path, const char *text)
 	return n == (ssize_t)len ? 0 : -1;
 }
 
-/* args: u32 value; writes it to this process's /proc/self/clear_refs. */
+/* CLEAR_REFS (layout: protocol.h): writes the value to /proc/self/clear_refs. */
 void op_clear_refs(struct request *req, struct reply *rep)
 {
 	uint32_t value = get_u32(&req->args);
@@ -404,7 +403,7 @@ static int drain_lru_batches(void)
 	return munmap(p, ps);
 }
 
-/* args: u32 flags (SETTLE_*) */
+/* SETTLE (layout: protocol.h) */
 void op_settle(struct request *req, struct reply *rep)
 {
 	uint32_t flags = get_u32(&req->args);
@@ -456,19 +455,9 @@ void op_crash(struct request *req, struct reply *rep)
 int handle_common_op(struct request *req, struct reply *rep)
 {
 	switch (req->op) {
-	case OP_PING: op_ping(req, rep); break;
-	case OP_ECHO: op_echo(req, rep); break;
-	case OP_MMAP: op_mmap(req, rep); break;
-	case OP_MUNMAP: op_munmap(req, rep); break;
-	case OP_MPROTECT: op_mprotect(req, rep); break;
-	case OP_MADVISE: op_madvise(req, rep); break;
-	case OP_TOUCH: op_touch(req, rep); break;
-	case OP_GETPID: op_getpid(req, rep); break;
-	case OP_CLEAR_REFS: op_clear_refs(req, rep); break;
-	case OP_READ_FILE: op_read_file(req, rep); break;
-	case OP_WRITE_FILE: op_write_file(req, rep); break;
-	case OP_SETTLE: op_settle(req, rep); break;
-	case OP_CRASH: op_crash(req, rep); break;
+#define CASE_OP(op, handler) case op: handler(req, rep); break;
+	AGENT_COMMON_OPS(CASE_OP)
+#undef CASE_OP
 	default: return 0;
 	}
 	return 1;

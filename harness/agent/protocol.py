@@ -8,7 +8,7 @@ converts byte by byte, harness/agent/wire.c)::
      0     4    magic          b"PMAQ" request, b"PMAR" response
      4     4    seq            u32, chosen by the host, echoed in the reply
      8     2    op             u16, :class:`Op` (echoed in the reply)
-    10     2    status         u16, :class:`Status` (0 in requests)
+    10     2    status         u16, :class:`ReplyStatus` (0 in requests)
     12     4    error          u32, the guest errno when status is ERRNO
     16     4    length         u32, payload bytes (at most MAX_PAYLOAD)
     20     4    payload_crc    CRC-32 (IEEE, as zlib.crc32) of the payload
@@ -23,42 +23,58 @@ status BAD_FRAME and the reason; the agent then drops input until the line is
 quiet.  The unsolicited HELLO (seq 0, status OK, response magic) says the
 agent is ready.
 
-Argument and result layouts are in the docstrings of the :class:`Op` members
-(types: u8/u16/u32/u64, i64 two's complement, ``str`` = u16 length + bytes,
-``blob`` = u32 length + bytes).
+Argument and result layouts are :data:`LAYOUTS`, one :class:`OpLayout` per
+op, which the client packs and unpacks with (:func:`pack`, :func:`unpack`).
+The agent's C side gets every number and layout here from
+``harness/agent/protocol.h``, which :mod:`harness.agent.header` generates from
+this module (a unit test checks it is current).
 """
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
+from typing import Any
 
 __all__ = [
     "HEADER",
     "HEADER_SIZE",
     "INIT",
+    "LAYOUTS",
     "MAX_PAYLOAD",
+    "NAME_MAX",
+    "PROCESS_OPS",
     "PROTOCOL_VERSION",
     "REQUEST_MAGIC",
     "RESPONSE_MAGIC",
     "UID_KEEP",
-    "Advice",
+    "AdviceCode",
+    "BackingCode",
     "CrashKind",
+    "ExitHow",
+    "Field",
     "Frame",
     "Op",
-    "Prot",
+    "OpLayout",
+    "OpenBits",
+    "ProtBits",
     "ProtocolError",
     "ReadStage",
     "Reader",
-    "RegionKind",
+    "ReplyStatus",
     "SettleFlags",
-    "Status",
     "Whence",
+    "WriteBits",
     "Writer",
     "decode_header",
     "encode_frame",
+    "fields",
+    "pack",
+    "unpack",
 ]
 
 PROTOCOL_VERSION = 1
@@ -68,89 +84,67 @@ HEADER = struct.Struct("<4sIHHIIII")
 HEADER_SIZE = HEADER.size
 MAX_PAYLOAD = 64 << 20
 INIT = "init"
-#: uid/gid value meaning "stay root" in READ_FILE.
+#: uid/gid value meaning "stay root" in READ_FILE and FORK.
 UID_KEEP = 0xFFFF_FFFF
+#: Longest process name, bytes.
 NAME_MAX = 32
 
 assert HEADER_SIZE == 28
 
 
 class Op(IntEnum):
-    """Operations.  Arguments -> result (after the target name)."""
+    """Operations; their arguments and results are :data:`LAYOUTS`."""
 
     HELLO = 0
-    """Unsolicited -> u32 version, u32 pid, u32 page size, u8 little-endian, u8 word size,
-    str machine, str release."""
     PING = 1
-    """() -> as HELLO."""
     ECHO = 2
-    """blob -> the same blob."""
     MMAP = 3
-    """u64 addr, u64 length, u8 kind, u8 shared, u8 prot, u64 file tag -> u64 addr.
-    MAP_FIXED_NOREPLACE at addr.  A FILE region is backed by a file of its own on
-    tmpfs (unlinked at once): the first 8 bytes of file page i hold file_tag + i
-    (u64, guest byte order), the rest of the page is zero."""
     MUNMAP = 4
-    """u64 addr, u64 length -> ()."""
     MPROTECT = 5
-    """u64 addr, u64 length, u8 prot -> ()."""
     MADVISE = 6
-    """u64 addr, u64 length, u16 advice -> ()."""
     TOUCH = 7
-    """u64 addr, u64 pages, u8 write, u64 tag -> u64 done, u32 signal, u64 fault addr,
-    u32 n, u64 values[n].  Pages are touched in order; a write stores tag + k (u64,
-    guest byte order) at the start of page k, a read returns the u64 there.  A fault
-    stops the touch and is reported (signal, address), not fatal."""
     FORK = 8
-    """str name, u32 uid, u32 gid -> u32 pid.  The target forks; the new process takes
-    the uid and gid (UID_KEEP: unchanged), is named and served."""
     EXIT = 9
-    """u32 code -> u32 pid, u8 how, u32 value.  The target exits; init reaps it."""
     KILL = 10
-    """u32 signal -> u32 pid, u8 how, u32 value.  init signals the target, reaps it."""
     GETPID = 11
-    """() -> u32 pid."""
     CLEAR_REFS = 12
-    """u32 value -> ().  Written to the target's /proc/self/clear_refs."""
     READ_FILE = 13
-    """blob path, u32 uid, u32 gid, u32 open bits, u32 n, n x (u8 whence, i64 offset),
-    u8 pread, i64 pread offset, u64 count, u8 loop -> u8 failed stage, u32 errno,
-    u32 m, i64 seek results[m], i64 final position, blob data."""
     WRITE_FILE = 14
-    """blob path, blob data, u32 flags -> u64 written (one write() call)."""
     SETTLE = 15
-    """u32 flags -> ()."""
     POWEROFF = 16
-    """() -> () then reboot(RB_POWER_OFF).  init only."""
     CRASH = 17
-    """u8 kind -> no reply (the target or the kernel is gone)."""
     LIST = 18
-    """() -> u32 n, n x (str name, u32 pid): init's named processes."""
 
 
-class Status(IntEnum):
+class ReplyStatus(IntEnum):
+    """The status of a reply frame."""
+
     OK = 0
-    ERRNO = 1
-    BAD_FRAME = 2
-    BAD_REQUEST = 3
+    ERRNO = 1  # the operation failed; error holds the guest errno
+    BAD_FRAME = 2  # magic, CRC, length or truncation: see the message
+    BAD_REQUEST = 3  # arguments do not decode or make no sense
     UNKNOWN_OP = 4
-    NO_PROCESS = 5
+    NO_PROCESS = 5  # no process of that name (or it died)
 
 
-class Prot(IntFlag):
+class ProtBits(IntFlag):
+    """Protection bits on the wire; the agent maps them to PROT_*."""
+
     NONE = 0
     READ = 1
     WRITE = 2
     EXEC = 4
 
 
-class RegionKind(IntEnum):
+class BackingCode(IntEnum):
+    """What backs an MMAP region: anonymous memory, or a file of its own on tmpfs."""
+
     ANON = 0
     FILE = 1
 
 
-class Advice(IntEnum):
-    """madvise() advice, mapped to the kernel's numbers by the agent."""
+class AdviceCode(IntEnum):
+    """madvise() advice, mapped to the kernel's MADV_* numbers by the agent."""
 
     DONTNEED = 1
     HUGEPAGE = 2
@@ -163,18 +157,24 @@ class Advice(IntEnum):
 
 
 class SettleFlags(IntFlag):
+    """What SETTLE does before it replies."""
+
     #: lru_add_drain() on the agent's CPU (munmap of an untouched scratch VMA).
     DRAIN_LRU = 1
     SYNC = 2
 
 
 class CrashKind(IntEnum):
+    """How CRASH breaks the target (or the kernel)."""
+
     PANIC = 1  # echo c > /proc/sysrq-trigger
     ABORT = 2  # abort() in the target process
     HANG = 3  # the target stops serving for good (signals blocked, pause())
 
 
 class Whence(IntEnum):
+    """lseek() whence of a READ_FILE seek, mapped to SEEK_* by the agent."""
+
     SET = 0
     CUR = 1
     END = 2
@@ -193,12 +193,197 @@ class ReadStage(IntEnum):
 
 
 class ExitHow(IntEnum):
+    """How a reaped process ended (EXIT, KILL): exit code or signal."""
+
     EXITED = 1
     SIGNALED = 2
 
 
-OPEN_NONBLOCK = 1
-WRITE_CREATE = 1
+class OpenBits(IntFlag):
+    """READ_FILE's open flags."""
+
+    NONBLOCK = 1
+
+
+class WriteBits(IntFlag):
+    """WRITE_FILE's flags."""
+
+    CREATE = 1
+
+
+# ---------------------------------------------------------------------------
+# Argument and result layouts
+# ---------------------------------------------------------------------------
+
+#: Fixed-size field types (little-endian), and the two length-prefixed ones:
+#: ``str`` (u16 length + UTF-8 bytes) and ``blob`` (u32 length + bytes).
+_SCALARS = {"u8": "<B", "u16": "<H", "u32": "<I", "u64": "<Q", "i64": "<q"}
+_TYPES = frozenset({*_SCALARS, "str", "blob"})
+#: A Field type name (Writer and Reader have methods called ``str``).
+_TypeName = str
+_ARRAY = re.compile(r"(\w+) x \((.*)\) (\w+)\Z|(\w+) x (\w+) (\w+)\Z")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a layout: ``type`` and ``name``; or an array of records.
+
+    An array (``count`` set) repeats ``record`` as many times as the earlier
+    u32 field named ``count`` says.
+    """
+
+    type: str
+    name: str
+    count: str | None = None
+    record: tuple[Field, ...] = ()
+
+    def __str__(self) -> str:
+        if self.count is None:
+            return f"{self.type} {self.name}"
+        inner = ", ".join(map(str, self.record))
+        if len(self.record) == 1:
+            return f"{self.count} x {self.record[0].type} {self.name}"
+        return f"{self.count} x ({inner}) {self.name}"
+
+
+def _split(spec: str) -> list[str]:
+    """Top-level comma-separated items (commas inside parentheses stay)."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(spec):
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            items.append(spec[start:i].strip())
+            start = i + 1
+    last = spec[start:].strip()
+    return [*items, last] if last else items
+
+
+def fields(spec: str) -> tuple[Field, ...]:
+    """``"u64 addr, u32 n, n x (u8 whence, i64 offset) seeks"`` as Fields; ValueError if bad."""
+    out: list[Field] = []
+    for item in _split(spec):
+        array = _ARRAY.match(item)
+        if array is not None:
+            count, inner, name = array.group(1, 2, 3) if array.group(1) else (
+                array.group(4), f"{array.group(5)} item", array.group(6)
+            )
+            if count not in {f.name for f in out if f.type == "u32"}:
+                raise ValueError(f"{item!r}: {count} is not an earlier u32 field")
+            out.append(Field("array", name, count, fields(inner)))
+            continue
+        type_, _, name = item.partition(" ")
+        if type_ not in _TYPES or not name.isidentifier():
+            raise ValueError(f"{item!r} is not 'TYPE name' (types: {', '.join(sorted(_TYPES))})")
+        out.append(Field(type_, name))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class OpLayout:
+    """What an op carries after the target name, and what its OK reply carries.
+
+    ``reply`` None: no reply ever comes (the target or the kernel is gone).
+    ``note``: what the op does, for both sides' readers.
+    """
+
+    args: tuple[Field, ...]
+    reply: tuple[Field, ...] | None
+    note: str = ""
+
+
+def _layout(args: str, reply: str | None, note: str = "") -> OpLayout:
+    return OpLayout(fields(args), None if reply is None else fields(reply), note)
+
+
+
+
+_HELLO = "u32 version, u32 pid, u32 page_size, u8 little_endian, u8 word_size, str machine, " \
+    "str release"
+_WAIT = "u32 pid, u8 how, u32 value"
+
+#: Every op's arguments and reply, defined once (the client packs with these;
+#: harness/agent/protocol.h shows them to the C side).
+LAYOUTS: dict[Op, OpLayout] = {
+    Op.HELLO: _layout("", _HELLO, "unsolicited, sent once when the agent is ready"),
+    Op.PING: _layout("", _HELLO),
+    Op.ECHO: _layout("blob data", "blob data"),
+    Op.MMAP: _layout(
+        "u64 addr, u64 length, u8 backing, u8 shared, u8 prot, u64 file_tag", "u64 addr",
+        "MAP_FIXED_NOREPLACE at addr; a FILE region is backed by a file of its own on tmpfs "
+        "(unlinked at once): the first 8 bytes of file page i hold file_tag + i (u64, guest "
+        "byte order), the rest of the page is zero",
+    ),
+    Op.MUNMAP: _layout("u64 addr, u64 length", ""),
+    Op.MPROTECT: _layout("u64 addr, u64 length, u8 prot", ""),
+    Op.MADVISE: _layout("u64 addr, u64 length, u16 advice", ""),
+    Op.TOUCH: _layout(
+        "u64 addr, u64 pages, u8 write, u64 tag",
+        "u64 done, u32 signal, u64 fault_addr, u32 n, n x u64 values",
+        "pages in order; a write stores tag + k (u64, guest byte order) at the start of page "
+        "k, a read returns the u64 there; a fault stops the touch and is reported, not fatal",
+    ),
+    Op.FORK: _layout(
+        "str name, u32 uid, u32 gid", "u32 pid",
+        "the target forks; the child takes uid and gid (UID_KEEP: unchanged), is named and "
+        "served",
+    ),
+    Op.EXIT: _layout("u32 code", _WAIT, "the target exits; init reaps it"),
+    Op.KILL: _layout("u32 signal", _WAIT, "init signals the target and reaps it"),
+    Op.GETPID: _layout("", "u32 pid"),
+    Op.CLEAR_REFS: _layout("u32 value", "", "written to the target's /proc/self/clear_refs"),
+    Op.READ_FILE: _layout(
+        "blob path, u32 uid, u32 gid, u32 open_bits, u32 n, n x (u8 whence, i64 offset) seeks, "
+        "u8 pread, i64 pread_offset, u64 count, u8 loop",
+        "u8 stage, u32 errno, u32 m, m x i64 seek_results, i64 final_pos, blob data",
+    ),
+    Op.WRITE_FILE: _layout("blob path, blob data, u32 flags", "u64 written",
+                           "one write() call"),
+    Op.SETTLE: _layout("u32 flags", ""),
+    Op.POWEROFF: _layout("", "", "then reboot(RB_POWER_OFF); init only"),
+    Op.CRASH: _layout("u8 kind", None, "the target or the kernel is gone"),
+    Op.LIST: _layout("", "u32 n, n x (str name, u32 pid) procs", "init's named processes"),
+}
+#: Ops about named processes and power, which init and procs.c handle; every
+#: other op is performed by any agent process on itself, by the C function
+#: ``op_<name>`` (ops.c, files.c; protocol.h lists them in AGENT_COMMON_OPS).
+PROCESS_OPS = frozenset({Op.HELLO, Op.FORK, Op.EXIT, Op.KILL, Op.POWEROFF, Op.LIST})
+
+
+def pack(layout: Sequence[Field], values: Mapping[str, Any]) -> bytes:
+    """The payload for ``values`` (by field name; an array's count is its length)."""
+    w = Writer()
+    counts = {f.count: len(values[f.name]) for f in layout if f.count is not None}
+    for f in layout:
+        if f.count is not None:
+            for item in values[f.name]:
+                record = item if len(f.record) > 1 else (item,)
+                w.raw(pack(f.record, dict(zip((r.name for r in f.record), record, strict=True))))
+        else:
+            w.put(f.type, counts.get(f.name, values.get(f.name)))
+    return w.bytes()
+
+
+def unpack(layout: Sequence[Field], payload: bytes, what: str) -> dict[str, Any]:
+    """The values of a payload, by field name; ProtocolError if it does not fit."""
+    r = Reader(payload, what)
+    values = _read(r, layout)
+    r.end()
+    return values
+
+
+def _read(r: Reader, layout: Sequence[Field]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for f in layout:
+        if f.count is None:
+            values[f.name] = r.get(f.type)
+            continue
+        items = [_read(r, f.record) for _ in range(values[f.count])]
+        values[f.name] = tuple(
+            item[f.record[0].name] if len(f.record) == 1 else tuple(item.values())
+            for item in items
+        )
+    return values
 
 
 class ProtocolError(Exception):
@@ -304,6 +489,17 @@ class Writer:
         self._parts.append(struct.pack("<I", len(data)) + data)
         return self
 
+    def raw(self, data: bytes) -> Writer:
+        self._parts.append(data)
+        return self
+
+    def put(self, type_: _TypeName, value: Any) -> Writer:
+        """A field of ``type_`` (a :class:`Field` type name)."""
+        if type_ in _SCALARS:
+            self._parts.append(struct.pack(_SCALARS[type_], value))
+            return self
+        return self.str(value) if type_ == "str" else self.blob(value)
+
     def bytes(self) -> bytes:
         return b"".join(self._parts)
 
@@ -350,6 +546,13 @@ class Reader:
 
     def blob(self) -> bytes:
         return self._take(self.u32())
+
+    def get(self, type_: _TypeName) -> Any:
+        """A field of ``type_`` (a :class:`Field` type name)."""
+        if type_ in _SCALARS:
+            fmt = _SCALARS[type_]
+            return struct.unpack(fmt, self._take(struct.calcsize(fmt)))[0]
+        return self.str() if type_ == "str" else self.blob()
 
     def end(self) -> None:
         if self._pos != len(self._data):

@@ -29,34 +29,39 @@ from hypothesis import strategies as st
 from harness.scenario import (
     MAX_OBSERVATIONS,
     MAX_PROCS,
+    STEP_TYPES,
     Scenario,
     ScenarioError,
     load_scenario,
+    step_keys,
 )
+from sim.arch import ARCH_NAMES, Arch, get_arch
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = REPO / "tests" / "scenarios"
 CATALOG_DATA: tuple[tuple[str, Any], ...] = tuple(
     (path.name, json.loads(path.read_text())) for path in sorted(CATALOG.glob("*.json"))
 )
-OPS = ("mmap", "write", "read", "munmap", "mprotect", "madvise", "fork", "exit", "clear_refs",
-       "check")
-STEP_KEYS = ("op", "proc", "region", "pages", "kind", "share", "prot", "advice", "child", "uid",
-             "value", "as_uid", "note")
+OPS = tuple(STEP_TYPES)
+STEP_KEYS = ("op", *sorted(set().union(*map(step_keys, STEP_TYPES.values()))), "note")
+#: Range checks run for the architecture a scenario is planned for: this one
+#: by default; mutated catalog files are loaded for any of ARCHES.
+ARCH = get_arch("x86_64")
+ARCHES = tuple(get_arch(name) for name in ARCH_NAMES)
 _STEP_PLACE = re.compile(r"step (\d+) \((.*?)\): ")
 
 
 # --- the contract ------------------------------------------------------------
 
 
-def check_load(path: Path, data: object = None) -> Scenario | None:
+def check_load(path: Path, data: object = None, arch: Arch = ARCH) -> Scenario | None:
     """Load ``path``; AssertionError unless the contract holds.
 
     ``data`` is the decoded JSON written there (None if unknown), used to
     check that a step named in the message is that step.
     """
     try:
-        return load_scenario(path)
+        return load_scenario(path, arch)
     except ScenarioError as e:
         message = str(e)
     assert "\n" not in message and message.strip() == message, repr(message)
@@ -78,8 +83,8 @@ def write_json(directory: Path, data: object) -> Path:
     return path
 
 
-def check_data(directory: Path, data: object) -> Scenario | None:
-    return check_load(write_json(directory, data), data)
+def check_data(directory: Path, data: object, arch: Arch = ARCH) -> Scenario | None:
+    return check_load(write_json(directory, data), data, arch)
 
 
 # --- JSON values -------------------------------------------------------------
@@ -239,7 +244,7 @@ def mutate_text(text: bytes, rng: random.Random) -> bytes:
 @given(catalog=st.sampled_from(CATALOG_DATA), seed=st.integers(0, 1 << 32))
 def test_mutated_catalog_files(scratch: Path, catalog: tuple[str, Any], seed: int) -> None:
     rng = random.Random(seed)
-    check_data(scratch, mutate_scenario(catalog[1], rng))
+    check_data(scratch, mutate_scenario(catalog[1], rng), rng.choice(ARCHES))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -302,7 +307,7 @@ MMAP = {"op": "mmap", "region": "a", "pages": 4, "kind": "anon", "share": "priva
 def test_fuzz_regressions(steps: list[object], message: str, tmp_path: Path) -> None:
     path = write_json(tmp_path, {"name": "t", "steps": steps})
     with pytest.raises(ScenarioError) as info:
-        load_scenario(path)
+        load_scenario(path, ARCH)
     assert message in str(info.value)
     assert check_load(path, {"steps": steps}) is None
 
@@ -323,7 +328,7 @@ def test_large_scenarios_load_without_per_page_work(tmp_path: Path) -> None:
     steps += [{"op": "read", "region": "a", "pages": [p, p + 1]} for p in range(1, 16000, 2)]
     steps.append({"op": "check"})
     path = write_json(tmp_path, {"name": "big", "steps": steps})
-    assert load_scenario(path).checks
+    assert load_scenario(path, ARCH).checks
     assert _load_seconds(path) < 60
     # A region past the layout fails at its mmap, before its pages are built.
     path = write_json(tmp_path, {"name": "big", "steps": [{**MMAP, "pages": 1 << 24}]})
@@ -374,7 +379,7 @@ def test_harness_run_refuses_before_booting(tmp_path: Path) -> None:
         path = tmp_path / f"bad{i}.json"
         path.write_bytes(text)
         try:
-            load_scenario(path)
+            load_scenario(path, ARCH)
         except ScenarioError:
             pass
         else:  # the random mutation happened to keep the file valid

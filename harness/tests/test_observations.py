@@ -99,7 +99,7 @@ def test_frame_rule() -> None:
     read = ReadResult.ok(build_u64s(ARCH, [e.to_raw() for e in entries]))
     assert ram_tag_pages(ARCH, read) == [(0, 0x10), (4, 0x10), (5, 0x7)]
     region = synth.region(ARCH, "main", "a", 0, entries)
-    assert frames_seen(ARCH, [region, read]) == [0x7, 0x10]
+    assert frames_seen(ARCH, [region.pagemap, read]) == [0x7, 0x10]
     assert ram_tag_pages(ARCH, ReadResult.failed(13)) == []
     # A short read names the frames of its whole entries only.
     assert ram_tag_pages(ARCH, ReadResult.ok(read.data[:12] if read.data else b"")) == [(0, 0x10)]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +13,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import sim.arch as sim_arch
 from harness.scenario import (
     LAYOUT_SPAN,
+    STEP_TYPES,
     Check,
     Fork,
     Mmap,
-    PageCount,
+    NrPages,
+    PageRange,
     Read,
     ScenarioError,
     ScenarioNotApplicable,
@@ -29,6 +34,7 @@ from harness.scenario import (
     load_scenario,
     parse_scenario,
     plan_layout,
+    step_keys,
     write_tag,
 )
 from sim.arch import ARCH_NAMES, get_arch
@@ -51,6 +57,67 @@ def test_catalog_loads() -> None:
         loaded = load_scenario(path)
         assert loaded.name == path.stem, f"{path}: name differs from the file name"
         assert loaded.checks, f"{path}: a scenario without a check observes nothing"
+        for arch in ARCHES:  # and its page ranges fit on every architecture it applies to
+            on_arch = load_scenario(path, arch)
+            assert on_arch == loaded
+            applies = loaded.unsupported_reason(arch) is None
+            assert on_arch.checked_on == ({arch.name} if applies else set())
+
+
+#: An architecture with a 512 MiB THP (arm64 with 64K pages has one: PMD_SHIFT 29).
+BIG_THP = dataclasses.replace(
+    get_arch("x86_64"), name="big-thp", page_shift=16, levels=(6, 13, 13),
+    level_names=("pgd", "pmd", "pte"), thp_level="pmd", task_size=1 << 48,
+)
+
+
+def test_range_checks_run_for_the_planned_arch_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``2*thp`` region is 1 GiB on BIG_THP: the next region is beyond the
+    layout window there, fine elsewhere.  Registering such an architecture must not make the file
+    fail to load for the others: only the arch being planned is checked."""
+    assert BIG_THP.thp_pages * BIG_THP.page_size == 512 << 20
+    real_get_arch, known = sim_arch.get_arch, ARCH_NAMES
+    # Registered wherever the registry is looked at (the loader must not look).
+    for module in [sim_arch, *(m for n, m in sys.modules.items() if n.startswith("harness."))]:
+        if getattr(module, "ARCH_NAMES", None) is ARCH_NAMES:
+            monkeypatch.setattr(module, "ARCH_NAMES", (*ARCH_NAMES, BIG_THP.name))
+        if getattr(module, "get_arch", None) is real_get_arch:
+            monkeypatch.setattr(module, "get_arch", lambda name: (
+                BIG_THP if name == BIG_THP.name else real_get_arch(name)))
+    path = tmp_path / "two_thp.json"
+    path.write_text(json.dumps(scenario(
+        {**MMAP_A, "pages": "2*thp"}, {**MMAP_A, "region": "b", "pages": 1},
+        {"op": "write", "region": "a", "pages": [0, "thp+1"]}, {"op": "check"},
+    )))
+    for name in known:
+        arch = real_get_arch(name)
+        loaded = load_scenario(path, arch)
+        if arch.thp_pages:
+            assert plan_layout(loaded, arch)["a"].pages == 2 * arch.thp_pages
+    loaded = load_scenario(path)
+    assert not loaded.checked_on
+    with pytest.raises(ScenarioError, match=r"step 1 \(mmap\): region 'b' ends at .* on big-thp"):
+        load_scenario(path, BIG_THP)
+    with pytest.raises(ScenarioError, match="beyond the layout limit"):
+        plan_layout(loaded, BIG_THP)
+    # A page range is checked on the planned arch too: thp+1 is inside 2*thp.
+    assert load_scenario(path, get_arch("ppc64")).checked_on == {"ppc64"}
+
+
+def test_every_op_has_a_handler_everywhere() -> None:
+    """One declaration per op, one handler per op in each layer (none silently missing)."""
+    from harness.guest_executor import GUEST
+    from harness.model_executor import MODEL
+    from harness.scenario.flow import FLOW
+    from harness.scenario.layout import RANGES
+
+    for table in (MODEL, GUEST, FLOW, RANGES):
+        assert table.missing(STEP_TYPES.values()) == [], table.name
+    assert set(STEP_TYPES) == {t.op for t in STEP_TYPES.values()}
+    for op, step_type in STEP_TYPES.items():
+        assert step_keys(step_type) >= ({"proc"} if op != "check" else set()), op
 
 
 def test_steps_parse_into_dataclasses() -> None:
@@ -62,8 +129,8 @@ def test_steps_parse_into_dataclasses() -> None:
         {"op": "check", "as_uid": 1000},
         {"op": "check", "proc": "c"},
     ))
-    assert s.steps[0] == Mmap(0, "main", "a", PageCount(4), "anon", "private", "rw")
-    assert s.steps[1] == Write(1, "main", "a", PageCount(0), PageCount(2))
+    assert s.steps[0] == Mmap(0, "main", "a", NrPages(4), "anon", "private", "rw")
+    assert s.steps[1] == Write(1, "main", "a", PageRange(NrPages(0), NrPages(2)))
     assert s.steps[2] == Fork(2, "main", "c", 1000)
     assert isinstance(s.steps[3], Read) and not s.steps[3].write
     assert s.steps[4] == Check(4, None, 1000) and s.steps[4].reader_uid == 1000
@@ -200,7 +267,7 @@ def test_bad_scenarios_name_the_step(data: object, message: str, tmp_path: Path)
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data))
     with pytest.raises(ScenarioError) as info:
-        load_scenario(path)
+        load_scenario(path, get_arch("x86_64"))
     text = str(info.value)
     assert "\n" not in text
     assert text.startswith(f"{path}: "), text
@@ -222,17 +289,17 @@ def test_file_errors_are_one_line(tmp_path: Path) -> None:
 
 def test_page_counts() -> None:
     x86, ppc64, i386 = get_arch("x86_64"), get_arch("ppc64"), get_arch("i386")
-    assert PageCount.parse(3) == PageCount(3)
-    assert PageCount.parse("thp") == PageCount(0, 1)
-    assert PageCount.parse("2*thp-1") == PageCount(-1, 2)
-    assert PageCount.parse(" thp + 4 ") == PageCount(4, 1)
-    assert str(PageCount(-1, 2)) == "2*thp-1" and str(PageCount(4, 1)) == "thp+4"
-    assert PageCount(1, 1).resolve(x86) == 513 and PageCount(1, 1).resolve(ppc64) == 33
+    assert NrPages.parse(3) == NrPages(3)
+    assert NrPages.parse("thp") == NrPages(0, 1)
+    assert NrPages.parse("2*thp-1") == NrPages(-1, 2)
+    assert NrPages.parse(" thp + 4 ") == NrPages(4, 1)
+    assert str(NrPages(-1, 2)) == "2*thp-1" and str(NrPages(4, 1)) == "thp+4"
+    assert NrPages(1, 1).resolve(x86) == 513 and NrPages(1, 1).resolve(ppc64) == 33
     with pytest.raises(ScenarioNotApplicable, match="i386 has no THP"):
-        PageCount(0, 1).resolve(i386)
+        NrPages(0, 1).resolve(i386)
     for bad in ("thp*2", "2thp", "", "x", 1.5, None, [1]):
         with pytest.raises(ValueError):
-            PageCount.parse(bad)
+            NrPages.parse(bad)
 
 
 def test_thp_scenario_is_skipped_without_thp() -> None:

@@ -1,0 +1,170 @@
+"""A scenario file: JSON text -> a validated :class:`Scenario`, or one line saying why not.
+
+The top level (name, description, steps) is checked here; each step by its
+declaration (:func:`harness.scenario.schema.parse_step`); the flow of
+processes and regions by :func:`harness.scenario.flow.validate_flow`; page
+ranges, which depend on the architecture, by
+:func:`harness.scenario.layout.plan_layout` for the architecture being
+planned (``load_scenario(path, arch)`` does it at once).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.scenario.flow import Target, validate_flow
+from harness.scenario.layout import plan_layout
+from harness.scenario.schema import (
+    STEP_TYPES,
+    AnyStep,
+    Check,
+    Fork,
+    Mmap,
+    ScenarioError,
+    StepError,
+    parse_step,
+)
+from harness.scenario.tags import MAX_STEPS
+from sim.arch import Arch
+
+__all__ = ["Scenario", "load_scenario", "parse_scenario"]
+
+_SCENARIO_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
+#: Keys a file may carry for its readers; executors ignore them.
+_NOTE_KEYS = frozenset({"description"})
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario, independent of the architecture.
+
+    ``targets`` maps the index of every check step to the (process, region)
+    pairs it observes, in a fixed order: processes in order of creation, and
+    for each every region it has had (its own mmaps and those inherited at
+    fork, including regions since unmapped, whose range then reads as holes).
+    ``checked_on``: the names of the architectures whose page ranges were
+    checked (by :func:`~harness.scenario.layout.plan_layout`).
+    """
+
+    name: str
+    path: str
+    steps: tuple[AnyStep, ...]
+    targets: Mapping[int, tuple[Target, ...]] = field(compare=False)
+    description: str = ""
+    checked_on: set[str] = field(default_factory=set, compare=False, repr=False)
+
+    @property
+    def regions(self) -> tuple[Mmap, ...]:
+        """The mmap steps, in order: region number n is ``regions[n]``."""
+        return tuple(step for step in self.steps if isinstance(step, Mmap))
+
+    @property
+    def region_numbers(self) -> dict[str, int]:
+        return {step.region: n for n, step in enumerate(self.regions)}
+
+    @property
+    def procs(self) -> tuple[str, ...]:
+        """Every process name, in order of creation (``main`` first)."""
+        return ("main", *(step.child for step in self.steps if isinstance(step, Fork)))
+
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        return tuple(step for step in self.steps if isinstance(step, Check))
+
+    @property
+    def uses_thp_counts(self) -> bool:
+        return any(n.symbolic for step in self.steps for n in step.page_numbers())
+
+    def unsupported_reason(self, arch: Arch) -> str | None:
+        """Why this scenario cannot run on ``arch`` (None: it can)."""
+        if self.uses_thp_counts and not arch.thp_pages:
+            return f"scenario {self.name} uses THP-sized counts; {arch.name} has no THP"
+        return None
+
+    def step_label(self, index: int) -> str:
+        if 0 <= index < len(self.steps):
+            return self.steps[index].label
+        return f"step {index} (?)"
+
+
+def parse_scenario(data: object, path: str = "<scenario>", arch: Arch | None = None) -> Scenario:
+    """Validate the decoded JSON of a scenario file (see :func:`load_scenario`)."""
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: the top level is not an object with 'name' and 'steps'")
+    unknown = set(data) - {"name", "steps"} - _NOTE_KEYS
+    if unknown:
+        raise ScenarioError(
+            f"{path}: unknown top-level key {', '.join(map(repr, sorted(unknown)))} "
+            "(allowed: name, steps, description)"
+        )
+    name = data.get("name")
+    if not isinstance(name, str) or not _SCENARIO_NAME.match(name):
+        raise ScenarioError(
+            f"{path}: name {name!r} is not a scenario name (letters, digits, _ . -; up to 64)"
+        )
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise ScenarioError(f"{path}: description is not a string")
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise ScenarioError(f"{path}: 'steps' is not a non-empty list")
+    if len(raw_steps) > MAX_STEPS:
+        raise ScenarioError(f"{path}: {len(raw_steps)} steps; at most {MAX_STEPS}")
+
+    steps: list[AnyStep] = []
+    for index, obj in enumerate(raw_steps):
+        if not isinstance(obj, dict):
+            raise ScenarioError(f"{path}: step {index}: not an object with an 'op'")
+        op = obj.get("op")
+        if not isinstance(op, str) or op not in STEP_TYPES:
+            raise ScenarioError(
+                f"{path}: step {index} ({op}): unknown op {op!r} "
+                f"(known: {', '.join(STEP_TYPES)})"
+            )
+        try:
+            steps.append(parse_step(index, obj))
+        except StepError as e:
+            raise ScenarioError(f"{path}: step {index} ({op}): {e}") from None
+
+    targets = validate_flow(steps, path)
+    scenario = Scenario(
+        name=name, path=path, steps=tuple(steps), targets=targets, description=description
+    )
+    if arch is not None and scenario.unsupported_reason(arch) is None:
+        plan_layout(scenario, arch)
+    return scenario
+
+
+def load_scenario(path: str | Path, arch: Arch | None = None) -> Scenario:
+    """Read and validate a scenario file; ScenarioError (one line) if it cannot run.
+
+    With ``arch`` the page ranges are checked on that architecture too (if
+    the scenario applies to it: :meth:`Scenario.unsupported_reason`);
+    without, they are checked when a layout is first planned on one.
+    """
+    text_path = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ScenarioError(f"{text_path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ScenarioError(f"{text_path}: not UTF-8 text: {e.reason} at byte {e.start}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ScenarioError(
+            f"{text_path}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
+        ) from None
+    except RecursionError:
+        raise ScenarioError(f"{text_path}: not usable JSON: nested too deeply") from None
+    except ValueError:  # an integer beyond Python's int-from-text limit
+        raise ScenarioError(
+            f"{text_path}: not usable JSON: a number has more than "
+            f"{sys.get_int_max_str_digits()} digits"
+        ) from None
+    return parse_scenario(data, text_path, arch)
