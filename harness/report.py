@@ -52,7 +52,7 @@ from sim.formats import PagemapEntry
 
 __all__ = [
     "ScenarioResult",
-    "Status",
+    "Verdict",
     "compare_recorded",
     "describe_flags",
     "describe_pagemap",
@@ -66,7 +66,7 @@ __all__ = [
     "summary_line",
 ]
 
-Status = Literal["agree", "diverge", "error", "skipped"]
+Verdict = Literal["agree", "diverge", "error", "skipped"]
 
 #: Places listed under one group before "... and N more".
 DEFAULT_PLACES = 4
@@ -82,7 +82,7 @@ class ScenarioResult:
 
     scenario: str
     arch: str
-    status: Status
+    status: Verdict
     divergences: tuple[Divergence, ...] = ()
     message: str = ""
 
