@@ -49,12 +49,14 @@ def find_image(
     *,
     build: bool = True,
     kernel_version: str | None = None,
+    tree: Path | None = None,
 ) -> BootImage:
     """The boot image for ``profile``; ImageUnavailable says why there is none.
 
     With ``build=False`` an image the images cache does not hold yet is
     unavailable rather than built.  ``kernel_version``: the kernel series to
-    build (a linux-patch/ directory; default: the images package's default).
+    build (a linux-patch/ directory; default: the images package's default);
+    ``tree``: a kernel source tree to build instead (``images build --tree``).
     """
     if kernel is None and (env := os.environ.get(_env_name("KERNEL", profile))):
         kernel = Path(env)
@@ -75,7 +77,7 @@ def find_image(
         ) from None
     image_error: type[Exception] = getattr(images, "ImageError", RuntimeError)
     try:
-        built = build_image(profile.name, kernel_version=kernel_version)
+        built = build_image(profile.name, kernel_version=kernel_version, tree=tree)
     except image_error as e:
         raise ImageUnavailable(f"building the {profile.name} image failed: {e}") from e
     if built is None:

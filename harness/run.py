@@ -51,7 +51,7 @@ from harness.report import ScenarioResult, render_json, render_text
 from harness.scenario import Scenario, ScenarioError, load_scenario
 from harness.vm import VM, VMConfig, VMState
 from sim.arch import ARCH_NAMES, ArchError
-from sim.mm.facts import PINNED
+from sim.mm.facts import PINNED, kernel_series
 
 __all__ = ["RunOutcome", "add_arguments", "internal_error", "main", "run_scenario", "run_scenarios"]
 
@@ -83,6 +83,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--kernel", type=Path, help="kernel image (default: images build)")
     parser.add_argument("--initramfs", type=Path, help="initramfs with the agent as /init")
+    parser.add_argument(
+        "--tree", type=Path, metavar="PATH",
+        help="build and boot this kernel source tree (python -m images build --tree)",
+    )
     parser.add_argument(
         "--kernel-version", metavar="X.Y",
         help="kernel series to build and boot (a linux-patch/ directory; default 6.12)",
@@ -211,9 +215,14 @@ def _kernel_note(vm: VM) -> str:
     if vm.hello is None or vm.facts is None:
         return ""
     facts = vm.facts
-    same = vm.hello.release == facts.release
-    verified = "" if same else ", NOT the release they were verified on"
-    return (f": kernel {vm.hello.release}, model facts for {facts.series} "
+    release = vm.hello.release
+    if kernel_series(release) != facts.series:
+        verified = ", the nearest older series the model knows: differences may be new facts"
+    elif release != facts.release:
+        verified = ", NOT the release they were verified on"
+    else:
+        verified = ""
+    return (f": kernel {release}, model facts for {facts.series} "
             f"(verified on {facts.release}{verified})")
 
 
@@ -254,7 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile: ArchProfile = get_profile(args.arch)
         scenarios = [load_scenario(path, profile.arch) for path in args.scenarios]
         image: BootImage = find_image(
-            profile, args.kernel, args.initramfs, kernel_version=args.kernel_version
+            profile, args.kernel, args.initramfs, kernel_version=args.kernel_version,
+            tree=args.tree,
         )
     except (ScenarioError, ArchError, ImageUnavailable) as e:
         return _fail(str(e))

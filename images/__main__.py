@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
         )
         if name == "build":
             command.add_argument("-j", "--jobs", type=int, help="make -j (default: CPUs)")
+        command.add_argument(
+            "--tree", type=Path, metavar="PATH",
+            help="build this kernel source tree (never modified) instead of the pinned Debian "
+            "source; the series of its version (or the nearest older one) is applied unless "
+            "the tree has /proc/kpagemap",
+        )
         _kernel_version_option(command)
     setup = commands.add_parser(
         "setup",
@@ -84,10 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "build":
             image = build_image(args.arch, agent_dir=args.agent_dir, jobs=args.jobs,
-                                kernel_version=args.kernel_version)
+                                kernel_version=args.kernel_version, tree=args.tree)
         else:
             found = find_image(args.arch, agent_dir=args.agent_dir,
-                               kernel_version=args.kernel_version)
+                               kernel_version=args.kernel_version, tree=args.tree)
             if found is None:
                 print(
                     f"images: {args.arch} is not built for the current inputs "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from images.key import BuildInputs, cache_key, compiler_version, kernel_key
 from images.patching import PatchedTree
 from images.project import PatchSet, Project, find_project
 from images.source import SourceChoice, SourcePackage, ensure_pristine, resolve_source
+from images.user_tree import has_kpagemap, tree_choice, tree_patch_set, tree_release
 
 __all__ = ["BuiltImage", "build_image", "collect_inputs", "find_image"]
 
@@ -63,21 +65,28 @@ def collect_inputs(
     cache: Cache,
     agent_dir: Path | None = None,
     kernel_version: str | None = None,
+    tree: Path | None = None,
 ) -> tuple[BuildInputs, SourceChoice, PatchSet]:
     """Read every input of a build (fast: slow facts are memoised by file stamps).
 
     Raises :class:`~images.errors.SourceError` when no kernel source build
     qualifies (see :func:`images.source.resolve_source`).
     """
-    patch_set = project.patch_set(kernel_version)
-    series = patch_set.read_series()
     log = cache.root / "logs" / "source.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    patches = () if series is None else series.patches
-    choice = resolve_source(cache, patch_set.base_file, patches, log)
+    if tree is not None:
+        patch_set = tree_patch_set(project, tree_release(tree), kernel_version)
+        series = None if has_kpagemap(tree) else patch_set.read_series()
+        choice = tree_choice(tree, patch_set)
+    else:
+        patch_set = project.patch_set(kernel_version)
+        series = patch_set.read_series()
+        patches = () if series is None else series.patches
+        choice = resolve_source(cache, patch_set.base_file, patches, log)
     source = choice.source
     fragment_paths = list(arch.fragment_paths)
-    if series is not None:
+    if series is not None or tree is not None:
+        # A tree that has /proc/kpagemap already gets the option too (it defines it).
         fragment_paths.append(SERIES_FRAGMENT)
     inputs = BuildInputs(
         arch=arch,
@@ -98,11 +107,14 @@ def find_image(
     agent_dir: Path | None = None,
     cache: Cache | None = None,
     kernel_version: str | None = None,
+    tree: Path | None = None,
 ) -> BuiltImage | None:
     """The published image for the current inputs, or None if it is not built."""
     arch = get_image_arch(arch_name)
     cache = cache or Cache.default()
-    inputs, choice, _ = collect_inputs(arch, find_project(), cache, agent_dir, kernel_version)
+    inputs, choice, _ = collect_inputs(
+        arch, find_project(), cache, agent_dir, kernel_version, tree
+    )
     found = cache.published(cache.image_area(arch.name), cache_key(inputs))
     return None if found is None else BuiltImage.at(arch, found, choice)
 
@@ -114,6 +126,7 @@ def build_image(
     cache: Cache | None = None,
     jobs: int | None = None,
     kernel_version: str | None = None,
+    tree: Path | None = None,
 ) -> BuiltImage:
     """The image for the current inputs, built only when the cache has none.
 
@@ -121,12 +134,15 @@ def build_image(
     compilers) and the image (kernel key + agent source + initramfs layout),
     so an agent change rebuilds only the initramfs.  ``kernel_version``: a
     directory of linux-patch/ (default: images.project.DEFAULT_KERNEL_VERSION
-    or $PAGEMAP_HARNESS_KERNEL_VERSION).
+    or $PAGEMAP_HARNESS_KERNEL_VERSION).  ``tree``: a kernel source tree to
+    build instead of the pinned Debian source (images.user_tree).
     """
     arch = get_image_arch(arch_name)
     cache = cache or Cache.default()
     project = find_project()
-    inputs, choice, patch_set = collect_inputs(arch, project, cache, agent_dir, kernel_version)
+    inputs, choice, patch_set = collect_inputs(
+        arch, project, cache, agent_dir, kernel_version, tree
+    )
     key = cache_key(inputs)
     area = cache.image_area(arch.name)
     if (found := cache.published(area, key)) is not None:
@@ -224,8 +240,12 @@ class _KernelBuild:
         self.cache = cache
         self.patch_dir = patch_set.directory
         self.jobs = jobs or _default_jobs()
-        # One tree per arch and kernel version: switching versions rebuilds nothing.
-        self.tree_dir = cache.tree_dir(f"{arch.name}-{patch_set.version}")
+        # One work tree per arch and kernel version (and per user tree): switching
+        # between them rebuilds nothing.
+        work = f"{arch.name}-{patch_set.version}"
+        if choice.reason == "tree":
+            work += "-tree-" + hashlib.sha256(str(choice.source.tarball).encode()).hexdigest()[:8]
+        self.tree_dir = cache.tree_dir(work)
         self.build_dir = self.tree_dir / "build"
         # The log lives beside the tree while building, so a failure's log survives.
         self.log = self.tree_dir / "build.log"

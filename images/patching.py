@@ -137,7 +137,12 @@ class PatchedTree:
             if stale.exists():
                 run(["rm", "-rf", str(stale)], self.log)
         self.directory.mkdir(parents=True, exist_ok=True)
-        run(["cp", "-al", str(pristine), str(self.src)], self.log)
+        try:
+            run(["cp", "-al", str(pristine), str(self.src)], self.log)
+        except CommandError:
+            # Hard links cannot cross file systems (a user's tree elsewhere): copy.
+            run(["rm", "-rf", str(self.src)], self.log)
+            run(["cp", "-a", str(pristine), str(self.src)], self.log)
         self.applied_dir.mkdir()
         TreeState(source=source_ident).save(self.state_path)
 

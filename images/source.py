@@ -151,7 +151,8 @@ class SourceChoice:
     source: SourcePackage
     pin: BasePin
     #: ``pinned`` (BASE's build), ``fallback`` (the archive no longer serves it;
-    #: the series applies to this one) or ``requested`` ($PAGEMAP_HARNESS_SOURCE_VERSION).
+    #: the series applies to this one), ``requested`` ($PAGEMAP_HARNESS_SOURCE_VERSION)
+    #: or ``tree`` (a user's source tree: images.user_tree; ``source.tarball`` is the tree).
     reason: str = "pinned"
 
     @property
@@ -162,6 +163,9 @@ class SourceChoice:
         """One line for logs and reports."""
         if self.pinned:
             return f"{self.pin.package} {self.source.version} (the pinned build)"
+        if self.reason == "tree":
+            return (f"the source tree {self.source.tarball} (Linux {self.pin.version}, "
+                    f"fingerprint {self.source.sha256[:12]})")
         why = {
             "fallback": "the archive no longer serves it; the series applies to this build",
             "requested": f"asked for by ${SOURCE_VERSION_ENV}",
@@ -519,7 +523,12 @@ def _remember(cache: Cache, pin: BasePin, series_hash: str, version: str) -> Non
 
 
 def ensure_pristine(cache: Cache, source: SourcePackage, log: Path) -> Path:
-    """The unpacked, never-modified source tree of ``source`` (unpacked on first use)."""
+    """The unpacked, never-modified source tree of ``source`` (unpacked on first use).
+
+    A user's tree (``source.tarball`` is a directory) is its own pristine tree.
+    """
+    if source.tarball.is_dir():
+        return source.tarball
     directory = cache.source_dir(source.ident)
     tree = directory / "linux"
     if tree.is_dir():

@@ -45,13 +45,22 @@ def test_every_6_12_release_gets_the_pinned_facts() -> None:
         assert facts_for_release(release) is PINNED
 
 
-def test_unknown_series_names_the_known_ones() -> None:
+def test_series_below_every_known_one_names_the_known_ones() -> None:
     with pytest.raises(UnknownKernelError) as info:
-        facts_for_release("6.1.192")
-    assert str(info.value) == (
-        "the model has no facts for kernel 6.1.192 (series 6.1); "
-        "known: 6.12 (verified on 6.12.117)"
+        facts_for_release("5.4.280")
+    message = str(info.value)
+    assert message.startswith(
+        "the model has no facts for kernel 5.4.280 (series 5.4) or any older series; known: "
     )
+    assert "6.12 (verified on 6.12.117)" in message
+
+
+def test_unknown_newer_series_gets_the_nearest_older_facts() -> None:
+    """A user's 6.15 tree is judged by the newest facts at or below it."""
+    chosen = facts_for_release("6.15.2")
+    newest = max(FACTS_BY_SERIES.values(), key=lambda f: tuple(map(int, f.series.split("."))))
+    assert chosen is newest is PINNED
+    assert chosen.series != kernel_series("6.15.2")
 
 
 @pytest.mark.parametrize("arch_name", ["x86_64", "ppc64", "ppc64-4k"])

@@ -118,15 +118,27 @@ def facts_for_release(release: str) -> KernelFacts:
     """The model facts for a kernel whose ``uname -r`` is ``release``.
 
     Chosen by series (major.minor): a 6.12.y other than the one the facts were
-    verified on gets the 6.12 facts (the caller says so).  Raises
-    :class:`UnknownKernelError` (one line, listing the known series) when the
-    model knows no facts for that series.
+    verified on gets the 6.12 facts; a series the model does not know gets the
+    nearest older one it knows (a user's 6.15 tree is judged by 6.12's facts).
+    Callers say so when ``facts.series`` is not the release's series or
+    ``facts.release`` not the release.  Raises :class:`UnknownKernelError`
+    (one line, listing the known series) when no known series is at or below
+    the release's.
     """
     series = kernel_series(release)
-    try:
+    if series in FACTS_BY_SERIES:
         return FACTS_BY_SERIES[series]
-    except KeyError:
+    wanted = _numbers(series)
+    older = [f for f in FACTS_BY_SERIES.values() if _numbers(f.series) <= wanted]
+    if not older:
         known = ", ".join(f"{f.series} (verified on {f.release})" for f in FACTS_BY_SERIES.values())
         raise UnknownKernelError(
-            f"the model has no facts for kernel {release} (series {series}); known: {known}"
-        ) from None
+            f"the model has no facts for kernel {release} (series {series}) or any older "
+            f"series; known: {known}"
+        )
+    return max(older, key=lambda f: _numbers(f.series))
+
+
+def _numbers(series: str) -> tuple[int, int]:
+    major, minor = series.split(".")
+    return int(major), int(minor)
