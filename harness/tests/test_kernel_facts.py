@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from harness.scenario import load_scenario
 from sim.arch import Arch, get_arch
 from sim.formats import PagemapEntry, parse_pagemap_entries
 from sim.mm.facts import (
+    FACTS_6_1,
     FACTS_BY_SERIES,
     PINNED,
     PmdExclusive,
@@ -45,13 +46,51 @@ def test_every_6_12_release_gets_the_pinned_facts() -> None:
         assert facts_for_release(release) is PINNED
 
 
+def test_every_6_1_release_gets_the_6_1_facts() -> None:
+    assert FACTS_BY_SERIES["6.1"] is FACTS_6_1
+    for release in ("6.1.192", "6.1.176", "6.1.192-pagemap"):
+        assert facts_for_release(release) is FACTS_6_1
+
+
 def test_unknown_series_names_the_known_ones() -> None:
     with pytest.raises(UnknownKernelError) as info:
-        facts_for_release("6.1.192")
+        facts_for_release("5.15.1")
     assert str(info.value) == (
-        "the model has no facts for kernel 6.1.192 (series 6.1); "
-        "known: 6.12 (verified on 6.12.117)"
+        "the model has no facts for kernel 5.15.1 (series 5.15); "
+        "known: 6.1 (verified on 6.1.192), 6.12 (verified on 6.12.117)"
     )
+
+
+#: For each fact in which 6.1 and 6.12 differ: the catalog scenario that shows it.
+SCENARIO_OF_6_1_FACT = {
+    "pmd_exclusive": "thp_fork",
+    "kpf_flags_word": "thp",
+    "cow_reuses_large_anon_folio": "thp_cow_reuse",
+}
+
+
+def test_every_6_1_fact_has_a_scenario() -> None:
+    differing = {
+        f.name
+        for f in fields(PINNED)
+        if f.name not in ("series", "release")
+        and getattr(PINNED, f.name) != getattr(FACTS_6_1, f.name)
+    }
+    assert differing == set(SCENARIO_OF_6_1_FACT)
+
+
+@pytest.mark.parametrize("arch_name", ["x86_64", "ppc64", "ppc64-4k"])
+@pytest.mark.parametrize("fact", sorted(SCENARIO_OF_6_1_FACT))
+def test_switching_a_6_1_fact_to_6_12_makes_its_scenario_diverge(
+    fact: str, arch_name: str
+) -> None:
+    """The scenario of each 6.1 fact fails when that one fact takes its 6.12 value."""
+    scenario = load_scenario(CATALOG / f"{SCENARIO_OF_6_1_FACT[fact]}.json")
+    arch = get_arch(arch_name)
+    as_6_1 = run_model(scenario, arch, facts=FACTS_6_1)
+    switched = replace(FACTS_6_1, **{fact: getattr(PINNED, fact)})
+    differences = compare(as_6_1, run_model(scenario, arch, facts=switched), scenario, arch)
+    assert differences, f"{fact} switched to its 6.12 value must make {scenario.name} diverge"
 
 
 @pytest.mark.parametrize("arch_name", ["x86_64", "ppc64", "ppc64-4k"])
