@@ -79,6 +79,8 @@ def collect_inputs(
     fragment_paths = list(arch.fragment_paths)
     if series is not None:
         fragment_paths.append(SERIES_FRAGMENT)
+    if patch_set.config_fragment is not None:
+        fragment_paths.append(patch_set.config_fragment)
     inputs = BuildInputs(
         arch=arch,
         source_version=source.version,

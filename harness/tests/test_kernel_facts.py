@@ -17,6 +17,7 @@ from sim.mm.facts import (
     FACTS_6_1,
     FACTS_BY_SERIES,
     PINNED,
+    SCENARIO_OF_FACT,
     PmdExclusive,
     UnknownKernelError,
     facts_for_release,
@@ -61,14 +62,6 @@ def test_unknown_series_names_the_known_ones() -> None:
     )
 
 
-#: For each fact in which 6.1 and 6.12 differ: the catalog scenario that shows it.
-SCENARIO_OF_6_1_FACT = {
-    "pmd_exclusive": "thp_fork",
-    "kpf_flags_word": "thp",
-    "cow_reuses_large_anon_folio": "thp_cow_reuse",
-}
-
-
 def test_every_6_1_fact_has_a_scenario() -> None:
     differing = {
         f.name
@@ -76,16 +69,16 @@ def test_every_6_1_fact_has_a_scenario() -> None:
         if f.name not in ("series", "release")
         and getattr(PINNED, f.name) != getattr(FACTS_6_1, f.name)
     }
-    assert differing == set(SCENARIO_OF_6_1_FACT)
+    assert differing == set(SCENARIO_OF_FACT)
 
 
 @pytest.mark.parametrize("arch_name", ["x86_64", "ppc64", "ppc64-4k"])
-@pytest.mark.parametrize("fact", sorted(SCENARIO_OF_6_1_FACT))
+@pytest.mark.parametrize("fact", sorted(SCENARIO_OF_FACT))
 def test_switching_a_6_1_fact_to_6_12_makes_its_scenario_diverge(
     fact: str, arch_name: str
 ) -> None:
     """The scenario of each 6.1 fact fails when that one fact takes its 6.12 value."""
-    scenario = load_scenario(CATALOG / f"{SCENARIO_OF_6_1_FACT[fact]}.json")
+    scenario = load_scenario(CATALOG / f"{SCENARIO_OF_FACT[fact]}.json")
     arch = get_arch(arch_name)
     as_6_1 = run_model(scenario, arch, facts=FACTS_6_1)
     switched = replace(FACTS_6_1, **{fact: getattr(PINNED, fact)})

@@ -20,6 +20,7 @@ __all__ = [
     "FACTS_6_1",
     "FACTS_BY_SERIES",
     "PINNED",
+    "SCENARIO_OF_FACT",
     "UNPATCHED_6_12",
     "KernelFacts",
     "KpfFlagsWord",
@@ -139,6 +140,15 @@ FACTS_6_1 = KernelFacts(
 FACTS_BY_SERIES: Mapping[str, KernelFacts] = MappingProxyType(
     {facts.series: facts for facts in (FACTS_6_1, PINNED)}
 )
+
+#: For each fact in which the known series differ: the catalog scenario
+#: (tests/scenarios/NAME.json) whose observations change with it, so that a
+#: model with the other series' value fails on the booted kernel.
+SCENARIO_OF_FACT: Mapping[str, str] = MappingProxyType({
+    "pmd_exclusive": "thp_fork",
+    "kpf_flags_word": "thp",
+    "cow_reuses_large_anon_folio": "thp_cow_reuse",
+})
 
 _SERIES = re.compile(r"^(\d+)\.(\d+)(?:[.\-+~].*)?$")
 
