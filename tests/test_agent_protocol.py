@@ -31,7 +31,6 @@ from harness.agent.protocol import (
 )
 from harness.errors import AgentOpError
 from harness.vm import VM
-from images.project import DEFAULT_KERNEL_VERSION, KERNEL_VERSION_ENV
 from sim.mm.facts import kernel_series
 
 
@@ -50,7 +49,7 @@ def _ping_payload() -> bytes:
 
 @pytest.mark.vm
 class TestAgentProtocol:
-    def test_hello_and_ping_describe_the_guest(self, vm: VM, pytestconfig: pytest.Config) -> None:
+    def test_hello_and_ping_describe_the_guest(self, vm: VM, kernel_version: str | None) -> None:
         arch = vm.profile.arch
         assert vm.hello is not None
         assert vm.hello.version == PROTOCOL_VERSION
@@ -59,11 +58,9 @@ class TestAgentProtocol:
         assert hello.page_size == arch.page_size
         assert hello.little_endian == arch.little_endian
         assert hello.word_size == arch.word_size
-        if pytestconfig.getoption("--kernel") is None:
+        if kernel_version is not None:
             # The image was built from linux-patch/<series>: it boots that series.
-            asked = (pytestconfig.getoption("--kernel-version")
-                     or os.environ.get(KERNEL_VERSION_ENV) or DEFAULT_KERNEL_VERSION)
-            assert kernel_series(hello.release) == asked
+            assert kernel_series(hello.release) == kernel_version
 
     def test_echo_is_binary_safe(self, vm: VM) -> None:
         every_byte = bytes(range(256)) * 3
