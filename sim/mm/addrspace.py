@@ -291,7 +291,7 @@ class AddressSpace:
         self.wp_page_copy(vma, addr, table, i)
 
     def wp_can_reuse_anon_folio(self, head: int) -> bool:
-        """wp_can_reuse_anon_folio(): only if refcount is 1; never a large folio since 6.10."""
+        """wp_can_reuse_anon_folio(): only if refcount is 1; never a large folio since 6.9."""
         mem = self.mem
         if mem.folio_test_large(head) and not self.ctx.facts.cow_reuses_large_anon_folio:
             return False

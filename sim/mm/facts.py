@@ -53,9 +53,9 @@ class KpfFlagsWord(enum.Enum):
 
     ``FOLIO``: ``folio->flags`` for every page of a folio, so a tail page of a
     THP reads its folio's LRU, DIRTY, UPTODATE, SWAPBACKED, ... and the head
-    page's PG_anon_exclusive (KPF bit 34), since 6.9 (upstream commit
+    page's PG_anon_exclusive (KPF bit 34), since 6.10 (upstream commit
     dee3d0bef2b0, "proc: rewrite stable_page_flags()").  ``PAGE``: each page's
-    own ``page->flags``, as kernels before 6.9 do: a tail page has none of the
+    own ``page->flags``, as kernels before 6.10 do: a tail page has none of the
     folio's flags, only what is kept per page (PG_anon_exclusive,
     PG_hwpoison); the folio-wide tests (PageAnon(), PageLRU() of the head for
     KPF_THP, PageSwapCache() with CONFIG_THP_SWAP) still look at the head.
@@ -108,8 +108,8 @@ class KernelFacts:
     kpf_flags_word: KpfFlagsWord = KpfFlagsWord.FOLIO
     #: A write fault on a non-exclusive page of a large anonymous folio may
     #: reuse it in place when the folio's refcount is 1 (do_wp_page(),
-    #: mm/memory.c), as kernels before 6.10 do.  Since "mm: prohibit the last
-    #: subpage from reusing the entire large folio" (v6.10)
+    #: mm/memory.c), as kernels before 6.9 do.  Since "mm: prohibit the last
+    #: subpage from reusing the entire large folio" (MM updates for 6.9-rc1)
     #: wp_can_reuse_anon_folio() never reuses a large folio: it copies.
     cow_reuses_large_anon_folio: bool = False
 

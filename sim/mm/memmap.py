@@ -462,7 +462,7 @@ class PhysMem:
 
         ``pfns`` must be below max_dump_pfn.  k is the folio's flags word
         (the head frame's); only HWPoison and head/tail come from the page,
-        and with ``facts.kpf_flags_word`` PAGE (before 6.9) the copied bits too.
+        and with ``facts.kpf_flags_word`` PAGE (before 6.10) the copied bits too.
         """
         pfns = np.asarray(pfns, dtype=np.int64)
         state = self.state[pfns]
@@ -497,7 +497,7 @@ class PhysMem:
         put(huge_zero, KPF.THP)
         put(~large_rmappable & ~huge_zero & (pfns == self.zero_pfn), KPF.ZERO_PAGE)
         put(state == FrameState.FREE, KPF.BUDDY)
-        # kpf_copy_bit() of folio->flags since 6.9, of page->flags before.
+        # kpf_copy_bit() of folio->flags since 6.10, of page->flags before.
         copied = self.flags[pfns] if self.facts.kpf_flags_word is KpfFlagsWord.PAGE else k
         for pg, kpf in _COPIED_BITS:
             put(((copied >> np.uint64(pg)) & np.uint64(1)) != 0, kpf)
