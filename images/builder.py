@@ -88,6 +88,8 @@ def collect_inputs(
     if series is not None or tree is not None:
         # A tree that has /proc/kpagemap already gets the option too (it defines it).
         fragment_paths.append(SERIES_FRAGMENT)
+    if patch_set.config_fragment is not None:
+        fragment_paths.append(patch_set.config_fragment)
     inputs = BuildInputs(
         arch=arch,
         source_version=source.version,

@@ -51,6 +51,16 @@ class PatchSet:
         """The Debian source build the series is made for (see images.source.read_base)."""
         return self.directory / "BASE"
 
+    @property
+    def config_fragment(self) -> Path | None:
+        """``kernel.config`` of the directory: options this version needs on every arch, or None.
+
+        Appended after the arch's fragments (images/arches/*.config) and checked
+        like them: every option must survive into .config.
+        """
+        path = self.directory / "kernel.config"
+        return path if path.is_file() else None
+
     def read_series(self) -> Series | None:
         """The series, or None while ``series`` does not exist in the directory.
 

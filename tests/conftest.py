@@ -24,6 +24,7 @@ from harness.errors import VMError
 from harness.image import BootImage, ImageUnavailable, find_image
 from harness.process import NamedProcess
 from harness.vm import VM, VMConfig, VMState
+from images.project import DEFAULT_KERNEL_VERSION, KERNEL_VERSION_ENV
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,6 +56,16 @@ def _worker() -> str:
 @pytest.fixture(scope="session")
 def profile(pytestconfig: pytest.Config) -> ArchProfile:
     return get_profile(pytestconfig.getoption("--arch"))
+
+
+@pytest.fixture(scope="session")
+def kernel_version(pytestconfig: pytest.Config) -> str | None:
+    """The kernel series the image is built from (``6.12``, ``6.1``); None for ``--kernel``."""
+    if pytestconfig.getoption("--kernel") is not None:
+        return None
+    asked: str = (pytestconfig.getoption("--kernel-version")
+                  or os.environ.get(KERNEL_VERSION_ENV) or DEFAULT_KERNEL_VERSION)
+    return asked
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ from harness.vm import VM
 from sim.arch import Arch
 from sim.flags import PM
 from sim.formats import build_u64s, parse_u64s
+from sim.mm.facts import FACTS_BY_SERIES, PINNED, SCENARIO_OF_FACT, KernelFacts
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SCENARIO_FILES = sorted(SCENARIO_DIR.glob("*.json"))
@@ -37,7 +38,12 @@ def _run(scenario: Scenario, vm: VM) -> tuple[Observations, Observations]:
     reason = scenario.unsupported_reason(arch)
     if reason is not None:
         pytest.skip(reason)
-    return run_model(scenario, arch), run_guest(scenario, vm)
+    return run_model(scenario, arch, facts=_facts(vm)), run_guest(scenario, vm)
+
+
+def _facts(vm: VM) -> KernelFacts:
+    """The model facts of the booted kernel (chosen by its release when it said hello)."""
+    return vm.facts or PINNED
 
 
 @pytest.mark.parametrize("path", SCENARIO_FILES, ids=[p.stem for p in SCENARIO_FILES])
@@ -50,6 +56,38 @@ def test_scenario_agrees(path: Path, vm: VM) -> None:
         report = render_text([ScenarioResult.from_divergences(scenario.name, arch.name,
                                                               divergences)])
         pytest.fail(f"kernel and model diverge:\n{report}", pytrace=False)
+
+
+def _other_values(facts: KernelFacts, name: str) -> list[object]:
+    """The values fact ``name`` has in the other known kernel series, where they differ."""
+    mine = getattr(facts, name)
+    return [getattr(other, name) for other in FACTS_BY_SERIES.values()
+            if other.series != facts.series and getattr(other, name) != mine]
+
+
+@pytest.mark.parametrize("fact", sorted(SCENARIO_OF_FACT))
+def test_other_versions_fact_fails_on_this_kernel(fact: str, vm: VM) -> None:
+    """The booted kernel refutes every other series' value of each version fact.
+
+    The fact's scenario, modelled with the booted series' facts except that one
+    taken from another series, must diverge from the guest: the fact is a
+    property of the kernel version, seen in a guest, not a choice of the model.
+    """
+    facts = _facts(vm)
+    others = _other_values(facts, fact)
+    if not others:
+        pytest.skip(f"no other kernel series differs from {facts.series} in {fact}")
+    scenario = load_scenario(SCENARIO_DIR / f"{SCENARIO_OF_FACT[fact]}.json")
+    arch = vm.profile.arch
+    if (reason := scenario.unsupported_reason(arch)) is not None:
+        pytest.skip(reason)
+    real = run_guest(scenario, vm)
+    assert compare(run_model(scenario, arch, facts=facts), real, scenario, arch) == []
+    for value in others:
+        wrong = dataclasses.replace(facts, **{fact: value})
+        divergences = compare(run_model(scenario, arch, facts=wrong), real, scenario, arch)
+        assert divergences, (f"{scenario.name} on {facts.series} does not refute "
+                             f"{fact}={value!r}")
 
 
 def test_catalog_is_not_empty() -> None:

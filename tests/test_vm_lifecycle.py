@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import re
 import select
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from harness import reaper
 from harness.agent.protocol import CrashKind, Op
 from harness.errors import AgentTimeout, GuestPanic, QEMUDied, VMError
 from harness.vm import VM, ShutdownTimeouts, VMConfig, VMState
-from sim.mm.facts import PINNED, facts_for_release
+from sim.mm.facts import FACTS_BY_SERIES, facts_for_release
 
 pytestmark = pytest.mark.vm
 
@@ -220,19 +221,29 @@ def test_qemu_refusing_to_start_is_reported_with_its_output(
     assert _our_leftovers(vm.name) == []
 
 
-def test_booted_kernel_selects_the_model_facts(fresh_vm: Callable[..., VM]) -> None:
-    """The guest's release picks the facts; they are the pinned 6.12 ones here."""
+def test_booted_kernel_selects_the_model_facts(
+    fresh_vm: Callable[..., VM], kernel_version: str | None
+) -> None:
+    """The guest's release picks the facts: those of the series the image was built from."""
     vm = fresh_vm()
     assert vm.hello is not None
-    assert vm.facts is facts_for_release(vm.hello.release) is PINNED
+    assert vm.facts is facts_for_release(vm.hello.release)
+    if kernel_version is not None:
+        assert vm.facts is FACTS_BY_SERIES[kernel_version]
 
 
-def test_facts_of_another_kernel_refuse_the_boot(vm_config: VMConfig) -> None:
+def test_facts_of_another_kernel_refuse_the_boot(
+    vm_config: VMConfig, kernel_version: str | None
+) -> None:
     """Facts for a kernel other than the booted one: VMError before any scenario, nothing left."""
-    other = dataclasses.replace(PINNED, series="6.1", release="6.1.192")
+    if kernel_version is None:
+        pytest.skip("--kernel: the booted series is known only after the boot")
+    other = next(f for f in FACTS_BY_SERIES.values() if f.series != kernel_version)
     vm = VM(dataclasses.replace(vm_config, facts=other), name="facts")
-    with pytest.raises(VMError, match=r"model facts in use are for kernel 6\.1 \(6\.1\.192\), "
-                                      r"but the guest runs 6\.12\."):
+    with pytest.raises(VMError, match=(
+        rf"model facts in use are for kernel {re.escape(other.series)} "
+        rf"\({re.escape(other.release)}\), but the guest runs {re.escape(kernel_version)}\."
+    )):
         vm.launch()
     assert vm.state is not VMState.RUNNING
     vm.shutdown()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -14,8 +14,10 @@ from harness.scenario import load_scenario
 from sim.arch import Arch, get_arch
 from sim.formats import PagemapEntry, parse_pagemap_entries
 from sim.mm.facts import (
+    FACTS_6_1,
     FACTS_BY_SERIES,
     PINNED,
+    SCENARIO_OF_FACT,
     PmdExclusive,
     UnknownKernelError,
     facts_for_release,
@@ -45,22 +47,51 @@ def test_every_6_12_release_gets_the_pinned_facts() -> None:
         assert facts_for_release(release) is PINNED
 
 
+def test_every_6_1_release_gets_the_6_1_facts() -> None:
+    assert FACTS_BY_SERIES["6.1"] is FACTS_6_1
+    for release in ("6.1.192", "6.1.176", "6.1.192-pagemap"):
+        assert facts_for_release(release) is FACTS_6_1
+
+
 def test_series_below_every_known_one_names_the_known_ones() -> None:
     with pytest.raises(UnknownKernelError) as info:
-        facts_for_release("5.4.280")
-    message = str(info.value)
-    assert message.startswith(
-        "the model has no facts for kernel 5.4.280 (series 5.4) or any older series; known: "
+        facts_for_release("5.15.1")
+    assert str(info.value) == (
+        "the model has no facts for kernel 5.15.1 (series 5.15) or any older series; "
+        "known: 6.1 (verified on 6.1.192), 6.12 (verified on 6.12.117)"
     )
-    assert "6.12 (verified on 6.12.117)" in message
 
 
 def test_unknown_newer_series_gets_the_nearest_older_facts() -> None:
-    """A user's 6.15 tree is judged by the newest facts at or below it."""
+    """A user's 6.15 tree is judged by the newest facts at or below it, a 6.6 one by 6.1's."""
     chosen = facts_for_release("6.15.2")
-    newest = max(FACTS_BY_SERIES.values(), key=lambda f: tuple(map(int, f.series.split("."))))
-    assert chosen is newest is PINNED
+    assert chosen is PINNED
     assert chosen.series != kernel_series("6.15.2")
+    assert facts_for_release("6.6.60") is FACTS_6_1
+
+
+def test_every_6_1_fact_has_a_scenario() -> None:
+    differing = {
+        f.name
+        for f in fields(PINNED)
+        if f.name not in ("series", "release")
+        and getattr(PINNED, f.name) != getattr(FACTS_6_1, f.name)
+    }
+    assert differing == set(SCENARIO_OF_FACT)
+
+
+@pytest.mark.parametrize("arch_name", ["x86_64", "ppc64", "ppc64-4k"])
+@pytest.mark.parametrize("fact", sorted(SCENARIO_OF_FACT))
+def test_switching_a_6_1_fact_to_6_12_makes_its_scenario_diverge(
+    fact: str, arch_name: str
+) -> None:
+    """The scenario of each 6.1 fact fails when that one fact takes its 6.12 value."""
+    scenario = load_scenario(CATALOG / f"{SCENARIO_OF_FACT[fact]}.json")
+    arch = get_arch(arch_name)
+    as_6_1 = run_model(scenario, arch, facts=FACTS_6_1)
+    switched = replace(FACTS_6_1, **{fact: getattr(PINNED, fact)})
+    differences = compare(as_6_1, run_model(scenario, arch, facts=switched), scenario, arch)
+    assert differences, f"{fact} switched to its 6.12 value must make {scenario.name} diverge"
 
 
 @pytest.mark.parametrize("arch_name", ["x86_64", "ppc64", "ppc64-4k"])

@@ -9,6 +9,7 @@ import pytest
 
 from images.cache import Cache
 from images.errors import ImageError, SourceError
+from images.kconfig import parse_fragment
 from images.project import KERNEL_VERSION_ENV, find_project
 from images.source import (
     SOURCE_VERSION_ENV,
@@ -220,6 +221,20 @@ def test_project_knows_its_kernel_versions() -> None:
     assert patch_set.directory == project.patch_root / "6.12"
     series = patch_set.read_series()
     assert series is not None and len(series.patches) >= 1
+
+
+def test_6_1_is_a_kernel_version_with_its_own_config_fragment() -> None:
+    project = find_project()
+    assert {"6.1", "6.12"} <= set(project.kernel_versions())
+    six_one = project.patch_set("6.1")
+    series = six_one.read_series()
+    assert series is not None
+    assert [name[:4] for name, _ in series.patches] == ["0001", "0002", "0003"]
+    fragment = six_one.config_fragment
+    assert fragment is not None and fragment == six_one.directory / "kernel.config"
+    requests = parse_fragment(fragment.read_text(encoding="utf-8"), fragment.name)
+    assert str(requests["BUG"]) == "CONFIG_BUG=y"
+    assert project.patch_set("6.12").config_fragment is None
 
 
 def test_unknown_kernel_version_lists_the_known_ones() -> None:

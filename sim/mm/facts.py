@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 __all__ = [
+    "FACTS_6_1",
     "FACTS_BY_SERIES",
     "PINNED",
+    "SCENARIO_OF_FACT",
     "UNPATCHED_6_12",
     "KernelFacts",
+    "KpfFlagsWord",
     "PmdExclusive",
     "UnknownKernelError",
     "facts_for_release",
@@ -43,6 +46,23 @@ class PmdExclusive(enum.Enum):
 
     PER_PAGE = "per-page"
     HEAD_PAGE = "head-page"
+
+
+class KpfFlagsWord(enum.Enum):
+    """Which flags word stable_page_flags() (fs/proc/page.c) copies the KPF bits from.
+
+    ``FOLIO``: ``folio->flags`` for every page of a folio, so a tail page of a
+    THP reads its folio's LRU, DIRTY, UPTODATE, SWAPBACKED, ... and the head
+    page's PG_anon_exclusive (KPF bit 34), since 6.10 (upstream commit
+    dee3d0bef2b0, "proc: rewrite stable_page_flags()").  ``PAGE``: each page's
+    own ``page->flags``, as kernels before 6.10 do: a tail page has none of the
+    folio's flags, only what is kept per page (PG_anon_exclusive,
+    PG_hwpoison); the folio-wide tests (PageAnon(), PageLRU() of the head for
+    KPF_THP, PageSwapCache() with CONFIG_THP_SWAP) still look at the head.
+    """
+
+    FOLIO = "folio"
+    PAGE = "page"
 
 
 @dataclass(frozen=True)
@@ -84,6 +104,14 @@ class KernelFacts:
     has_kpagemap: bool = True
     #: PM_MMAP_EXCLUSIVE of PMD-mapped THP subpages (see :class:`PmdExclusive`).
     pmd_exclusive: PmdExclusive = PmdExclusive.PER_PAGE
+    #: Where kpageflags' copied bits come from (see :class:`KpfFlagsWord`).
+    kpf_flags_word: KpfFlagsWord = KpfFlagsWord.FOLIO
+    #: A write fault on a non-exclusive page of a large anonymous folio may
+    #: reuse it in place when the folio's refcount is 1 (do_wp_page(),
+    #: mm/memory.c), as kernels before 6.9 do.  Since "mm: prohibit the last
+    #: subpage from reusing the entire large folio" (MM updates for 6.9-rc1)
+    #: wp_can_reuse_anon_folio() never reuses a large folio: it copies.
+    cow_reuses_large_anon_folio: bool = False
 
     def fault_around_pages(self, page_shift: int) -> int:
         """fault_around_pages: ``fault_around_bytes >> PAGE_SHIFT``, at least 1."""
@@ -96,8 +124,31 @@ PINNED = KernelFacts()
 #: Debian's 6.12.117 source as shipped: the KSM quirk, no /proc/kpagemap.
 UNPATCHED_6_12 = KernelFacts(ksm_flag_on_every_anon_page=True, has_kpagemap=False)
 
+#: Debian's linux-source-6.1 (linux-patch/6.1/BASE) as the project builds it.
+#: Its stable_page_flags() tests PageKsm() (no KSM quirk, so no fix in its
+#: series) and reads each page's own flags; its pagemap takes
+#: PM_MMAP_EXCLUSIVE of a PMD-mapped THP from the head page.
+FACTS_6_1 = KernelFacts(
+    series="6.1",
+    release="6.1.192",
+    pmd_exclusive=PmdExclusive.HEAD_PAGE,
+    kpf_flags_word=KpfFlagsWord.PAGE,
+    cow_reuses_large_anon_folio=True,
+)
+
 #: The facts of every kernel series the model knows, as the harness builds it.
-FACTS_BY_SERIES: Mapping[str, KernelFacts] = MappingProxyType({PINNED.series: PINNED})
+FACTS_BY_SERIES: Mapping[str, KernelFacts] = MappingProxyType(
+    {facts.series: facts for facts in (FACTS_6_1, PINNED)}
+)
+
+#: For each fact in which the known series differ: the catalog scenario
+#: (tests/scenarios/NAME.json) whose observations change with it, so that a
+#: model with the other series' value fails on the booted kernel.
+SCENARIO_OF_FACT: Mapping[str, str] = MappingProxyType({
+    "pmd_exclusive": "thp_fork",
+    "kpf_flags_word": "thp",
+    "cow_reuses_large_anon_folio": "thp_cow_reuse",
+})
 
 _SERIES = re.compile(r"^(\d+)\.(\d+)(?:[.\-+~].*)?$")
 

@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from sim.arch import Arch
 from sim.flags import KPF
-from sim.mm.facts import KernelFacts
+from sim.mm.facts import KernelFacts, KpfFlagsWord
 from sim.mm.pageflags import PG, PG_ANON_EXCLUSIVE
 
 __all__ = ["FrameState", "OutOfMemory", "PhysMem"]
@@ -470,7 +470,8 @@ class PhysMem:
         """stable_page_flags() of fs/proc/page.c for every PFN in ``pfns``.
 
         ``pfns`` must be below max_dump_pfn.  k is the folio's flags word
-        (the head frame's); only HWPoison and head/tail come from the page.
+        (the head frame's); only HWPoison and head/tail come from the page,
+        and with ``facts.kpf_flags_word`` PAGE (before 6.10) the copied bits too.
         """
         pfns = np.asarray(pfns, dtype=np.int64)
         state = self.state[pfns]
@@ -505,8 +506,10 @@ class PhysMem:
         put(huge_zero, KPF.THP)
         put(~large_rmappable & ~huge_zero & (pfns == self.zero_pfn), KPF.ZERO_PAGE)
         put(state == FrameState.FREE, KPF.BUDDY)
+        # kpf_copy_bit() of folio->flags since 6.10, of page->flags before.
+        copied = self.flags[pfns] if self.facts.kpf_flags_word is KpfFlagsWord.PAGE else k
         for pg, kpf in _COPIED_BITS:
-            put(kbit(pg), kpf)
+            put(((copied >> np.uint64(pg)) & np.uint64(1)) != 0, kpf)
         # SWAPCACHE needs both PG_swapbacked and PG_swapcache.
         put(kbit(PG.swapbacked) & kbit(PG.owner_priv_1), KPF.SWAPCACHE)
         own = self.flags[pfns]

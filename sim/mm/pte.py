@@ -151,13 +151,15 @@ def wp_can_reuse_anon(mem: PhysMem, page: int, pmd_mapped: bool) -> bool:
     do_wp_page() and do_huge_pmd_wp_page() (mm/memory.c, mm/huge_memory.c)
     reuse a PageAnonExclusive page; otherwise the folio must hold only the
     faulting mapping's reference.  A PTE-mapped large folio is never reused
-    (wp_can_reuse_anon_folio()); a PMD-mapped one is judged whole.  The
+    since 6.9 (wp_can_reuse_anon_folio(); before, facts.cow_reuses_large_anon_folio:
+    a lone reference reuses it too); a PMD-mapped one is judged whole.  The
     caller sets PG_anon_exclusive when this says yes.
     """
     if mem.test(page, PG_ANON_EXCLUSIVE):
         return True
     head = mem.page_folio(page)
-    if mem.folio_test_large(head) and not pmd_mapped:
+    large_pte_mapped = mem.folio_test_large(head) and not pmd_mapped
+    if large_pte_mapped and not mem.facts.cow_reuses_large_anon_folio:
         return False
     return mem.folio_ref_count(head) == 1
 
