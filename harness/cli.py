@@ -22,6 +22,7 @@ from typing import NoReturn
 from harness.arches import ArchProfile, get_profile
 from harness.errors import AgentOpError, VMError
 from harness.image import ImageUnavailable, find_image
+from harness.scenario.schema import MAX_UID
 from harness.vm import VM, VMConfig
 from sim.arch import ARCH_NAMES, ArchError
 
@@ -151,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_ERROR
+    if args.uid is not None and not 0 <= args.uid <= MAX_UID:
+        # (uid_t)-1 would mean "unchanged" to setresuid(): the read would run as root.
+        return _fail(f"--uid {args.uid} is not a uid (0..{MAX_UID})")
     try:
         return _run_read(args)
     except VMError as e:

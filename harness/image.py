@@ -62,6 +62,8 @@ def find_image(
         kernel = Path(env)
     if initramfs is None and (env := os.environ.get(_env_name("INITRAMFS", profile))):
         initramfs = Path(env)
+    if tree is not None and (kernel is not None or initramfs is not None):
+        raise ImageUnavailable("give --tree or --kernel/--initramfs, not both")
     if kernel is not None and initramfs is not None:
         return BootImage(kernel, initramfs).check()
     if (kernel is None) != (initramfs is None):

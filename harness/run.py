@@ -268,11 +268,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (ScenarioError, ArchError, ImageUnavailable) as e:
         return _fail(str(e))
-    _progress(f"kernel source: {image.source}")
     names = [s.name for s in scenarios]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate is not None:
         return _fail(f"scenario name {duplicate!r} is given twice")
+    for option, directory in (("--record", args.record), ("--keep-logs", args.keep_logs)):
+        # Found out now, not after every scenario has run.
+        try:
+            if directory is not None:
+                directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            return _fail(f"{option} {directory}: {e.strerror or e}")
+    _progress(f"kernel source: {image.source}")
     config = VMConfig(profile, image, keep_logs_dir=args.keep_logs)
     try:
         outcomes = run_scenarios(scenarios, config, _progress)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from images.arches import IMAGE_ARCH_NAMES, get_image_arch
 from images.builder import build_image, find_image
 from images.cache import Cache
-from images.errors import ImageError, MissingToolsError, SourceError
+from images.errors import AgentError, ImageError, MissingToolsError, PatchError, SourceError
 from images.hostsetup import setup_host
 from images.project import (
     AGENT_DIR_ENV,
@@ -22,7 +23,8 @@ from images.project import (
 from images.source import prepare_source
 from sim.arch import ARCH_NAMES, ArchError
 
-#: Exit status when the inputs are wrong (no usable kernel source, tools missing).
+#: Exit status when the inputs are wrong (no usable kernel source or series, an unknown
+#: kernel version or architecture, a missing agent source, tools missing).
 EXIT_INPUT = 2
 
 
@@ -82,9 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             arches = tuple(args.arch or IMAGE_ARCH_NAMES)
             for name in arches:
                 get_image_arch(name)  # only arches that build an image need host tools
-            setup_host(arches)
-            patch_set = find_project().patch_set(args.kernel_version)
+            patch_set = find_project().patch_set(args.kernel_version)  # bad input before apt
             series = patch_set.read_series()
+            setup_host(arches)
             prepare_source(Cache.default(), patch_set.base_file,
                            () if series is None else series.patches)
             return 0
@@ -95,17 +97,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             found = find_image(args.arch, agent_dir=args.agent_dir,
                                kernel_version=args.kernel_version, tree=args.tree)
             if found is None:
+                again = ["python", "-m", "images", "build", "--arch", args.arch]
+                if args.kernel_version:
+                    again += ["--kernel-version", args.kernel_version]
+                if args.tree is not None:
+                    again += ["--tree", str(args.tree)]
                 print(
                     f"images: {args.arch} is not built for the current inputs "
-                    f"(python -m images build --arch {args.arch})",
+                    f"({shlex.join(again)})",
                     file=sys.stderr,
                 )
                 return 1
             image = found
-    except (SourceError, MissingToolsError) as exc:
+    except (SourceError, MissingToolsError, AgentError, PatchError, ArchError) as exc:
         print(f"images: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_INPUT
-    except (ImageError, ArchError) as exc:
+    except ImageError as exc:
         print(f"images: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from images.errors import AgentError, ImageError, PatchError
+from images.errors import AgentError, ImageError, PatchError, SourceError
 
 __all__ = [
     "AGENT_DIR_ENV",
@@ -101,6 +102,8 @@ class Project:
 
     def kernel_versions(self) -> tuple[str, ...]:
         """The kernel versions with a series (directories of linux-patch/ holding a BASE)."""
+        if not self.patch_root.is_dir():
+            return ()
         found = [d.name for d in self.patch_root.iterdir() if (d / "BASE").is_file()]
         return tuple(sorted(found, key=lambda v: [int(p) for p in v.split(".") if p.isdigit()]))
 
@@ -110,11 +113,18 @@ class Project:
         Raises :class:`ImageError` (one line, listing the known versions) for
         a version without a directory.
         """
-        version = version or os.environ.get(KERNEL_VERSION_ENV) or DEFAULT_KERNEL_VERSION
+        if version is None:
+            version = os.environ.get(KERNEL_VERSION_ENV) or DEFAULT_KERNEL_VERSION
+        if not re.fullmatch(r"\d+\.\d+", version):
+            known = ", ".join(self.kernel_versions()) or "none"
+            raise SourceError(
+                f"kernel version {version!r} is not X.Y (a directory of linux-patch/); "
+                f"known: {known}"
+            )
         directory = self.patch_root / version
         if not (directory / "BASE").is_file():
             known = ", ".join(self.kernel_versions()) or "none"
-            raise ImageError(
+            raise SourceError(
                 f"no patch series for kernel version {version!r} (no {directory}/BASE); "
                 f"known: {known}"
             )
@@ -142,7 +152,12 @@ class Project:
 def find_project() -> Project:
     """The checkout: $PAGEMAP_HARNESS_ROOT, else the one holding this package, else the cwd's."""
     if env := os.environ.get(ROOT_ENV):
-        return Project(Path(env).resolve())
+        root = Path(env).resolve()
+        if not (root / "linux-patch").is_dir():
+            raise SourceError(
+                f"{ROOT_ENV}={env} is not a pagemap-harness checkout (it has no linux-patch/)"
+            )
+        return Project(root)
     candidates = [Path(__file__).resolve().parent.parent, *Path.cwd().resolve().parents]
     candidates.insert(1, Path.cwd().resolve())
     for directory in candidates:

@@ -71,7 +71,10 @@ def tree_patch_set(project: Project, release: str, wanted: str | None = None) ->
     Raises :class:`SourceError` when the project has no series at or below ``release``.
     """
     if wanted is not None:
-        return project.patch_set(wanted)
+        asked = project.patch_set(wanted)
+        if _numbers(wanted) != _numbers(release):
+            note(f"WARNING: the tree is Linux {release}, but the series of {wanted} was asked for")
+        return asked
     known = sorted(project.kernel_versions(), key=_numbers)
     older = [v for v in known if _numbers(v) <= _numbers(release)]
     if not older:
@@ -86,15 +89,41 @@ def tree_patch_set(project: Project, release: str, wanted: str | None = None) ->
     return project.patch_set(chosen)
 
 
+def _git(tree: Path, *args: str) -> bytes:
+    """``git -C tree ARGS`` output; SourceError (one line) if git fails.
+
+    ``safe.directory``: as root, git refuses a tree another user owns ("dubious
+    ownership") and a fingerprint that silently ignored that would never change.
+    """
+    argv = ["git", "-c", f"safe.directory={tree}", "-C", str(tree), *args]
+    proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, check=False)
+    if proc.returncode != 0:
+        why = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise SourceError(
+            f"cannot fingerprint {tree}: git {' '.join(args)} failed: {(why or ['?'])[-1]}"
+        )
+    return proc.stdout
+
+
 def _fingerprint(tree: Path) -> str:
-    """sha256 naming the tree's contents cheaply: git state in a git work tree, else mtimes."""
+    """sha256 naming the tree's contents cheaply: git state in a git work tree, else mtimes.
+
+    In git: HEAD, the diff of tracked files against it, and the contents of
+    untracked files git does not ignore (ignored files are build output).
+    """
     digest = hashlib.sha256(str(tree.resolve()).encode())
     if (tree / ".git").exists():
-        for argv in (["git", "rev-parse", "HEAD"], ["git", "status", "--porcelain"],
-                     ["git", "diff", "HEAD"]):
-            proc = subprocess.run(["git", "-C", str(tree), *argv[1:]], capture_output=True,
-                                  stdin=subprocess.DEVNULL, check=False)
-            digest.update(proc.stdout)
+        digest.update(_git(tree, "rev-parse", "HEAD"))
+        digest.update(_git(tree, "diff", "HEAD", "--binary"))
+        untracked = _git(tree, "ls-files", "--others", "--exclude-standard", "-z")
+        for raw in sorted(untracked.split(b"\0")):
+            if not raw:
+                continue
+            digest.update(raw + b"\0")
+            try:
+                digest.update(hashlib.sha256((tree / os.fsdecode(raw)).read_bytes()).digest())
+            except OSError:
+                digest.update(b"unreadable")
         return digest.hexdigest()
     newest = 0
     count = 0

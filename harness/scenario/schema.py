@@ -207,9 +207,16 @@ def _check_name(value: Any, info: ValidationInfo) -> str:
     return value
 
 
+#: (uid_t)-1 means "leave unchanged" to setresuid() (kernel/sys.c), so it is no uid to become.
+MAX_UID = (1 << 32) - 2
+
+
 def _check_uid(value: Any, info: ValidationInfo) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 32:
-        raise ValueError(f"{_key(info)} {value!r} is not a uid (an integer 0..2**32-1)")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_UID:
+        raise ValueError(
+            f"{_key(info)} {value!r} is not a uid (an integer 0..{MAX_UID}; "
+            "4294967295 is (uid_t)-1, 'unchanged', to setresuid)"
+        )
     return value
 
 

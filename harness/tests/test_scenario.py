@@ -241,6 +241,10 @@ BAD: list[tuple[str, object, str]] = [
      "step 1 (check): as_uid -1 is not a uid"),
     ("bool uid", scenario(MMAP_A, {"op": "fork", "child": "c", "uid": False}),
      "step 1 (fork): uid False is not a uid"),
+    ("uid (uid_t)-1", scenario(MMAP_A, {"op": "fork", "child": "c", "uid": 4294967295}),
+     "step 1 (fork): uid 4294967295 is not a uid"),
+    ("as_uid (uid_t)-1", scenario(MMAP_A, {"op": "check", "as_uid": 4294967295}),
+     "step 1 (check): as_uid 4294967295 is not a uid"),
     ("unprivileged uid change", scenario(
         MMAP_A, {"op": "fork", "child": "u", "uid": 1000},
         {"op": "fork", "proc": "u", "child": "g"},

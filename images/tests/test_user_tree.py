@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -87,4 +88,41 @@ def test_git_tree_fingerprint_sees_uncommitted_changes(tmp_path: Path) -> None:
     patch_set = find_project().patch_set("6.12")
     clean = tree_choice(tree, patch_set).source.sha256
     (tree / "fs" / "proc" / "page.c").write_text("static int z;\n")
-    assert tree_choice(tree, patch_set).source.sha256 != clean
+    edited = tree_choice(tree, patch_set).source.sha256
+    assert edited != clean
+    # An untracked file counts, by contents; an ignored one (build output) does not.
+    (tree / ".gitignore").write_text("*.o\n")
+    (tree / "new.c").write_text("int a;\n")
+    with_new = tree_choice(tree, patch_set).source.sha256
+    assert with_new != edited
+    (tree / "new.c").write_text("int b;\n")
+    assert tree_choice(tree, patch_set).source.sha256 != with_new
+    changed = tree_choice(tree, patch_set).source.sha256
+    (tree / "page.o").write_bytes(b"\0")
+    assert tree_choice(tree, patch_set).source.sha256 == changed
+
+
+def test_git_tree_of_another_owner_is_fingerprinted(tmp_path: Path) -> None:
+    """As root, git refuses another owner's repository unless told it is safe: we tell it."""
+    tree = _tree(tmp_path / "linux", "6.12.117")
+    git = ["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], check=True)
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the tree to another owner")
+    for path in [tree, *tree.rglob("*")]:
+        os.lchown(path, 65534, 65534)
+    patch_set = find_project().patch_set("6.12")
+    before = tree_choice(tree, patch_set).source.sha256
+    (tree / "Makefile").write_text((tree / "Makefile").read_text() + "# edited\n")
+    assert tree_choice(tree, patch_set).source.sha256 != before
+
+
+def test_git_failure_is_one_line(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "linux", "6.12.117")
+    (tree / ".git").mkdir()  # not a repository git can read
+    failed = r"cannot fingerprint .*: git rev-parse HEAD failed"
+    with pytest.raises(SourceError, match=failed) as info:
+        tree_choice(tree, find_project().patch_set("6.12"))
+    assert "\n" not in str(info.value)

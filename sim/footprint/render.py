@@ -25,7 +25,7 @@ from sim.footprint.scan import (
     ProcessFootprint,
 )
 
-__all__ = ["human", "to_json", "to_text"]
+__all__ = ["human", "shown", "to_json", "to_text"]
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
@@ -102,12 +102,18 @@ def to_json(footprint: Footprint) -> str:
     )
 
 
+def shown(text: str) -> str:
+    """``text`` safe for a terminal: control characters (ESC, newlines) as ``\\xNN`` escapes."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
 def to_text(footprint: Footprint, *, in_bytes: bool = False, width: int = 120) -> str:
     """The tables: processes per group with the group's totals, then the group split."""
     size: Callable[[int | None], str] = _plain if in_bytes else human
     approx = "" if all(g.exact for g in footprint.groups) else "~"
     out = io.StringIO()
-    console = Console(file=out, width=width, color_system=None, highlight=False)
+    # markup=False: process and group names are data, never rich markup ("[/]" is a valid comm).
+    console = Console(file=out, width=width, color_system=None, highlight=False, markup=False)
     console.print(
         f"footprint from {footprint.data}; {human(footprint.page_size)} pages", soft_wrap=True
     )
@@ -119,7 +125,7 @@ def to_text(footprint: Footprint, *, in_bytes: bool = False, width: int = 120) -
     for group in footprint.groups:
         if group.inconsistent_frames:
             notes.append(
-                f"group {group.name}: {group.inconsistent_frames} frames mapped more often "
+                f"group {shown(group.name)}: {group.inconsistent_frames} frames mapped more often "
                 "than their mapcount (processes changed while read; try --freeze)"
             )
     if notes:
@@ -144,12 +150,13 @@ def _process_table(
             if pf.status == "no-mm":
                 continue  # kernel threads and zombies: nothing to show
             if pf.status != "ok":
-                table.add_row(group.name, str(pf.pid), pf.comm, pf.status, "", "", "", "")
+                table.add_row(shown(group.name), str(pf.pid), shown(pf.comm), pf.status,
+                              "", "", "", "")
                 continue
             table.add_row(
-                group.name,
+                shown(group.name),
                 str(pf.pid),
-                pf.comm,
+                shown(pf.comm),
                 approx + size(pf.rss),
                 approx + size(pf.pss),
                 approx + size(pf.uss),
@@ -158,7 +165,7 @@ def _process_table(
             )
         live = [pf for pf in group.members if pf.status == "ok"]
         table.add_row(
-            f"{group.name} total",
+            f"{shown(group.name)} total",
             str(len(live)),
             "(RSS: union, USS: excl.)",
             approx + size(group.rss),
@@ -182,7 +189,7 @@ def _group_table(footprint: Footprint, size: Callable[[int | None], str], approx
         table.add_column(name, justify="right")
     for group in footprint.groups:
         table.add_row(
-            group.name,
+            shown(group.name),
             approx + size(group.rss),
             approx + size(group.exclusive),
             size(group.private),
@@ -214,7 +221,7 @@ def _category_table(footprint: Footprint, size: Callable[[int | None], str]) -> 
             if total == 0 and category not in ("anon", "file", "shmem"):
                 continue
             table.add_row(
-                group.name, category, *(size(split[kind]) for kind in SHARING), size(total)
+                shown(group.name), category, *(size(split[kind]) for kind in SHARING), size(total)
             )
         table.add_section()
     return table

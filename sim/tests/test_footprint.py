@@ -24,7 +24,7 @@ from sim.cli import main
 from sim.flags import KPF, kpf_value
 from sim.footprint.plot import PlotUnavailable, plot
 from sim.footprint.recorded import Frame, RecordedProcess, RecordedSource
-from sim.footprint.render import human, to_json, to_text
+from sim.footprint.render import human, shown, to_json, to_text
 from sim.footprint.scan import CATEGORIES, PSS_SHIFT, SHARING, Footprint, pfn_runs, scan
 from sim.footprint.select import SelectionError, Term, parse_group, parse_term, resolve
 from sim.footprint.source import PageLayout, ProcessInfo
@@ -314,6 +314,17 @@ def test_selectors() -> None:
 # ---------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------
+
+
+def test_names_are_shown_literally_never_as_markup_or_escape_codes() -> None:
+    """A comm or group name like "[/]" or with ESC is data: shown as is, control chars escaped."""
+    result = scan(source_for(LAYOUTS["ppc64"], kpagemap=True), {"[/]": P[:3], "[bold]x": [P[3]]})
+    text = to_text(result)
+    assert "[/] total" in text and "[bold]x total" in text
+    assert shown("\x1b[31mRED\x1b[0m\n") == "\\x1b[31mRED\\x1b[0m\\x0a"
+    assert "\x1b" not in to_text(
+        scan(source_for(LAYOUTS["ppc64"], kpagemap=True), {"\x1b[31m": P[:1]})
+    )
 
 
 def test_human_units() -> None:
