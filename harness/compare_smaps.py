@@ -102,12 +102,17 @@ class _SmapsComparer:
         self.arch = arch
         self.m = m
         self.r = r
+        #: Fields of the divergences added so far.
+        self.found: list[str] = []
 
     def add(self, kind: DivergenceKind, field: str, model: Value, real: Value,
             **where: Any) -> None:
+        self.found.append(field)
         self.add_divergence(self.step, kind, field, model, real, **where)
 
     def run(self) -> None:
+        if self.m.smaps is None or self.r.smaps is None:
+            return  # a recording made before checks read smaps
         model = {s.proc: s for s in self.m.smaps}
         real = {s.proc: s for s in self.r.smaps}
         for proc in [*model, *(p for p in real if p not in model)]:
@@ -168,6 +173,16 @@ class _SmapsComparer:
             self.block(mb, rb, where)
 
     def block(self, m: SmapsBlock, r: SmapsBlock, where: Mapping[str, Any]) -> None:
+        before = len(self.found)
+        self.fields(m, r, where)
+        if len(self.found) == before and m.lines != r.lines:
+            # Same values, other layout (a field's width, spacing): the first line that differs.
+            for ml, rl in zip((*m.lines, ""), (*r.lines, ""), strict=False):
+                if ml != rl:
+                    self.add("value", "smaps.line", SmapsText(ml), SmapsText(rl), **where)
+                    break
+
+    def fields(self, m: SmapsBlock, r: SmapsBlock, where: Mapping[str, Any]) -> None:
         mh, rh = m.header, r.header
         if mh.perms != rh.perms:
             self.add("value", "smaps.header.perms", SmapsText(mh.perms), SmapsText(rh.perms),

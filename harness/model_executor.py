@@ -126,7 +126,7 @@ class ModelRun:
         smaps = tuple(
             dataclasses.replace(s, pss_fixed=rollup_fixed_point(self.procs[s.proc].mm))
             if s.rollup.data is not None else s
-            for s in observed.smaps
+            for s in observed.smaps or ()
         )
         return dataclasses.replace(observed, smaps=smaps)
 

@@ -210,6 +210,24 @@ class FrameRead:
         )
 
 
+def _text_json(result: ReadResult) -> dict[str, Any]:
+    """A text file's read as ``{"text": ...}`` (half the size of hex), else as ReadResult does."""
+    if result.data is not None:
+        try:
+            return {"text": result.data.decode("utf-8")}
+        except UnicodeDecodeError:
+            pass
+    return result.to_json()
+
+
+def _text_from_json(obj: Any) -> ReadResult:
+    if isinstance(obj, dict) and "text" in obj:
+        if not isinstance(obj["text"], str):
+            raise ObservationError("text is not a string")
+        return ReadResult.ok(obj["text"].encode("utf-8"))
+    return ReadResult.from_json(obj)
+
+
 @dataclass(frozen=True)
 class SmapsRead:
     """/proc/PID/smaps and /proc/PID/smaps_rollup of one process at one check.
@@ -227,7 +245,7 @@ class SmapsRead:
 
     def to_json(self) -> dict[str, Any]:
         obj: dict[str, Any] = {
-            "proc": self.proc, "smaps": self.smaps.to_json(), "rollup": self.rollup.to_json()
+            "proc": self.proc, "smaps": _text_json(self.smaps), "rollup": _text_json(self.rollup)
         }
         if self.pss_fixed is not None:
             obj["pss_fixed"] = dict(self.pss_fixed)
@@ -244,8 +262,8 @@ class SmapsRead:
             raise ObservationError("pss_fixed is not an object of integers")
         return cls(
             proc=_str(o, "proc"),
-            smaps=ReadResult.from_json(o.get("smaps")),
-            rollup=ReadResult.from_json(o.get("rollup")),
+            smaps=_text_from_json(o.get("smaps")),
+            rollup=_text_from_json(o.get("rollup")),
             pss_fixed=fixed,
         )
 
@@ -261,9 +279,9 @@ class CheckObservation:
     kpagecount_probe: ReadResult
     regions: tuple[RegionRead, ...]
     frames: tuple[FrameRead, ...]
-    #: One per observed process, in order of creation (absent in recordings
-    #: made before smaps was observed).
-    smaps: tuple[SmapsRead, ...] = ()
+    #: One per observed process, in order of creation; None in recordings
+    #: made before checks read smaps (compare then has nothing to compare).
+    smaps: tuple[SmapsRead, ...] | None = None
 
     def __post_init__(self) -> None:
         pfns = [frame.pfn for frame in self.frames]
@@ -294,7 +312,7 @@ class CheckObservation:
             "kpagecount_probe": self.kpagecount_probe.to_json(),
             "regions": [r.to_json() for r in self.regions],
             "frames": [f.to_json() for f in self.frames],
-            "smaps": [s.to_json() for s in self.smaps],
+            **({} if self.smaps is None else {"smaps": [s.to_json() for s in self.smaps]}),
         }
 
     @classmethod
@@ -308,7 +326,8 @@ class CheckObservation:
             kpagecount_probe=ReadResult.from_json(o.get("kpagecount_probe")),
             regions=tuple(RegionRead.from_json(r) for r in _list(o, "regions")),
             frames=tuple(FrameRead.from_json(f) for f in _list(o, "frames")),
-            smaps=tuple(SmapsRead.from_json(x) for x in o.get("smaps") or ()),
+            smaps=None if o.get("smaps") is None
+            else tuple(SmapsRead.from_json(x) for x in _list(o, "smaps")),
         )
 
 

@@ -85,6 +85,9 @@ class SmapsBlock:
     thp_eligible: int | None = None
     protection_key: int | None = None
     vm_flags: tuple[str, ...] = field(default=())
+    #: The block's lines after the header, as printed (parse_smaps() keeps
+    #: them so that a compare can see the layout, not only the values).
+    lines: tuple[str, ...] = field(default=(), compare=False)
 
 
 _HEADER = re.compile(
@@ -106,14 +109,17 @@ def parse_smaps(text: str) -> list[SmapsBlock]:
     thp: int | None = None
     pkey: int | None = None
     flags: tuple[str, ...] = ()
+    lines: list[str] = []
 
     def close() -> None:
         if header is not None:
-            blocks.append(SmapsBlock(header, dict(values), thp, pkey, flags))
+            blocks.append(SmapsBlock(header, dict(values), thp, pkey, flags, tuple(lines)))
 
     for number, line in enumerate(text.split("\n"), 1):
         if not line:
             continue
+        if _HEADER.fullmatch(line) is None:
+            lines.append(line)
         if line.startswith("VmFlags:"):
             if header is None:
                 raise SmapsFormatError(f"line {number}: VmFlags before a header")
@@ -139,7 +145,7 @@ def parse_smaps(text: str) -> list[SmapsBlock]:
             int(match[1], 16), int(match[2], 16), match[3], int(match[4], 16), match[5],
             int(match[6]), match[7].strip(" "),
         )
-        values, thp, pkey, flags = {}, None, None, ()
+        values, thp, pkey, flags, lines = {}, None, None, (), []
     close()
     return blocks
 

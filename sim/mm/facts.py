@@ -156,6 +156,8 @@ SCENARIO_OF_FACT: Mapping[str, str] = MappingProxyType({
     "pmd_exclusive": "thp_fork",
     "kpf_flags_word": "thp",
     "cow_reuses_large_anon_folio": "thp_cow_reuse",
+    "smaps_ksm": "anon_private",
+    "smaps_thp_eligible_width": "anon_private",
 })
 
 _SERIES = re.compile(r"^(\d+)\.(\d+)(?:[.\-+~].*)?$")
