@@ -67,3 +67,55 @@ def test_footprint_matches_smaps_and_model(path: Path, vm: VM) -> None:
                 assert shared_outside and exclusive and rss == exclusive + shared_outside
     if scenario.name in GROUPS:
         assert compared == len(real.checks)
+
+
+def test_exit_oracle_frees_exactly_the_group_exclusive_anon(vm: VM) -> None:
+    """group_outsider, then the whole group exits: of the anonymous frames the group
+    mapped, those whose refcount (kpagemap) reads 0 afterwards are exactly as many as
+    the tool called group-exclusive anonymous memory; the rest (shared with the
+    outsider, still alive) keep a reference."""
+    from harness.guest_executor import GuestRun, prepare_guest
+    from sim.flags import KPF, PM
+    from sim.formats import parse_kpagemap_entries, parse_u64s
+
+    scenario = load_scenario(SCENARIO_DIR / "group_outsider.json")
+    arch = vm.profile.arch
+    run = GuestRun(scenario, vm)
+    prepare_guest(vm)
+    try:
+        run._spawn("main")
+        for step in scenario.steps:
+            run.outcomes.append(run.step(step))
+        last = run.checks[-1]
+        source, names = check_source(last, arch)
+        group = scan(source, {"group": [names["main"], names["member"]]}).groups[0]
+        assert group.categories is not None
+        anon = group.categories["anon"]
+        exclusive_anon = anon["private"] + anon["shared_inside"]
+        frames = {f.pfn: f for f in last.frames}
+        group_anon = set()
+        for read in last.regions:
+            if read.proc in ("main", "member") and read.pagemap.data:
+                for raw in parse_u64s(arch, read.pagemap.data):
+                    pfn = raw & PM.PFN_MASK
+                    frame = frames.get(pfn)
+                    present = raw >> PM.PRESENT & 1
+                    if present and pfn and frame is not None and frame.kpageflags.data:
+                        if parse_u64s(arch, frame.kpageflags.data)[0] >> KPF.ANON & 1:
+                            group_anon.add(pfn)
+        assert exclusive_anon and len(group_anon) * arch.page_size > exclusive_anon
+        for proc in ("member", "main"):
+            run.agent.exit(run.names.pop(proc))
+        run.agent.settle()
+        size = arch.kpagemap_entry_size
+        freed = 0
+        for pfn in sorted(group_anon):
+            got = run.agent.read_file("/proc/kpagemap", size, offset=(pfn + 1) * size)
+            assert got.ok, got.describe()
+            (_, refcount), = parse_kpagemap_entries(arch, got.data)
+            freed += refcount == 0
+        assert freed * arch.page_size == exclusive_anon, (
+            f"{freed} frames freed, the tool said {exclusive_anon // arch.page_size} "
+            f"of {len(group_anon)} are group-exclusive anonymous")
+    finally:
+        run._kill_all()
