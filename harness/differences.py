@@ -55,6 +55,7 @@ from sim.flags import kpf_names
 from sim.formats import KpagemapHeader, PagemapEntry
 
 __all__ = [
+    "PSS_KB",
     "ConflictRule",
     "Context",
     "Divergence",
