@@ -51,6 +51,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.compare_smaps import compare_smaps
 from harness.differences import (
     ConflictRule,
     Divergence,
@@ -427,6 +428,7 @@ class _Comparer:
                 model_pfn=s.model_pfn, real_pfn=s.real_pfn, context=conflict,
             )
         self.frames(step, m, r)
+        compare_smaps(self.add, step, self.arch, m, r)
 
     def header(self, step: int, m: ReadResult, r: ReadResult) -> None:
         if m == r:

@@ -24,6 +24,15 @@ field                     value type (each column)
 ``kpagemap.count``,       int (a mapcount)
 ``kpagecount``
 ``kpagemap``              :class:`KpagemapSlot`, or ReadResult / ShortRead
+``smaps.read``,           ReadResult (the errno, or the text when one side failed)
+``smaps_rollup.read``
+``smaps.format``          :class:`Invalid` (text the parser rejects)
+``smaps.vma``             :class:`PageRange` of a VMA, or a :class:`Presence`
+``smaps.<Field>``         int (kB; ``Size`` ... ``Locked``, ``THPeligible``, ``ProtectionKey``)
+``smaps.header.<part>``   :class:`SmapsText` (perms, device, name) or int (offset, inode)
+``smaps.VmFlags``         :class:`VmFlags`
+``smaps_rollup.<Field>``  int (kB: our regions' share, exact), or for the fixed-point
+                          fields :class:`PssShare` (model) vs :class:`PssBounds` (real)
 ========================  ==========================================================
 
 and a missing observation is a :class:`Presence` in each column.  Context
@@ -46,6 +55,7 @@ from sim.flags import kpf_names
 from sim.formats import KpagemapHeader, PagemapEntry
 
 __all__ = [
+    "PSS_KB",
     "ConflictRule",
     "Context",
     "Divergence",
@@ -60,9 +70,13 @@ __all__ = [
     "PfnConflict",
     "Place",
     "Presence",
+    "PssBounds",
+    "PssShare",
     "RamTag",
     "ShortRead",
+    "SmapsText",
     "Value",
+    "VmFlags",
     "value_to_json",
 ]
 
@@ -136,6 +150,58 @@ class Invalid:
     def to_json(self) -> dict[str, Any]:
         raw = self.raw.hex() if isinstance(self.raw, bytes) else self.raw
         return {"invalid": raw, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class SmapsText:
+    """A text part of a smaps header line (perms, ``MM:mm`` device, name)."""
+
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text}
+
+
+@dataclass(frozen=True)
+class VmFlags:
+    """The mnemonics of a smaps ``VmFlags:`` line, in the kernel's (bit) order."""
+
+    words: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"vm_flags": list(self.words)}
+
+
+#: One kB in the kernel's Pss fixed point (bytes << PSS_SHIFT, PSS_SHIFT = 12).
+PSS_KB = 1 << 22
+
+
+@dataclass(frozen=True)
+class PssShare:
+    """The model's share of a fixed-point smaps_rollup field (Pss, Pss_Dirty, ...):
+    our regions' exact sum in bytes << PSS_SHIFT."""
+
+    fixed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fixed": self.fixed, "kb": self.fixed / PSS_KB}
+
+
+@dataclass(frozen=True)
+class PssBounds:
+    """What the kernel's rollup says of our regions' share of a fixed-point field.
+
+    Every share in ``[low, high]`` (bytes << PSS_SHIFT, inclusive) is
+    consistent with the rollup's kB floor and the other VMAs' smaps blocks;
+    ``low == high`` when the other VMAs' sums are exact.
+    """
+
+    low: int
+    high: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"low": self.low, "high": self.high,
+                "low_kb": self.low / PSS_KB, "high_kb": self.high / PSS_KB}
 
 
 #: A frame file read's decoded value, or why there is none.
@@ -279,7 +345,7 @@ Context = EntryPair | PfnConflict
 Value = (
     None | bool | int | bytes | Presence | KpfFlags | KpagemapSlot | FrameValues | FlagMismatch
     | PageRange | RamTag | Invalid | ShortRead | ReadResult | StepOutcome | PagemapEntry
-    | KpagemapHeader
+    | KpagemapHeader | SmapsText | VmFlags | PssShare | PssBounds
 )
 
 

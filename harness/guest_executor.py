@@ -290,9 +290,12 @@ class GuestRun:
         gid = None if uid is None else 0
         results = []
         for r in reads:
-            got = self.agent.read_file(
-                r.path, r.count, offset=r.offset, uid=uid, gid=gid, loop=False
-            )
+            if r.whole:
+                got = self.agent.read_file(r.path, r.count, uid=uid, gid=gid, loop=True)
+            else:
+                got = self.agent.read_file(
+                    r.path, r.count, offset=r.offset, uid=uid, gid=gid, loop=False
+                )
             self.reads += 1
             results.append(self._result(got, r, step))
         return results

@@ -9,6 +9,7 @@ reader uid.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -41,6 +42,7 @@ from sim.arch import Arch
 from sim.mm import Machine, MmError, Process
 from sim.mm.facts import PINNED, KernelFacts
 from sim.procfs import ProcError, ProcFs
+from sim.smaps import rollup_fixed_point
 
 __all__ = ["MODEL", "MODEL_RAM_BYTES", "ModelError", "ModelRun", "run_model"]
 
@@ -111,7 +113,7 @@ class ModelRun:
             (t.proc, t.region, self.procs[t.proc].pid)
             for t in self.scenario.targets[step.index]
         ]
-        return observe_check(
+        observed = observe_check(
             step,
             targets,
             self.layout,
@@ -119,6 +121,14 @@ class ModelRun:
             lambda reads: self.read(reads, step.reader_uid),
             lambda pfns: [self.machine.frame_tag(pfn) for pfn in pfns],
         )
+        # The exact fixed-point sums behind the rollup's kB floors: compare
+        # needs them to place our regions' share inside the kernel's rollup.
+        smaps = tuple(
+            dataclasses.replace(s, pss_fixed=rollup_fixed_point(self.procs[s.proc].mm))
+            if s.rollup.data is not None else s
+            for s in observed.smaps or ()
+        )
+        return dataclasses.replace(observed, smaps=smaps)
 
 
 #: The model side of every op: ``handler(run, step)`` -> its outcome (None: ok).
@@ -133,8 +143,12 @@ def _mmap(run: ModelRun, step: Mmap) -> None:
     placement = run.layout[step.region]
     file = None
     if step.kind == "file":
+        # The agent's file: /tmp/pmh-region-<pid>-<vaddr>, unlinked at once
+        # (create_region_file() in harness/agent/ops.c); smaps shows d_path().
+        pid = run.procs[step.proc].pid
         file = run.machine.create_file(
-            placement.pages, name=step.region, tags=run.layout.file_tags(step.region)
+            placement.pages, name=f"/tmp/pmh-region-{pid}-{placement.vaddr:x} (deleted)",
+            tags=run.layout.file_tags(step.region),
         )
     run.procs[step.proc].mmap(
         placement.vaddr, placement.pages, step.kind, step.share, step.prot, file=file

@@ -12,7 +12,11 @@ observations are compared.  At each check step an executor records:
   slot, the kpageflags and kpagecount u64, each as bytes or an errno;
 * per page with a frame, the tag the frame holds (:func:`ram_tag_pages` says
   which pages): on the real side the u64 at ``pfn << PAGE_SHIFT`` of guest RAM,
-  on the model side what the model's frame holds.
+  on the model side what the model's frame holds;
+* for every process of the check's targets: the whole text of
+  /proc/PID/smaps and /proc/PID/smaps_rollup (or the errno), as the reader
+  uid (:class:`SmapsRead`).  The model's text has only the model's VMAs; the
+  kernel's also the agent's own, which compare sets apart.
 
 And for every step its outcome (ok, a SIGSEGV at an address, or an errno).
 
@@ -47,6 +51,7 @@ __all__ = [
     "Observations",
     "ReadResult",
     "RegionRead",
+    "SmapsRead",
     "StepOutcome",
     "errno_name",
     "frames_seen",
@@ -205,6 +210,64 @@ class FrameRead:
         )
 
 
+def _text_json(result: ReadResult) -> dict[str, Any]:
+    """A text file's read as ``{"text": ...}`` (half the size of hex), else as ReadResult does."""
+    if result.data is not None:
+        try:
+            return {"text": result.data.decode("utf-8")}
+        except UnicodeDecodeError:
+            pass
+    return result.to_json()
+
+
+def _text_from_json(obj: Any) -> ReadResult:
+    if isinstance(obj, dict) and "text" in obj:
+        if not isinstance(obj["text"], str):
+            raise ObservationError("text is not a string")
+        return ReadResult.ok(obj["text"].encode("utf-8"))
+    return ReadResult.from_json(obj)
+
+
+@dataclass(frozen=True)
+class SmapsRead:
+    """/proc/PID/smaps and /proc/PID/smaps_rollup of one process at one check.
+
+    Each is the file's whole text (read() until end of file) or the errno of
+    the open or read.  ``pss_fixed``: only the model can say it: the exact sums
+    of the rollup's fixed-point fields (``{"Pss": bytes << PSS_SHIFT, ...}``)
+    behind the kB floors the text shows.
+    """
+
+    proc: str
+    smaps: ReadResult
+    rollup: ReadResult
+    pss_fixed: Mapping[str, int] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "proc": self.proc, "smaps": _text_json(self.smaps), "rollup": _text_json(self.rollup)
+        }
+        if self.pss_fixed is not None:
+            obj["pss_fixed"] = dict(self.pss_fixed)
+        return obj
+
+    @classmethod
+    def from_json(cls, obj: Any) -> SmapsRead:
+        o = _object(obj, "smaps read")
+        fixed = o.get("pss_fixed")
+        if fixed is not None and not (
+            isinstance(fixed, dict)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in fixed.values())
+        ):
+            raise ObservationError("pss_fixed is not an object of integers")
+        return cls(
+            proc=_str(o, "proc"),
+            smaps=_text_from_json(o.get("smaps")),
+            rollup=_text_from_json(o.get("rollup")),
+            pss_fixed=fixed,
+        )
+
+
 @dataclass(frozen=True)
 class CheckObservation:
     """Everything one check step read, as ``reader_uid``."""
@@ -216,6 +279,9 @@ class CheckObservation:
     kpagecount_probe: ReadResult
     regions: tuple[RegionRead, ...]
     frames: tuple[FrameRead, ...]
+    #: One per observed process, in order of creation; None in recordings
+    #: made before checks read smaps (compare then has nothing to compare).
+    smaps: tuple[SmapsRead, ...] | None = None
 
     def __post_init__(self) -> None:
         pfns = [frame.pfn for frame in self.frames]
@@ -246,6 +312,7 @@ class CheckObservation:
             "kpagecount_probe": self.kpagecount_probe.to_json(),
             "regions": [r.to_json() for r in self.regions],
             "frames": [f.to_json() for f in self.frames],
+            **({} if self.smaps is None else {"smaps": [s.to_json() for s in self.smaps]}),
         }
 
     @classmethod
@@ -259,6 +326,8 @@ class CheckObservation:
             kpagecount_probe=ReadResult.from_json(o.get("kpagecount_probe")),
             regions=tuple(RegionRead.from_json(r) for r in _list(o, "regions")),
             frames=tuple(FrameRead.from_json(f) for f in _list(o, "frames")),
+            smaps=None if o.get("smaps") is None
+            else tuple(SmapsRead.from_json(x) for x in _list(o, "smaps")),
         )
 
 
@@ -441,11 +510,22 @@ def frames_seen(arch: ByteLayout, pagemaps: Iterable[ReadResult]) -> list[int]:
 
 @dataclass(frozen=True)
 class FileRead:
-    """One open + pread + close of a proc file, as the check's reader uid."""
+    """One open + pread + close of a proc file, as the check's reader uid.
+
+    ``whole``: instead, read() from the start until end of file (at most
+    ``count`` bytes): a seq_file such as smaps returns at most its buffer
+    (a page or more) per read() call.
+    """
 
     path: str
     offset: int
     count: int
+    whole: bool = False
+
+
+#: Most bytes of one smaps or smaps_rollup text a check reads (far above what
+#: the agent and a catalog scenario map: about 1 KiB per VMA).
+SMAPS_READ_BYTES = 1 << 20
 
 
 #: Executes reads, in order, as the check's reader uid; one result per read.
@@ -472,7 +552,9 @@ def observe_check(
     ``(pfn + 1) * KPMSIZE``, kpageflags and kpagecount from ``pfn * 8``.  Each
     frame gets its own slice of the run's bytes (or the run's errno).
     ``frame_tags`` then gives the tag of each page's frame
-    (:func:`ram_tag_pages`).
+    (:func:`ram_tag_pages`).  The first batch also reads, once per process of
+    ``targets`` (in their order), the whole smaps_rollup, smaps and
+    smaps_rollup texts (:func:`_stable_smaps`).
     """
     entry_size = arch.kpagemap_entry_size
     first = [
@@ -487,9 +569,16 @@ def observe_check(
             (placement.vaddr >> arch.page_shift) * PM.ENTRY_BYTES,
             placement.pages * PM.ENTRY_BYTES,
         ))
+    procs: dict[str, int] = {}
+    for proc, _, pid in targets:
+        procs.setdefault(proc, pid)
+    for pid in procs.values():
+        first += _smaps_reads(pid)
     results = _run(read, first)
     header, flags_probe, count_probe = results[:3]
-    pagemaps = results[3:]
+    pagemaps = results[3 : 3 + len(targets)]
+    texts = results[3 + len(targets) :]
+    smaps = _stable_smaps(procs, texts, read)
     pfns = frames_seen(arch, pagemaps)
     runs = _pfn_runs(pfns)
     second = []
@@ -531,8 +620,46 @@ def observe_check(
             RegionRead(proc, region, placement.vaddr, placement.pages, pagemap, tags)
         )
     return CheckObservation(
-        check.index, check.reader_uid, header, flags_probe, count_probe, tuple(regions), frames
+        check.index, check.reader_uid, header, flags_probe, count_probe, tuple(regions), frames,
+        smaps,
     )
+
+
+#: Reads of one process's smaps texts: rollup, smaps, rollup again.
+_SMAPS_TRIPLE = 3
+#: How often a check reads a process's triple before it takes a changing one as it is.
+SMAPS_ATTEMPTS = 4
+
+
+def _smaps_reads(pid: int) -> list[FileRead]:
+    rollup = FileRead(f"/proc/{pid}/smaps_rollup", 0, SMAPS_READ_BYTES, whole=True)
+    return [rollup, FileRead(f"/proc/{pid}/smaps", 0, SMAPS_READ_BYTES, whole=True), rollup]
+
+
+def _stable_smaps(
+    procs: Mapping[str, int], texts: Sequence[ReadResult], read: ReadBatch
+) -> tuple[SmapsRead, ...]:
+    """Each process's smaps with a rollup of the same moment.
+
+    The kernel's texts include the agent's own VMAs, whose pages the agent's
+    reader (a CLONE_VM child of its init) can take out of COW sharing
+    between two reads.  A rollup read before and after the smaps read that
+    agree say nothing changed in between (nothing forks during a check, so
+    counts only move one way); otherwise the triple is read again, up to
+    SMAPS_ATTEMPTS times, and the last one is kept.
+    """
+    triples = {
+        proc: list(texts[_SMAPS_TRIPLE * i : _SMAPS_TRIPLE * (i + 1)])
+        for i, proc in enumerate(procs)
+    }
+    for _ in range(SMAPS_ATTEMPTS - 1):
+        unsettled = [p for p, (before, _, after) in triples.items() if before != after]
+        if not unsettled:
+            break
+        again = _run(read, [r for p in unsettled for r in _smaps_reads(procs[p])])
+        for i, proc in enumerate(unsettled):
+            triples[proc] = again[_SMAPS_TRIPLE * i : _SMAPS_TRIPLE * (i + 1)]
+    return tuple(SmapsRead(proc, smaps, after) for proc, (_, smaps, after) in triples.items())
 
 
 class CheckRecorder(Protocol):

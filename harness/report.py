@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from harness.compare import CompareError, compare
 from harness.differences import (
+    PSS_KB,
     ConflictRule,
     Divergence,
     EntryPair,
@@ -41,9 +42,13 @@ from harness.differences import (
     PageRange,
     PfnConflict,
     Presence,
+    PssBounds,
+    PssShare,
     RamTag,
     ShortRead,
+    SmapsText,
     Value,
+    VmFlags,
 )
 from harness.observations import ObservationError, Observations, ReadResult, StepOutcome
 from harness.scenario import ScenarioError, load_scenario
@@ -204,6 +209,17 @@ def describe_value(field: str, column: Column, value: Value) -> str:
         return f"invalid {value.raw:#018x}: {value.reason}"
     if isinstance(value, PagemapEntry):
         return describe_pagemap(value)
+    if isinstance(value, SmapsText):
+        return repr(value.text)
+    if isinstance(value, VmFlags):
+        return " ".join(value.words) or "(none)"
+    if isinstance(value, PssShare):
+        return f"{value.fixed / PSS_KB:.4f} kB (exact, bytes << 12 = {value.fixed})"
+    if isinstance(value, PssBounds):
+        if value.low == value.high:
+            return f"{value.low / PSS_KB:.4f} kB (rollup minus the other VMAs)"
+        return (f"{value.low / PSS_KB:.4f} .. {value.high / PSS_KB:.4f} kB "
+                "(rollup minus the other VMAs, their kB floors)")
     return (f"little_endian={int(value.little_endian)} page_shift={value.page_shift} "
             f"word_size={value.word_size} entry_size={value.entry_size}")
 

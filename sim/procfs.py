@@ -1,6 +1,7 @@
 """What open(), read(), pread() and lseek() on the page-level proc files return.
 
-Files: ``/proc/PID/pagemap`` (fs/proc/task_mmu.c), ``/proc/kpageflags`` and
+Files: ``/proc/PID/pagemap``, ``/proc/PID/smaps`` and ``/proc/PID/smaps_rollup``
+(fs/proc/task_mmu.c; the smaps text of the model's VMAs, :mod:`sim.smaps`), ``/proc/kpageflags`` and
 ``/proc/kpagecount`` (fs/proc/page.c), ``/proc/kpagemap`` (the project's patch
 series).  Errors raise :class:`ProcReadError`, an OSError carrying the errno
 the kernel returns.  Arithmetic on offsets follows the kernel's types: the
@@ -32,6 +33,7 @@ from sim.mm.mm_struct import MmStruct
 from sim.mm.pagetable import HugePmd, PteBitsArray, PteTable
 from sim.mm.pte import PTE_DTYPE, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SPECIAL
 from sim.pagewalk import MmWalk, MmWalkOps, walk_page_range
+from sim.smaps import render_rollup, render_smaps
 
 __all__ = [
     "ProcError",
@@ -45,7 +47,7 @@ __all__ = [
     "read",
 ]
 
-FileKind = Literal["pagemap", "kpagemap", "kpageflags", "kpagecount"]
+FileKind = Literal["pagemap", "smaps", "smaps_rollup", "kpagemap", "kpageflags", "kpagecount"]
 U64Array = npt.NDArray[np.uint64]
 
 LLONG_MAX = (1 << 63) - 1
@@ -86,7 +88,7 @@ class Reader(Credentials):
 # Open
 # ---------------------------------------------------------------------------
 
-_PAGEMAP_PATH = re.compile(r"/proc/(\d+|self)/pagemap")
+_PID_PATH = re.compile(r"/proc/(\d+|self)/(pagemap|smaps|smaps_rollup)")
 _GLOBAL_FILES: dict[str, FileKind] = {
     "/proc/kpagemap": "kpagemap",
     "/proc/kpageflags": "kpageflags",
@@ -129,7 +131,7 @@ def open_proc(machine: Machine, path: str, reader: Reader | None = None) -> Proc
         if not _may_read_0400(reader, 0):
             raise ProcReadError(errno.EACCES, f"{path}: mode 0400 root, reader uid {reader.uid}")
         return ProcFile(machine, kind)
-    match = _PAGEMAP_PATH.fullmatch(path)
+    match = _PID_PATH.fullmatch(path)
     if match is None:
         raise ProcReadError(errno.ENOENT, f"{path}: not a file the model knows")
     if match.group(1) == "self":
@@ -141,17 +143,20 @@ def open_proc(machine: Machine, path: str, reader: Reader | None = None) -> Proc
     target = machine.process(pid)
     if target is None:
         raise ProcReadError(errno.ENOENT, f"{path}: no process {pid}")
+    pid_kind: FileKind = "pagemap" if match.group(2) == "pagemap" else (
+        "smaps" if match.group(2) == "smaps" else "smaps_rollup")
     # task_dump_owner(): a non-dumpable task's /proc files belong to root.
+    # smaps and smaps_rollup are 0444 (S_IRUGO): only the ptrace check below.
     owner = target.uid if target.dumpable else 0
-    if not _may_read_0400(reader, owner):
+    if pid_kind == "pagemap" and not _may_read_0400(reader, owner):
         raise ProcReadError(
             errno.EACCES, f"{path}: mode 0400 owned by uid {owner}, reader uid {reader.uid}"
         )
-    # pagemap_open() -> proc_mem_open() -> mm_access(): any refusal is -EACCES.
+    # pagemap_open(), proc_maps_open() -> proc_mem_open() -> mm_access(): any refusal is -EACCES.
     if reader.pid != pid and not _ptrace_may_access(reader, target):
         raise ProcReadError(errno.EACCES, f"{path}: ptrace access to pid {pid} refused")
     # pm.show_pfn = file_ns_capable(file, &init_user_ns, CAP_SYS_ADMIN): the opener's.
-    return ProcFile(machine, "pagemap", mm=target.mm, show_pfn=reader.capable("CAP_SYS_ADMIN"))
+    return ProcFile(machine, pid_kind, mm=target.mm, show_pfn=reader.capable("CAP_SYS_ADMIN"))
 
 
 def read(
@@ -251,7 +256,22 @@ class ProcFile:
         count = min(count, (0x7FFF_FFFF) & ~(arch.page_size - 1))
         if self.kind == "pagemap":
             return pagemap_read(self.machine, self.mm, self.show_pfn, pos, count)
+        if self.kind in ("smaps", "smaps_rollup"):
+            return self._text_read(pos, count)
         return kpage_read(self.machine, self.kind, pos, count)
+
+
+    def _text_read(self, pos: int, count: int) -> tuple[bytes, int]:
+        """seq_read() of the smaps text: ``count`` bytes from ``pos`` (the model
+        renders the whole file; the kernel's seq_file gives the same bytes)."""
+        assert self.mm is not None
+        machine = self.machine
+        if self.kind == "smaps":
+            text = render_smaps(self.mm, machine.facts, machine.arch.word_size)
+        else:
+            text = render_rollup(self.mm, machine.facts, machine.arch.word_size)
+        data = text.encode()[pos : pos + count]
+        return data, pos + len(data)
 
 
 def _to_loff(value: int) -> int:

@@ -129,6 +129,8 @@ def test_observe_check_reads_in_two_batches() -> None:
                            + build_kpagemap_entries(ARCH, [(p, 100 + p) for p in range(8)])),
         "/proc/kpageflags": (0, build_u64s(ARCH, [1 << p for p in range(8)])),
         "/proc/kpagecount": (0, build_u64s(ARCH, list(range(8)))),
+        "/proc/42/smaps": (0, b"smaps text"),
+        "/proc/42/smaps_rollup": (0, b"rollup text"),
     }
     batches: list[list[FileRead]] = []
 
@@ -144,8 +146,16 @@ def test_observe_check_reads_in_two_batches() -> None:
     check = Check(2)
     obs = observe_check(check, [("main", "a", 42)], layout, ARCH, read,
                         lambda pfns: [0x1000 + p for p in pfns])
-    assert [len(b) for b in batches] == [4, 6]
+    assert [len(b) for b in batches] == [7, 6]
     assert batches[0][3] == FileRead("/proc/42/pagemap", (a.vaddr >> 16) * 8, 32)
+    assert [(r.path, r.whole) for r in batches[0][4:]] == [
+        ("/proc/42/smaps_rollup", True), ("/proc/42/smaps", True),
+        ("/proc/42/smaps_rollup", True),
+    ]
+    assert obs.smaps is not None
+    assert obs.smaps[0].proc == "main"
+    assert obs.smaps[0].smaps.data == b"smaps text"
+    assert obs.smaps[0].rollup.data == b"rollup text"
     assert batches[1][:3] == [FileRead("/proc/kpagemap", 4 * kpmsize, kpmsize),
                               FileRead("/proc/kpageflags", 24, 8),
                               FileRead("/proc/kpagecount", 24, 8)]
@@ -156,6 +166,37 @@ def test_observe_check_reads_in_two_batches() -> None:
     assert obs.regions[0].ram_tags == (0x1005, None, 0x1003, 0x1005)
     untagged = observe_check(check, [("main", "a", 42)], layout, ARCH, read, None)
     assert untagged.regions[0].ram_tags is None
+
+
+def test_smaps_are_read_again_while_the_rollup_moves() -> None:
+    """A rollup that differs before and after the smaps read makes the check read the
+    triple again; the last triple is kept, and a settled one ends the retries."""
+    from harness.observations import FileRead, observe_check
+    from harness.scenario import Check, plan_layout
+    from harness.tests.test_compare import SCENARIO
+
+    layout = plan_layout(SCENARIO, ARCH)
+    rollups = iter([b"r0", b"r1", b"r2", b"r2"])
+    batches: list[list[FileRead]] = []
+
+    def read(reads: object) -> list[ReadResult]:
+        assert isinstance(reads, list)
+        batches.append(reads)
+        out = []
+        for r in reads:
+            if r.path.endswith("smaps_rollup"):
+                out.append(ReadResult.ok(next(rollups)))
+            elif r.path.endswith("smaps"):
+                out.append(ReadResult.ok(f"smaps{len(batches)}".encode()))
+            else:
+                out.append(ReadResult.failed(13))
+        return out
+
+    obs = observe_check(Check(2), [("main", "a", 42)], layout, ARCH, read, None)
+    assert [len(b) for b in batches] == [7, 3]  # no frames: no second batch
+    assert obs.smaps is not None
+    assert obs.smaps[0].rollup.data == b"r2"
+    assert obs.smaps[0].smaps.data == b"smaps2"
 
 
 def test_frame_reads_cover_runs_of_pfns() -> None:

@@ -6,9 +6,11 @@ showed (``NAME.real.json``) and the scenario as it was recorded
 again (the images must be built)::
 
     python -m harness run --arch ARCH --record harness/tests/data/recorded/ARCH \
-        tests/scenarios/{fork_cow,thp_zero,shm_mix,unprivileged_child}.json
+        tests/scenarios/{fork_cow,thp_zero,shm_mix,unprivileged_child,nested}.json
 
-which writes only the scenarios that agree.  The model side is recomputed
+which writes only the scenarios that agree (nested: x86_64 only, for the smaps
+tests; the x86_64 recordings hold smaps and smaps_rollup, the ppc64 ones predate
+them and compare without).  The model side is recomputed
 here from the scenario, so these tests hold today's model and today's
 compare to yesterday's kernel:
 
@@ -298,3 +300,138 @@ def test_recorded_file_round_trips(tmp_path: Path) -> None:
     real.save(tmp_path / "again.json")
     assert Observations.load(tmp_path / "again.json") == real
     assert isinstance(real.checks[0].regions[0], RegionRead)
+
+
+# ---------------------------------------------------------------------------
+# smaps and smaps_rollup
+# ---------------------------------------------------------------------------
+
+SMAPS_RECORDINGS = [
+    (arch, name) for arch, name in RECORDINGS
+    if any(c.smaps for c in replay(arch, name).real.checks)
+]
+SMAPS_IDS = [f"{name}-{arch}" for arch, name in SMAPS_RECORDINGS]
+
+
+def test_some_recordings_hold_smaps() -> None:
+    assert ("x86_64", "nested") in SMAPS_RECORDINGS
+
+
+def _our_smaps_line(r: Replay, field: str) -> tuple[CheckObservation, int, str, int]:
+    """(check, smaps index, region, line start) of ``field`` in the last block of one of
+    our regions with a nonzero value, in the last root check that read smaps."""
+    from sim.smaps_format import parse_smaps
+
+    for check in reversed(r.real.checks):
+        if check.reader_uid != 0:
+            continue
+        for si, read in enumerate(check.smaps or ()):
+            if read.smaps.data is None:
+                continue
+            text = read.smaps.data.decode()
+            ours = {(x.vaddr, x.region) for x in check.regions if x.proc == read.proc}
+            for block in reversed(parse_smaps(text)):
+                region = next((n for v, n in ours if v == block.header.start), None)
+                if region is None or not block.values.get(field):
+                    continue
+                header = text.index(f"{block.header.start:08x}-")
+                return check, si, region, text.index(f"\n{field}:", header) + 1
+    pytest.fail(f"no block of ours with a nonzero {field}")
+
+
+def _with_text(check: CheckObservation, si: int, *, smaps: bytes | None = None,
+               rollup: bytes | None = None) -> CheckObservation:
+    assert check.smaps is not None
+    read = check.smaps[si]
+    new = replace(
+        read,
+        smaps=read.smaps if smaps is None else ReadResult.ok(smaps),
+        rollup=read.rollup if rollup is None else ReadResult.ok(rollup),
+    )
+    return replace(check, smaps=tuple(new if i == si else x for i, x in enumerate(check.smaps)))
+
+
+def _bump(text: bytes, start: int, by: int) -> bytes:
+    """The ``Name:   N kB`` line at ``start`` with N + ``by``, same width."""
+    end = text.index(b"\n", start)
+    name, value = text[start:end].split(b":")
+    number = int(value.split()[0]) + by
+    return text[:start] + name + b":" + f"{number:>{len(value) - 3}} kB".encode() + text[end:]
+
+
+@pytest.mark.parametrize("arch_name,name", SMAPS_RECORDINGS, ids=SMAPS_IDS)
+def test_planted_smaps_pss(arch_name: str, name: str) -> None:
+    """One of our blocks' Pss line moved by 1 kB: one difference naming field, step, region."""
+    r = replay(arch_name, name)
+    check, si, region, line = _our_smaps_line(r, "Pss")
+    assert check.smaps is not None
+    read = check.smaps[si]
+    assert read.smaps.data is not None
+    real = with_check(r.real, _with_text(check, si, smaps=_bump(read.smaps.data, line, 1)))
+    found = compare(r.model, real, r.scenario, r.arch)
+    assert [(d.kind, d.field, d.step, d.proc, d.region) for d in found] == [
+        ("value", "smaps.Pss", check.step, read.proc, region)]
+    assert found[0].real == found[0].model + 1  # type: ignore[operator]
+    text = report(r, found)
+    for part in (f"step {check.step} (check)", "smaps.Pss: model ", f"at {read.proc} {region}"):
+        assert part in text, f"{part!r} not in:\n{text}"
+
+
+@pytest.mark.parametrize("arch_name,name", SMAPS_RECORDINGS, ids=SMAPS_IDS)
+def test_planted_rollup_rss(arch_name: str, name: str) -> None:
+    """The rollup's Rss one page larger: our share differs by exactly that (an exact field)."""
+    r = replay(arch_name, name)
+    check, si, _, _ = _our_smaps_line(r, "Rss")
+    assert check.smaps is not None
+    read = check.smaps[si]
+    assert read.rollup.data is not None
+    start = read.rollup.data.index(b"\nRss:") + 1
+    page_kb = r.arch.page_size >> 10
+    real = with_check(r.real, _with_text(
+        check, si, rollup=_bump(read.rollup.data, start, page_kb)))
+    found = compare(r.model, real, r.scenario, r.arch)
+    assert [(d.field, d.step, d.proc) for d in found] == [
+        ("smaps_rollup.Rss", check.step, read.proc)]
+    assert found[0].real == found[0].model + page_kb  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("arch_name,name", SMAPS_RECORDINGS, ids=SMAPS_IDS)
+def test_planted_rollup_pss_outside_bounds(arch_name: str, name: str) -> None:
+    """The rollup's Pss far above what the other VMAs leave room for: an interval difference."""
+    from harness.differences import PssBounds, PssShare
+
+    r = replay(arch_name, name)
+    check, si, _, _ = _our_smaps_line(r, "Pss")
+    assert check.smaps is not None
+    read = check.smaps[si]
+    assert read.rollup.data is not None
+    start = read.rollup.data.index(b"\nPss:") + 1
+    real = with_check(r.real, _with_text(check, si, rollup=_bump(read.rollup.data, start, 4096)))
+    found = compare(r.model, real, r.scenario, r.arch)
+    assert [(d.field, d.proc) for d in found] == [("smaps_rollup.Pss", read.proc)]
+    assert isinstance(found[0].model, PssShare) and isinstance(found[0].real, PssBounds)
+    assert found[0].real.low > found[0].model.fixed
+
+
+def test_planted_model_error_pss_floor_per_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model that floors each page's Pss share to whole kB (as procrank does) is caught
+    on nested (three processes share pages: 4 KiB / 3 is not whole kB): the report names
+    the field, the step, the processes and the region."""
+    import sim.smaps as model_smaps
+
+    r = replay("x86_64", "nested")
+    real_accumulate = model_smaps._page_accumulate
+
+    def floored(mss: model_smaps.MemSizeStats, mem: object, head: int, size: int, pss: int,
+                *rest: bool) -> None:
+        real_accumulate(mss, mem, head, size, pss >> 22 << 22, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(model_smaps, "_page_accumulate", floored)
+    found = compare(run_model(r.scenario, r.arch), r.real, r.scenario, r.arch)
+    fields = {d.field for d in found}
+    assert "smaps.Pss" in fields, report(r, found)
+    pss = next(d for d in found if d.field == "smaps.Pss")
+    assert pss.region is not None and pss.proc is not None
+    assert isinstance(pss.model, int) and isinstance(pss.real, int) and pss.model < pss.real
+    text = report(r, found)
+    assert f"step {pss.step} (check)" in text and f"at {pss.proc} {pss.region}" in text

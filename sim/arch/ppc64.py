@@ -25,6 +25,8 @@ SPEC = ArchSpec(
         source="arch/powerpc/include/asm/book3s/64/radix-64k.h, asm/task_size_64.h",
         # arch/powerpc/Kconfig: select HAVE_ARCH_SOFT_DIRTY if PPC_BOOK3S_64
         soft_dirty=True,
+        # pte_modify() ORs in _PAGE_ACCESSED with the new protection (schema.py).
+        modify_sets_young=True,
         # Radix: 2M (PMD) and 1G (PUD) leaves, the sizes QEMU's POWER9 lists in
         # ibm,processor-radix-AP-encodings (radix_dt_scan_page_sizes() in
         # arch/powerpc/mm/book3s64/radix_pgtable.c); to be checked in a guest.

@@ -73,6 +73,13 @@ class Arch:
     #: HAVE_ARCH_SOFT_DIRTY: the PTE has a soft-dirty bit that pte_mkdirty()
     #: sets (x86_64; powerpc book3s 64).  Without it VM_SOFTDIRTY is 0.
     soft_dirty: bool = False
+    #: pte_modify() / pmd_modify() (mprotect's change_pte_range() and
+    #: change_huge_pmd()) OR in the whole new protection, whose every user
+    #: value includes the accessed bit: the entry comes out young.  powerpc
+    #: book3s 64 (_PAGE_BASE = _PAGE_PRESENT | _PAGE_ACCESSED in
+    #: asm/book3s/64/pgtable.h; pmd_set_protbits()); x86 keeps the old
+    #: accessed bit (_PAGE_CHG_MASK).  Seen in smaps' Referenced.
+    modify_sets_young: bool = False
     #: Levels whose entries can be hugetlb leaves on the machine this arch
     #: boots on (sizes: :attr:`hugetlb_sizes`); not yet read by the model.
     hugetlb_levels: tuple[str, ...] = ()

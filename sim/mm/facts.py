@@ -112,6 +112,12 @@ class KernelFacts:
     #: subpage from reusing the entire large folio" (MM updates for 6.9-rc1)
     #: wp_can_reuse_anon_folio() never reuses a large folio: it copies.
     cow_reuses_large_anon_folio: bool = False
+    #: __show_smap() (fs/proc/task_mmu.c) prints a ``KSM:`` line (mss->ksm):
+    #: 6.12's does, 6.1's has neither the line nor mss->ksm.
+    smaps_ksm: bool = True
+    #: Width of show_smap()'s ``THPeligible:`` value: 6.12 prints ``%8u``
+    #: (8), 6.1 ``%d`` (0, no padding).  Read from both trees' task_mmu.c.
+    smaps_thp_eligible_width: int = 8
 
     def fault_around_pages(self, page_shift: int) -> int:
         """fault_around_pages: ``fault_around_bytes >> PAGE_SHIFT``, at least 1."""
@@ -134,6 +140,8 @@ FACTS_6_1 = KernelFacts(
     pmd_exclusive=PmdExclusive.HEAD_PAGE,
     kpf_flags_word=KpfFlagsWord.PAGE,
     cow_reuses_large_anon_folio=True,
+    smaps_ksm=False,
+    smaps_thp_eligible_width=0,
 )
 
 #: The facts of every kernel series the model knows, as the harness builds it.
@@ -148,6 +156,8 @@ SCENARIO_OF_FACT: Mapping[str, str] = MappingProxyType({
     "pmd_exclusive": "thp_fork",
     "kpf_flags_word": "thp",
     "cow_reuses_large_anon_folio": "thp_cow_reuse",
+    "smaps_ksm": "anon_private",
+    "smaps_thp_eligible_width": "anon_private",
 })
 
 _SERIES = re.compile(r"^(\d+)\.(\d+)(?:[.\-+~].*)?$")

@@ -198,5 +198,6 @@ def change_huge_pmd(
     (:func:`~sim.mm.pte.change_protection_bits`); the huge zero folio is no normal page."""
     page = None if mm.mem.is_huge_zero_folio(pmd.pfn) else pmd.pfn
     pmd.bits = change_protection_bits(
-        pmd.bits, vma, page, mm.mem, prot_write, try_writable, tracking
+        pmd.bits, vma, page, mm.mem, prot_write, try_writable, tracking,
+        mm.arch.modify_sets_young,
     )

@@ -86,5 +86,6 @@ def change_protection(mm: MmStruct, vma: Vma, start: int, end: int, try_writable
                 continue
             page = None if bits & PTE_SPECIAL else int(entry.pfn[i])
             entry.bits[i] = change_protection_bits(
-                bits, vma, page, mem, prot_write, try_writable, tracking
+                bits, vma, page, mem, prot_write, try_writable, tracking,
+                mm.arch.modify_sets_young,
             )

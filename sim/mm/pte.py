@@ -193,17 +193,21 @@ def change_protection_bits(
     prot_write: bool,
     try_writable: bool,
     tracking: bool,
+    mkyoung: bool = False,
 ) -> int:
     """change_pte_range() / change_huge_pmd(): a present entry under the VMA's new protections.
 
     pte_modify() keeps PFN, dirty, young and soft-dirty; write follows the new
     vm_page_prot (``prot_write``), and with MM_CP_TRY_CHANGE_WRITABLE
     (``try_writable``) an entry :func:`can_change_writable` accepts becomes
-    writable at once.
+    writable at once.  ``mkyoung``: the architecture's pte_modify() ORs in
+    the accessed bit (``Arch.modify_sets_young``: powerpc book3s 64).
     """
     write = prot_write
     if try_writable and not write and vma.flags & VM_WRITE:
         write = can_change_writable(vma, bits, page, mem, tracking)
+    if mkyoung:
+        bits |= PTE_YOUNG
     return bits | PTE_WRITE if write else bits & ~PTE_WRITE
 
 
