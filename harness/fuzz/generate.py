@@ -75,8 +75,14 @@ UIDS = (1000, 1001, 0)
 #: How often each op is offered, relative to the others (an op not named here: 1).
 #: Memory ops outweigh process ops so that scenarios do things to pages
 #: before their processes exit; about one step in eight is a check.
-OP_WEIGHTS = {"mmap": 3, "write": 4, "read": 3, "munmap": 1, "mprotect": 2, "madvise": 2,
+OP_WEIGHTS = {"mmap": 2, "write": 4, "read": 3, "munmap": 1, "mprotect": 2, "madvise": 2,
               "fork": 2, "exit": 1, "clear_refs": 1, "check": 2}
+#: Values drawn more often than the others of their key (the rest: 1): a
+#: writable mapping lets touches reach the fault paths instead of SIGSEGV,
+#: and clear_refs 4 (soft-dirty) makes the pagemap bit observable at all.
+VALUE_WEIGHTS: dict[str, dict[object, int]] = {"prot": {"rw": 3}, "value": {4: 3}}
+#: A scenario goes on after each step with odds _GO_ON : 1 (about 12 steps on average).
+_GO_ON = 11
 #: THP-relative bounds are written symbolically when within this many pages of a multiple.
 _SYMBOLIC_SLACK = 8
 
@@ -253,13 +259,13 @@ def _draw_reader_uid(state: GeneratorState, step: dict[str, Any], draw: Draw) ->
     return _ABSENT if choice is None else choice
 
 
-def _draw_clear_refs(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
-    return draw(st.sampled_from(CLEAR_REFS_VALUES))
+def _choices_drawer(key: str, choices: Sequence[Any]) -> KeyDrawer:
+    """One of ``choices``, by :data:`VALUE_WEIGHTS` (the first is what shrinking prefers)."""
+    weights = VALUE_WEIGHTS.get(key, {})
+    weighted = [c for c in choices for _ in range(weights.get(c, 1))]
 
-
-def _choices_drawer(choices: tuple[Any, ...]) -> KeyDrawer:
     def draw_choice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
-        return draw(st.sampled_from(choices))
+        return draw(st.sampled_from(weighted))
 
     return draw_choice
 
@@ -293,9 +299,9 @@ def key_drawers(step_type: type[Step]) -> list[tuple[str, KeyDrawer]]:
         elif f.name == "as_uid":
             drawer = _draw_reader_uid
         elif f.name == "value" and step_type.op == "clear_refs":
-            drawer = _draw_clear_refs
+            drawer = _choices_drawer(f.name, CLEAR_REFS_VALUES)
         elif choices is not None:
-            drawer = _choices_drawer(choices)
+            drawer = _choices_drawer(f.name, choices)
         else:
             raise GeneratorGap(
                 f"op {step_type.op!r}: the generator cannot draw key {f.name!r} ({annotation})"
@@ -344,6 +350,30 @@ def _draw_step(state: GeneratorState, step_type: type[Step], draw: Draw) -> dict
 
 
 @st.composite
+def _next_step(
+    draw: Draw, state: GeneratorState, first: bool, check: bool | None
+) -> dict[str, Any] | None:
+    """One step valid in ``state`` (None: the scenario ends here).
+
+    One composite per step, "go on" choice included (as st.lists draws its
+    elements), so that a step is one span of choices for the shrinker:
+    deleting a step deletes the span, and a zero "go on" ends the scenario.
+    ``check``: True for a check, False for anything else, None for any op.
+    """
+    ops = list(STEP_TYPES.values())
+    if check is None:
+        if not first and not draw(st.integers(0, _GO_ON)):
+            return None
+        candidates = [t for t in ops if _applicable(t, state)]
+    elif check:
+        candidates = [Check]
+    else:
+        candidates = [t for t in ops if t is not Check and _applicable(t, state)] or [Check]
+    step_type = draw(st.sampled_from(_weighted(candidates)))
+    return _draw_step(state, step_type, draw)
+
+
+@st.composite
 def scenarios(
     draw: Draw,
     arch: Arch,
@@ -353,29 +383,23 @@ def scenarios(
 ) -> ScenarioData:
     """A valid scenario of 1..``max_steps`` drawn steps and a final ``check``.
 
+    Before each step after the first, a choice says whether to go on;
+    then the op, then its keys in declaration order.
+
     With ``check_positions`` the scenario has exactly ``max_steps`` steps,
     checks at those indexes and no other (the benchmark's unit: 20 steps, 3
     checks).  Ops follow :data:`~harness.scenario.STEP_TYPES`; the JSON data
     is returned (:func:`scenario_from_data` loads it).
     """
     state = GeneratorState(arch)
-    ops = list(STEP_TYPES.values())
-    if check_positions is None:
-        count = draw(st.integers(1, max_steps))
-    else:
-        count = max_steps
     steps: list[dict[str, Any]] = []
-    for index in range(count):
+    for index in range(max_steps):
+        forced = None
         if check_positions is not None:
-            if index in check_positions:
-                candidates = [Check]
-            else:
-                candidates = [t for t in ops if t is not Check and _applicable(t, state)]
-                candidates = candidates or [Check]
-        else:
-            candidates = [t for t in ops if _applicable(t, state)]
-        step_type = draw(st.sampled_from(_weighted(candidates)))
-        step = _draw_step(state, step_type, draw)
+            forced = index in check_positions
+        step = draw(_next_step(state, first=index == 0, check=forced))
+        if step is None:
+            break
         state.apply(step)
         steps.append(step)
     if check_positions is None:
