@@ -87,6 +87,8 @@ class FuzzSettings:
     #: Shrink findings (off: report the first example of each signature as found).
     shrink: bool = True
     worker: str = "w0"
+    #: End the campaign after the round that found something (tests).
+    stop_on_finding: bool = False
 
 
 @dataclass
@@ -368,6 +370,8 @@ class Campaign:
                 self._round(round_number)
                 round_number += 1
                 self._known.update(self.findings)
+                if self.findings and self.fuzz.stop_on_finding:
+                    break
             if self.fuzz.shrink:
                 for finding in self.findings.values():
                     self._drop_steps(finding)
