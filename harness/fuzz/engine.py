@@ -29,6 +29,7 @@ is not shrunk again in later ones (they count it and go on).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 import time
@@ -347,7 +348,7 @@ class Campaign:
         stats.steps += len(ops)
         stats.checks += ops.count("check")
         stats.ops.update(ops)
-        stats.op_pairs.update(f"{a}>{b}" for a, b in zip(ops, ops[1:], strict=False))
+        stats.op_pairs.update(f"{a}>{b}" for a, b in itertools.pairwise(ops))
         status = outcome.result.status
         if status == "agree":
             stats.agree += 1
@@ -437,7 +438,7 @@ class Campaign:
     # -- output ----------------------------------------------------------------
 
     def write(self, out: Path) -> list[Path]:
-        """Each finding as ``NAME.scenario.json`` + ``NAME.report.{txt,json}``; the scenario paths."""
+        """Each finding as ``NAME.scenario.json`` + ``NAME.report.{txt,json}``; their paths."""
         out.mkdir(parents=True, exist_ok=True)
         written = []
         for n, finding in enumerate(self.findings.values()):
