@@ -47,7 +47,7 @@ def test_short_fuzz_finds_no_divergence(vm_config: VMConfig, tmp_path: Path) -> 
     campaign = _campaign(vm_config, FuzzSettings(seconds=SMOKE_SECONDS, seed=0, out=tmp_path))
     took = time.monotonic() - started
     stats = campaign.stats
-    assert stats.examples > 50, stats.to_json()
+    assert stats.examples > 10, stats.to_json()
     assert stats.rejected == 0, "the generator made scenarios the loader refuses"
     found = {f"{s[0]} {s[1]}": f.data for s, f in campaign.findings.items()}
     assert found == {}, json.dumps(found, indent=1)
