@@ -337,9 +337,13 @@ class Campaign:
         raise _failure_type(sig)(f"{sig[0]} {sig[1]}")
 
     def _out_of_budget(self) -> bool:
+        """The time is up, or the example budget is spent and nothing of this round
+        is being shrunk (shrinking a new finding may go past the example budget)."""
         if time.monotonic() >= self._deadline:
             return True
-        return self._budget is not None and self.stats.examples >= self._budget
+        shrinking = any(sig not in self._known for sig in self.findings)
+        return (self._budget is not None and self.stats.examples >= self._budget
+                and not shrinking)
 
     def _count(self, data: ScenarioData, outcome: RunOutcome) -> None:
         stats = self.stats
