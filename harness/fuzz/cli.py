@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 
 from harness.arches import get_profile
 from harness.errors import VMError
-from harness.fuzz.engine import Campaign, FuzzSettings, warm_vm
+from harness.fuzz.engine import FUZZ_OP_TIMEOUT_S, Campaign, FuzzSettings, warm_vm
 from harness.image import ImageUnavailable, find_image
 from harness.run import internal_error
 from harness.vm import VMConfig
@@ -112,7 +112,10 @@ def run_worker(config: dict[str, Any], index: int) -> dict[str, Any]:
     kernel = None if config["kernel"] is None else Path(config["kernel"])
     initramfs = None if config["initramfs"] is None else Path(config["initramfs"])
     image = find_image(profile, kernel, initramfs)
-    vm_config = VMConfig(profile, image, op_timeout=30.0, echo=lambda _: None)
+    # A guest that crashed or hung is a finding: its console and QEMU logs
+    # are kept under out/vm-logs (the report's message carries the console tail).
+    vm_config = VMConfig(profile, image, op_timeout=FUZZ_OP_TIMEOUT_S, echo=lambda _: None,
+                         keep_logs_dir=Path(config["out"]) / "vm-logs")
     fuzz = FuzzSettings(
         seconds=config["seconds"], examples=config["examples"], seed=config["seed"] + index,
         out=Path(config["out"]), max_steps=config["max_steps"], shrink=config["shrink"],
