@@ -195,7 +195,8 @@ def _run_xdist(config: dict[str, Any], workers: int) -> list[dict[str, Any]]:
         sys.executable, "-m", "pytest", "-n", str(workers), "-p", "no:cacheprovider",
         "-q", "-s", "--rootdir", str(out), "-o", "addopts=", xdist_worker.__file__,
     ]
-    popen = subprocess.Popen(command, env=env, start_new_session=True)
+    # pytest's own output is progress: stderr, so stdout holds only the summary.
+    popen = subprocess.Popen(command, env=env, start_new_session=True, stdout=sys.stderr)
     try:
         code = popen.wait()
     except BaseException:
