@@ -3,6 +3,7 @@
     python -m harness read --arch ppc64 /proc/kpagemap --offset 0 --count 64
     python -m harness read --arch x86_64 /proc/kpageflags --count 8 --uid 1000
     python -m harness run --arch x86_64 tests/scenarios/*.json   (see harness.run)
+    python -m harness fuzz --arch x86_64 --seconds 60            (see harness.fuzz.cli)
 
 ``read`` prints a hex dump of the bytes read and, for the page-level proc
 files, the entries decoded by the model's decoder (``sim decode``).  Any
@@ -58,6 +59,11 @@ def _build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "run",
         help="run scenarios in a guest and in the model, report divergences (see: run --help)",
+        add_help=False,
+    )
+    commands.add_parser(
+        "fuzz",
+        help="random scenarios, model against kernel, findings shrunk (see: fuzz --help)",
         add_help=False,
     )
     read = commands.add_parser(
@@ -142,6 +148,10 @@ def _run_read(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["fuzz"]:
+        from harness.fuzz.cli import main as fuzz_main  # hypothesis: load on demand
+
+        return fuzz_main(args_list[1:])
     if args_list[:1] == ["run"]:
         from harness.run import main as run_main  # the model and comparison: load on demand
 

@@ -25,6 +25,7 @@ to these definitions.
 from __future__ import annotations
 
 import functools
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -152,10 +153,15 @@ def build_u64s(arch: ByteLayout, values: Sequence[int]) -> bytes:
 
 
 def parse_u64s(arch: ByteLayout, data: bytes) -> list[int]:
-    """The u64 values in ``data`` (a pagemap / kpageflags / kpagecount body)."""
+    """The u64 values in ``data`` (a pagemap / kpageflags / kpagecount body).
+
+    The layout is :func:`u64_struct`'s; parsed with :mod:`struct` (one C
+    call) rather than construct's per-element parse, which was the largest
+    single cost of a model check (RAM tags and frame reads; see
+    benchmarks/bench_fuzz.py).  FormatError unless the length is a multiple of 8.
+    """
     n = check_length("u64 array", len(data), 8)
-    values: list[int] = list(c.Array(n, u64_struct(arch)).parse(data))
-    return values
+    return list(struct.unpack(f"{'<' if arch.little_endian else '>'}{n}Q", data))
 
 
 def build_words(arch: ByteLayout, values: Sequence[int]) -> bytes:

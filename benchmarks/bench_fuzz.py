@@ -1,0 +1,170 @@
+"""Fuzz throughput per worker: the unit is a 20-step scenario with 3 checks.
+
+    python benchmarks/bench_fuzz.py [--arch A ...] [--examples N] [--seed S]
+
+For each arch (default x86_64) boots one warm fuzz VM (as ``harness fuzz``
+does: :class:`harness.fuzz.engine.WarmVM`, khugepaged warm-up included),
+draws N unit scenarios from the fuzz generator (20 steps, checks at steps
+6, 13 and 19, every other step any op valid there) and runs each as
+``harness fuzz`` does, timing the slices by wall clock:
+
+* **model**: :func:`harness.model_executor.run_model`;
+* **guest ops**: the guest executor's non-check steps, process spawn and
+  the final kill of the run's processes;
+* **reads**: the guest's checks (settle, every proc-file read through the
+  agent, the RAM tags);
+* **compare**: :func:`harness.compare.compare`;
+* **reset**: :meth:`WarmVM.reset` between examples.
+
+Prints examples/s and checks/s per worker (one worker = one VM, one
+process), the slices' shares, and the agent requests per check.  Target:
+>= 10 unit examples/s per worker warm on x86_64.  Not a test: nothing is
+asserted about time; divergences are counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hypothesis import HealthCheck, Phase, given, seed, settings
+
+from harness.arches import PROFILE_NAMES, get_profile
+from harness.compare import compare
+from harness.fuzz.engine import WarmVM
+from harness.fuzz.generate import scenario_from_data, scenarios
+from harness.guest_executor import GuestRun
+from harness.image import find_image
+from harness.model_executor import run_model
+from harness.observations import StepOutcome
+from harness.scenario import AnyStep, Check
+from harness.vm import VMConfig
+from sim.mm.facts import PINNED
+
+UNIT_STEPS = 20
+UNIT_CHECKS = (6, 13, 19)
+
+
+@dataclass
+class Slices:
+    model: float = 0.0
+    guest_ops: float = 0.0
+    reads: float = 0.0
+    compare: float = 0.0
+    reset: float = 0.0
+    examples: int = 0
+    checks: int = 0
+    requests: int = 0
+    divergent: int = 0
+    wall: float = 0.0
+    by_op: dict[str, float] = field(default_factory=dict)
+
+
+class TimedGuestRun(GuestRun):
+    """The guest executor with its check steps timed apart from the other steps."""
+
+    slices: Slices
+
+    def step(self, step: AnyStep) -> StepOutcome:
+        started = time.perf_counter()
+        try:
+            return super().step(step)
+        finally:
+            took = time.perf_counter() - started
+            if isinstance(step, Check):
+                self.slices.reads += took
+            self.slices.by_op[step.op] = self.slices.by_op.get(step.op, 0.0) + took
+
+
+def unit_scenarios(arch_name: str, count: int, seed_value: int) -> list[dict[str, Any]]:
+    """``count`` unit scenarios from the fuzz generator, reproducibly."""
+    arch = get_profile(arch_name).arch
+    drawn: list[dict[str, Any]] = []
+
+    @seed(seed_value)
+    @settings(max_examples=count, database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(scenarios(arch, UNIT_STEPS, name="unit", check_positions=UNIT_CHECKS))
+    def collect(data: dict[str, Any]) -> None:
+        drawn.append(data)
+
+    collect()
+    return drawn
+
+
+def bench(arch_name: str, count: int, seed_value: int) -> Slices:
+    profile = get_profile(arch_name)
+    config = VMConfig(profile, find_image(profile, None, None), echo=lambda _: None)
+    units = unit_scenarios(arch_name, count, seed_value)
+    warm = WarmVM(config, "bench")
+    slices = Slices()
+    try:
+        vm = warm.get()
+        for data in units[:3]:  # warm the caches (page cache, agent, model imports)
+            GuestRun(scenario_from_data(data, profile.arch), vm).run()
+            warm.reset()
+        guest_total = 0.0
+        started = time.perf_counter()
+        for data in units:
+            scenario = scenario_from_data(data, profile.arch)
+            t0 = time.perf_counter()
+            model = run_model(scenario, profile.arch, facts=vm.facts or PINNED)
+            t1 = time.perf_counter()
+            run = TimedGuestRun(scenario, vm)
+            run.slices = slices
+            real = run.run()
+            t2 = time.perf_counter()
+            found = compare(model, real, scenario, profile.arch)
+            t3 = time.perf_counter()
+            warm.reset()
+            t4 = time.perf_counter()
+            slices.model += t1 - t0
+            slices.compare += t3 - t2
+            slices.reset += t4 - t3
+            slices.examples += 1
+            slices.checks += len(scenario.checks)
+            slices.requests += run.reads
+            slices.divergent += bool(found)
+            guest_total += t2 - t1
+        slices.wall = time.perf_counter() - started
+        # Guest ops: the whole guest run (spawn and kill included) but its checks.
+        slices.guest_ops = guest_total - slices.reads
+    finally:
+        warm.close()
+    return slices
+
+
+def report(arch_name: str, s: Slices) -> None:
+    total = s.model + s.guest_ops + s.reads + s.compare + s.reset
+    print(f"{arch_name}: {s.examples} unit examples ({UNIT_STEPS} steps, {len(UNIT_CHECKS)} "
+          f"checks) in {s.wall:.2f} s: {s.examples / s.wall:.1f} examples/s, "
+          f"{s.checks / s.wall:.1f} checks/s per worker; {s.divergent} divergent")
+    for name, value in [("model", s.model), ("guest ops", s.guest_ops), ("reads", s.reads),
+                        ("compare", s.compare), ("reset", s.reset)]:
+        print(f"  {name:10} {1000 * value / s.examples:7.2f} ms/example  "
+              f"{100 * value / total:5.1f} %")
+    print(f"  agent reads per check: {s.requests / max(s.checks, 1):.1f}")
+    ops = sorted(s.by_op.items(), key=lambda kv: -kv[1])
+    print("  guest time by op (ms/example): "
+          + ", ".join(f"{op} {1000 * t / s.examples:.2f}" for op, t in ops))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", action="append", choices=PROFILE_NAMES)
+    parser.add_argument("--examples", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    for arch_name in args.arch or ["x86_64"]:
+        report(arch_name, bench(arch_name, args.examples, args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""Scenarios that are valid by construction: a hypothesis strategy over the whole language.
+
+:func:`scenarios` draws a scenario one step at a time.  Before each step it
+knows what the steps so far left (the same state the loader's flow and range
+checks track: ``harness/scenario/flow.py``, ``layout.py``): which processes
+are alive and of which uid, which regions each owns, which of their pages are
+still mapped.  It offers only the ops that can be valid there and draws each
+key from the values valid there, so every scenario it makes loads (the
+rejection rate is measured by :func:`rejection_rate`, and asserted zero by the
+tests).  Because validity comes from construction and not from a filter,
+every scenario hypothesis' shrinker derives from a drawn one is valid too.
+
+The ops, their keys and the values of enumerated keys come from the
+declarations (:data:`harness.scenario.STEP_TYPES`): a key is drawn by its
+*name* where the name has a meaning in the flow (``proc``, ``region``,
+``pages``, ``child``, ``uid``, ``as_uid``, ``value``) and by its *type* where
+the type lists its values (a ``Literal`` such as ``prot``, ``advice``,
+``kind``).  A new range op with such keys joins the generator without a change
+here; an op with a key of another meaning raises :class:`GeneratorGap` (a
+unit test asserts there is none).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import strategies as st
+
+from harness.scenario import (
+    CLEAR_REFS_VALUES,
+    MAX_PROCS,
+    STEP_TYPES,
+    Check,
+    Exit,
+    Fork,
+    Mmap,
+    Munmap,
+    NrPages,
+    PageRange,
+    RangeStep,
+    Scenario,
+    ScenarioError,
+    Step,
+    parse_scenario,
+)
+from sim.arch import Arch
+
+__all__ = [
+    "GeneratorGap",
+    "GeneratorState",
+    "ScenarioData",
+    "key_drawers",
+    "rejection_rate",
+    "scenario_from_data",
+    "scenarios",
+]
+
+#: A scenario as its JSON data: ``{"name": ..., "steps": [{...}, ...]}``.
+ScenarioData = dict[str, Any]
+
+#: Live processes at once (the loader allows MAX_PROCS; a handful already
+#: makes every fork/exit/uid tree shape, and keeps each check small).
+LIVE_PROCS = min(5, MAX_PROCS)
+#: Regions per scenario: each costs a 2 MiB-aligned slot of the layout.
+MAX_REGIONS = 6
+#: Small region sizes in pages, then THP-sized ones (symbolic, resolved per arch).
+SMALL_SIZES = (1, 2, 3, 4, 5, 8)
+THP_SIZES = ("thp", "thp+1", "2*thp", "thp-1")
+#: Uids a root process gives its children, and readers of checks.
+UIDS = (1000, 1001, 0)
+#: How often each op is offered, relative to the others (an op not named here: 1).
+#: Memory ops outweigh process ops so that scenarios do things to pages
+#: before their processes exit; about one step in eight is a check.
+OP_WEIGHTS = {"mmap": 2, "write": 4, "read": 3, "munmap": 1, "mprotect": 2, "madvise": 2,
+              "fork": 2, "exit": 1, "clear_refs": 1, "check": 2}
+#: Values drawn more often than the others of their key (the rest: 1): a
+#: writable mapping lets touches reach the fault paths instead of SIGSEGV,
+#: and clear_refs 4 (soft-dirty) makes the pagemap bit observable at all.
+VALUE_WEIGHTS: dict[str, dict[object, int]] = {"prot": {"rw": 3}, "value": {4: 3}}
+#: A scenario goes on after each step with odds _GO_ON : 1 (about 12 steps on average).
+_GO_ON = 11
+#: THP-relative bounds are written symbolically when within this many pages of a multiple.
+_SYMBOLIC_SLACK = 8
+
+
+class GeneratorGap(LookupError):
+    """An op has a key the generator does not know how to draw (name and type given)."""
+
+
+@dataclass
+class GeneratorState:
+    """What the steps so far left: processes, their uids, regions and mapped pages.
+
+    ``mapped[proc][region]`` is a sorted list of mapped runs ``(first, end)``
+    in pages (end exclusive); ``sizes`` the resolved size of each region.
+    """
+
+    arch: Arch
+    uids: dict[str, int] = field(default_factory=lambda: {"main": 0})
+    mapped: dict[str, dict[str, list[tuple[int, int]]]] = field(
+        default_factory=lambda: {"main": {}}
+    )
+    sizes: dict[str, int] = field(default_factory=dict)
+    procs_made: int = 0
+    regions_made: int = 0
+
+    @property
+    def alive(self) -> list[str]:
+        return list(self.uids)
+
+    def procs_with_pages(self) -> list[str]:
+        return [p for p in self.alive if any(self.mapped[p].values())]
+
+    # -- effects of the ops that change the flow (flow.py and layout.py say why) --
+
+    def apply(self, step: dict[str, Any]) -> None:
+        """Update the state for ``step`` (JSON data of a step valid here)."""
+        op, proc = step["op"], step.get("proc", "main")
+        if op == Mmap.op:
+            n = self.resolve(step["pages"])
+            self.sizes[step["region"]] = n
+            self.mapped[proc][step["region"]] = [(0, n)]
+            self.regions_made += 1
+        elif op == Munmap.op:
+            first, end = (self.resolve(b) for b in step["pages"])
+            self.mapped[proc][step["region"]] = _cut(self.mapped[proc][step["region"]], first, end)
+        elif op == Fork.op:
+            child = step["child"]
+            uid = step.get("uid")
+            self.uids[child] = self.uids[proc] if uid is None else uid
+            self.mapped[child] = {r: list(runs) for r, runs in self.mapped[proc].items()}
+            self.procs_made += 1
+        elif op == Exit.op:
+            del self.uids[proc]
+            del self.mapped[proc]
+
+    def resolve(self, value: int | str) -> int:
+        return NrPages.parse(value).resolve(self.arch)
+
+    def symbolic(self, pages: int) -> int | str:
+        """``pages`` as ``"K*thp+N"`` when near a THP multiple (so the file runs on every arch)."""
+        thp = self.arch.thp_pages
+        if not thp or pages < thp - _SYMBOLIC_SLACK:
+            return pages
+        k, rest = divmod(pages, thp)
+        if rest > thp - _SYMBOLIC_SLACK:
+            k, rest = k + 1, rest - thp
+        if abs(rest) > _SYMBOLIC_SLACK:
+            return pages
+        text = "thp" if k == 1 else f"{k}*thp"
+        return text if rest == 0 else f"{text}{'+' if rest > 0 else '-'}{abs(rest)}"
+
+
+def _cut(runs: list[tuple[int, int]], first: int, end: int) -> list[tuple[int, int]]:
+    """``runs`` without [first, end)."""
+    out = []
+    for a, b in runs:
+        if b <= first or a >= end:
+            out.append((a, b))
+            continue
+        if a < first:
+            out.append((a, first))
+        if end < b:
+            out.append((end, b))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# One key: (can it be drawn here?, draw it)
+# ---------------------------------------------------------------------------
+
+Draw = Callable[[st.SearchStrategy[Any]], Any]
+#: ``(state, step so far, draw) -> value`` (``_ABSENT`` leaves the key out).
+KeyDrawer = Callable[[GeneratorState, dict[str, Any], Draw], Any]
+_ABSENT = object()
+
+
+def _literal_choices(annotation: Any) -> tuple[Any, ...] | None:
+    """The values of a ``Literal`` (possibly inside ``Annotated``); None if not one."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    return None
+
+
+def _is_optional(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return type(None) in typing.get_args(annotation)
+
+
+def _base_type(annotation: Any) -> Any:
+    if typing.get_origin(annotation) is typing.Annotated:
+        return typing.get_args(annotation)[0]
+    return annotation
+
+
+def _draw_proc(step_type: type[Step], optional: bool) -> KeyDrawer:
+    def draw_proc(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+        if issubclass(step_type, RangeStep):
+            candidates = state.procs_with_pages()
+        else:
+            candidates = state.alive
+        if optional:
+            choice = draw(st.sampled_from([None, *candidates]))
+            return _ABSENT if choice is None else choice
+        return draw(st.sampled_from(candidates))
+
+    return draw_proc
+
+
+def _draw_region(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    if step["op"] == Mmap.op:
+        return f"r{state.regions_made}"
+    owned = state.mapped[step.get("proc", "main")]
+    return draw(st.sampled_from([r for r, runs in owned.items() if runs]))
+
+
+def _draw_size(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    # Mostly small regions (index 0 first: shrinking makes regions 1 page).
+    choices: list[int | str] = list(SMALL_SIZES)
+    if state.arch.thp_pages:
+        choices += THP_SIZES
+    return draw(st.sampled_from(choices))
+
+
+def _draw_range(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    runs = state.mapped[step.get("proc", "main")][step["region"]]
+    first, end = draw(st.sampled_from(runs))
+    # A whole run first (what shrinking prefers, and what THP faults need),
+    # else any non-empty sub-range of it.
+    if draw(st.booleans()):
+        a = draw(st.integers(first, end - 1))
+        b = draw(st.integers(a + 1, end))
+        first, end = a, b
+    return [state.symbolic(first), state.symbolic(end)]
+
+
+def _draw_child(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    return f"p{state.procs_made + 1}"
+
+
+def _draw_fork_uid(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    parent = state.uids[step.get("proc", "main")]
+    # A root parent may give any uid; any other may only keep its own (flow.py).
+    choices: list[int | None] = [None, *UIDS] if parent == 0 else [None, parent]
+    choice = draw(st.sampled_from(choices))
+    return _ABSENT if choice is None else choice
+
+
+def _draw_reader_uid(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    choices = sorted({*UIDS, *state.uids.values()})
+    choice = draw(st.sampled_from([None, *choices]))
+    return _ABSENT if choice is None else choice
+
+
+def _choices_drawer(key: str, choices: Sequence[Any]) -> KeyDrawer:
+    """One of ``choices``, by :data:`VALUE_WEIGHTS` (the first is what shrinking prefers)."""
+    weights = VALUE_WEIGHTS.get(key, {})
+    weighted = [c for c in choices for _ in range(weights.get(c, 1))]
+
+    def draw_choice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+        return draw(st.sampled_from(weighted))
+
+    return draw_choice
+
+
+def key_drawers(step_type: type[Step]) -> list[tuple[str, KeyDrawer]]:
+    """How to draw each key of ``step_type``, in declaration order.
+
+    GeneratorGap names a key that has neither a known name nor a ``Literal`` type.
+    """
+    hints = typing.get_type_hints(step_type, include_extras=True)
+    drawers: list[tuple[str, KeyDrawer]] = []
+    for f in dataclasses.fields(step_type):
+        if f.name == "index":
+            continue
+        annotation = hints[f.name]
+        base = _base_type(annotation)
+        choices = _literal_choices(annotation)
+        drawer: KeyDrawer
+        if f.name == "proc":
+            drawer = _draw_proc(step_type, _is_optional(annotation))
+        elif f.name == "region":
+            drawer = _draw_region
+        elif f.name == "pages" and base is PageRange:
+            drawer = _draw_range
+        elif f.name == "pages" and base is NrPages:
+            drawer = _draw_size
+        elif f.name == "child":
+            drawer = _draw_child
+        elif f.name == "uid":
+            drawer = _draw_fork_uid
+        elif f.name == "as_uid":
+            drawer = _draw_reader_uid
+        elif f.name == "value" and step_type.op == "clear_refs":
+            drawer = _choices_drawer(f.name, CLEAR_REFS_VALUES)
+        elif choices is not None:
+            drawer = _choices_drawer(f.name, choices)
+        else:
+            raise GeneratorGap(
+                f"op {step_type.op!r}: the generator cannot draw key {f.name!r} ({annotation})"
+            )
+        drawers.append((f.name, drawer))
+    return drawers
+
+
+# ---------------------------------------------------------------------------
+# Which ops can be valid now
+# ---------------------------------------------------------------------------
+
+
+def _applicable(step_type: type[Step], state: GeneratorState) -> bool:
+    """Whether some step of ``step_type`` is valid in ``state``."""
+    if step_type is Check:
+        return True
+    if not state.alive:
+        return False
+    if issubclass(step_type, RangeStep):
+        return bool(state.procs_with_pages())
+    if step_type is Mmap:
+        return state.regions_made < MAX_REGIONS
+    if step_type is Fork:
+        return len(state.alive) < LIVE_PROCS
+    if step_type is Exit:
+        # The last process may exit too, but then only checks could follow.
+        return len(state.alive) > 1
+    return True
+
+
+def _weighted(step_types: Iterable[type[Step]]) -> list[type[Step]]:
+    """Each op repeated by its weight (sampled_from then draws them by weight)."""
+    return [t for t in step_types for _ in range(OP_WEIGHTS.get(t.op, 1))]
+
+
+def _draw_step(state: GeneratorState, step_type: type[Step], draw: Draw) -> dict[str, Any]:
+    step: dict[str, Any] = {"op": step_type.op}
+    for key, drawer in key_drawers(step_type):
+        value = drawer(state, step, draw)
+        if value is not _ABSENT:
+            step[key] = value
+    if step.get("proc") == "main" and "proc" in step_type.defaults:
+        del step["proc"]  # the default, as a person writes it
+    return step
+
+
+@st.composite
+def _next_step(
+    draw: Draw, state: GeneratorState, first: bool, check: bool | None
+) -> dict[str, Any] | None:
+    """One step valid in ``state`` (None: the scenario ends here).
+
+    One composite per step, "go on" choice included (as st.lists draws its
+    elements), so that a step is one span of choices for the shrinker:
+    deleting a step deletes the span, and a zero "go on" ends the scenario.
+    ``check``: True for a check, False for anything else, None for any op.
+    """
+    ops = list(STEP_TYPES.values())
+    if check is None:
+        if not first and not draw(st.integers(0, _GO_ON)):
+            return None
+        candidates = [t for t in ops if _applicable(t, state)]
+    elif check:
+        candidates = [Check]
+    else:
+        candidates = [t for t in ops if t is not Check and _applicable(t, state)] or [Check]
+    step_type = draw(st.sampled_from(_weighted(candidates)))
+    return _draw_step(state, step_type, draw)
+
+
+@st.composite
+def scenarios(
+    draw: Draw,
+    arch: Arch,
+    max_steps: int = 20,
+    name: str = "fuzz",
+    check_positions: Sequence[int] | None = None,
+) -> ScenarioData:
+    """A valid scenario of 1..``max_steps`` drawn steps and a final ``check``.
+
+    Before each step after the first, a choice says whether to go on;
+    then the op, then its keys in declaration order.
+
+    With ``check_positions`` the scenario has exactly ``max_steps`` steps,
+    checks at those indexes and no other (the benchmark's unit: 20 steps, 3
+    checks).  Ops follow :data:`~harness.scenario.STEP_TYPES`; the JSON data
+    is returned (:func:`scenario_from_data` loads it).
+    """
+    state = GeneratorState(arch)
+    steps: list[dict[str, Any]] = []
+    for index in range(max_steps):
+        forced = None
+        if check_positions is not None:
+            forced = index in check_positions
+        step = draw(_next_step(state, first=index == 0, check=forced))
+        if step is None:
+            break
+        state.apply(step)
+        steps.append(step)
+    if check_positions is None:
+        steps.append({"op": Check.op})
+    return {"name": name, "steps": steps}
+
+
+def scenario_from_data(data: ScenarioData, arch: Arch, path: str = "<fuzz>") -> Scenario:
+    """Load the data as ``harness run`` loads a file (ScenarioError if the loader refuses)."""
+    return parse_scenario(data, path, arch)
+
+
+def rejection_rate(examples: Iterable[ScenarioData], arch: Arch) -> tuple[int, int]:
+    """(refused by the loader, total) over ``examples``: the generator's waste."""
+    refused = total = 0
+    for data in examples:
+        total += 1
+        try:
+            scenario_from_data(data, arch)
+        except ScenarioError:
+            refused += 1
+    return refused, total
+

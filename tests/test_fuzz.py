@@ -1,0 +1,161 @@
+"""``harness fuzz`` against the real kernel: bounded, planted, interrupted.
+
+* a short campaign with a fixed seed (at most 60 s with its boot) finds no
+  divergence: the model and the kernel agree on whatever it generated;
+* a model error planted in ``sim`` (soft-dirty not set on a COW copy:
+  wp_page_copy() in mm/memory.c sets it through pte_mkdirty()) is found and
+  shrunk, within two minutes, to a scenario of a few steps that still
+  diverges the same way (field ``pagemap.soft_dirty``, kind ``value``);
+* SIGTERM to ``harness fuzz --workers 2`` leaves no QEMU process and no
+  /dev/shm or temp file of any of its workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import sim.mm.memory as memory
+from harness import reaper
+from harness.fuzz.engine import Campaign, FuzzSettings, warm_vm
+from harness.vm import VMConfig
+from sim.mm.pte import PTE_SOFT_DIRTY
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The smoke campaign's budget: with its boot and warm-up it stays under 60 s.
+SMOKE_SECONDS = 45.0
+
+
+def _campaign(vm_config: VMConfig, fuzz: FuzzSettings) -> Campaign:
+    with warm_vm(vm_config, "fuzz_test") as warm:
+        campaign = Campaign(warm, fuzz)
+        campaign.run()
+    return campaign
+
+
+def test_short_fuzz_finds_no_divergence(vm_config: VMConfig, tmp_path: Path) -> None:
+    started = time.monotonic()
+    campaign = _campaign(vm_config, FuzzSettings(seconds=SMOKE_SECONDS, seed=0, out=tmp_path))
+    took = time.monotonic() - started
+    stats = campaign.stats
+    assert stats.examples > 10, stats.to_json()
+    assert stats.rejected == 0, "the generator made scenarios the loader refuses"
+    found = {f"{s[0]} {s[1]}": f.data for s, f in campaign.findings.items()}
+    assert found == {}, json.dumps(found, indent=1)
+    assert took < 60.0
+    assert (tmp_path / f"{vm_config.profile.name}.w0.stats.json").exists()
+
+
+@pytest.fixture
+def planted_soft_dirty_error(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The model forgets the soft-dirty bit of every new COW copy."""
+    original = memory.wp_page_copy
+
+    def wp_page_copy_without_soft_dirty(mm, vma, table, i):  # type: ignore[no-untyped-def]
+        original(mm, vma, table, i)
+        table.bits[i] = int(table.bits[i]) & ~PTE_SOFT_DIRTY
+
+    monkeypatch.setattr(memory, "wp_page_copy", wp_page_copy_without_soft_dirty)
+    yield
+
+
+@pytest.mark.usefixtures("planted_soft_dirty_error")
+def test_planted_model_error_is_found_and_shrunk(vm_config: VMConfig, tmp_path: Path) -> None:
+    if not vm_config.profile.arch.soft_dirty:
+        pytest.skip(f"{vm_config.profile.name} has no soft-dirty bit")
+    started = time.monotonic()
+    campaign = _campaign(vm_config, FuzzSettings(
+        seconds=110, seed=1, max_steps=8, out=tmp_path, stop_on_finding=True))
+    took = time.monotonic() - started
+    assert took < 120.0
+    finding = campaign.findings.get(("value", "pagemap.soft_dirty"))
+    assert finding is not None, f"not found: {list(campaign.findings)}"
+    steps = finding.data["steps"]
+    # mmap, write, clear_refs 4, fork, write (the COW copy), check.
+    assert len(steps) <= 6, json.dumps(steps)
+    assert finding.result.divergences[0].field == "pagemap.soft_dirty"
+    ops = [s["op"] for s in steps]
+    assert "write" in ops and {"op": "clear_refs", "value": 4} in steps
+    written = sorted(tmp_path.glob("*.scenario.json"))
+    assert len(written) == len(campaign.findings)
+    assert json.loads(written[0].read_text())["steps"]
+
+
+def _children(pid: int) -> list[int]:
+    """Every living descendant of ``pid``."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for child, ppid in parents.items():
+            if ppid == parent:
+                found.append(child)
+                todo.append(child)
+    return found
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _files_of(owner: int) -> list[Path]:
+    prefix = f"{reaper.TEMP_PREFIX}{owner}-"
+    return [entry for parent in (Path(tempfile.gettempdir()), Path("/dev/shm"))
+            for entry in parent.iterdir() if entry.name.startswith(prefix)]
+
+
+def test_sigterm_ends_every_worker_qemu(vm_config: VMConfig, tmp_path: Path) -> None:
+    image = vm_config.image
+    log = tmp_path / "fuzz.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with log.open("wb") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "harness", "fuzz", "--arch", vm_config.profile.name,
+             "--kernel", str(image.kernel), "--initramfs", str(image.initramfs),
+             "--seconds", "300", "--workers", "2", "--out", str(tmp_path / "out")],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        qemus: list[int] = []
+        while time.monotonic() < deadline and child.poll() is None:
+            qemus = [p for p in _children(child.pid) if _comm(p).startswith("qemu-system")]
+            if len(qemus) == 2:
+                break
+            time.sleep(0.5)
+        assert len(qemus) == 2, log.read_text(errors="replace")
+        time.sleep(3)  # the workers are fuzzing
+        owners = [p for p in _children(child.pid) if p not in qemus]
+        child.send_signal(signal.SIGTERM)
+        status = child.wait(timeout=90)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    output = log.read_text(errors="replace")
+    assert status == 128 + signal.SIGTERM, output
+    for qemu in qemus:
+        assert reaper.wait_gone(qemu), f"QEMU {qemu} outlived harness fuzz:\n{output}"
+    for owner in owners:
+        assert reaper.wait_gone(owner), f"worker {owner} outlived harness fuzz"
+        assert _files_of(owner) == [], output
