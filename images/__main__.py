@@ -115,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImageError as exc:
         print(f"images: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the cache or a file the build needs (e.g. XDG_CACHE_HOME unwritable)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"images: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("images: interrupted", file=sys.stderr)
         return 130
@@ -125,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (``| head -1``): not an error worth a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError as exc:  # stdout is full or broken (/dev/full)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"images: error: writing the paths: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 

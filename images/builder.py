@@ -323,10 +323,15 @@ class _KernelBuild:
     def _configure(self) -> None:
         self.build_dir.mkdir(parents=True, exist_ok=True)
         allconfig = self.build_dir / "allconfig.fragment"
-        parts = [
-            f"# {name}\n{(self.tree.src / name).read_text(encoding='utf-8')}"
-            for name in self.arch.kernel.base_fragments
-        ]
+        parts = []
+        for name in self.arch.kernel.base_fragments:
+            try:
+                parts.append(f"# {name}\n{(self.tree.src / name).read_text(encoding='utf-8')}")
+            except FileNotFoundError:
+                raise ImageError(
+                    f"the source tree has no {name}, a base config fragment of {self.arch.name} "
+                    "(is it a kernel tree of a version the project knows?)"
+                ) from None
         parts += [f"# {name}\n{data.decode('utf-8')}" for name, data in self.inputs.fragments]
         allconfig.write_text("\n".join(parts), encoding="utf-8")
         self._make("allnoconfig", env={"KCONFIG_ALLCONFIG": str(allconfig)}, label="config")

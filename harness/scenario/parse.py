@@ -10,8 +10,11 @@ planned (``load_scenario(path, arch)`` does it at once).
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -140,6 +143,26 @@ def parse_scenario(data: object, path: str = "<scenario>", arch: Arch | None = N
     return scenario
 
 
+#: A scenario file larger than this is refused unread (the largest valid one, 65,536 steps, is
+#: a few MB): a device such as /dev/zero would otherwise be read until memory runs out.
+MAX_SCENARIO_BYTES = 64 << 20
+
+
+def _read_bounded(path: Path) -> str:
+    """The text of a regular file of at most MAX_SCENARIO_BYTES; OSError otherwise.
+
+    The open is non-blocking so that a FIFO with no writer does not hang.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = handle.read(MAX_SCENARIO_BYTES + 1)
+    if len(data) > MAX_SCENARIO_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_SCENARIO_BYTES >> 20} MiB")
+    return data.decode("utf-8")
+
+
 def load_scenario(path: str | Path, arch: Arch | None = None) -> Scenario:
     """Read and validate a scenario file; ScenarioError (one line) if it cannot run.
 
@@ -149,7 +172,7 @@ def load_scenario(path: str | Path, arch: Arch | None = None) -> Scenario:
     """
     text_path = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = _read_bounded(Path(path))
     except OSError as e:
         raise ScenarioError(f"{text_path}: cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError as e:

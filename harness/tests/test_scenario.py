@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -385,3 +386,15 @@ def test_tag_limits() -> None:
         write_tag(1 << 16, 0, 0)
     with pytest.raises(ValueError):
         file_tag(0, 1 << 24)
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "directory"])
+def test_a_scenario_path_that_is_no_regular_file_is_one_line(tmp_path: Path, kind: str) -> None:
+    """/dev/zero would be read until memory runs out, a FIFO without writer would hang."""
+    path = {"device": Path("/dev/zero"), "fifo": tmp_path / "s.json", "directory": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot read: ") and "\n" not in message
