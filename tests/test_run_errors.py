@@ -62,8 +62,11 @@ def test_fault_in_guest_executor_is_that_scenarios_error(
     fault = results[PLANTED]
     assert fault["status"] == "error"
     assert "\n" not in fault["message"]
-    # The deepest frame of ours (the planted handler is the test's): the dispatch.
-    assert fault["message"].startswith("guest: internal error: KeyError: 'g' (harness/"), fault
+    # The deepest frame of ours (the planted handler is the test's): the table's dispatch.
+    assert fault["message"].startswith(
+        "guest: internal error: KeyError: 'g' (harness/scenario/dispatch.py:"
+    ), fault
+    assert fault["message"].endswith(" in __call__)"), fault
     for name in after:
         assert results[name]["status"] == "agree", results[name]
     assert status == 2
