@@ -39,7 +39,7 @@ from harness.scenario import (
     plan_layout,
 )
 from sim.arch import Arch
-from sim.mm import Machine, MmError, Process
+from sim.mm import Machine, MmError, OutOfMemory, Process
 from sim.mm.facts import PINNED, KernelFacts
 from sim.procfs import ProcError, ProcFs
 from sim.smaps import rollup_fixed_point
@@ -93,6 +93,13 @@ class ModelRun:
             return self.apply(step)
         except MmError as e:
             return StepOutcome(step.index, "error", errno=e.errno)
+        except OutOfMemory:
+            # Not a result to compare: the guest would OOM-kill the process
+            # (or the agent) long before, at a point the model does not know.
+            raise ModelError(
+                f"{step.label}: the scenario needs more memory than the guest's "
+                f"{self.ram_bytes >> 20} MiB of frames; use fewer or smaller regions"
+            ) from None
 
     def apply(self, step: AnyStep) -> StepOutcome:
         """The step's handler in :data:`MODEL`; ``ok`` unless it says otherwise."""

@@ -51,7 +51,7 @@ from harness.differences import (
     VmFlags,
 )
 from harness.observations import ObservationError, Observations, ReadResult, StepOutcome
-from harness.scenario import ScenarioError, load_scenario
+from harness.scenario import Scenario, ScenarioError, load_scenario
 from sim.arch import UnknownArchError, get_arch
 from sim.formats import PagemapEntry
 
@@ -418,10 +418,44 @@ def compare_recorded(scenario_path: str | Path, model_path: str | Path,
     scenario = load_scenario(scenario_path)
     model = Observations.load(model_path)
     real = Observations.load(real_path)
+    _check_recording(scenario, model, model_path, "model")
+    _check_recording(scenario, real, real_path, "real")
+    if model.arch != real.arch:
+        raise ObservationError(
+            f"{real_path}: recorded on {real.arch}, the model run on {model.arch}"
+        )
     arch = get_arch(model.arch)
     return ScenarioResult.from_divergences(
         scenario.name, arch.name, compare(model, real, scenario, arch)
     )
+
+
+def _check_recording(scenario: Scenario, obs: Observations, path: str | Path, side: str) -> None:
+    """ObservationError unless ``obs`` is a ``side`` run of ``scenario``.
+
+    A recording of another scenario, or of an edited version of this one,
+    would otherwise be compared step by step against the wrong steps.
+    """
+    if obs.side != side:
+        raise ObservationError(f"{path}: a {obs.side} run where the {side} run belongs")
+    if obs.scenario != scenario.name:
+        raise ObservationError(
+            f"{path}: a run of scenario {obs.scenario!r}, not {scenario.name!r}"
+        )
+    steps = scenario.steps
+    if len(obs.outcomes) > len(steps):
+        raise ObservationError(
+            f"{path}: {len(obs.outcomes)} step outcomes for a scenario of {len(steps)} steps"
+        )
+    for outcome in obs.outcomes:
+        if not 0 <= outcome.step < len(steps):
+            raise ObservationError(
+                f"{path}: an outcome of step {outcome.step}, which does not exist"
+            )
+    for check in obs.checks:
+        if not 0 <= check.step < len(steps) or steps[check.step].op != "check":
+            raise ObservationError(f"{path}: check observations for step {check.step}, "
+                                   "which is not a check step of the scenario")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

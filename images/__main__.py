@@ -28,6 +28,17 @@ from sim.arch import ARCH_NAMES, ArchError
 EXIT_INPUT = 2
 
 
+def _positive_int(text: str) -> int:
+    """argparse type for ``-j``: a whole number >= 1 (make reads ``-j -3`` as an error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of jobs")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m images",
@@ -47,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
             help=f"guest agent source directory (default: ${AGENT_DIR_ENV} or harness/agent)",
         )
         if name == "build":
-            command.add_argument("-j", "--jobs", type=int, help="make -j (default: CPUs)")
+            command.add_argument("-j", "--jobs", type=_positive_int, metavar="N",
+                                 help="make -j N (default: CPUs)")
         command.add_argument(
             "--tree", type=Path, metavar="PATH",
             help="build this kernel source tree (never modified) instead of the pinned Debian "

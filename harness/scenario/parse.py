@@ -178,7 +178,9 @@ def load_scenario(path: str | Path, arch: Arch | None = None) -> Scenario:
     except UnicodeDecodeError as e:
         raise ScenarioError(f"{text_path}: not UTF-8 text: {e.reason} at byte {e.start}") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKeyError as e:
+        raise ScenarioError(f"{text_path}: not usable JSON: {e}") from None
     except json.JSONDecodeError as e:
         raise ScenarioError(
             f"{text_path}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
@@ -191,3 +193,22 @@ def load_scenario(path: str | Path, arch: Arch | None = None) -> Scenario:
             f"{sys.get_int_max_str_digits()} digits"
         ) from None
     return parse_scenario(data, text_path, arch)
+
+
+class _DuplicateKeyError(ValueError):
+    """A JSON object names a key twice (json.loads would keep the last silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """``object_pairs_hook`` for :func:`json.loads` that refuses a repeated key.
+
+    Raises:
+        _DuplicateKeyError: naming the key, because a scenario whose step says
+            ``"pages"`` twice has no single meaning.
+    """
+    obj: dict[str, object] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKeyError(f"key {key!r} appears twice in one object")
+        obj[key] = value
+    return obj

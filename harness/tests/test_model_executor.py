@@ -16,7 +16,7 @@ import pytest
 
 from harness.compare import compare
 from harness.differences import KpfFlags
-from harness.model_executor import run_model
+from harness.model_executor import ModelError, run_model
 from harness.observations import Observations, ReadResult
 from harness.report import ScenarioResult, render_text
 from harness.scenario import Scenario, load_scenario
@@ -109,3 +109,20 @@ def test_perturbed_pagemap_bit_is_reported(path: Path, arch_name: str) -> None:
     assert (d.step, d.field, d.proc, d.region, d.page) == (
         check.step, "pagemap.soft_dirty", region.proc, region.region, len(raws) - 1)
     assert d.vaddr == region.vaddr + (len(raws) - 1) * arch.page_size
+
+
+def test_more_memory_than_the_guest_is_a_model_error_not_a_crash(tmp_path: Path) -> None:
+    """A parent and a COW child writing 200,000 pages each need more than 1 GiB of frames."""
+    steps = [
+        {"op": "mmap", "region": "a", "pages": 200_000, "kind": "anon", "share": "private",
+         "prot": "rw"},
+        {"op": "write", "region": "a", "pages": [0, 200_000]},
+        {"op": "fork", "child": "c"},
+        {"op": "write", "proc": "c", "region": "a", "pages": [0, 200_000]},
+        {"op": "check"},
+    ]
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"name": "big", "steps": steps}))
+    arch = get_arch("x86_64")
+    with pytest.raises(ModelError, match=r"^step 3 \(write\): the scenario needs more memory"):
+        run_model(load_scenario(path, arch), arch)

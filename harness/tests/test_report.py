@@ -132,3 +132,26 @@ def test_compare_recorded_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main([str(scenario), str(model), str(tmp_path / "none.json")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "none.json: cannot read" in err and err.count("\n") == 1
+
+
+def test_recordings_of_another_scenario_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Runs of another scenario, swapped sides or extra steps: exit 2, one line naming the file."""
+    scenario = tmp_path / "t.json"
+    scenario.write_text(json.dumps(synth.FORK_MUNMAP_SCENARIO))
+    model, real = tmp_path / "model.json", tmp_path / "real.json"
+    model_observations().save(model)
+    real_observations().save(real)
+    cases = [
+        (replace(real_observations(), scenario="other"), "a run of scenario 'other', not 't'"),
+        (replace(real_observations(), side="model"), "a model run where the real run belongs"),
+        (replace(real_observations(), outcomes=real_observations().outcomes * 9),
+         "step outcomes for a scenario of"),
+        (replace(real_observations(), arch="x86_64"), "recorded on x86_64, the model run on ppc64"),
+    ]
+    for bad, message in cases:
+        bad.save(real)
+        assert main([str(scenario), str(model), str(real)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "real.json: " in err and message in err, err

@@ -286,6 +286,10 @@ def test_file_errors_are_one_line(tmp_path: Path) -> None:
     bad.write_text('{"name": "t",\n "steps": [}')
     with pytest.raises(ScenarioError, match=r"bad\.json: not valid JSON: .* at line 2 column 12"):
         load_scenario(bad)
+    twice = tmp_path / "twice.json"
+    twice.write_text('{"steps": [{"op": "write", "pages": [0, 1], "pages": [0, 2]}]}')
+    with pytest.raises(ScenarioError, match=r"twice\.json: .*key 'pages' appears twice"):
+        load_scenario(twice)
     binary = tmp_path / "bin.json"
     binary.write_bytes(b"\xff\xfe{")
     with pytest.raises(ScenarioError, match="not UTF-8"):

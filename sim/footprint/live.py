@@ -193,8 +193,13 @@ def _error(path: str, e: OSError, pid: int | None, root: str) -> SourceError:
         return ProcessGone(pid)
     reason = e.strerror or str(e)
     if e.errno in _DENIED:
-        who = "root or the process's own user" if pid is not None else "root"
-        return PrivilegeError(f"cannot read {path}: {reason} (needs {who})")
+        if os.geteuid() == 0:
+            # Root refused: the ptrace access check (another user namespace,
+            # Yama, lockdown) or a procfs mount option, not a missing privilege.
+            why = "refused even to root: ptrace access check or procfs mount options"
+        else:
+            why = "needs " + ("root or the process's own user" if pid is not None else "root")
+        return PrivilegeError(f"cannot read {path}: {reason} ({why})")
     return SourceError(f"cannot read {path}: {reason}")
 
 

@@ -5,7 +5,8 @@ NAME adds the term's processes to that group):
 
 * ``pid:1,2,3``  -- these processes (each must exist);
 * ``tree:PID``   -- PID and all its descendants (by parent pid, at scan time);
-* ``name:REGEX`` -- processes whose comm or command line matches (``re.search``);
+* ``name:REGEX`` -- processes whose comm or command line matches (``re.search``),
+  except this tool and its ancestors (whose command lines hold the pattern);
 * ``uid:UID``    -- processes of this effective uid (a number or a user name).
 
 The plain options (PIDs, ``--tree``, ``--name``, ``--uid``) form one group
@@ -94,11 +95,25 @@ def resolve(terms: Sequence[Term], processes: Sequence[ProcessInfo]) -> list[Pro
     chosen: set[int] = set()
     for term in terms:
         found = _select(term, by_pid, processes)
+        if isinstance(term.value, re.Pattern):
+            # This tool and the processes that launched it (a shell, sudo,
+            # timeout) carry the pattern in their own command lines.
+            found -= _ancestors(os.getpid(), by_pid) | {os.getpid()}
         if not found:
             raise SelectionError(f"{_describe(term)}: selects no process")
         chosen |= found
     chosen.discard(os.getpid())
     return [by_pid[pid] for pid in sorted(chosen)]
+
+
+def _ancestors(pid: int, by_pid: dict[int, ProcessInfo]) -> set[int]:
+    """Pids of ``pid``'s parent, its parent, ... up to (excluding) pid 1."""
+    found: set[int] = set()
+    info = by_pid.get(pid)
+    while info is not None and info.ppid > 1 and info.ppid not in found:
+        found.add(info.ppid)
+        info = by_pid.get(info.ppid)
+    return found
 
 
 def _select(

@@ -311,6 +311,22 @@ def test_selectors() -> None:
         resolve([parse_term("name", "postgres")], infos)
 
 
+def test_name_never_selects_the_launching_shell() -> None:
+    """``bash -c 'footprint --name sleep'``: the bash holds 'sleep' in its command line."""
+    me = os.getpid()
+    infos = [
+        ProcessInfo(1, 0, 0, "init", "/sbin/init"),
+        ProcessInfo(100, 1, 0, "bash", "bash -c python -m sim footprint --name sleep"),
+        ProcessInfo(me, 100, 0, "python", "python -m sim footprint --name sleep"),
+        ProcessInfo(200, 1, 0, "sleep", "sleep 60"),
+    ]
+    assert [i.pid for i in resolve([parse_term("name", "sleep")], infos)] == [200]
+    # By pid the launching shell stays selectable: only name patterns skip it.
+    assert [i.pid for i in resolve([parse_term("pid", "100")], infos)] == [100]
+    with pytest.raises(SelectionError, match="selects no process"):
+        resolve([parse_term("name", "footprint")], infos)
+
+
 # ---------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------
