@@ -16,7 +16,9 @@ What the model assumes of the guest (sim/MODEL.md) and how it is made true:
 * per-CPU LRU batches drained before every check: SETTLE(DRAIN_LRU), one
   vCPU (the profiles boot ``-smp 1``);
 * khugepaged quiescent: :func:`prepare_guest` sets its scan interval to a
-  day and every run checks ``pages_collapsed`` did not move;
+  day and spends its registration wake-up on a holder process
+  (:mod:`harness.khugepaged`); every run checks ``pages_collapsed`` did not
+  move during it;
 * THP ``enabled`` = madvise, ``use_zero_page`` = 1, ``shmem_enabled`` =
   never: checked once per VM by :func:`prepare_guest`;
 * file regions on tmpfs, each page written by one write(): the agent's
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from harness.agent.client import AgentClient, ReadFileReply
 from harness.agent.protocol import AdviceCode, BackingCode, ProtBits, ReadStage, SettleFlags
 from harness.errors import AgentOpError, VMError
+from harness.khugepaged import hold_khugepaged
 from harness.observations import (
     CheckObservation,
     FileRead,
@@ -108,10 +111,9 @@ class GuestExecutorError(RuntimeError):
 
 @dataclass(frozen=True)
 class GuestSetup:
-    """What :func:`prepare_guest` found: THP on, and khugepaged's counter."""
+    """What :func:`prepare_guest` found: whether the kernel has THP."""
 
     thp: bool
-    pages_collapsed: int | None
 
 
 _prepared: weakref.WeakKeyDictionary[VM, GuestSetup] = weakref.WeakKeyDictionary()
@@ -134,19 +136,23 @@ def _selected(text: str) -> str:
 
 
 def prepare_guest(vm: VM) -> GuestSetup:
-    """Make the guest what the model assumes, once per VM; the setup found.
+    """Make the guest what the model assumes; the setup found.
 
-    THP knobs as the model's facts say (ScenarioError-like one line if not),
-    khugepaged's scan interval set to a day.  A kernel without THP (no
-    ``enabled`` file) is accepted: scenarios that need THP do not run there.
+    Once per VM: THP knobs as the model's facts say (ScenarioError-like one
+    line if not), khugepaged's scan interval set to a day.  Every call: the
+    khugepaged holder alive (:func:`harness.khugepaged.hold_khugepaged`, one
+    LIST round trip when it is).  A kernel without THP (no ``enabled`` file)
+    is accepted: scenarios that need THP do not run there.
     """
     known = _prepared.get(vm)
     if known is not None:
+        if known.thp:
+            hold_khugepaged(vm)
         return known
     agent = vm.agent
     enabled = _read_text(agent, f"{_THP}/enabled")
     if enabled is None:
-        setup = GuestSetup(thp=False, pages_collapsed=None)
+        setup = GuestSetup(thp=False)
     else:
         for path, want in _THP_EXPECTED.items():
             text = _read_text(agent, path)
@@ -156,7 +162,9 @@ def prepare_guest(vm: VM) -> GuestSetup:
                 )
         for knob in ("scan_sleep_millisecs", "alloc_sleep_millisecs"):
             agent.write_file(f"{_THP}/khugepaged/{knob}", f"{KHUGEPAGED_SLEEP_MS}\n")
-        setup = GuestSetup(thp=True, pages_collapsed=_collapsed(agent))
+        # The knob writes wake khugepaged too; its pass is awaited with the holder's.
+        hold_khugepaged(vm)
+        setup = GuestSetup(thp=True)
     _prepared[vm] = setup
     return setup
 
@@ -194,17 +202,18 @@ class GuestRun:
     def run(self) -> Observations:
         """Every step in order; the run's processes are gone afterwards."""
         setup = prepare_guest(self.vm)
+        collapsed = _collapsed(self.agent) if setup.thp else None
         try:
             self._spawn("main")
             for step in self.scenario.steps:
                 self.outcomes.append(self.step(step))
         finally:
             self._kill_all()
-        if setup.pages_collapsed is not None:
+        if collapsed is not None:
             after = _collapsed(self.agent)
-            if after != setup.pages_collapsed:
+            if after != collapsed:
                 raise GuestExecutorError(
-                    f"khugepaged collapsed pages during the run ({setup.pages_collapsed} -> "
+                    f"khugepaged collapsed pages during the run ({collapsed} -> "
                     f"{after}); the model assumes it quiescent"
                 )
         return Observations(

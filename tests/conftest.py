@@ -22,6 +22,7 @@ from harness.agent.protocol import Op
 from harness.arches import PROFILE_NAMES, ArchProfile, get_profile
 from harness.errors import VMError
 from harness.image import BootImage, ImageUnavailable, find_image
+from harness.khugepaged import HOLDER_PROC
 from harness.process import NamedProcess
 from harness.vm import VM, VMConfig, VMState
 from images.project import DEFAULT_KERNEL_VERSION, KERNEL_VERSION_ENV
@@ -147,7 +148,8 @@ def guest(vm: VM) -> Iterator[NamedProcess]:
     yield NamedProcess(vm, name, pid)
     if vm.state is VMState.RUNNING:
         for proc in vm.agent.list_processes():
-            vm.agent.kill(proc)
+            if proc != HOLDER_PROC:  # killing it would wake khugepaged again
+                vm.agent.kill(proc)
 
 
 @pytest.fixture

@@ -42,13 +42,14 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, reject, seed, settings
 from hypothesis.errors import HypothesisException
 
-from harness.agent.protocol import AdviceCode, ProtBits, SettleFlags
+from harness.agent.protocol import SettleFlags
 from harness.errors import AgentOpError, VMError
 from harness.fuzz.generate import ScenarioData, scenario_from_data, scenarios
-from harness.guest_executor import KHUGEPAGED_SLEEP_MS, prepare_guest
+from harness.guest_executor import prepare_guest
+from harness.khugepaged import HOLDER_PROC
 from harness.report import ScenarioResult, render_json, render_text
 from harness.run import RunOutcome, run_scenario
-from harness.scenario import ScenarioError, layout_base
+from harness.scenario import ScenarioError
 from harness.vm import VM, VMConfig, VMState
 
 __all__ = [
@@ -68,12 +69,6 @@ Signature = tuple[str, str]
 ROUND_EXAMPLES = 100
 #: Bound of one agent request while fuzzing: a hang is a finding, found fast.
 FUZZ_OP_TIMEOUT_S = 30.0
-#: The named process that holds khugepaged's mm list non-empty (never reset).
-WARMUP_PROC = "fuzz.warmup"
-_THP = "/sys/kernel/mm/transparent_hugepage"
-_KHUGEPAGED = f"{_THP}/khugepaged"
-#: Seconds to wait for khugepaged's one pass after the warm-up wakes it.
-_KHUGEPAGED_PASS_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -180,7 +175,7 @@ class WarmVM:
             self.vm = VM(self.config, name=f"{self.name}.{self.boots}")
             self.boots += 1
             self.vm.launch()
-            _spend_khugepaged_wakeup(self.vm)
+            prepare_guest(self.vm)  # spends khugepaged's wake-up (harness.khugepaged)
         return self.vm
 
     def reset(self) -> bool:
@@ -194,7 +189,7 @@ class WarmVM:
             return True
         try:
             for name in vm.agent.list_processes():
-                if name != WARMUP_PROC:
+                if name != HOLDER_PROC:
                     vm.agent.kill(name)
             vm.agent.settle(SettleFlags.DRAIN_LRU)
         except (VMError, AgentOpError):
@@ -209,55 +204,6 @@ class WarmVM:
 
     def close(self) -> None:
         self.replace()
-
-
-def _full_scans(vm: VM) -> int | None:
-    got = vm.agent.read_file(f"{_KHUGEPAGED}/full_scans", 64)
-    return int(got.data) if got.ok else None
-
-
-def _await_pass(vm: VM, before: int | None) -> None:
-    """Wait (bounded) until khugepaged's ``full_scans`` moves past ``before``."""
-    deadline = time.monotonic() + _KHUGEPAGED_PASS_S
-    while _full_scans(vm) == before and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def _spend_khugepaged_wakeup(vm: VM) -> None:
-    """Spend khugepaged's wake-ups before the first scenario, then take its baseline.
-
-    With ``enabled`` = madvise khugepaged sleeps until an mm registers
-    (MADV_HUGEPAGE on a VMA with an anon_vma: khugepaged_enter_vma() ->
-    __khugepaged_enter() wakes it when its mm list was empty), and then
-    scans at once (khugepaged_do_scan(), mm/khugepaged.c) before its
-    ``scan_sleep_millisecs`` sleep; writing that knob wakes it too.  Without
-    this, the first scenario of a VM that advises hugepage on populated
-    pages can be collapsed under it (found by this fuzzer: every later run
-    then fails the quiescence check).  So: the scan interval is set to a day,
-    a throwaway process (:data:`WARMUP_PROC`) advises a populated region and
-    the pass is awaited (``full_scans`` moves); then :func:`prepare_guest`
-    takes its baseline and the pass its own knob write causes is awaited.
-    The process lives as long as the VM: its mm slot keeps khugepaged's list
-    non-empty, so khugepaged stays in its timed sleep and no scenario's
-    MADV_HUGEPAGE wakes it (killing it would free the slot in
-    __khugepaged_exit() and the next registration would wake it again).
-    """
-    agent = vm.agent
-    if not agent.read_file(f"{_THP}/enabled", 64).ok:
-        return  # no THP: no khugepaged
-    for knob in ("scan_sleep_millisecs", "alloc_sleep_millisecs"):
-        agent.write_file(f"{_KHUGEPAGED}/{knob}", f"{KHUGEPAGED_SLEEP_MS}\n")
-    before = _full_scans(vm)
-    agent.fork(WARMUP_PROC)
-    arch = vm.profile.arch
-    vaddr, length = layout_base(arch), arch.thp_pages * arch.page_size
-    agent.mmap(vaddr, length, prot=ProtBits.READ | ProtBits.WRITE, target=WARMUP_PROC)
-    agent.touch(vaddr, 1, write=True, target=WARMUP_PROC)
-    agent.madvise(vaddr, length, AdviceCode.HUGEPAGE, target=WARMUP_PROC)
-    _await_pass(vm, before)
-    before = _full_scans(vm)
-    prepare_guest(vm)
-    _await_pass(vm, before)
 
 
 class _Failure(Exception):
