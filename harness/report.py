@@ -22,13 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.compare import CompareError, compare
+from harness.compare import CompareError, Comparison, compare_counted
+from harness.compared import Compared, describe_compared
 from harness.differences import (
     PSS_KB,
     ConflictRule,
@@ -69,6 +71,7 @@ __all__ = [
     "render_json",
     "render_text",
     "summary_line",
+    "total_compared",
 ]
 
 Verdict = Literal["agree", "diverge", "error", "skipped"]
@@ -83,6 +86,8 @@ class ScenarioResult:
 
     ``message`` is the error (an executor failed: the one-line reason, with
     the console tail or log path if there is one) or the reason for skipping.
+    ``by_step``: what compare held side by side at each step, (step, counts)
+    in step order; empty when nothing was compared or nobody counted.
     """
 
     scenario: str
@@ -90,6 +95,7 @@ class ScenarioResult:
     status: Verdict
     divergences: tuple[Divergence, ...] = ()
     message: str = ""
+    by_step: tuple[tuple[int, Compared], ...] = ()
 
     @classmethod
     def from_divergences(
@@ -98,12 +104,27 @@ class ScenarioResult:
         found = tuple(divergences)
         return cls(scenario, arch, "diverge" if found else "agree", found)
 
+    @classmethod
+    def from_comparison(cls, scenario: str, arch: str, comparison: Comparison) -> ScenarioResult:
+        """The verdict of a :func:`~harness.compare.compare_counted` result, with its counts."""
+        found = tuple(comparison.divergences)
+        return cls(scenario, arch, "diverge" if found else "agree", found,
+                   by_step=tuple(sorted(comparison.by_step.items())))
+
+    @property
+    def compared(self) -> Compared | None:
+        """What the whole scenario compared; None if nobody counted."""
+        return Compared.total(c for _, c in self.by_step) if self.by_step else None
+
     def to_json(self) -> dict[str, Any]:
+        compared = self.compared
         return {
             "scenario": self.scenario,
             "arch": self.arch,
             "status": self.status,
             "message": self.message,
+            "compared": None if compared is None else compared.to_json(),
+            "compared_by_step": [{"step": step, **c.to_json()} for step, c in self.by_step],
             "divergences": [d.to_json() for d in self.divergences],
         }
 
@@ -338,14 +359,24 @@ def _summary(divergences: Sequence[Divergence]) -> list[str]:
     return lines
 
 
+def _compared_line(compared: Compared | None, indent: str = "     ") -> list[str]:
+    """``compared 3 checks: ...`` wrapped at 88 columns under ``indent``."""
+    if compared is None:
+        return []
+    text = textwrap.fill(f"compared {describe_compared(compared)}", width=88,
+                         initial_indent=indent, subsequent_indent=" " * (len(indent) + 2),
+                         break_on_hyphens=False)
+    return text.splitlines()
+
+
 def _render_result(result: ScenarioResult, places: int) -> list[str]:
     head = f"{_LABEL[result.status]} {result.scenario} on {result.arch}"
     if result.status == "agree":
-        return [head]
+        return [head, *_compared_line(result.compared)]
     if result.status in ("error", "skipped"):
         return [f"{head}: {result.message}"]
     n = len(result.divergences)
-    lines = [f"{head}: {n} divergence{'s' * (n != 1)}"]
+    lines = [f"{head}: {n} divergence{'s' * (n != 1)}", *_compared_line(result.compared)]
     lines += _summary(result.divergences)
     by_step: dict[tuple[int, str], list[Divergence]] = {}
     for d in result.divergences:
@@ -386,23 +417,33 @@ def summary_line(results: Sequence[ScenarioResult]) -> str:
     return f"{len(results)} run{'s' * (len(results) != 1)}: {', '.join(parts) or 'none'}"
 
 
+def total_compared(results: Sequence[ScenarioResult]) -> Compared | None:
+    """What every counted result compared, summed; None if none was counted."""
+    counted = [c for r in results if (c := r.compared) is not None]
+    return Compared.total(counted) if counted else None
+
+
 def render_text(results: Sequence[ScenarioResult], *, places: int = DEFAULT_PLACES) -> str:
-    """The human report: one block per run, a summary line last."""
+    """The human report: one block per run, a summary line last (and what all compared)."""
     lines: list[str] = []
     for result in results:
         lines.extend(_render_result(result, places))
     lines.append(summary_line(results))
+    if len(results) > 1:
+        lines += _compared_line(total_compared(results), "  in total: ")
     return "\n".join(lines) + "\n"
 
 
 def render_json(results: Sequence[ScenarioResult]) -> str:
-    """Every run and every divergence with all its fields."""
+    """Every run and every divergence with all its fields, and what was compared."""
     counts = Counter(r.status for r in results)
+    compared = total_compared(results)
     obj = {
         "summary": {
             "runs": len(results),
             **{status: counts[status] for status in ("agree", "diverge", "error", "skipped")},
             "divergences": sum(len(r.divergences) for r in results),
+            "compared": None if compared is None else compared.to_json(),
         },
         "results": [r.to_json() for r in results],
     }
@@ -419,8 +460,8 @@ def compare_recorded(scenario_path: str | Path, model_path: str | Path,
     model = Observations.load(model_path)
     real = Observations.load(real_path)
     arch = get_arch(model.arch)
-    return ScenarioResult.from_divergences(
-        scenario.name, arch.name, compare(model, real, scenario, arch)
+    return ScenarioResult.from_comparison(
+        scenario.name, arch.name, compare_counted(model, real, scenario, arch)
     )
 
 

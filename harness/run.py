@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from harness.arches import ArchProfile, get_profile
-from harness.compare import compare
+from harness.compare import compare_counted
 from harness.errors import AgentOpError, VMError
 from harness.guest_executor import GuestExecutorError, run_guest
 from harness.image import BootImage, ImageUnavailable, find_image
@@ -141,10 +141,10 @@ def run_scenario(scenario: Scenario, vm: VM) -> RunOutcome:
     except Exception as e:  # as above; the guest's state is unknown
         return error(f"guest: {internal_error(e)}", model, replace_vm=True)
     try:
-        divergences = compare(model, real, scenario, arch)
+        comparison = compare_counted(model, real, scenario, arch)
     except Exception as e:  # as above
         return error(f"compare: {internal_error(e)}", model, real)
-    result = ScenarioResult.from_divergences(scenario.name, arch.name, divergences)
+    result = ScenarioResult.from_comparison(scenario.name, arch.name, comparison)
     return RunOutcome(result, model, real, time.monotonic() - started)
 
 
