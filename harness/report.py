@@ -65,6 +65,7 @@ __all__ = [
     "describe_pagemap",
     "describe_value",
     "detail",
+    "divergence_lines",
     "flag_delta",
     "location",
     "main",
@@ -383,23 +384,33 @@ def _render_result(result: ScenarioResult, places: int) -> list[str]:
         by_step.setdefault((d.step, d.op), []).append(d)
     for (step, op), items in sorted(by_step.items()):
         lines.append(f"  step {step} ({op})")
-        groups: dict[GroupKey, list[Divergence]] = {}
-        for d in items:
-            groups.setdefault(_group_key(d), []).append(d)
-        for group in groups.values():
-            first = group[0]
-            lines.append(f"    {_heading(group)}")
-            if _flag_pair(first) is not None:
-                model = describe_value(first.field, "model", first.model)
-                real = describe_value(first.field, "real", first.real)
-                lines.append(f"        e.g. model {model}, real {real}")
-            elif text := detail(first):
-                lines.append(f"        {text}")
-            for d in group[:places]:
-                if (where := location(d)) != "-":
-                    lines.append(f"        at {where}")
-            if len(group) > places:
-                lines.append(f"        ... and {len(group) - places} more")
+        lines += ["    " + line for line in divergence_lines(items, places)]
+    return lines
+
+
+def divergence_lines(items: Sequence[Divergence], places: int = DEFAULT_PLACES) -> list[str]:
+    """Divergences grouped by (field, values): a heading, the detail, up to ``places`` places.
+
+    Lines of details and places are indented by four spaces under their heading.
+    """
+    lines = []
+    groups: dict[GroupKey, list[Divergence]] = {}
+    for d in items:
+        groups.setdefault(_group_key(d), []).append(d)
+    for group in groups.values():
+        first = group[0]
+        lines.append(_heading(group))
+        if _flag_pair(first) is not None:
+            model = describe_value(first.field, "model", first.model)
+            real = describe_value(first.field, "real", first.real)
+            lines.append(f"    e.g. model {model}, real {real}")
+        elif text := detail(first):
+            lines.append(f"    {text}")
+        for d in group[:places]:
+            if (where := location(d)) != "-":
+                lines.append(f"    at {where}")
+        if len(group) > places:
+            lines.append(f"    ... and {len(group) - places} more")
     return lines
 
 
@@ -466,8 +477,10 @@ def compare_recorded(scenario_path: str | Path, model_path: str | Path,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m harness.report SCENARIO MODEL.json REAL.json [--json]``.
+    """``python -m harness.report SCENARIO MODEL.json REAL.json [--format F] [--show]``.
 
+    ``--format``: text (default), json (also ``--json``) or ktap; ``--show``:
+    each check's decoded observations as tables (text; KTAP diagnostics).
     Exit status 0 when the runs agree, 1 when they diverge, 2 on bad input.
     """
     parser = argparse.ArgumentParser(
@@ -478,14 +491,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("model", help="the model's recorded observations (JSON)")
     parser.add_argument("real", help="the kernel's recorded observations (JSON)")
     parser.add_argument("--json", action="store_true", help="print the JSON form")
+    parser.add_argument("--format", choices=("text", "json", "ktap"), help="default text")
+    parser.add_argument("--show", action="store_true",
+                        help="print each check's decoded observations (text and ktap)")
     args = parser.parse_args(argv)
+    if args.json and args.format not in (None, "json"):
+        print(f"error: --json and --format {args.format} ask for two forms", file=sys.stderr)
+        return 2
+    form = "json" if args.json else args.format or "text"
+    if args.show and form == "json":
+        print("error: --show prints tables: use it with --format text or ktap", file=sys.stderr)
+        return 2
     try:
         result = compare_recorded(args.scenario, args.model, args.real)
+        observations = (Observations.load(args.model), Observations.load(args.real))
     except (ScenarioError, ObservationError, CompareError, UnknownArchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    sys.stdout.write(render_json([result]) if args.json else render_text([result]))
+    sys.stdout.write(_render_replay(form, result, *observations, show=args.show))
     return 0 if result.status == "agree" else 1
+
+
+def _render_replay(form: str, result: ScenarioResult, model: Observations,
+                   real: Observations, *, show: bool) -> str:
+    if form == "json":
+        return render_json([result])
+    from harness.ktap import render_run  # they import this module: loaded on demand
+    from harness.show import PAGEMAP_LEGEND, CheckTables
+
+    tables = CheckTables([(result, model, real)]) if show else None
+    if form == "ktap":
+        return render_run([result], details=None if tables is None else tables.lines,
+                          header=[PAGEMAP_LEGEND] if show else ())
+    return (tables.text() if tables is not None else "") + render_text([result])
 
 
 if __name__ == "__main__":

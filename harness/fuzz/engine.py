@@ -446,9 +446,7 @@ class Campaign:
         out.mkdir(parents=True, exist_ok=True)
         written = []
         for n, finding in enumerate(self.findings.values()):
-            stem = f"{self.arch.name}.{self.fuzz.worker}.{n}." + re.sub(
-                r"[^A-Za-z0-9_.-]+", "_", "_".join(finding.signature)
-            )[:60]
+            stem = self._stem(n, finding)
             data = dict(finding.data, name=re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:64])
             data["description"] = (
                 f"Found by harness fuzz on {self.arch.name} (seed {self.fuzz.seed}): "
@@ -466,8 +464,13 @@ class Campaign:
         )
         return written
 
+    def _stem(self, n: int, finding: Finding) -> str:
+        """The file name stem of the ``n``-th finding's scenario and reports under ``out``."""
+        return f"{self.arch.name}.{self.fuzz.worker}.{n}." + re.sub(
+            r"[^A-Za-z0-9_.-]+", "_", "_".join(finding.signature))[:60]
+
     def summary(self) -> dict[str, Any]:
-        """Stats and findings as JSON."""
+        """Stats and findings as JSON (``stem``: the finding's files under ``out``)."""
         return {
             "arch": self.arch.name,
             "worker": self.fuzz.worker,
@@ -475,8 +478,8 @@ class Campaign:
             "stats": self.stats.to_json(),
             "findings": [
                 {"signature": list(f.signature), "steps": f.steps, "first_steps": f.first_steps,
-                 "seen": f.seen, "scenario": f.data}
-                for f in self.findings.values()
+                 "seen": f.seen, "scenario": f.data, "stem": self._stem(n, f)}
+                for n, f in enumerate(self.findings.values())
             ],
         }
 
