@@ -360,12 +360,13 @@ def _summary(divergences: Sequence[Divergence]) -> list[str]:
     return lines
 
 
-def _compared_line(compared: Compared | None, indent: str = "     ") -> list[str]:
-    """``compared 3 checks: ...`` wrapped at 88 columns under ``indent``."""
+def _compared_line(compared: Compared | None, indent: str = "     ",
+                   hang: str = "       ") -> list[str]:
+    """``compared 3 checks: ...`` after ``indent``, wrapped at 88 columns onto ``hang``."""
     if compared is None:
         return []
     text = textwrap.fill(f"compared {describe_compared(compared)}", width=88,
-                         initial_indent=indent, subsequent_indent=" " * (len(indent) + 2),
+                         initial_indent=indent, subsequent_indent=hang,
                          break_on_hyphens=False)
     return text.splitlines()
 
@@ -441,7 +442,7 @@ def render_text(results: Sequence[ScenarioResult], *, places: int = DEFAULT_PLAC
         lines.extend(_render_result(result, places))
     lines.append(summary_line(results))
     if len(results) > 1:
-        lines += _compared_line(total_compared(results), "  in total: ")
+        lines += _compared_line(total_compared(results), "  in total: ", "    ")
     return "\n".join(lines) + "\n"
 
 
