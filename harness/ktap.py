@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.compared import describe_compared
+from harness.compared import Compared, describe_compared
 from harness.differences import Divergence
 from harness.report import DEFAULT_PLACES, ScenarioResult, divergence_lines, total_compared
 
@@ -203,6 +203,8 @@ def render_fuzz(arch: str, total: Mapping[str, Any],
         f"{total['vm_boots']} VM boots",
         "ops: " + ", ".join(f"{op} {n}" for op, n in total["ops"].items()),
     ]
+    if "compared" in total:
+        campaign.append(f"compared {describe_compared(Compared.of(total['compared']))}")
     subtests = [KtapTest("campaign", True, campaign)]
     for i, finding in enumerate(total["findings"]):
         kind, what = finding["signature"][:2]

@@ -26,12 +26,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
 from harness.arches import get_profile
+from harness.compared import Compared, describe_compared
 from harness.errors import VMError
 from harness.fuzz.engine import FUZZ_OP_TIMEOUT_S, Campaign, FuzzSettings, warm_vm
 from harness.image import ImageUnavailable, find_image
@@ -150,6 +152,10 @@ def summarize(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for op, n in s["stats"]["ops"].items():
             ops[op] = ops.get(op, 0) + n
     total["ops"] = dict(sorted(ops.items()))
+    compared: Counter[str] = Counter()
+    for s in summaries:
+        compared.update(s["stats"].get("compared", {}))
+    total["compared"] = Compared.of(compared).to_json()
     total["findings"] = [
         {**f, "worker": s["worker"]} for s in summaries for f in s["findings"]
     ]
@@ -178,6 +184,7 @@ def _render(total: dict[str, Any], out: str) -> str:
         f"{total['agree']} agree, {total['diverge']} diverge, {total['errors']} errors, "
         f"{total['vm_boots']} VM boots",
         "ops: " + ", ".join(f"{op} {n}" for op, n in total["ops"].items()),
+        f"compared {describe_compared(Compared.of(total['compared']))}",
     ]
     if not total["findings"]:
         lines.append("no findings")

@@ -125,6 +125,8 @@ class CampaignStats:
     wall_seconds: float = 0.0
     ops: Counter[str] = field(default_factory=Counter)
     op_pairs: Counter[str] = field(default_factory=Counter)
+    #: What compare held side by side over all examples (harness.compared.Compared's names).
+    compared: Counter[str] = field(default_factory=Counter)
 
     def to_json(self) -> dict[str, Any]:
         per_s = self.examples / self.wall_seconds if self.wall_seconds else 0.0
@@ -145,6 +147,7 @@ class CampaignStats:
             "checks_per_s": round(self.checks / self.wall_seconds, 2) if self.wall_seconds else 0,
             "ops": dict(sorted(self.ops.items())),
             "op_pairs": len(self.op_pairs),
+            "compared": dict(self.compared),
         }
 
 
@@ -353,6 +356,8 @@ class Campaign:
         stats.checks += ops.count("check")
         stats.ops.update(ops)
         stats.op_pairs.update(f"{a}>{b}" for a, b in itertools.pairwise(ops))
+        if (compared := outcome.result.compared) is not None:
+            stats.compared.update(compared.to_json())
         status = outcome.result.status
         if status == "agree":
             stats.agree += 1

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from harness.compare import compare_counted
-from harness.fuzz.cli import summarize
+from harness.fuzz.cli import finding_reports, summarize
 from harness.ktap import INDENT, ktap_name, render_fuzz, render_run
 from harness.observations import ReadResult
 from harness.report import ScenarioResult
@@ -258,10 +258,11 @@ def fuzz_total() -> dict[str, Any]:
     def worker(name: str, findings: list[dict[str, Any]]) -> dict[str, Any]:
         stats = {"examples": 40, "rejected": 0, "checks": 120, "steps": 800, "agree": 39,
                  "diverge": len(findings), "errors": 0, "vm_boots": 1, "wall_seconds": 20.0,
-                 "ops": {"mmap": 60, "check": 120, "fork": 10}}
+                 "ops": {"mmap": 60, "check": 120, "fork": 10},
+                 "compared": {"checks": 120, "steps": 800, "pagemap_entries": 1000}}
         return {"worker": name, "stats": stats, "findings": findings}
     finding = {"signature": ["value", "pagemap.soft_dirty"], "steps": 4, "first_steps": 17,
-               "seen": 3, "scenario": {}}
+               "seen": 3, "scenario": {}, "stem": "x86_64.w1.0.value_pagemap.soft_dirty"}
     return summarize([worker("w0", []), worker("w1", [finding])])
 
 
@@ -272,6 +273,8 @@ def test_fuzz_report_reads_strictly() -> None:
     assert [(t.name, t.ok) for t in tests] == [("harness_fuzz.x86_64", False)]
     campaign, finding = tests[0].subtests
     assert campaign.ok and campaign.diagnostics[0].startswith("80 examples (0 refused")
+    assert campaign.diagnostics[-1] == (
+        "compared 240 checks: 2000 pagemap entries, 1600 step outcomes")
     assert (finding.name, finding.ok) == ("finding_0_value_pagemap.soft_dirty", False)
     assert finding.diagnostics[0] == (
         "value pagemap.soft_dirty: 4 steps (shrunk from 17), seen 3x, worker w1")
@@ -289,3 +292,13 @@ def test_names_and_diagnostics_stay_in_the_grammar() -> None:
     tests = strict(render_run([weird]))
     node = tests[0].subtests[0]
     assert (node.name, node.directive, node.data) == ("x_y", "ERROR", "line one line two [31m")
+
+
+def test_fuzz_cli_reads_each_findings_report(tmp_path: Path) -> None:
+    total = fuzz_total()
+    stem = total["findings"][0]["stem"]
+    (tmp_path / f"{stem}.report.txt").write_text("FAIL x on x86_64: 1 divergence\n  step 3\n")
+    assert finding_reports(total, tmp_path) == {0: ["FAIL x on x86_64: 1 divergence", "  step 3"]}
+    (tmp_path / f"{stem}.report.txt").unlink()
+    (missing,) = finding_reports(total, tmp_path)[0]
+    assert missing.startswith("report ") and missing.endswith("No such file or directory")
