@@ -35,13 +35,28 @@ from harness.compared import Compared, describe_compared
 from harness.differences import Divergence
 from harness.report import DEFAULT_PLACES, ScenarioResult, divergence_lines, total_compared
 
-__all__ = ["INDENT", "Details", "KtapTest", "ktap_name", "render", "render_fuzz", "render_run"]
+__all__ = [
+    "INDENT",
+    "Details",
+    "KtapTest",
+    "Verbatim",
+    "ktap_name",
+    "render",
+    "render_fuzz",
+    "render_run",
+]
 
 #: One level of nesting (ktap.rst: "One level of indentation is two spaces").
 INDENT = "  "
 
-#: Extra diagnostic lines for (result, check step): e.g. the --show tables.
+#: Extra diagnostic lines for (result, check step), printed as they are: the --show tables.
 Details = Callable[[ScenarioResult, int], Sequence[str]]
+
+
+class Verbatim(str):
+    """A diagnostic line printed as it is (a table row), never wrapped."""
+
+    __slots__ = ()
 
 
 @dataclass
@@ -75,8 +90,12 @@ def _printable(text: str) -> str:
 
 
 def _diagnostics(text: str, pad: str) -> list[str]:
-    """``# text`` (its indentation kept), wrapped at 100 columns into ``#   ...`` lines."""
+    """``# text`` (its indentation kept), wrapped at 100 columns into ``#   ...`` lines,
+    unless it is :class:`Verbatim`."""
+    verbatim = isinstance(text, Verbatim)
     text = _printable(text)
+    if verbatim:
+        return [f"{pad}# {text}" if text else f"{pad}#"]
     if not text.strip():
         return [f"{pad}#"]
     indent = " " * (len(text) - len(text.lstrip()))
@@ -142,7 +161,7 @@ def _scenario_test(result: ScenarioResult, details: Details | None, places: int)
         if step in counts:
             diagnostics.append(f"compared {describe_compared(counts[step])}")
         if details is not None:
-            diagnostics += details(result, step)
+            diagnostics += [Verbatim(line) for line in details(result, step)]
         diagnostics += divergence_lines(found, places)
         subtests.append(KtapTest(f"step_{step}_check", not found, diagnostics))
     outcomes = by_test.get(None, [])

@@ -246,8 +246,8 @@ def _flags_text(flags: KpfFlags | None) -> str:
     return "-" if flags is None else " ".join(flags.names) or "(none)"
 
 
-def _table(title: str, rows: Sequence[Row]) -> Table:
-    table = Table(title=title, title_justify="left", box=ASCII_RULES, pad_edge=False,
+def _table(rows: Sequence[Row]) -> Table:
+    table = Table(box=ASCII_RULES, pad_edge=False,
                   show_edge=False, expand=False, collapse_padding=True)
     for name in ("page", "vaddr"):
         table.add_column(name, no_wrap=True)
@@ -312,7 +312,8 @@ class CheckTables:
         self.runs = {(r.scenario, r.arch): _Run(r, m, g) for r, m, g in runs}
 
     def tables(self, result: ScenarioResult, step: int) -> list[Table | str]:
-        """The tables of one check (and a line per region without rows)."""
+        """The tables of one check, each after its title line (a region without rows: the
+        title line saying why)."""
         run = self.runs.get((result.scenario, result.arch))
         if run is None or run.model is None or run.real is None:
             return []
@@ -344,10 +345,9 @@ class CheckTables:
             if not rows:
                 out.append(f"{title}: {note or 'no entries'}")
                 continue
-            table = _table(title, rows)
+            out += [title, _table(rows)]
             if note:
-                table.caption = note
-            out.append(table)
+                out.append(note)
         return out
 
     def lines(self, result: ScenarioResult, step: int, width: int = 110) -> list[str]:
@@ -355,7 +355,7 @@ class CheckTables:
         console = Console(file=io.StringIO(), width=width, color_system=None,
                           force_terminal=False, markup=False, highlight=False, emoji=False)
         for item in self.tables(result, step):
-            console.print(item)
+            console.print(item, soft_wrap=isinstance(item, str))
         text = console.file.getvalue()  # type: ignore[attr-defined]
         return [line.rstrip() for line in text.splitlines()]
 
