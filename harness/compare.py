@@ -46,12 +46,13 @@ common case) is not decoded field by field: its PFNs go to the bijection.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.compare_smaps import compare_smaps
+from harness.compared import Compared
 from harness.differences import (
     ConflictRule,
     Divergence,
@@ -76,6 +77,7 @@ from harness.observations import (
     Observations,
     ReadResult,
     RegionRead,
+    StepOutcome,
 )
 from harness.scenario import Scenario
 from sim.arch import Arch
@@ -86,10 +88,13 @@ from sim.formats import FormatError, KpagemapHeader, PagemapEntry
 __all__ = [
     "PAGEMAP_FIELDS",
     "CompareError",
+    "Compared",
+    "Comparison",
     "Divergence",
     "PfnBijection",
     "Sighting",
     "compare",
+    "compare_counted",
 ]
 
 #: Fields of a pagemap entry compared one by one (the PFN goes through the bijection).
@@ -326,6 +331,13 @@ class _Comparer:
         self.bijection = bijection
         self.region_names = [mmap.region for mmap in scenario.regions]
         self.found: list[Divergence] = []
+        #: What was held side by side, per step (harness.compared.Compared's names).
+        self.counts: defaultdict[int, Counter[str]] = defaultdict(Counter)
+
+    def count_errno(self, step: int, *results: ReadResult | StepOutcome | None) -> None:
+        """Count one compared result pair in which a side failed with an errno."""
+        if any(r is not None and r.errno is not None for r in results):
+            self.counts[step]["errnos"] += 1
 
     def add(
         self, step: int, kind: DivergenceKind, field_name: str, model: Value, real: Value,
@@ -364,8 +376,11 @@ class _Comparer:
                     Presence.NOT_RUN if m is None else m, Presence.NOT_RUN if r is None else r,
                     **where,
                 )
-            elif m != r:
-                self.add(step, "value", "outcome", m, r, **where)
+            else:
+                self.counts[step]["steps"] += 1
+                self.count_errno(step, m, r)
+                if m != r:
+                    self.add(step, "value", "outcome", m, r, **where)
 
     def _step_where(self, step: int) -> dict[str, Any]:
         if not 0 <= step < len(self.scenario.steps):
@@ -390,6 +405,7 @@ class _Comparer:
             if m is None or r is None:
                 self.add(step, "missing", "check", _observed(m), _observed(r))
                 continue
+            self.counts[step]["checks"] += 1
             self.check(m, r)
         for side, observations in (("model", self.model), ("real", self.real)):
             for check in observations.checks:
@@ -404,6 +420,7 @@ class _Comparer:
             ("kpageflags.probe", m.kpageflags_probe, r.kpageflags_probe),
             ("kpagecount.probe", m.kpagecount_probe, r.kpagecount_probe),
         ):
+            self.count_errno(step, mp, rp)
             if mp != rp:
                 self.add(step, "value", name, mp, rp)
 
@@ -419,6 +436,7 @@ class _Comparer:
                 )
                 continue
             self.region(step, mr, rr, sightings)
+        self.counts[step]["pfns"] += len(sightings)
         for s, conflict in self.bijection.observe(
             step, sightings, model_stable=self.model.stable_pfns, real_stable=self.real.stable_pfns
         ):
@@ -428,9 +446,10 @@ class _Comparer:
                 model_pfn=s.model_pfn, real_pfn=s.real_pfn, context=conflict,
             )
         self.frames(step, m, r)
-        compare_smaps(self.add, step, self.arch, m, r)
+        compare_smaps(self.add, step, self.arch, m, r, self.counts[step])
 
     def header(self, step: int, m: ReadResult, r: ReadResult) -> None:
+        self.count_errno(step, m, r)
         if m == r:
             return
         if m.data is None or r.data is None:
@@ -456,6 +475,7 @@ class _Comparer:
             )
             return
         if m.pagemap.data is None or r.pagemap.data is None:
+            self.count_errno(step, m.pagemap, r.pagemap)
             if m.pagemap != r.pagemap:
                 self.add(step, "value", "pagemap.read", m.pagemap, r.pagemap, **where)
         else:
@@ -472,9 +492,9 @@ class _Comparer:
         assert m.pagemap.data is not None and r.pagemap.data is not None
         page_size = self.arch.page_size
         proc, region = m.proc, m.region
-        for page, (mraw, rraw) in enumerate(
-            zip(_raws(self.arch, m.pagemap.data), _raws(self.arch, r.pagemap.data), strict=False)
-        ):
+        mraws, rraws = _raws(self.arch, m.pagemap.data), _raws(self.arch, r.pagemap.data)
+        self.counts[step]["pagemap_entries"] += min(len(mraws), len(rraws))
+        for page, (mraw, rraw) in enumerate(zip(mraws, rraws, strict=False)):
             if not (mraw ^ rraw) & _FLAG_BITS and mraw & (_PRESENT | _SWAP | _RESERVED) == _PRESENT:
                 # Both present, valid and alike but for the PFN: the common case, undecoded.
                 mpfn, rpfn = mraw & _PFN_MASK, rraw & _PFN_MASK
@@ -522,6 +542,8 @@ class _Comparer:
                 step, "missing", "ram_tag", _observed(m.ram_tags), _observed(r.ram_tags), **where
             )
             return
+        self.counts[step]["ram_tags"] += sum(
+            mt is not None or rt is not None for mt, rt in zip(m.ram_tags, r.ram_tags, strict=True))
         for page, (mt, rt) in enumerate(zip(m.ram_tags, r.ram_tags, strict=True)):
             if mt != rt:
                 self.add(
@@ -550,6 +572,7 @@ class _Comparer:
                 )
                 continue
             reached.add(rf.pfn)
+            self.counts[step]["frames"] += 1
             if (mf.kpagemap, mf.kpageflags, mf.kpagecount) != (
                     rf.kpagemap, rf.kpageflags, rf.kpagecount):
                 self.frame(step, mf, rf, model_places(mf.pfn))
@@ -596,6 +619,7 @@ class _Comparer:
         ]
         if not whole:
             return
+        self.counts[check.step]["flag_consistency"] += len(whole)
         slot_flags, _ = bulk_parse_kpagemap_entries(
             self.arch, b"".join(f.kpagemap.data or b"" for f in whole))
         flag_words = bulk_parse_u64s(self.arch, b"".join(f.kpageflags.data or b"" for f in whole))
@@ -614,6 +638,23 @@ class _Comparer:
             )
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """Every divergence (by step) and, per step, what was compared to find them.
+
+    ``by_step`` has an entry for every step that had an outcome or a check
+    on both sides (:class:`~harness.compared.Compared`, counts).
+    """
+
+    divergences: list[Divergence]
+    by_step: Mapping[int, Compared]
+
+    @property
+    def compared(self) -> Compared:
+        """The counts of the whole scenario."""
+        return Compared.total(self.by_step.values())
+
+
 def compare(
     model: Observations,
     real: Observations,
@@ -627,6 +668,17 @@ def compare(
     CompareError if the observations are not of ``scenario`` on ``arch``.
     Time linear in the number of pages and frames observed.
     """
+    return compare_counted(model, real, scenario, arch, bijection).divergences
+
+
+def compare_counted(
+    model: Observations,
+    real: Observations,
+    scenario: Scenario,
+    arch: Arch,
+    bijection: PfnBijection | None = None,
+) -> Comparison:
+    """As :func:`compare`, and what was compared, per step (the report's "compared ...")."""
     for obs in (model, real):
         if obs.scenario != scenario.name or obs.arch != arch.name:
             raise CompareError(
@@ -636,7 +688,8 @@ def compare(
     comparer = _Comparer(model, real, scenario, arch, bijection or PfnBijection())
     comparer.outcomes()
     comparer.checks()
-    return sorted(comparer.found, key=lambda d: d.step)
+    by_step = {step: Compared.of(counts) for step, counts in sorted(comparer.counts.items())}
+    return Comparison(sorted(comparer.found, key=lambda d: d.step), by_step)
 
 
 def _observed(thing: object | None) -> Presence:

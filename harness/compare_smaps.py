@@ -37,6 +37,7 @@ floors once, so our regions' share is the rollup minus the other VMAs' blocks:
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -96,8 +97,10 @@ def _region_of(block: SmapsBlock, ranges: Sequence[tuple[int, int, str]]) -> str
 
 class _SmapsComparer:
     def __init__(self, add: Add, step: int, arch: Arch, m: CheckObservation,
-                 r: CheckObservation) -> None:
+                 r: CheckObservation, counts: Counter[str]) -> None:
         self.add_divergence = add
+        #: What was compared (harness.compared.Compared's names).
+        self.counts = counts
         self.step = step
         self.arch = arch
         self.m = m
@@ -141,6 +144,8 @@ class _SmapsComparer:
                proc: str) -> tuple[list[SmapsBlock], list[SmapsBlock]] | None:
         """Both sides' parsed blocks, or None after recording why they cannot be compared."""
         if m.data is None or r.data is None:
+            if m.errno is not None or r.errno is not None:
+                self.counts["errnos"] += 1
             if m != r:
                 self.add("value", f"{name}.read", m, r, proc=proc)
             return None
@@ -170,6 +175,7 @@ class _SmapsComparer:
                 self.add("missing", "smaps.vma", vma if mb else Presence.NOT_OBSERVED,
                          vma if rb else Presence.NOT_OBSERVED, **where)
                 continue
+            self.counts["vmas"] += 1
             self.block(mb, rb, where)
 
     def block(self, m: SmapsBlock, r: SmapsBlock, where: Mapping[str, Any]) -> None:
@@ -184,6 +190,11 @@ class _SmapsComparer:
 
     def fields(self, m: SmapsBlock, r: SmapsBlock, where: Mapping[str, Any]) -> None:
         mh, rh = m.header, r.header
+        # perms, offset, name and VmFlags always; device and inode of anonymous VMAs.
+        compared = 4 + (0 if mh.name else 2) + len(m.values.keys() | r.values.keys())
+        compared += (m.thp_eligible, r.thp_eligible) != (None, None)
+        compared += (m.protection_key, r.protection_key) != (None, None)
+        self.counts["smaps_fields"] += compared
         if mh.perms != rh.perms:
             self.add("value", "smaps.header.perms", SmapsText(mh.perms), SmapsText(rh.perms),
                      **where)
@@ -223,6 +234,7 @@ class _SmapsComparer:
             if mv is None or rv is None:
                 self.add("missing", f"smaps_rollup.{name}", _line(mv), _line(rv), **where)
                 continue
+            self.counts["rollup_fields"] += 1
             if name not in FIXED_POINT_FIELDS:
                 share = rv - sum(b.values.get(name, 0) for b in others)
                 if mv != share:
@@ -292,11 +304,13 @@ def _read(thing: object | None) -> Presence:
 
 
 def compare_smaps(add: Add, step: int, arch: Arch, m: CheckObservation,
-                  r: CheckObservation) -> None:
+                  r: CheckObservation, counts: Counter[str] | None = None) -> None:
     """Every smaps and smaps_rollup difference of one check, through ``add``.
 
     ``add(step, kind, field, model, real, **where)`` as
     :meth:`harness.compare._Comparer.add`; fields and value types as
-    :mod:`harness.differences` lists them.
+    :mod:`harness.differences` lists them.  ``counts`` (if given) is
+    incremented by what was compared: ``vmas``, ``smaps_fields``,
+    ``rollup_fields``, ``errnos`` (:class:`harness.compared.Compared`).
     """
-    _SmapsComparer(add, step, arch, m, r).run()
+    _SmapsComparer(add, step, arch, m, r, Counter() if counts is None else counts).run()

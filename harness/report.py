@@ -22,13 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.compare import CompareError, compare
+from harness.compare import CompareError, Comparison, compare_counted
+from harness.compared import Compared, describe_compared
 from harness.differences import (
     PSS_KB,
     ConflictRule,
@@ -63,12 +65,14 @@ __all__ = [
     "describe_pagemap",
     "describe_value",
     "detail",
+    "divergence_lines",
     "flag_delta",
     "location",
     "main",
     "render_json",
     "render_text",
     "summary_line",
+    "total_compared",
 ]
 
 Verdict = Literal["agree", "diverge", "error", "skipped"]
@@ -83,6 +87,8 @@ class ScenarioResult:
 
     ``message`` is the error (an executor failed: the one-line reason, with
     the console tail or log path if there is one) or the reason for skipping.
+    ``by_step``: what compare held side by side at each step, (step, counts)
+    in step order; empty when nothing was compared or nobody counted.
     """
 
     scenario: str
@@ -90,6 +96,7 @@ class ScenarioResult:
     status: Verdict
     divergences: tuple[Divergence, ...] = ()
     message: str = ""
+    by_step: tuple[tuple[int, Compared], ...] = ()
 
     @classmethod
     def from_divergences(
@@ -98,12 +105,27 @@ class ScenarioResult:
         found = tuple(divergences)
         return cls(scenario, arch, "diverge" if found else "agree", found)
 
+    @classmethod
+    def from_comparison(cls, scenario: str, arch: str, comparison: Comparison) -> ScenarioResult:
+        """The verdict of a :func:`~harness.compare.compare_counted` result, with its counts."""
+        found = tuple(comparison.divergences)
+        return cls(scenario, arch, "diverge" if found else "agree", found,
+                   by_step=tuple(sorted(comparison.by_step.items())))
+
+    @property
+    def compared(self) -> Compared | None:
+        """What the whole scenario compared; None if nobody counted."""
+        return Compared.total(c for _, c in self.by_step) if self.by_step else None
+
     def to_json(self) -> dict[str, Any]:
+        compared = self.compared
         return {
             "scenario": self.scenario,
             "arch": self.arch,
             "status": self.status,
             "message": self.message,
+            "compared": None if compared is None else compared.to_json(),
+            "compared_by_step": [{"step": step, **c.to_json()} for step, c in self.by_step],
             "divergences": [d.to_json() for d in self.divergences],
         }
 
@@ -338,37 +360,58 @@ def _summary(divergences: Sequence[Divergence]) -> list[str]:
     return lines
 
 
+def _compared_line(compared: Compared | None, indent: str = "     ",
+                   hang: str = "       ") -> list[str]:
+    """``compared 3 checks: ...`` after ``indent``, wrapped at 88 columns onto ``hang``."""
+    if compared is None:
+        return []
+    text = textwrap.fill(f"compared {describe_compared(compared)}", width=88,
+                         initial_indent=indent, subsequent_indent=hang,
+                         break_on_hyphens=False)
+    return text.splitlines()
+
+
 def _render_result(result: ScenarioResult, places: int) -> list[str]:
     head = f"{_LABEL[result.status]} {result.scenario} on {result.arch}"
     if result.status == "agree":
-        return [head]
+        return [head, *_compared_line(result.compared)]
     if result.status in ("error", "skipped"):
         return [f"{head}: {result.message}"]
     n = len(result.divergences)
-    lines = [f"{head}: {n} divergence{'s' * (n != 1)}"]
+    lines = [f"{head}: {n} divergence{'s' * (n != 1)}", *_compared_line(result.compared)]
     lines += _summary(result.divergences)
     by_step: dict[tuple[int, str], list[Divergence]] = {}
     for d in result.divergences:
         by_step.setdefault((d.step, d.op), []).append(d)
     for (step, op), items in sorted(by_step.items()):
         lines.append(f"  step {step} ({op})")
-        groups: dict[GroupKey, list[Divergence]] = {}
-        for d in items:
-            groups.setdefault(_group_key(d), []).append(d)
-        for group in groups.values():
-            first = group[0]
-            lines.append(f"    {_heading(group)}")
-            if _flag_pair(first) is not None:
-                model = describe_value(first.field, "model", first.model)
-                real = describe_value(first.field, "real", first.real)
-                lines.append(f"        e.g. model {model}, real {real}")
-            elif text := detail(first):
-                lines.append(f"        {text}")
-            for d in group[:places]:
-                if (where := location(d)) != "-":
-                    lines.append(f"        at {where}")
-            if len(group) > places:
-                lines.append(f"        ... and {len(group) - places} more")
+        lines += ["    " + line for line in divergence_lines(items, places)]
+    return lines
+
+
+def divergence_lines(items: Sequence[Divergence], places: int = DEFAULT_PLACES) -> list[str]:
+    """Divergences grouped by (field, values): a heading, the detail, up to ``places`` places.
+
+    Lines of details and places are indented by four spaces under their heading.
+    """
+    lines = []
+    groups: dict[GroupKey, list[Divergence]] = {}
+    for d in items:
+        groups.setdefault(_group_key(d), []).append(d)
+    for group in groups.values():
+        first = group[0]
+        lines.append(_heading(group))
+        if _flag_pair(first) is not None:
+            model = describe_value(first.field, "model", first.model)
+            real = describe_value(first.field, "real", first.real)
+            lines.append(f"    e.g. model {model}, real {real}")
+        elif text := detail(first):
+            lines.append(f"    {text}")
+        for d in group[:places]:
+            if (where := location(d)) != "-":
+                lines.append(f"    at {where}")
+        if len(group) > places:
+            lines.append(f"    ... and {len(group) - places} more")
     return lines
 
 
@@ -386,23 +429,33 @@ def summary_line(results: Sequence[ScenarioResult]) -> str:
     return f"{len(results)} run{'s' * (len(results) != 1)}: {', '.join(parts) or 'none'}"
 
 
+def total_compared(results: Sequence[ScenarioResult]) -> Compared | None:
+    """What every counted result compared, summed; None if none was counted."""
+    counted = [c for r in results if (c := r.compared) is not None]
+    return Compared.total(counted) if counted else None
+
+
 def render_text(results: Sequence[ScenarioResult], *, places: int = DEFAULT_PLACES) -> str:
-    """The human report: one block per run, a summary line last."""
+    """The human report: one block per run, a summary line last (and what all compared)."""
     lines: list[str] = []
     for result in results:
         lines.extend(_render_result(result, places))
     lines.append(summary_line(results))
+    if len(results) > 1:
+        lines += _compared_line(total_compared(results), "  in total: ", "    ")
     return "\n".join(lines) + "\n"
 
 
 def render_json(results: Sequence[ScenarioResult]) -> str:
-    """Every run and every divergence with all its fields."""
+    """Every run and every divergence with all its fields, and what was compared."""
     counts = Counter(r.status for r in results)
+    compared = total_compared(results)
     obj = {
         "summary": {
             "runs": len(results),
             **{status: counts[status] for status in ("agree", "diverge", "error", "skipped")},
             "divergences": sum(len(r.divergences) for r in results),
+            "compared": None if compared is None else compared.to_json(),
         },
         "results": [r.to_json() for r in results],
     }
@@ -425,8 +478,8 @@ def compare_recorded(scenario_path: str | Path, model_path: str | Path,
             f"{real_path}: recorded on {real.arch}, the model run on {model.arch}"
         )
     arch = get_arch(model.arch)
-    return ScenarioResult.from_divergences(
-        scenario.name, arch.name, compare(model, real, scenario, arch)
+    return ScenarioResult.from_comparison(
+        scenario.name, arch.name, compare_counted(model, real, scenario, arch)
     )
 
 
@@ -459,8 +512,10 @@ def _check_recording(scenario: Scenario, obs: Observations, path: str | Path, si
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m harness.report SCENARIO MODEL.json REAL.json [--json]``.
+    """``python -m harness.report SCENARIO MODEL.json REAL.json [--format F] [--show]``.
 
+    ``--format``: text (default), json (also ``--json``) or ktap; ``--show``:
+    each check's decoded observations as tables (text; KTAP diagnostics).
     Exit status 0 when the runs agree, 1 when they diverge, 2 on bad input.
     """
     parser = argparse.ArgumentParser(
@@ -471,14 +526,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("model", help="the model's recorded observations (JSON)")
     parser.add_argument("real", help="the kernel's recorded observations (JSON)")
     parser.add_argument("--json", action="store_true", help="print the JSON form")
+    parser.add_argument("--format", choices=("text", "json", "ktap"), help="default text")
+    parser.add_argument("--show", action="store_true",
+                        help="print each check's decoded observations (text and ktap)")
     args = parser.parse_args(argv)
+    if args.json and args.format not in (None, "json"):
+        print(f"error: --json and --format {args.format} ask for two forms", file=sys.stderr)
+        return 2
+    form = "json" if args.json else args.format or "text"
+    if args.show and form == "json":
+        print("error: --show prints tables: use it with --format text or ktap", file=sys.stderr)
+        return 2
     try:
         result = compare_recorded(args.scenario, args.model, args.real)
+        observations = (Observations.load(args.model), Observations.load(args.real))
     except (ScenarioError, ObservationError, CompareError, UnknownArchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    sys.stdout.write(render_json([result]) if args.json else render_text([result]))
+    sys.stdout.write(_render_replay(form, result, *observations, show=args.show))
     return 0 if result.status == "agree" else 1
+
+
+def _render_replay(form: str, result: ScenarioResult, model: Observations,
+                   real: Observations, *, show: bool) -> str:
+    if form == "json":
+        return render_json([result])
+    from harness.ktap import render_run  # they import this module: loaded on demand
+    from harness.show import PAGEMAP_LEGEND, CheckTables
+
+    tables = CheckTables([(result, model, real)]) if show else None
+    if form == "ktap":
+        return render_run([result], details=None if tables is None else tables.lines,
+                          header=[PAGEMAP_LEGEND] if show else ())
+    return (tables.text() if tables is not None else "") + render_text([result])
 
 
 if __name__ == "__main__":

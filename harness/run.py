@@ -1,14 +1,18 @@
 """``python -m harness run``: scenarios in a guest and in the model, compared.
 
-    python -m harness run --arch x86_64 tests/scenarios/*.json [--json] [--keep-logs DIR]
-        [--record DIR]
+    python -m harness run --arch x86_64 tests/scenarios/*.json [--format text|json|ktap]
+        [--show] [--keep-logs DIR] [--record DIR]
 
 Every scenario file is loaded and validated before anything boots (a bad
 file: one line, exit status 2).  Then one VM boots and serves every
 scenario in turn; each runs in the guest (:mod:`harness.guest_executor`) and
 in the model (:mod:`harness.model_executor`), and the two observations are
-compared (:func:`harness.compare.compare`).  The report (text, or JSON with
-``--json``) goes to stdout, progress to stderr.
+compared (:func:`harness.compare.compare_counted`).  The report goes to
+stdout, progress to stderr: text (each scenario's verdict, what it compared,
+its divergences grouped), JSON (``--format json`` or ``--json``: every
+value) or KTAP (``--format ktap``, :mod:`harness.ktap`: a test per
+scenario, a subtest per check).  ``--show`` adds each check's decoded
+observations as tables (:mod:`harness.show`; in KTAP as diagnostic lines).
 
 A scenario that cannot run is that scenario's ``error`` verdict with a
 one-line cause, and the run goes on: an executor's own error (the model's,
@@ -41,7 +45,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from harness.arches import ArchProfile, get_profile
-from harness.compare import compare
+from harness.compare import compare_counted
 from harness.errors import AgentOpError, VMError
 from harness.guest_executor import GuestExecutorError, run_guest
 from harness.image import BootImage, ImageUnavailable, find_image
@@ -53,11 +57,23 @@ from harness.vm import VM, VMConfig, VMState
 from sim.arch import ARCH_NAMES, ArchError
 from sim.mm.facts import PINNED, kernel_series
 
-__all__ = ["RunOutcome", "add_arguments", "internal_error", "main", "run_scenario", "run_scenarios"]
+__all__ = [
+    "FORMATS",
+    "RunOutcome",
+    "add_arguments",
+    "internal_error",
+    "main",
+    "render",
+    "report_format",
+    "run_scenario",
+    "run_scenarios",
+]
 
 EXIT_AGREE = 0
 EXIT_DIVERGE = 1
 EXIT_ERROR = 2
+#: Forms of the report (--format).
+FORMATS = ("text", "json", "ktap")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,7 +87,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``run`` (also for a parent CLI's subparser)."""
     parser.add_argument("scenarios", nargs="+", metavar="SCENARIO.json", type=Path)
     parser.add_argument("--arch", default="x86_64", choices=ARCH_NAMES)
-    parser.add_argument("--json", action="store_true", help="print the JSON report")
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help="the report's form (default text)")
+    parser.add_argument("--json", action="store_true", help="the same as --format json")
+    parser.add_argument(
+        "--show", action="store_true",
+        help="print each check's decoded observations, model and guest side by side "
+        "(text and ktap)",
+    )
     parser.add_argument(
         "--keep-logs", type=Path, metavar="DIR",
         help="keep a failed VM's logs and the observations of failing scenarios under DIR",
@@ -141,10 +164,10 @@ def run_scenario(scenario: Scenario, vm: VM) -> RunOutcome:
     except Exception as e:  # as above; the guest's state is unknown
         return error(f"guest: {internal_error(e)}", model, replace_vm=True)
     try:
-        divergences = compare(model, real, scenario, arch)
+        comparison = compare_counted(model, real, scenario, arch)
     except Exception as e:  # as above
         return error(f"compare: {internal_error(e)}", model, real)
-    result = ScenarioResult.from_divergences(scenario.name, arch.name, divergences)
+    result = ScenarioResult.from_comparison(scenario.name, arch.name, comparison)
     return RunOutcome(result, model, real, time.monotonic() - started)
 
 
@@ -260,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_ERROR
     try:
+        form = report_format(args.format, args.json, args.show)
+    except ValueError as e:
+        return _fail(str(e))
+    try:
         profile: ArchProfile = get_profile(args.arch)
         scenarios = [load_scenario(path, profile.arch) for path in args.scenarios]
         image: BootImage = find_image(
@@ -304,11 +331,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             _fail(f"--record {args.record}: {e.strerror or e}")
             saved = False
     results = [o.result for o in outcomes]
-    sys.stdout.write(render_json(results) if args.json else render_text(results))
+    sys.stdout.write(render(form, outcomes, args.show, header=[
+        f"harness run on {profile.name}: kernel source {image.source}"]))
     statuses = {r.status for r in results}
     if "error" in statuses or not saved:
         return EXIT_ERROR
     return EXIT_DIVERGE if "diverge" in statuses else EXIT_AGREE
+
+
+def report_format(form: str | None, json_flag: bool, show: bool) -> str:
+    """The report's form from ``--format``, ``--json`` and ``--show``; ValueError if they clash."""
+    if json_flag and form not in (None, "json"):
+        raise ValueError(f"--json and --format {form} ask for two forms")
+    chosen = "json" if json_flag else form or "text"
+    if show and chosen == "json":
+        raise ValueError("--show prints tables: use it with --format text or ktap")
+    return chosen
+
+
+def render(form: str, outcomes: Sequence[RunOutcome], show: bool,
+           header: Sequence[str] = ()) -> str:
+    """The report of ``outcomes`` in ``form`` (text, json, ktap), with ``show``'s tables.
+
+    ``header``: KTAP diagnostic lines before the plan.
+    """
+    results = [o.result for o in outcomes]
+    if form == "json":
+        return render_json(results)
+    tables = None
+    if show:
+        from harness.show import PAGEMAP_LEGEND, CheckTables  # rich: loaded on demand
+
+        tables = CheckTables((o.result, o.model, o.real) for o in outcomes)
+        header = [*header, PAGEMAP_LEGEND]
+    if form == "ktap":
+        from harness.ktap import render_run
+
+        return render_run(results, details=None if tables is None else tables.lines,
+                          header=header)
+    text = render_text(results)
+    return text if tables is None else tables.text() + text
 
 
 def _progress(line: str) -> None:

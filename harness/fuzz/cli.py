@@ -1,7 +1,7 @@
 """``python -m harness fuzz``: random scenarios, model against kernel, shrunk findings.
 
     python -m harness fuzz --arch x86_64 [--seconds N | --examples N] [--seed S]
-        [--out DIR] [--workers K] [--max-steps N] [--no-shrink] [--json]
+        [--out DIR] [--workers K] [--max-steps N] [--no-shrink] [--format text|json|ktap]
 
 With one worker the campaign runs in this process (one VM, reused).  With
 ``--workers K`` it fans out through pytest-xdist: ``pytest -n K`` runs
@@ -12,6 +12,9 @@ files.  SIGTERM or Ctrl-C ends the workers: each hard-stops its QEMU
 
 Every finding is written under ``--out`` (default ``fuzz-findings``) as a
 scenario file plus its report (:meth:`harness.fuzz.engine.Campaign.write`).
+The summary goes to stdout as text, JSON (``--format json`` or ``--json``)
+or KTAP (``--format ktap``, :func:`harness.ktap.render_fuzz`: one test for
+the campaign, a failing subtest per finding with its report as diagnostics).
 Exit status: 0 nothing found, 1 findings, 2 could not run (one line).
 """
 
@@ -23,20 +26,23 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
 from harness.arches import get_profile
+from harness.compared import Compared, describe_compared
 from harness.errors import VMError
 from harness.fuzz.engine import FUZZ_OP_TIMEOUT_S, Campaign, FuzzSettings, warm_vm
 from harness.image import ImageUnavailable, find_image
+from harness.ktap import render_fuzz
 from harness.run import internal_error
 from harness.vm import VMConfig
 from sim.arch import ARCH_NAMES, ArchError
 
-__all__ = ["CONFIG_ENV", "add_arguments", "main", "summarize"]
+__all__ = ["CONFIG_ENV", "add_arguments", "finding_reports", "main", "summarize"]
 
 EXIT_CLEAN = 0
 EXIT_FOUND = 1
@@ -87,7 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="steps per scenario before its final check")
     parser.add_argument("--no-shrink", action="store_true",
                         help="report findings as found, unshrunk")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--format", choices=("text", "json", "ktap"),
+                        help="the summary's form (default text)")
+    parser.add_argument("--json", action="store_true", help="the same as --format json")
     parser.add_argument("--kernel", type=Path, help="kernel image (default: images build)")
     parser.add_argument("--initramfs", type=Path, help="initramfs with the agent as /init")
 
@@ -144,10 +152,27 @@ def summarize(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for op, n in s["stats"]["ops"].items():
             ops[op] = ops.get(op, 0) + n
     total["ops"] = dict(sorted(ops.items()))
+    compared: Counter[str] = Counter()
+    for s in summaries:
+        compared.update(s["stats"].get("compared", {}))
+    total["compared"] = Compared.of(compared).to_json()
     total["findings"] = [
         {**f, "worker": s["worker"]} for s in summaries for f in s["findings"]
     ]
     return total
+
+
+def finding_reports(total: dict[str, Any], out: Path) -> dict[int, list[str]]:
+    """The text report of each finding (by index in ``total["findings"]``) under ``out``;
+    a finding whose report cannot be read says so in one line."""
+    reports = {}
+    for i, finding in enumerate(total["findings"]):
+        path = out / f"{finding.get('stem', '?')}.report.txt"
+        try:
+            reports[i] = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            reports[i] = [f"report {path}: {getattr(e, 'strerror', None) or e}"]
+    return reports
 
 
 def _render(total: dict[str, Any], out: str) -> str:
@@ -159,6 +184,7 @@ def _render(total: dict[str, Any], out: str) -> str:
         f"{total['agree']} agree, {total['diverge']} diverge, {total['errors']} errors, "
         f"{total['vm_boots']} VM boots",
         "ops: " + ", ".join(f"{op} {n}" for op, n in total["ops"].items()),
+        f"compared {describe_compared(Compared.of(total['compared']))}",
     ]
     if not total["findings"]:
         lines.append("no findings")
@@ -234,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_ERROR
+    if args.json and args.format not in (None, "json"):
+        return _fail(f"--json and --format {args.format} ask for two forms")
+    form = "json" if args.json else args.format or "text"
     config = _config_of(args)
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
@@ -252,8 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     total = summarize(summaries)
-    sys.stdout.write(json.dumps(total, indent=1) + "\n" if args.json
-                     else _render(total, str(args.out)))
+    if form == "json":
+        sys.stdout.write(json.dumps(total, indent=1) + "\n")
+    elif form == "ktap":
+        sys.stdout.write(render_fuzz(args.arch, total, finding_reports(total, args.out)))
+    else:
+        sys.stdout.write(_render(total, str(args.out)))
     return EXIT_FOUND if total["findings"] else EXIT_CLEAN
 
 

@@ -120,6 +120,8 @@ class CampaignStats:
     wall_seconds: float = 0.0
     ops: Counter[str] = field(default_factory=Counter)
     op_pairs: Counter[str] = field(default_factory=Counter)
+    #: What compare held side by side over all examples (harness.compared.Compared's names).
+    compared: Counter[str] = field(default_factory=Counter)
 
     def to_json(self) -> dict[str, Any]:
         per_s = self.examples / self.wall_seconds if self.wall_seconds else 0.0
@@ -140,6 +142,7 @@ class CampaignStats:
             "checks_per_s": round(self.checks / self.wall_seconds, 2) if self.wall_seconds else 0,
             "ops": dict(sorted(self.ops.items())),
             "op_pairs": len(self.op_pairs),
+            "compared": dict(self.compared),
         }
 
 
@@ -299,6 +302,8 @@ class Campaign:
         stats.checks += ops.count("check")
         stats.ops.update(ops)
         stats.op_pairs.update(f"{a}>{b}" for a, b in itertools.pairwise(ops))
+        if (compared := outcome.result.compared) is not None:
+            stats.compared.update(compared.to_json())
         status = outcome.result.status
         if status == "agree":
             stats.agree += 1
@@ -392,9 +397,7 @@ class Campaign:
         out.mkdir(parents=True, exist_ok=True)
         written = []
         for n, finding in enumerate(self.findings.values()):
-            stem = f"{self.arch.name}.{self.fuzz.worker}.{n}." + re.sub(
-                r"[^A-Za-z0-9_.-]+", "_", "_".join(finding.signature)
-            )[:60]
+            stem = self._stem(n, finding)
             data = dict(finding.data, name=re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:64])
             data["description"] = (
                 f"Found by harness fuzz on {self.arch.name} (seed {self.fuzz.seed}): "
@@ -412,8 +415,13 @@ class Campaign:
         )
         return written
 
+    def _stem(self, n: int, finding: Finding) -> str:
+        """The file name stem of the ``n``-th finding's scenario and reports under ``out``."""
+        return f"{self.arch.name}.{self.fuzz.worker}.{n}." + re.sub(
+            r"[^A-Za-z0-9_.-]+", "_", "_".join(finding.signature))[:60]
+
     def summary(self) -> dict[str, Any]:
-        """Stats and findings as JSON."""
+        """Stats and findings as JSON (``stem``: the finding's files under ``out``)."""
         return {
             "arch": self.arch.name,
             "worker": self.fuzz.worker,
@@ -421,8 +429,8 @@ class Campaign:
             "stats": self.stats.to_json(),
             "findings": [
                 {"signature": list(f.signature), "steps": f.steps, "first_steps": f.first_steps,
-                 "seen": f.seen, "scenario": f.data}
-                for f in self.findings.values()
+                 "seen": f.seen, "scenario": f.data, "stem": self._stem(n, f)}
+                for n, f in enumerate(self.findings.values())
             ],
         }
 

@@ -92,7 +92,7 @@ def test_json_has_every_field() -> None:
     result = diverging_result()
     obj = json.loads(render_json([result, ScenarioResult("a", "x86_64", "agree")]))
     assert obj["summary"] == {"runs": 2, "agree": 1, "diverge": 1, "error": 0, "skipped": 0,
-                              "divergences": len(result.divergences)}
+                              "divergences": len(result.divergences), "compared": None}
     first = obj["results"][0]["divergences"][0]
     assert set(first) == {
         "scenario", "arch", "step", "op", "kind", "field", "model", "real", "proc", "region",
@@ -120,7 +120,12 @@ def test_compare_recorded_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str
     real_observations().save(real)
     assert compare_recorded(scenario, model, real).status == "agree"
     assert main([str(scenario), str(model), str(real)]) == 0
-    assert capsys.readouterr().out == "ok   t on ppc64\n1 run: 1 agree\n"
+    assert capsys.readouterr().out == (
+        "ok   t on ppc64\n"
+        "     compared 4 checks: 32 pagemap entries (10 PFNs paired), 9 frames (kpageflags,\n"
+        "       kpagecount, kpagemap), 18 kpagemap = kpageflags flag words, 10 RAM tags, 11 step\n"
+        "       outcomes, 3 errnos\n"
+        "1 run: 1 agree\n")
     outcomes = list(real_observations().outcomes)
     outcomes[1] = StepOutcome(1, "error", errno=12)
     replace(real_observations(), outcomes=tuple(outcomes)).save(real)
