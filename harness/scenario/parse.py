@@ -126,7 +126,7 @@ def parse_scenario(data: object, path: str = "<scenario>", arch: Arch | None = N
         op = obj.get("op")
         if not isinstance(op, str) or op not in STEP_TYPES:
             raise ScenarioError(
-                f"{path}: step {index} ({op}): unknown op {op!r} "
+                f"{path}: step {index}: unknown op {op!r} "
                 f"(known: {', '.join(STEP_TYPES)})"
             )
         try:

@@ -295,8 +295,8 @@ MMAP = {"op": "mmap", "region": "a", "pages": 4, "kind": "anon", "share": "priva
     ("steps", "message"),
     [
         # An op that is a list or an object was looked up in a dict: TypeError.
-        ([{"op": []}], "step 0 ([]): unknown op []"),
-        ([{"op": {"a": 1}}], "step 0 ({'a': 1}): unknown op"),
+        ([{"op": []}], "step 0: unknown op []"),
+        ([{"op": {"a": 1}}], "step 0: unknown op {'a': 1}"),
         # A float equal to a valid value was accepted as the value.
         ([MMAP, {"op": "clear_refs", "value": 1.0}], "step 1 (clear_refs): value 1.0 is not"),
         # K*thp with K near 4300 digits resolved to a number too long to print.
