@@ -32,6 +32,8 @@ from sim.mm.machine import Credentials, Machine, Process
 from sim.mm.mm_struct import MmStruct
 from sim.mm.pagetable import HugePmd, PteBitsArray, PteTable
 from sim.mm.pte import PTE_DTYPE, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SPECIAL
+from sim.formats_scan import PmScanArg
+from sim.pagemap_scan import ScanResult, do_pagemap_scan
 from sim.pagewalk import MmWalk, MmWalkOps, walk_page_range
 from sim.smaps import render_rollup, render_smaps
 
@@ -201,6 +203,16 @@ class ProcFs:
         reader = Reader.root() if uid == 0 else Reader.user(uid)
         return read(self.machine, path, offset, count, reader=reader)
 
+    def pagemap_scan(
+        self, path: str, arg: PmScanArg, *, uid: int = 0, arg_readable: bool = True
+    ) -> ScanResult:
+        """open(path) as ``uid`` (as :meth:`read`), then ioctl(PAGEMAP_SCAN, &arg).
+
+        ProcReadError for a failed open; the ioctl's own errors are in the result.
+        """
+        reader = Reader.root() if uid == 0 else Reader.user(uid)
+        return open_proc(self.machine, path, reader).pagemap_scan(arg, arg_readable=arg_readable)
+
 
 # ---------------------------------------------------------------------------
 # The open file
@@ -228,6 +240,16 @@ class ProcFile:
             raise ProcReadError(errno.EINVAL, f"pread at negative offset {offset}")
         data, _ = self._read(offset, count)
         return data
+
+    def pagemap_scan(self, arg: PmScanArg, *, arg_readable: bool = True) -> ScanResult:
+        """ioctl(fd, PAGEMAP_SCAN, &arg): :func:`sim.pagemap_scan.do_pagemap_scan` on the
+        file's mm (proc_pagemap_operations.unlocked_ioctl = do_pagemap_cmd()).
+
+        Only pagemap has the ioctl: on the other files vfs_ioctl() fails with ENOTTY.
+        """
+        if self.kind != "pagemap":
+            return ScanResult(-errno.ENOTTY, arg.walk_end)
+        return do_pagemap_scan(self.machine, self.mm, arg, arg_readable=arg_readable)
 
     def lseek(self, offset: int, whence: int = SEEK_SET) -> int:
         """mem_lseek(): SEEK_SET and SEEK_CUR store any value; SEEK_END is EINVAL."""
