@@ -45,6 +45,7 @@ from harness.observations import (
     observe_check,
     record_check,
 )
+from harness.scan_step import scan_arg, scan_outcome
 from harness.scenario import (
     ADVICES,
     AnyStep,
@@ -64,7 +65,6 @@ from harness.scenario import (
     Touch,
     plan_layout,
 )
-from harness.scan_step import scan_arg, scan_outcome
 from harness.vm import VM
 from sim.arch import Arch
 from sim.formats import parse_u64s

@@ -22,6 +22,7 @@ from harness.observations import (
     observe_check,
     record_check,
 )
+from harness.scan_step import scan_arg, scan_outcome, unwritten_vec
 from harness.scenario import (
     AnyStep,
     Check,
@@ -39,7 +40,6 @@ from harness.scenario import (
     Touch,
     plan_layout,
 )
-from harness.scan_step import scan_arg, scan_outcome, unwritten_vec
 from sim.arch import Arch
 from sim.formats_scan import build_page_regions
 from sim.mm import Machine, MmError, OutOfMemory, Process

@@ -27,12 +27,12 @@ import numpy.typing as npt
 from sim.bulk import bulk_build_kpagemap_entries, bulk_build_u64s
 from sim.flags import PM
 from sim.formats import KpagemapHeader, PagemapEntry, parse_u64s
+from sim.formats_scan import PmScanArg
 from sim.mm.facts import PmdExclusive
 from sim.mm.machine import Credentials, Machine, Process
 from sim.mm.mm_struct import MmStruct
 from sim.mm.pagetable import HugePmd, PteBitsArray, PteTable
 from sim.mm.pte import PTE_DTYPE, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SPECIAL
-from sim.formats_scan import PmScanArg
 from sim.pagemap_scan import ScanResult, do_pagemap_scan
 from sim.pagewalk import MmWalk, MmWalkOps, walk_page_range
 from sim.smaps import render_rollup, render_smaps
