@@ -218,7 +218,7 @@ def test_thp_and_huge_zero() -> None:
 
 
 def test_open_rules_and_other_files() -> None:
-    m, p, base = _setup()
+    m, p, _ = _setup()
     with pytest.raises(ProcReadError) as e:
         ProcFs(m).pagemap_scan(f"/proc/{p.pid}/pagemap", PmScanArg(), uid=1000)
     assert e.value.errno == errno.EACCES
