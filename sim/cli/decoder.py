@@ -530,7 +530,7 @@ class PageRegionKind(DecodeKind):
     def entries(self, stream: BinaryIO, arch: ByteLayout | None, offset: int) -> Iterator[str]:
         layout = _need_arch(arch, self.name)
         _check_offset(self.name, offset, PAGE_REGION_BYTES)
-        yield Title(f"# page_region: {_order_text(layout)}, {1 << layout.page_shift}-byte pages\n")
+        yield Title(f"# {self.name}: {_order_text(layout)}, {1 << layout.page_shift}-byte pages\n")
         yield Title(f"{'INDEX':>8}  {'START':<18}  {'END':<18}  {'PAGES':>10}  CATEGORIES\n")
         yield from self._rows(stream, layout, offset, as_json=False)
 
