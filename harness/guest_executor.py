@@ -415,7 +415,7 @@ def _pagemap_scan(run: GuestRun, step: PagemapScan) -> StepOutcome:
     span = run.layout.span(step)
     uid = None if step.reader_uid == 0 else step.reader_uid
     got = run.agent.pagemap_scan(
-        f"/proc/{run.pids[step.proc]}/pagemap", scan_arg(step, span, run.arch.page_size),
+        f"/proc/{run.pids[step.proc]}/pagemap", scan_arg(step, span, run.arch),
         uid=uid, gid=None if uid is None else 0,
     )
     if got.stage is ReadStage.OPEN:

@@ -214,7 +214,7 @@ def _clear_refs(run: ModelRun, step: ClearRefs) -> None:
 @MODEL.on(PagemapScan)
 def _pagemap_scan(run: ModelRun, step: PagemapScan) -> StepOutcome:
     span = run.layout.span(step)
-    arg = scan_arg(step, span, run.arch.page_size)
+    arg = scan_arg(step, span, run.arch)
     path = f"/proc/{run.procs[step.proc].pid}/pagemap"
     try:
         result = run.procfs.pagemap_scan(path, arg, uid=step.reader_uid)

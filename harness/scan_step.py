@@ -11,6 +11,7 @@ from __future__ import annotations
 from harness.agent.protocol import SCAN_VEC_FILL
 from harness.observations import ScanObservation, StepOutcome
 from harness.scenario import PagemapScan, Span
+from sim.arch import Arch
 from sim.formats_scan import PAGE_REGION_BYTES, PmScanArg
 
 __all__ = ["MODEL_VEC_ADDR", "scan_arg", "scan_outcome", "unwritten_vec"]
@@ -20,15 +21,15 @@ __all__ = ["MODEL_VEC_ADDR", "scan_arg", "scan_outcome", "unwritten_vec"]
 MODEL_VEC_ADDR = 0x10000
 
 
-def scan_arg(step: PagemapScan, span: Span, page_size: int) -> PmScanArg:
-    """The pm_scan_arg of ``step``: [vaddr, vaddr + pages * page_size), walk_end 0."""
+def scan_arg(step: PagemapScan, span: Span, arch: Arch) -> PmScanArg:
+    """The pm_scan_arg of ``step`` on ``arch``: [vaddr, vaddr + pages * page size), walk_end 0."""
     return PmScanArg(
         flags=step.flags,
         start=span.vaddr,
-        end=span.vaddr + span.pages * page_size,
+        end=span.vaddr + span.pages * arch.page_size,
         vec=MODEL_VEC_ADDR,
         vec_len=step.vec_len,
-        max_pages=step.max_pages,
+        max_pages=step.max_pages.resolve(arch),
         category_inverted=step.inverted,
         category_mask=step.categories,
         category_anyof_mask=step.anyof,

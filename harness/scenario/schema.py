@@ -503,7 +503,8 @@ class PagemapScan(RangeStep):
     lists of PAGE_IS_* names (``"PRESENT"``...) or raw integers:
     ``categories`` is category_mask, ``inverted`` category_inverted,
     ``anyof`` category_anyof_mask; ``return_mask`` defaults to every
-    category.  ``max_pages`` 0 is no limit; ``vec_len`` records of output
+    category.  ``max_pages`` (a page number: ``"thp+2"`` works) 0 is no limit; ``vec_len``
+    records of output
     (1..65536); ``flags`` PM_SCAN_* names or integers; ``as_uid`` the uid
     that opens the file (None: root), as for a check.
     """
@@ -513,7 +514,7 @@ class PagemapScan(RangeStep):
     inverted: ScanCategories = 0
     anyof: ScanCategories = 0
     return_mask: ScanCategories = sum(SCAN_CATEGORIES.values())
-    max_pages: Annotated[int, PlainValidator(_check_count(_U64_MAX))] = 0
+    max_pages: Pages = NrPages(0)
     vec_len: Annotated[int, PlainValidator(_check_count(SCAN_VEC_LEN_MAX, 1))] = 64
     flags: Annotated[int, PlainValidator(_bits_of(SCAN_FLAGS))] = 0
     as_uid: OptionalUid = None
