@@ -18,21 +18,28 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness.agent.protocol import SCAN_VEC_FILL, ReadStage
-from harness.guest_executor import GuestRun, prepare_guest
-from harness.model_executor import ModelRun
+from harness.compare import compare
+from harness.differences import ScanRecord
+from harness.guest_executor import GuestRun, prepare_guest, run_guest
+from harness.model_executor import ModelRun, run_model
 from harness.process import NamedProcess
 from harness.scan_step import MODEL_VEC_ADDR
-from harness.scenario import parse_scenario
+from harness.scenario import load_scenario, parse_scenario
 from harness.vm import VM
+from sim import pagemap_scan
 from sim.formats_scan import PAGE_REGION_BYTES, PmScanArg, build_page_regions
 from sim.pagemap_scan import PM_SCAN_CATEGORIES, PageIs, PmScan
 from sim.procfs import Reader, open_proc
 
 pytestmark = pytest.mark.vm
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
 #: walk_end before the call: the kernel zeroes it once the arguments pass, and
 #: writes it back at the end; a failed validation leaves it.
@@ -181,3 +188,30 @@ def test_scan_arguments_agree(vm: VM, guest: NamedProcess) -> None:
                     pytrace=False)
     # The sweep reached every validation error and the walk's own.
     assert errors == {errno.EINVAL, errno.EFAULT, errno.EPERM}
+
+
+def test_a_planted_category_error_is_caught(vm: VM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model forgets PAGE_IS_PFNZERO on the zero page: compare names the records.
+
+    The same kernel observations agree with the true model (so the divergences
+    are the plant's, nothing else), and the planted model is told apart at the
+    scan of the read (zero-page) pages: the real record carries PFNZERO.
+    """
+    arch = vm.profile.arch
+    scenario = load_scenario(SCENARIO_DIR / "scan_categories.json", arch)
+    real = run_guest(scenario, vm)
+    assert compare(run_model(scenario, arch), real, scenario, arch) == []
+    honest = pagemap_scan.pagemap_page_category
+
+    def planted(p: Any, bits: int, pfn: int) -> int:
+        return honest(p, bits, pfn) & ~int(PageIs.PFNZERO)
+
+    monkeypatch.setattr(pagemap_scan, "pagemap_page_category", planted)
+    found = compare(run_model(scenario, arch), real, scenario, arch)
+    assert found, "the planted error went unnoticed"
+    assert {d.field for d in found} <= {"scan.ret", "scan.region"}
+    zero_records = [d for d in found if d.field == "scan.region"
+                    and isinstance(d.real, ScanRecord) and d.real.categories & PageIs.PFNZERO]
+    assert zero_records and all(d.op == "pagemap_scan" for d in found)
+    # Only the scans that can see the zero page differ (the pagemap reads of the check agree).
+    assert min(d.step for d in found) == 11
