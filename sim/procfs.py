@@ -245,9 +245,10 @@ class ProcFile:
         """ioctl(fd, PAGEMAP_SCAN, &arg): :func:`sim.pagemap_scan.do_pagemap_scan` on the
         file's mm (proc_pagemap_operations.unlocked_ioctl = do_pagemap_cmd()).
 
-        Only pagemap has the ioctl: on the other files vfs_ioctl() fails with ENOTTY.
+        Only pagemap has the ioctl, and only since 6.7 (``facts.pagemap_scan``): on
+        the other files, and on 6.1's pagemap, vfs_ioctl() fails with ENOTTY.
         """
-        if self.kind != "pagemap":
+        if self.kind != "pagemap" or not self.machine.facts.pagemap_scan:
             return ScanResult(-errno.ENOTTY, arg.walk_end)
         return do_pagemap_scan(self.machine, self.mm, arg, arg_readable=arg_readable)
 

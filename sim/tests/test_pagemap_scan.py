@@ -241,3 +241,13 @@ def test_formats_round_trip_in_both_byte_orders(arch: Arch) -> None:
     regions = [PageRegion(1 << 40, (1 << 40) + 8192, int(P | W))]
     raw = build_page_regions(arch, regions)
     assert len(raw) == PAGE_REGION_BYTES and parse_page_regions(arch, raw) == regions
+
+
+def test_6_1_has_no_pagemap_scan() -> None:
+    """6.1's proc_pagemap_operations has no unlocked_ioctl: ENOTTY (facts.pagemap_scan)."""
+    from sim.mm.facts import FACTS_6_1
+
+    m = Machine(X86, ram_bytes=64 << 20, facts=FACTS_6_1)
+    p = m.spawn("main")
+    base = _base(X86)
+    assert _scan(m, p, base) == ScanResult(-errno.ENOTTY, 0)
