@@ -301,6 +301,8 @@ def _scan(ranges: _Ranges, step: PagemapScan) -> None:
             f"pages {step.pages} = [{first}, {end}) is not a non-empty range inside region "
             f"{step.region!r} of {n} pages"
         )
+    if step.max_pages.resolve(ranges.layout.arch) < 0:
+        raise _RangeError(f"max_pages {step.max_pages} is negative")
 
 
 @RANGES.on(Fork)
