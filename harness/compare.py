@@ -51,6 +51,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.agent.protocol import SCAN_VEC_FILL
 from harness.compare_smaps import compare_smaps
 from harness.compared import Compared
 from harness.differences import (
@@ -68,6 +69,7 @@ from harness.differences import (
     Place,
     Presence,
     RamTag,
+    ScanRecord,
     ShortRead,
     Value,
 )
@@ -77,6 +79,7 @@ from harness.observations import (
     Observations,
     ReadResult,
     RegionRead,
+    ScanObservation,
     StepOutcome,
 )
 from harness.scenario import Scenario
@@ -84,6 +87,7 @@ from sim.arch import Arch
 from sim.bulk import bulk_parse_kpagemap_entries, bulk_parse_u64s
 from sim.flags import PM
 from sim.formats import FormatError, KpagemapHeader, PagemapEntry
+from sim.formats_scan import PAGE_REGION_BYTES, parse_page_regions
 
 __all__ = [
     "PAGEMAP_FIELDS",
@@ -379,8 +383,36 @@ class _Comparer:
             else:
                 self.counts[step]["steps"] += 1
                 self.count_errno(step, m, r)
-                if m != r:
+                if m == r:
+                    continue
+                if m.scan is not None and r.scan is not None and (
+                        (m.status, m.errno) == (r.status, r.errno)):
+                    self.scan(step, m.scan, r.scan, where)
+                else:
                     self.add(step, "value", "outcome", m, r, **where)
+
+    def scan(
+        self, step: int, m: ScanObservation, r: ScanObservation, where: dict[str, Any]
+    ) -> None:
+        """A PAGEMAP_SCAN's return value, walk_end and output records, each on its own."""
+        if m.ret != r.ret:
+            self.add(step, "value", "scan.ret", m.ret, r.ret, **where)
+        if m.walk_end != r.walk_end:
+            self.add(step, "value", "scan.walk_end", m.walk_end, r.walk_end, **where)
+        if len(m.vec) != len(r.vec) or len(m.vec) % PAGE_REGION_BYTES:
+            self.add(step, "value", "scan.vec", m.vec, r.vec, **where)
+            return
+        fill = bytes([SCAN_VEC_FILL]) * PAGE_REGION_BYTES
+        records = zip(parse_page_regions(self.arch, m.vec), parse_page_regions(self.arch, r.vec),
+                      strict=True)
+        for index, (mr, rr) in enumerate(records):
+            if mr != rr:
+                mb = m.vec[index * PAGE_REGION_BYTES : (index + 1) * PAGE_REGION_BYTES]
+                rb = r.vec[index * PAGE_REGION_BYTES : (index + 1) * PAGE_REGION_BYTES]
+                self.add(step, "value", "scan.region",
+                         ScanRecord(index, mr.start, mr.end, mr.categories, mb != fill),
+                         ScanRecord(index, rr.start, rr.end, rr.categories, rb != fill),
+                         **where)
 
     def _step_where(self, step: int) -> dict[str, Any]:
         if not 0 <= step < len(self.scenario.steps):

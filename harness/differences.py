@@ -73,6 +73,7 @@ __all__ = [
     "PssBounds",
     "PssShare",
     "RamTag",
+    "ScanRecord",
     "ShortRead",
     "SmapsText",
     "Value",
@@ -160,6 +161,27 @@ class SmapsText:
 
     def to_json(self) -> dict[str, Any]:
         return {"text": self.text}
+
+
+@dataclass(frozen=True)
+class ScanRecord:
+    """Record ``index`` of a PAGEMAP_SCAN output buffer: a page_region, or never written.
+
+    ``categories`` are PAGE_IS_* bits; ``written`` False: the record still holds
+    the agent's fill bytes (the kernel wrote nothing there).
+    """
+
+    index: int
+    start: int
+    end: int
+    categories: int
+    written: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        if not self.written:
+            return {"index": self.index, "written": False}
+        return {"index": self.index, "start": self.start, "end": self.end,
+                "categories": self.categories}
 
 
 @dataclass(frozen=True)
@@ -345,7 +367,7 @@ Context = EntryPair | PfnConflict
 Value = (
     None | bool | int | bytes | Presence | KpfFlags | KpagemapSlot | FrameValues | FlagMismatch
     | PageRange | RamTag | Invalid | ShortRead | ReadResult | StepOutcome | PagemapEntry
-    | KpagemapHeader | SmapsText | VmFlags | PssShare | PssBounds
+    | KpagemapHeader | SmapsText | VmFlags | PssShare | PssBounds | ScanRecord
 )
 
 

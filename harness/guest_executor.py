@@ -48,6 +48,7 @@ from harness.observations import (
     observe_check,
     record_check,
 )
+from harness.scan_step import scan_arg, scan_outcome
 from harness.scenario import (
     ADVICES,
     AnyStep,
@@ -60,6 +61,7 @@ from harness.scenario import (
     Mmap,
     Mprotect,
     Munmap,
+    PagemapScan,
     Scenario,
     Step,
     StepHandlers,
@@ -413,6 +415,24 @@ def _exit(run: GuestRun, step: Exit) -> None:
 @GUEST.on(ClearRefs)
 def _clear_refs(run: GuestRun, step: ClearRefs) -> None:
     run.agent.clear_refs(step.value, run.names[step.proc])
+
+
+@GUEST.on(PagemapScan)
+def _pagemap_scan(run: GuestRun, step: PagemapScan) -> StepOutcome:
+    """The ioctl from the agent's init (as root) or its CLONE_VM child (as the uid), like
+    a check's reads: the scan changes no page state of the scenario's processes."""
+    span = run.layout.span(step)
+    uid = None if step.reader_uid == 0 else step.reader_uid
+    got = run.agent.pagemap_scan(
+        f"/proc/{run.pids[step.proc]}/pagemap", scan_arg(step, span, run.arch),
+        uid=uid, gid=None if uid is None else 0,
+    )
+    if got.stage is ReadStage.OPEN:
+        return StepOutcome(step.index, "error", errno=got.errno)
+    if not got.opened:
+        raise run.fail(step, f"pagemap_scan as uid {step.reader_uid}: {got.stage.name.lower()} "
+                       f"failed, errno {got.errno}")
+    return scan_outcome(step, got.ret, got.walk_end, got.vec)
 
 
 def run_guest(scenario: Scenario, vm: VM) -> Observations:

@@ -22,6 +22,7 @@ from harness.observations import (
     observe_check,
     record_check,
 )
+from harness.scan_step import scan_arg, scan_outcome, unwritten_vec
 from harness.scenario import (
     AnyStep,
     Check,
@@ -33,12 +34,14 @@ from harness.scenario import (
     Mmap,
     Mprotect,
     Munmap,
+    PagemapScan,
     Scenario,
     StepHandlers,
     Touch,
     plan_layout,
 )
 from sim.arch import Arch
+from sim.formats_scan import build_page_regions
 from sim.mm import Machine, MmError, OutOfMemory, Process
 from sim.mm.facts import PINNED, KernelFacts
 from sim.procfs import ProcError, ProcFs
@@ -206,6 +209,20 @@ def _exit(run: ModelRun, step: Exit) -> None:
 @MODEL.on(ClearRefs)
 def _clear_refs(run: ModelRun, step: ClearRefs) -> None:
     run.procs[step.proc].clear_refs(step.value)
+
+
+@MODEL.on(PagemapScan)
+def _pagemap_scan(run: ModelRun, step: PagemapScan) -> StepOutcome:
+    span = run.layout.span(step)
+    arg = scan_arg(step, span, run.arch)
+    path = f"/proc/{run.procs[step.proc].pid}/pagemap"
+    try:
+        result = run.procfs.pagemap_scan(path, arg, uid=step.reader_uid)
+    except ProcError as e:
+        return StepOutcome(step.index, "error", errno=e.errno)
+    written = build_page_regions(run.arch, result.regions)
+    vec = written + unwritten_vec(step.vec_len)[len(written):]
+    return scan_outcome(step, result.ret, result.walk_end, vec)
 
 
 def run_model(

@@ -51,6 +51,7 @@ __all__ = [
     "Observations",
     "ReadResult",
     "RegionRead",
+    "ScanObservation",
     "SmapsRead",
     "StepOutcome",
     "errno_name",
@@ -332,17 +333,54 @@ class CheckObservation:
 
 
 @dataclass(frozen=True)
+class ScanObservation:
+    """What a PAGEMAP_SCAN ioctl left behind, beyond its errno (harness/SCENARIOS.md).
+
+    ``ret``: the ioctl's value, page_region records written (>= 0) or -errno;
+    ``walk_end``: the pm_scan_arg's walk_end afterwards (bytes, an address);
+    ``vec``: the whole output buffer afterwards, ``vec_len`` records of 24
+    bytes in the guest's byte order, SCAN_VEC_FILL bytes where nothing was
+    written.  Addresses only, no PFNs: both sides must be equal byte for byte.
+    """
+
+    ret: int
+    walk_end: int
+    vec: bytes
+
+    def describe(self) -> str:
+        return f"ret {self.ret}, walk_end {self.walk_end:#x}, vec {len(self.vec)} bytes"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ret": self.ret, "walk_end": f"{self.walk_end:#x}", "vec": self.vec.hex()}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> ScanObservation:
+        o = _object(obj, "scan")
+        ret = o.get("ret")
+        if isinstance(ret, bool) or not isinstance(ret, int):
+            raise ObservationError(f"scan ret {ret!r} is not an integer")
+        try:
+            vec = bytes.fromhex(_str(o, "vec"))
+        except ValueError:
+            raise ObservationError("scan vec is not hex bytes") from None
+        return cls(ret=ret, walk_end=_hexint(o, "walk_end"), vec=vec)
+
+
+@dataclass(frozen=True)
 class StepOutcome:
     """How one step ended.
 
     ``ok``; ``segv`` with the faulting ``vaddr`` (a touch the kernel refused);
     or ``error`` with the ``errno`` of the system call (mmap, madvise, ...).
+    A ``pagemap_scan`` step that reached its ioctl also carries ``scan``
+    (ok or error alike).
     """
 
     step: int
     status: OutcomeStatus
     vaddr: int | None = None
     errno: int | None = None
+    scan: ScanObservation | None = None
 
     def __post_init__(self) -> None:
         if self.status not in ("ok", "segv", "error"):
@@ -353,13 +391,14 @@ class StepOutcome:
             raise ValueError(f"step {self.step}: errno is given exactly for error")
 
     def describe(self) -> str:
+        scan = "" if self.scan is None else f" ({self.scan.describe()})"
         if self.status == "segv":
             assert self.vaddr is not None
             return f"SIGSEGV at {self.vaddr:#x}"
         if self.status == "error":
             assert self.errno is not None
-            return f"error {errno_name(self.errno)}"
-        return "ok"
+            return f"error {errno_name(self.errno)}{scan}"
+        return f"ok{scan}"
 
     def to_json(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"step": self.step, "status": self.status}
@@ -367,6 +406,8 @@ class StepOutcome:
             obj["vaddr"] = f"{self.vaddr:#x}"
         if self.errno is not None:
             obj["errno"] = self.errno
+        if self.scan is not None:
+            obj["scan"] = self.scan.to_json()
         return obj
 
     @classmethod
@@ -380,6 +421,7 @@ class StepOutcome:
             status=status,
             vaddr=_hexint(o, "vaddr") if "vaddr" in o else None,
             errno=_int(o, "errno") if "errno" in o else None,
+            scan=ScanObservation.from_json(o["scan"]) if "scan" in o else None,
         )
 
 

@@ -47,13 +47,14 @@ from harness.differences import (
     PssBounds,
     PssShare,
     RamTag,
+    ScanRecord,
     ShortRead,
     SmapsText,
     Value,
     VmFlags,
 )
 from harness.observations import ObservationError, Observations, ReadResult, StepOutcome
-from harness.scenario import Scenario, ScenarioError, load_scenario
+from harness.scenario import SCAN_CATEGORIES, Scenario, ScenarioError, load_scenario
 from sim.arch import UnknownArchError, get_arch
 from sim.formats import PagemapEntry
 
@@ -137,7 +138,8 @@ _LABEL = {"agree": "ok  ", "diverge": "FAIL", "error": "ERR ", "skipped": "skip"
 FLAG_FIELDS = frozenset({"kpageflags", "kpagemap.flags"})
 
 #: Integer fields shown in hex (PFNs and swap entries); other integers are decimal.
-HEX_FIELDS = frozenset({"pagemap.pfn", "pagemap.swap_type", "pagemap.swap_offset"})
+HEX_FIELDS = frozenset({"pagemap.pfn", "pagemap.swap_type", "pagemap.swap_offset",
+                        "scan.walk_end"})
 
 Column = Literal["model", "real"]
 GroupKey = tuple[object, ...]
@@ -235,6 +237,8 @@ def describe_value(field: str, column: Column, value: Value) -> str:
         return repr(value.text)
     if isinstance(value, VmFlags):
         return " ".join(value.words) or "(none)"
+    if isinstance(value, ScanRecord):
+        return _describe_scan_record(value)
     if isinstance(value, PssShare):
         return f"{value.fixed / PSS_KB:.4f} kB (exact, bytes << 12 = {value.fixed})"
     if isinstance(value, PssBounds):
@@ -244,6 +248,18 @@ def describe_value(field: str, column: Column, value: Value) -> str:
                 "(rollup minus the other VMAs, their kB floors)")
     return (f"little_endian={int(value.little_endian)} page_shift={value.page_shift} "
             f"word_size={value.word_size} entry_size={value.entry_size}")
+
+
+def _describe_scan_record(record: ScanRecord) -> str:
+    """``record 2: [0x10000000000, 0x10000004000) WRITTEN|PRESENT``."""
+    if not record.written:
+        return f"record {record.index}: not written"
+    names = [name for name, bit in SCAN_CATEGORIES.items() if record.categories & bit]
+    unknown = record.categories & ~sum(SCAN_CATEGORIES.values())
+    if unknown:
+        names.append(f"{unknown:#x}")
+    return (f"record {record.index}: [{record.start:#x}, {record.end:#x}) "
+            f"{'|'.join(names) or '(no category)'}")
 
 
 def _conflict(d: Divergence, c: PfnConflict) -> str:

@@ -27,11 +27,13 @@ import numpy.typing as npt
 from sim.bulk import bulk_build_kpagemap_entries, bulk_build_u64s
 from sim.flags import PM
 from sim.formats import KpagemapHeader, PagemapEntry, parse_u64s
+from sim.formats_scan import PmScanArg
 from sim.mm.facts import PmdExclusive
 from sim.mm.machine import Credentials, Machine, Process
 from sim.mm.mm_struct import MmStruct
 from sim.mm.pagetable import HugePmd, PteBitsArray, PteTable
 from sim.mm.pte import PTE_DTYPE, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SPECIAL
+from sim.pagemap_scan import ScanResult, do_pagemap_scan
 from sim.pagewalk import MmWalk, MmWalkOps, walk_page_range
 from sim.smaps import render_rollup, render_smaps
 
@@ -201,6 +203,16 @@ class ProcFs:
         reader = Reader.root() if uid == 0 else Reader.user(uid)
         return read(self.machine, path, offset, count, reader=reader)
 
+    def pagemap_scan(
+        self, path: str, arg: PmScanArg, *, uid: int = 0, arg_readable: bool = True
+    ) -> ScanResult:
+        """open(path) as ``uid`` (as :meth:`read`), then ioctl(PAGEMAP_SCAN, &arg).
+
+        ProcReadError for a failed open; the ioctl's own errors are in the result.
+        """
+        reader = Reader.root() if uid == 0 else Reader.user(uid)
+        return open_proc(self.machine, path, reader).pagemap_scan(arg, arg_readable=arg_readable)
+
 
 # ---------------------------------------------------------------------------
 # The open file
@@ -228,6 +240,17 @@ class ProcFile:
             raise ProcReadError(errno.EINVAL, f"pread at negative offset {offset}")
         data, _ = self._read(offset, count)
         return data
+
+    def pagemap_scan(self, arg: PmScanArg, *, arg_readable: bool = True) -> ScanResult:
+        """ioctl(fd, PAGEMAP_SCAN, &arg): :func:`sim.pagemap_scan.do_pagemap_scan` on the
+        file's mm (proc_pagemap_operations.unlocked_ioctl = do_pagemap_cmd()).
+
+        Only pagemap has the ioctl, and only since 6.7 (``facts.pagemap_scan``): on
+        the other files, and on 6.1's pagemap, vfs_ioctl() fails with ENOTTY.
+        """
+        if self.kind != "pagemap" or not self.machine.facts.pagemap_scan:
+            return ScanResult(-errno.ENOTTY, arg.walk_end)
+        return do_pagemap_scan(self.machine, self.mm, arg, arg_readable=arg_readable)
 
     def lseek(self, offset: int, whence: int = SEEK_SET) -> int:
         """mem_lseek(): SEEK_SET and SEEK_CUR store any value; SEEK_END is EINVAL."""

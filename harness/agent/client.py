@@ -34,6 +34,7 @@ from harness.agent.protocol import (
     ProtocolError,
     ReadStage,
     ReplyStatus,
+    ScanVec,
     SettleFlags,
     Whence,
     WriteBits,
@@ -45,6 +46,7 @@ from harness.agent.protocol import (
     unpack,
 )
 from harness.errors import AgentOpError, AgentProtocolError, AgentTimeout, VMError, errno_text
+from sim.formats_scan import PmScanArg
 
 __all__ = [
     "AgentClient",
@@ -52,6 +54,7 @@ __all__ = [
     "Hello",
     "ReadFileReply",
     "Reply",
+    "ScanReply",
     "TouchReply",
     "Watchdog",
 ]
@@ -131,6 +134,27 @@ class ReadFileReply:
         if self.ok:
             return f"{len(self.data)} bytes, position {self.final_pos}"
         return f"{self.stage.name.lower()} failed: {errno_text(self.errno)}"
+
+
+@dataclass(frozen=True)
+class ScanReply:
+    """Outcome of PAGEMAP_SCAN: where it stopped (open, creds) or the ioctl's result.
+
+    ``ret``: the ioctl's return value (page_region records written) or -errno;
+    ``walk_end``: the argument's walk_end afterwards; ``vec``: the agent's
+    output buffer afterwards (SCAN_VEC_FILL where the kernel wrote nothing;
+    empty when ``vec`` was passed raw).
+    """
+
+    stage: ReadStage
+    errno: int
+    ret: int
+    walk_end: int
+    vec: bytes
+
+    @property
+    def opened(self) -> bool:
+        return self.stage is ReadStage.NONE
 
 
 @dataclass(frozen=True)
@@ -417,6 +441,36 @@ class AgentClient:
             ReadStage(got["stage"]), got["errno"], got["seek_results"], got["final_pos"],
             got["data"],
         )
+
+    def pagemap_scan(
+        self,
+        path: str,
+        arg: PmScanArg,
+        *,
+        vec_buffer: bool = True,
+        arg_null: bool = False,
+        uid: int | None = None,
+        gid: int | None = None,
+        target: str = INIT,
+    ) -> ScanReply:
+        """Open ``path`` (as ``uid`` if given) and ioctl(PAGEMAP_SCAN) with ``arg``.
+
+        ``vec_buffer``: ``arg.vec`` is replaced by a buffer of the agent's of
+        ``arg.vec_len`` records (1..SCAN_VEC_MAX); otherwise ``arg.vec`` is
+        passed as it is.  ``arg_null``: the ioctl gets a NULL argument pointer.
+        """
+        got = self.call_op(
+            Op.PAGEMAP_SCAN, target,
+            path=path.encode(), uid=UID_KEEP if uid is None else uid,
+            gid=UID_KEEP if gid is None else gid, arg_null=int(arg_null),
+            size=arg.size, flags=arg.flags, start=arg.start, end=arg.end,
+            walk_end=arg.walk_end, vec_mode=ScanVec.BUFFER if vec_buffer else ScanVec.RAW,
+            vec=arg.vec, vec_len=arg.vec_len, max_pages=arg.max_pages,
+            category_inverted=arg.category_inverted, category_mask=arg.category_mask,
+            category_anyof_mask=arg.category_anyof_mask, return_mask=arg.return_mask,
+        )
+        return ScanReply(ReadStage(got["stage"]), got["errno"], got["ret"], got["walk_end"],
+                         got["vec"])
 
     def write_file(
         self, path: str, data: bytes | str, *, create: bool = False, target: str = INIT

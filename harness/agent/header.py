@@ -40,6 +40,7 @@ C_ENUMS: tuple[tuple[type[IntEnum] | type[IntFlag], str, str], ...] = (
     (p.OpenBits, "", "OPEN_BIT_"),
     (p.WriteBits, "", "WRITE_BIT_"),
     (p.ExitHow, "", "EXIT_HOW_"),
+    (p.ScanVec, "", "SCAN_VEC_"),
 )
 
 
@@ -55,6 +56,8 @@ def _constants() -> list[str]:
         f"#define PROC_NAME_MAX {p.NAME_MAX}u",
         f'#define INIT_NAME "{p.INIT}"',
         f"#define UID_KEEP {p.UID_KEEP:#X}u".replace("0X", "0x"),
+        f"#define SCAN_VEC_FILL {p.SCAN_VEC_FILL:#x}u",
+        f"#define SCAN_VEC_MAX {p.SCAN_VEC_MAX}u",
     ]
 
 

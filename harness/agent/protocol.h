@@ -15,6 +15,8 @@
 #define PROC_NAME_MAX 32u
 #define INIT_NAME "init"
 #define UID_KEEP 0xFFFFFFFFu
+#define SCAN_VEC_FILL 0xa5u
+#define SCAN_VEC_MAX 65536u
 
 /* Operations: arguments (after the target name) -> reply when OK. */
 enum agent_op {
@@ -67,6 +69,14 @@ enum agent_op {
 	OP_CRASH = 17,
 	/* () -> u32 n, n x (str name, u32 pid) procs. Init's named processes. */
 	OP_LIST = 18,
+	/* blob path, u32 uid, u32 gid, u8 arg_null, u64 size, u64 flags, u64 start, u64 end, u64
+	 * walk_end, u8 vec_mode, u64 vec, u64 vec_len, u64 max_pages, u64 category_inverted, u64
+	 * category_mask, u64 category_anyof_mask, u64 return_mask -> u8 stage, u32 errno, i64 ret,
+	 * u64 walk_end, blob vec. Open path as uid/gid (as READ_FILE), ioctl(PAGEMAP_SCAN) with a
+	 * struct pm_scan_arg of these fields (arg_null: pass NULL instead); ret is the ioctl's
+	 * value or -errno, walk_end the struct's afterwards, vec the BUFFER's bytes afterwards
+	 * (empty for RAW). */
+	OP_PAGEMAP_SCAN = 22,
 };
 
 /* Ops any agent process performs on itself, X(op, handler): the handler is
@@ -84,7 +94,8 @@ enum agent_op {
 	X(OP_READ_FILE, op_read_file) \
 	X(OP_WRITE_FILE, op_write_file) \
 	X(OP_SETTLE, op_settle) \
-	X(OP_CRASH, op_crash)
+	X(OP_CRASH, op_crash) \
+	X(OP_PAGEMAP_SCAN, op_pagemap_scan)
 
 /* ReplyStatus: The status of a reply frame. */
 enum agent_status {
@@ -156,6 +167,11 @@ enum {
 enum {
 	EXIT_HOW_EXITED = 1,
 	EXIT_HOW_SIGNALED = 2,
+};
+/* ScanVec: Where PAGEMAP_SCAN's ``vec`` points: the given value, or a buffer of the agent. */
+enum {
+	SCAN_VEC_RAW = 0,
+	SCAN_VEC_BUFFER = 1,
 };
 
 #endif

@@ -51,6 +51,8 @@ __all__ = [
     "PROTOCOL_VERSION",
     "REQUEST_MAGIC",
     "RESPONSE_MAGIC",
+    "SCAN_VEC_FILL",
+    "SCAN_VEC_MAX",
     "UID_KEEP",
     "AdviceCode",
     "BackingCode",
@@ -66,6 +68,7 @@ __all__ = [
     "ReadStage",
     "Reader",
     "ReplyStatus",
+    "ScanVec",
     "SettleFlags",
     "Whence",
     "WriteBits",
@@ -114,6 +117,7 @@ class Op(IntEnum):
     POWEROFF = 16
     CRASH = 17
     LIST = 18
+    PAGEMAP_SCAN = 22
 
 
 class ReplyStatus(IntEnum):
@@ -203,6 +207,20 @@ class OpenBits(IntFlag):
     """READ_FILE's open flags."""
 
     NONBLOCK = 1
+
+
+class ScanVec(IntEnum):
+    """Where PAGEMAP_SCAN's ``vec`` points: the given value, or a buffer of the agent."""
+
+    RAW = 0  # pm_scan_arg.vec = the request's vec (0, or an address to probe EFAULT)
+    BUFFER = 1  # vec_len records of the agent's, each byte SCAN_VEC_FILL before the call
+
+
+#: The byte PAGEMAP_SCAN's output buffer holds before the ioctl, so bytes the
+#: kernel did not write are seen as such.
+SCAN_VEC_FILL = 0xA5
+#: The most page_region records PAGEMAP_SCAN's buffer may have (1.5 MiB).
+SCAN_VEC_MAX = 1 << 16
 
 
 class WriteBits(IntFlag):
@@ -343,6 +361,15 @@ LAYOUTS: dict[Op, OpLayout] = {
     Op.POWEROFF: _layout("", "", "then reboot(RB_POWER_OFF); init only"),
     Op.CRASH: _layout("u8 kind", None, "the target or the kernel is gone"),
     Op.LIST: _layout("", "u32 n, n x (str name, u32 pid) procs", "init's named processes"),
+    Op.PAGEMAP_SCAN: _layout(
+        "blob path, u32 uid, u32 gid, u8 arg_null, u64 size, u64 flags, u64 start, u64 end, "
+        "u64 walk_end, u8 vec_mode, u64 vec, u64 vec_len, u64 max_pages, u64 category_inverted, "
+        "u64 category_mask, u64 category_anyof_mask, u64 return_mask",
+        "u8 stage, u32 errno, i64 ret, u64 walk_end, blob vec",
+        "open path as uid/gid (as READ_FILE), ioctl(PAGEMAP_SCAN) with a struct pm_scan_arg of "
+        "these fields (arg_null: pass NULL instead); ret is the ioctl's value or -errno, "
+        "walk_end the struct's afterwards, vec the BUFFER's bytes afterwards (empty for RAW)",
+    ),
 }
 #: Ops about named processes and power, which init and procs.c handle; every
 #: other op is performed by any agent process on itself, by the C function

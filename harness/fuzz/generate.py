@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from harness.scenario import (
     CLEAR_REFS_VALUES,
     MAX_PROCS,
+    SCAN_CATEGORIES,
     STEP_TYPES,
     Check,
     Exit,
@@ -40,6 +41,7 @@ from harness.scenario import (
     Mmap,
     Munmap,
     NrPages,
+    PagemapScan,
     PageRange,
     RangeStep,
     Scenario,
@@ -270,6 +272,36 @@ def _choices_drawer(key: str, choices: Sequence[Any]) -> KeyDrawer:
     return draw_choice
 
 
+# -- pagemap_scan: masks of category names, small limits (valid input only) -----------------
+
+
+def _draw_scan_mask(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    """Absent (the default), or a few PAGE_IS_* names."""
+    names = draw(st.lists(st.sampled_from(sorted(SCAN_CATEGORIES)), max_size=3, unique=True))
+    return names if names else _ABSENT
+
+
+def _draw_scan_count(limit: int) -> KeyDrawer:
+    def draw_count(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+        n = draw(st.integers(0, limit))
+        return n if n else _ABSENT
+
+    return draw_count
+
+
+def _draw_scan_flags(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    flags = draw(st.sampled_from([(), (), (), ("WP_MATCHING",), ("CHECK_WPASYNC",)]))
+    return list(flags) if flags else _ABSENT
+
+
+#: pagemap_scan's keys of its own meaning.
+_SCAN_DRAWERS: dict[str, KeyDrawer] = {
+    "categories": _draw_scan_mask, "inverted": _draw_scan_mask, "anyof": _draw_scan_mask,
+    "return_mask": _draw_scan_mask, "max_pages": _draw_scan_count(8),
+    "vec_len": _draw_scan_count(4), "flags": _draw_scan_flags,
+}
+
+
 def key_drawers(step_type: type[Step]) -> list[tuple[str, KeyDrawer]]:
     """How to draw each key of ``step_type``, in declaration order.
 
@@ -298,6 +330,8 @@ def key_drawers(step_type: type[Step]) -> list[tuple[str, KeyDrawer]]:
             drawer = _draw_fork_uid
         elif f.name == "as_uid":
             drawer = _draw_reader_uid
+        elif step_type is PagemapScan and f.name in _SCAN_DRAWERS:
+            drawer = _SCAN_DRAWERS[f.name]
         elif f.name == "value" and step_type.op == "clear_refs":
             drawer = _choices_drawer(f.name, CLEAR_REFS_VALUES)
         elif choices is not None:

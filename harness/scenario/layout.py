@@ -20,6 +20,7 @@ from harness.scenario.schema import (
     Fork,
     Mmap,
     Munmap,
+    PagemapScan,
     RangeStep,
     ScenarioError,
     ScenarioNotApplicable,
@@ -288,6 +289,20 @@ def _range(ranges: _Ranges, step: RangeStep) -> None:
 def _munmap(ranges: _Ranges, step: Munmap) -> None:
     runs, first, end = _mapped_range(ranges, step)
     runs.unmap(first, end, step.index)
+
+
+@RANGES.on(PagemapScan)
+def _scan(ranges: _Ranges, step: PagemapScan) -> None:
+    """A scan may cover unmapped pages (they are holes to it): inside the region is enough."""
+    first, end = step.pages.resolve(ranges.layout.arch)
+    n = ranges.sizes[step.region]
+    if not 0 <= first < end <= n:
+        raise _RangeError(
+            f"pages {step.pages} = [{first}, {end}) is not a non-empty range inside region "
+            f"{step.region!r} of {n} pages"
+        )
+    if step.max_pages.resolve(ranges.layout.arch) < 0:
+        raise _RangeError(f"max_pages {step.max_pages} is negative")
 
 
 @RANGES.on(Fork)

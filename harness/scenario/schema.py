@@ -48,6 +48,9 @@ __all__ = [
     "BACKINGS",
     "CLEAR_REFS_VALUES",
     "PROTS",
+    "SCAN_CATEGORIES",
+    "SCAN_FLAGS",
+    "SCAN_VEC_LEN_MAX",
     "SHARES",
     "STEP_TYPES",
     "Advice",
@@ -63,6 +66,7 @@ __all__ = [
     "Munmap",
     "NrPages",
     "PageRange",
+    "PagemapScan",
     "Prot",
     "RangeStep",
     "Read",
@@ -443,12 +447,93 @@ class Check(Step):
         return 0 if self.as_uid is None else self.as_uid
 
 
-AnyStep = Mmap | Write | Read | Munmap | Mprotect | Madvise | Fork | Exit | ClearRefs | Check
+#: PAGE_IS_* categories by their UAPI name (include/uapi/linux/fs.h), for pagemap_scan.
+SCAN_CATEGORIES: Mapping[str, int] = {
+    "WPALLOWED": 1 << 0, "WRITTEN": 1 << 1, "FILE": 1 << 2, "PRESENT": 1 << 3,
+    "SWAPPED": 1 << 4, "PFNZERO": 1 << 5, "HUGE": 1 << 6, "SOFT_DIRTY": 1 << 7,
+}
+#: PM_SCAN_* flags by their UAPI name.
+SCAN_FLAGS: Mapping[str, int] = {"WP_MATCHING": 1 << 0, "CHECK_WPASYNC": 1 << 1}
+#: The most page_region records a pagemap_scan step's buffer may have (the agent's limit).
+SCAN_VEC_LEN_MAX = 1 << 16
+_U64_MAX = (1 << 64) - 1
+
+
+def _bits_of(names: Mapping[str, int]) -> Callable[[Any, ValidationInfo], int]:
+    """A list of names of ``names`` or raw integers (bad-input probes) -> their OR."""
+
+    def check(value: Any, info: ValidationInfo) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):  # a step built in Python
+            value = [value]
+        if not isinstance(value, list):
+            raise ValueError(f"{_key(info)} {value!r} is not a list of names or integers")
+        bits = 0
+        for item in value:
+            if isinstance(item, str) and item in names:
+                bits |= names[item]
+            elif isinstance(item, int) and not isinstance(item, bool) and 0 <= item <= _U64_MAX:
+                bits |= item
+            else:
+                raise ValueError(
+                    f"{_key(info)}: {item!r} is not one of {', '.join(names)} "
+                    "or an integer 0..2**64-1"
+                )
+        return bits
+
+    return check
+
+
+def _check_count(limit: int, low: int = 0) -> Callable[[Any, ValidationInfo], int]:
+    def check(value: Any, info: ValidationInfo) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= limit:
+            raise ValueError(f"{_key(info)} {value!r} is not an integer {low}..{limit}")
+        return value
+
+    return check
+
+
+ScanCategories = Annotated[int, PlainValidator(_bits_of(SCAN_CATEGORIES))]
+
+
+@dataclass(frozen=True, config=_CONFIG)
+class PagemapScan(RangeStep):
+    """ioctl(PAGEMAP_SCAN) on /proc/<proc>/pagemap over the region's pages ``[first, end)``.
+
+    The pages need not be mapped (holes are scanned too).  The masks are
+    lists of PAGE_IS_* names (``"PRESENT"``...) or raw integers:
+    ``categories`` is category_mask, ``inverted`` category_inverted,
+    ``anyof`` category_anyof_mask; ``return_mask`` defaults to every
+    category.  ``max_pages`` (a page number: ``"thp+2"`` works) 0 is no limit; ``vec_len``
+    records of output
+    (1..65536); ``flags`` PM_SCAN_* names or integers; ``as_uid`` the uid
+    that opens the file (None: root), as for a check.
+    """
+
+    op: ClassVar[str] = "pagemap_scan"
+    categories: ScanCategories = 0
+    inverted: ScanCategories = 0
+    anyof: ScanCategories = 0
+    return_mask: ScanCategories = sum(SCAN_CATEGORIES.values())
+    max_pages: Pages = NrPages(0)
+    vec_len: Annotated[int, PlainValidator(_check_count(SCAN_VEC_LEN_MAX, 1))] = 64
+    flags: Annotated[int, PlainValidator(_bits_of(SCAN_FLAGS))] = 0
+    as_uid: OptionalUid = None
+
+    @property
+    def reader_uid(self) -> int:
+        return 0 if self.as_uid is None else self.as_uid
+
+
+AnyStep = (
+    Mmap | Write | Read | Munmap | Mprotect | Madvise | Fork | Exit | ClearRefs | Check
+    | PagemapScan
+)
 
 #: Every op a scenario file may use, by its name, in the order SCENARIOS.md lists them.
 STEP_TYPES: dict[str, type[Step]] = {
     t.op: t for t in (Mmap, Write, Read, Munmap, Mprotect, Madvise, Fork, Exit, ClearRefs, Check)
 }
+STEP_TYPES[PagemapScan.op] = PagemapScan
 
 
 # ---------------------------------------------------------------------------

@@ -69,7 +69,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     decode_parser = commands.add_parser(
         "decode",
-        help="print the entries of a pagemap / kpagemap / kpageflags / kpagecount file",
+        help=("print the entries of a pagemap / kpagemap / kpageflags / kpagecount file, or "
+              "the page_region array of a PAGEMAP_SCAN ioctl (page-region)"),
         description=f"{summary}\n\nKINDs:\n{kinds}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

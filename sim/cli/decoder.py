@@ -31,6 +31,8 @@ from sim.formats import (
     KpagemapHeader,
     PagemapV1Header,
 )
+from sim.formats_scan import PAGE_REGION_BYTES, parse_page_regions
+from sim.pagemap_scan import PM_SCAN_CATEGORIES, PageIs
 
 __all__ = [
     "CHUNK_BYTES",
@@ -491,13 +493,75 @@ class PagemapV1Kind(DecodeKind):
             )
 
 
+class PageRegionKind(DecodeKind):
+    name = "page-region"
+    help = (
+        "the output of the PAGEMAP_SCAN ioctl on /proc/PID/pagemap: an array of struct "
+        "page_region (start, end, categories: three u64, 24 bytes; --offset in bytes into "
+        "the array).  JSON keys: index (record number = offset/24 + i), start, end (bytes, "
+        "end exclusive), pages ((end - start) >> PAGE_SHIFT), raw (the categories u64), "
+        "categories (PAGE_IS_* names without PAGE_IS_; unknown bits as BIT<n>)."
+    )
+
+    def _rows(
+        self, stream: BinaryIO, layout: ByteLayout, offset: int, as_json: bool
+    ) -> Iterator[str]:
+        shift = layout.page_shift
+        for start, data in read_chunks(stream, self.name, PAGE_REGION_BYTES, offset=offset):
+            first = start // PAGE_REGION_BYTES
+            lines = []
+            for i, region in enumerate(parse_page_regions(layout, data)):
+                names = _category_names(region.categories)
+                pages = (region.end - region.start) >> shift if region.end >= region.start else -1
+                if as_json:
+                    quoted = ", ".join(f'"{name}"' for name in names)
+                    lines.append(
+                        f'{{"index": {first + i}, "start": {region.start}, "end": {region.end}, '
+                        f'"pages": {pages}, "raw": {region.categories}, '
+                        f'"categories": [{quoted}]}}\n'
+                    )
+                else:
+                    lines.append(
+                        f"{first + i:>8}  {region.start:#018x}  {region.end:#018x}  "
+                        f"{pages:>10}  {'|'.join(names) or '-'}\n"
+                    )
+            yield from _batched(lines)
+
+    def entries(self, stream: BinaryIO, arch: ByteLayout | None, offset: int) -> Iterator[str]:
+        layout = _need_arch(arch, self.name)
+        _check_offset(self.name, offset, PAGE_REGION_BYTES)
+        yield Title(f"# {self.name}: {_order_text(layout)}, {1 << layout.page_shift}-byte pages\n")
+        yield Title(f"{'INDEX':>8}  {'START':<18}  {'END':<18}  {'PAGES':>10}  CATEGORIES\n")
+        yield from self._rows(stream, layout, offset, as_json=False)
+
+    def json_entries(
+        self, stream: BinaryIO, arch: ByteLayout | None, offset: int
+    ) -> Iterator[str]:
+        layout = _need_arch(arch, self.name)
+        _check_offset(self.name, offset, PAGE_REGION_BYTES)
+        yield from self._rows(stream, layout, offset, as_json=True)
+
+
+def _category_names(raw: int) -> list[str]:
+    """PAGE_IS_* names set in ``raw``, low bit first (BIT<n> for bits 6.12 does not know)."""
+    names = []
+    for bit in range(64):
+        if raw >> bit & 1:
+            known = PageIs(1 << bit).name if 1 << bit & PM_SCAN_CATEGORIES else None
+            names.append(known or f"BIT{bit}")
+    return names
+
+
 def _order_text(layout: ByteLayout) -> str:
     return "little-endian" if layout.little_endian else "big-endian"
 
 
 KINDS: dict[str, DecodeKind] = {
     kind.name: kind
-    for kind in (PagemapKind(), PagemapV1Kind(), KpagemapKind(), KpageflagsKind(), KpagecountKind())
+    for kind in (
+        PagemapKind(), PagemapV1Kind(), KpagemapKind(), KpageflagsKind(), KpagecountKind(),
+        PageRegionKind(),
+    )
 }
 
 

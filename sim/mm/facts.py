@@ -115,6 +115,10 @@ class KernelFacts:
     #: __show_smap() (fs/proc/task_mmu.c) prints a ``KSM:`` line (mss->ksm):
     #: 6.12's does, 6.1's has neither the line nor mss->ksm.
     smaps_ksm: bool = True
+    #: /proc/PID/pagemap has the PAGEMAP_SCAN ioctl (6.7+, do_pagemap_cmd() in
+    #: fs/proc/task_mmu.c).  6.1's proc_pagemap_operations has no
+    #: unlocked_ioctl, so vfs_ioctl() fails every request with ENOTTY.
+    pagemap_scan: bool = True
     #: Width of show_smap()'s ``THPeligible:`` value: 6.12 prints ``%8u``
     #: (8), 6.1 ``%d`` (0, no padding).  Read from both trees' task_mmu.c.
     smaps_thp_eligible_width: int = 8
@@ -142,6 +146,7 @@ FACTS_6_1 = KernelFacts(
     cow_reuses_large_anon_folio=True,
     smaps_ksm=False,
     smaps_thp_eligible_width=0,
+    pagemap_scan=False,
 )
 
 #: The facts of every kernel series the model knows, as the harness builds it.
@@ -158,6 +163,7 @@ SCENARIO_OF_FACT: Mapping[str, str] = MappingProxyType({
     "cow_reuses_large_anon_folio": "thp_cow_reuse",
     "smaps_ksm": "anon_private",
     "smaps_thp_eligible_width": "anon_private",
+    "pagemap_scan": "scan_categories",
 })
 
 _SERIES = re.compile(r"^(\d+)\.(\d+)(?:[.\-+~].*)?$")

@@ -171,6 +171,7 @@ def test_every_kind_has_table_and_json(
     data = {
         "kpagemap": build_kpagemap(arch, [(0x20, 1)]),
         "pagemap-v1": b"\x00\x0c\x08\x08" + bytes(4) + bytes(7) + b"\x01",
+        "page-region": build_u64s(arch, [0x10000, 0x13000, 0x10A]),
     }.get(kind, build_u64s(arch, [1 << 63 | 5]))
     path = tmp_path / "in.bin"
     path.write_bytes(data)
@@ -189,6 +190,8 @@ def test_every_kind_has_table_and_json(
         "kpagemap": {"pfn": 0, "raw_flags": 0x20, "flags": ["LRU"], "count": 1},
         "kpageflags": {"pfn": 0, "raw": 1 << 63 | 5, "flags": ["LOCKED", "REFERENCED", "BIT63"]},
         "kpagecount": {"pfn": 0, "count": 1 << 63 | 5},
+        "page-region": {"index": 0, "start": 0x10000, "end": 0x13000, "pages": 3, "raw": 0x10A,
+                        "categories": ["WRITTEN", "PRESENT", "BIT8"]},
     }[kind]
 
 
@@ -390,7 +393,8 @@ class WatchedStream:
 def test_output_streams(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decode_module, "CHUNK_BYTES", 4096)
     arch = get_arch("x86_64")
-    data = build_kpagemap(arch, [(0, 1)] * 2000) if kind == "kpagemap" else bytes(8 * 4000)
+    # 48000 bytes: whole entries of every kind (8-byte u64s, 24-byte page_regions).
+    data = build_kpagemap(arch, [(0, 1)] * 2000) if kind == "kpagemap" else bytes(24 * 2000)
     if kind == "pagemap-v1":
         data = b"\x01\x0c\x08\x08" + bytes(4) + data[8:]
     out = io.StringIO()
