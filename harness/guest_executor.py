@@ -54,8 +54,10 @@ from harness.scenario import (
     Fork,
     Layout,
     Madvise,
+    Mlock,
     Mmap,
     Mprotect,
+    Munlock,
     Munmap,
     Scenario,
     Step,
@@ -404,6 +406,18 @@ def _exit(run: GuestRun, step: Exit) -> None:
 @GUEST.on(ClearRefs)
 def _clear_refs(run: GuestRun, step: ClearRefs) -> None:
     run.agent.clear_refs(step.value, run.names[step.proc])
+
+
+@GUEST.on(Mlock)
+def _mlock(run: GuestRun, step: Mlock) -> None:
+    span = run.layout.span(step)
+    run.agent.mlock(span.vaddr, span.length, onfault=step.onfault, target=run.names[step.proc])
+
+
+@GUEST.on(Munlock)
+def _munlock(run: GuestRun, step: Munlock) -> None:
+    span = run.layout.span(step)
+    run.agent.munlock(span.vaddr, span.length, run.names[step.proc])
 
 
 def run_guest(scenario: Scenario, vm: VM) -> Observations:

@@ -30,8 +30,10 @@ from harness.scenario import (
     Fork,
     Layout,
     Madvise,
+    Mlock,
     Mmap,
     Mprotect,
+    Munlock,
     Munmap,
     Scenario,
     StepHandlers,
@@ -109,6 +111,8 @@ class ModelRun:
         return results
 
     def check(self, step: Check) -> CheckObservation:
+        # The guest drains the per-CPU batches before each check (SETTLE DRAIN_LRU).
+        self.machine.lru_add_drain()
         targets = [
             (t.proc, t.region, self.procs[t.proc].pid)
             for t in self.scenario.targets[step.index]
@@ -199,6 +203,18 @@ def _exit(run: ModelRun, step: Exit) -> None:
 @MODEL.on(ClearRefs)
 def _clear_refs(run: ModelRun, step: ClearRefs) -> None:
     run.procs[step.proc].clear_refs(step.value)
+
+
+@MODEL.on(Mlock)
+def _mlock(run: ModelRun, step: Mlock) -> None:
+    span = run.layout.span(step)
+    run.procs[step.proc].mlock(span.vaddr, span.pages, onfault=step.onfault)
+
+
+@MODEL.on(Munlock)
+def _munlock(run: ModelRun, step: Munlock) -> None:
+    span = run.layout.span(step)
+    run.procs[step.proc].munlock(span.vaddr, span.pages)
 
 
 def run_model(

@@ -67,6 +67,11 @@ enum agent_op {
 	OP_CRASH = 17,
 	/* () -> u32 n, n x (str name, u32 pid) procs. Init's named processes. */
 	OP_LIST = 18,
+	/* u64 addr, u64 length, u8 onfault -> (). Mlock(), or mlock2(MLOCK_ONFAULT) when onfault is
+	 * 1. */
+	OP_MLOCK = 20,
+	/* u64 addr, u64 length -> () */
+	OP_MUNLOCK = 21,
 };
 
 /* Ops any agent process performs on itself, X(op, handler): the handler is
@@ -84,7 +89,9 @@ enum agent_op {
 	X(OP_READ_FILE, op_read_file) \
 	X(OP_WRITE_FILE, op_write_file) \
 	X(OP_SETTLE, op_settle) \
-	X(OP_CRASH, op_crash)
+	X(OP_CRASH, op_crash) \
+	X(OP_MLOCK, op_mlock) \
+	X(OP_MUNLOCK, op_munlock)
 
 /* ReplyStatus: The status of a reply frame. */
 enum agent_status {

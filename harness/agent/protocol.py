@@ -114,6 +114,8 @@ class Op(IntEnum):
     POWEROFF = 16
     CRASH = 17
     LIST = 18
+    MLOCK = 20
+    MUNLOCK = 21
 
 
 class ReplyStatus(IntEnum):
@@ -343,6 +345,9 @@ LAYOUTS: dict[Op, OpLayout] = {
     Op.POWEROFF: _layout("", "", "then reboot(RB_POWER_OFF); init only"),
     Op.CRASH: _layout("u8 kind", None, "the target or the kernel is gone"),
     Op.LIST: _layout("", "u32 n, n x (str name, u32 pid) procs", "init's named processes"),
+    Op.MLOCK: _layout("u64 addr, u64 length, u8 onfault", "",
+                      "mlock(), or mlock2(MLOCK_ONFAULT) when onfault is 1"),
+    Op.MUNLOCK: _layout("u64 addr, u64 length", ""),
 }
 #: Ops about named processes and power, which init and procs.c handle; every
 #: other op is performed by any agent process on itself, by the C function
