@@ -47,6 +47,7 @@ from harness.observations import (
 )
 from harness.scenario import (
     ADVICES,
+    LAYOUT_SPAN,
     AnyStep,
     Check,
     ClearRefs,
@@ -63,10 +64,12 @@ from harness.scenario import (
     Step,
     StepHandlers,
     Touch,
+    layout_base,
     plan_layout,
 )
 from harness.vm import VM
 from sim.arch import Arch
+from sim.flags import KPF
 from sim.formats import parse_u64s
 
 __all__ = [
@@ -93,6 +96,12 @@ _THP_EXPECTED = {
 #: khugepaged sleeps this long between scans (ms): longer than any VM lives.
 KHUGEPAGED_SLEEP_MS = 86_400_000
 _COLLAPSED = f"{_THP}/khugepaged/pages_collapsed"
+
+#: Pagemap bits 0-54: the PFN of a present page (Documentation/admin-guide/mm/pagemap.rst).
+PM_PFRAME_MASK = (1 << 55) - 1
+#: Steps that may call folio_mark_accessed() on the zero page (a populate):
+#: after a run with any of them the zero page's PG_referenced is reset.
+ZERO_PAGE_TOUCHING: tuple[type[Step], ...] = (Mlock,)
 
 _PROTS = {"none": ProtBits.NONE, "r": ProtBits.READ, "rw": ProtBits.READ | ProtBits.WRITE}
 #: A scenario's advice is the agent's code of the same name (MADV_<NAME> in the guest).
@@ -202,6 +211,8 @@ class GuestRun:
                 self.outcomes.append(self.step(step))
         finally:
             self._kill_all()
+            if any(isinstance(step, ZERO_PAGE_TOUCHING) for step in self.scenario.steps):
+                self._unreference_zero_page()
         if setup.pages_collapsed is not None:
             after = _collapsed(self.agent)
             if after != setup.pages_collapsed:
@@ -239,6 +250,43 @@ class GuestRun:
             if name.startswith(self._prefix):
                 self.agent.kill(name)
         self.names.clear()
+
+    def _unreference_zero_page(self) -> None:
+        """Leave the shared zero page without PG_referenced, as the model starts it.
+
+        A populate (mlock() without ONFAULT, and a private VM_LOCKED VMA made
+        writable) follows each zero-page PTE of a read-only private range with
+        FOLL_TOUCH: folio_mark_accessed() sets PG_referenced on the zero page,
+        and the next call clears it again (off the LRU there is nothing to
+        activate; mm/swap.c).  The bit outlives the run, so a later run in this
+        VM would see it: a process of our own maps the zero page, reads its
+        kpageflags, and toggles it once more if it is set.
+        """
+        try:
+            alive = self.agent.list_processes()
+        except VMError:
+            return  # the VM is gone
+        name = f"{self._prefix}zero"
+        if name in alive:
+            self.agent.kill(name)
+        pid = self.agent.fork(name)
+        try:
+            page = self.arch.page_size
+            addr = layout_base(self.arch) + LAYOUT_SPAN  # outside every region
+            self.agent.mmap(addr, page, backing=BackingCode.ANON, shared=False,
+                            prot=ProtBits.READ, file_tag=0, target=name)
+            self.agent.touch(addr, 1, write=False, target=name)
+            entry = self.agent.read_file(f"/proc/{pid}/pagemap", 8,
+                                         offset=(addr >> self.arch.page_shift) * 8, loop=False)
+            pfn = parse_u64s(self.arch, entry.data)[0] & PM_PFRAME_MASK if entry.ok else 0
+            if not pfn:
+                raise GuestExecutorError(f"the zero page at {addr:#x} reads no PFN "
+                                         f"({entry.describe()})")
+            flags = self.agent.read_file("/proc/kpageflags", 8, offset=pfn * 8, loop=False)
+            if flags.ok and parse_u64s(self.arch, flags.data)[0] >> KPF.REFERENCED & 1:
+                self.agent.mlock(addr, page, target=name)
+        finally:
+            self.agent.kill(name)
 
     # -- steps -----------------------------------------------------------------
 
