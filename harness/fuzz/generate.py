@@ -42,6 +42,7 @@ from harness.scenario import (
     NrPages,
     PageRange,
     RangeStep,
+    RangeStepWithHoles,
     Scenario,
     ScenarioError,
     Step,
@@ -241,6 +242,17 @@ def _draw_range(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
     return [state.symbolic(first), state.symbolic(end)]
 
 
+def _draw_range_with_holes(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    """Mostly a mapped range; sometimes any range of the region, holes included (the
+    kernel's answer to them, ENOMEM, is then the step's outcome)."""
+    if draw(st.integers(0, 3)):
+        return _draw_range(state, step, draw)
+    size = state.sizes[step["region"]]
+    a = draw(st.integers(0, size - 1))
+    b = draw(st.integers(a + 1, size))
+    return [state.symbolic(a), state.symbolic(b)]
+
+
 def _draw_child(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
     return f"p{state.procs_made + 1}"
 
@@ -288,6 +300,10 @@ def key_drawers(step_type: type[Step]) -> list[tuple[str, KeyDrawer]]:
             drawer = _draw_proc(step_type, _is_optional(annotation))
         elif f.name == "region":
             drawer = _draw_region
+        elif f.name == "pages" and base is PageRange and issubclass(
+            step_type, RangeStepWithHoles
+        ):
+            drawer = _draw_range_with_holes
         elif f.name == "pages" and base is PageRange:
             drawer = _draw_range
         elif f.name == "pages" and base is NrPages:
