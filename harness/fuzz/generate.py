@@ -77,7 +77,7 @@ UIDS = (1000, 1001, 0)
 #: Memory ops outweigh process ops so that scenarios do things to pages
 #: before their processes exit; about one step in eight is a check.
 OP_WEIGHTS = {"mmap": 2, "write": 4, "read": 3, "munmap": 1, "mprotect": 2, "madvise": 2,
-              "fork": 2, "exit": 1, "clear_refs": 1, "check": 2}
+              "fork": 2, "exit": 1, "clear_refs": 1, "check": 2, "mlock": 2, "munlock": 1}
 #: Values drawn more often than the others of their key (the rest: 1): a
 #: writable mapping lets touches reach the fault paths instead of SIGSEGV,
 #: and clear_refs 4 (soft-dirty) makes the pagemap bit observable at all.
