@@ -1,6 +1,7 @@
 /*
  * Operations an agent process performs on itself: memory (mmap, touch,
- * munmap, mprotect, madvise), clear_refs, settle, ping, echo, crash.
+ * munmap, mprotect, madvise, mlock, munlock), clear_refs, settle, ping, echo,
+ * crash.
  */
 #define _GNU_SOURCE
 #define _FILE_OFFSET_BITS 64

@@ -21,10 +21,10 @@ from harness.scenario.schema import (
     Mmap,
     Munmap,
     RangeStep,
+    RangeStepWithHoles,
     ScenarioError,
     ScenarioNotApplicable,
     Step,
-    RangeStepWithHoles,
 )
 from harness.scenario.tags import MAX_PAGES, file_tag, write_tag
 from sim.arch import Arch

@@ -179,7 +179,7 @@ BAD: list[tuple[str, object, str]] = [
     ("bad name", {"name": "a b", "steps": [MMAP_A]}, "name 'a b' is not a scenario name"),
     ("unknown top key", {"name": "t", "steps": [MMAP_A], "stpes": 1}, "unknown top-level key"),
     ("step not object", scenario(MMAP_A, 3), "step 1: not an object"),
-    ("unknown op", scenario(MMAP_A, {"op": "mlockall"}), "step 1 (mlockall): unknown op 'mlockall'"),
+    ("unknown op", scenario(MMAP_A, {"op": "mlockx"}), "step 1 (mlockx): unknown op 'mlockx'"),
     ("missing op", scenario({"region": "a"}), "step 0 (None): unknown op None"),
     ("unknown key", scenario(MMAP_A, {"op": "write", "region": "a", "pages": [0, 1],
                                       "pagez": 1}), "step 1 (write): unknown key 'pagez'"),
