@@ -118,6 +118,16 @@ class KernelFacts:
     #: Width of show_smap()'s ``THPeligible:`` value: 6.12 prints ``%8u``
     #: (8), 6.1 ``%d`` (0, no padding).  Read from both trees' task_mmu.c.
     smaps_thp_eligible_width: int = 8
+    #: PTE-mapped large folios and mlock: 6.12's mlock_pte_range() mlocks one
+    #: that a folio_pte_batch() maps whole inside the range (allow_mlock_munlock())
+    #: and munlocks it per batch, and every PTE unmap from a VM_LOCKED VMA
+    #: munlocks its folio (munlock_vma_folio()).  6.1's mlock_pte_range() skips
+    #: PageTransCompound() pages and its munlock_vma_page() ignores PTE unmaps of
+    #: them (mm/mlock.c, mm/internal.h of both trees).
+    mlock_pte_mapped_large_folios: bool = True
+    #: Slots of the per-CPU mlock batch before it drains itself: PAGEVEC_SIZE,
+    #: 31 in 6.12 (folio_batch), 15 in 6.1 (pagevec).
+    mlock_batch_size: int = 31
 
     def fault_around_pages(self, page_shift: int) -> int:
         """fault_around_pages: ``fault_around_bytes >> PAGE_SHIFT``, at least 1."""
@@ -142,6 +152,8 @@ FACTS_6_1 = KernelFacts(
     cow_reuses_large_anon_folio=True,
     smaps_ksm=False,
     smaps_thp_eligible_width=0,
+    mlock_pte_mapped_large_folios=False,
+    mlock_batch_size=15,
 )
 
 #: The facts of every kernel series the model knows, as the harness builds it.
@@ -158,6 +170,8 @@ SCENARIO_OF_FACT: Mapping[str, str] = MappingProxyType({
     "cow_reuses_large_anon_folio": "thp_cow_reuse",
     "smaps_ksm": "anon_private",
     "smaps_thp_eligible_width": "anon_private",
+    "mlock_pte_mapped_large_folios": "mlock_thp_pte",
+    "mlock_batch_size": "mlock_batch",
 })
 
 _SERIES = re.compile(r"^(\d+)\.(\d+)(?:[.\-+~].*)?$")

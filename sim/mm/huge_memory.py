@@ -150,7 +150,7 @@ def split_huge_pmd(mm: MmStruct, vma: Vma, haddr: int) -> None:
         table.pfn[:] = range(head, head + nr)
         table.bits[:] = bits
         mem.folio_remove_rmap_pmd(head)
-        munlock_vma_folio(mem, head, vma)
+        munlock_vma_folio(mem, head, vma, pmd=True)
     mm.pt.set_pmd(haddr, table)
 
 
@@ -176,7 +176,7 @@ def zap_huge_pmd(mm: MmStruct, haddr: int, pmd: HugePmd, vma: Vma | None = None)
     if not mem.is_huge_zero_folio(pmd.pfn):
         mem.folio_remove_rmap_pmd(pmd.pfn)
         if vma is not None:
-            munlock_vma_folio(mem, pmd.pfn, vma)
+            munlock_vma_folio(mem, pmd.pfn, vma, pmd=True)
         mem.folio_put(pmd.pfn)
 
 

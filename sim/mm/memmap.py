@@ -462,10 +462,6 @@ class PhysMem:
     # mlock (mm/mlock.c, mm/swap.c): the per-CPU mlock batch
     # ------------------------------------------------------------------
 
-    #: PAGEVEC_SIZE: a folio batch holds 31 folios; the one that fills it
-    #: drains it (folio_batch_add() returns the space left).
-    MLOCK_FBATCH_SIZE = 31
-
     def folio_add_lru_vma(self, head: int, vma_flags: int, vm_locked: int) -> None:
         """folio_add_lru_vma() (mm/swap.c): a new folio mapped into a VMA.
 
@@ -492,10 +488,11 @@ class PhysMem:
         self._mlock_batch_add(head, "munlock")
 
     def _mlock_batch_add(self, head: int, what: str) -> None:
-        """folio_batch_add() to mlock_fbatch; a full batch, or a large folio
-        (!folio_may_be_lru_cached()), drains it at once (mlock_folio_batch())."""
+        """folio_batch_add() to mlock_fbatch; a full batch (``facts.mlock_batch_size``:
+        the entry that fills it), or a large folio (!folio_may_be_lru_cached()),
+        drains it at once (mlock_folio_batch())."""
         self.mlock_fbatch.append((head, what))
-        if len(self.mlock_fbatch) >= self.MLOCK_FBATCH_SIZE or self.order[head]:
+        if len(self.mlock_fbatch) >= self.facts.mlock_batch_size or self.order[head]:
             self.mlock_drain_local()
 
     def mlock_drain_local(self) -> None:

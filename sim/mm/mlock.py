@@ -146,7 +146,8 @@ def mlock_pte_range(mm: MmStruct, vma: Vma, base: int, entry: PmdEntry, lo: int,
     by the VMA's VM_LOCKED.  PTEs: each normal folio once per
     folio_mlock_step() batch; a large folio is mlocked only when the batch
     maps all of it inside [lo, hi) (allow_mlock_munlock(): folio_within_range()
-    and step == folio_nr_pages()), munlocked always.
+    and step == folio_nr_pages()), munlocked always; 6.1 skips every page of
+    a large folio (``facts.mlock_pte_mapped_large_folios`` False).
     """
     mem = mm.mem
     locked = bool(vma.flags & VM_LOCKED)
@@ -171,6 +172,9 @@ def mlock_pte_range(mm: MmStruct, vma: Vma, base: int, entry: PmdEntry, lo: int,
         head = mem.page_folio(pfn)
         step = _folio_mlock_step(mm, table, indices, n, head)
         nr = mem.folio_nr_pages(head)
+        if nr > 1 and not mem.facts.mlock_pte_mapped_large_folios:
+            n += 1  # PageTransCompound(): skipped page by page
+            continue
         allowed = (
             not locked
             or nr == 1

@@ -87,8 +87,12 @@ def mlock_vma_folio(mem: PhysMem, head: int, vma: Vma) -> None:
         mem.mlock_folio(head)
 
 
-def munlock_vma_folio(mem: PhysMem, head: int, vma: Vma) -> None:
+def munlock_vma_folio(mem: PhysMem, head: int, vma: Vma, pmd: bool = False) -> None:
     """munlock_vma_folio() at the end of __folio_remove_rmap(): every unmap from a
-    VM_LOCKED VMA munlocks the folio (PTE or PMD, small or large)."""
-    if vma.flags & VM_LOCKED:
+    VM_LOCKED VMA munlocks the folio (PTE or PMD, small or large).  6.1's
+    munlock_vma_page() skips PTE unmaps of a large folio
+    (``facts.mlock_pte_mapped_large_folios`` False)."""
+    if not vma.flags & VM_LOCKED:
+        return
+    if pmd or not mem.folio_test_large(head) or mem.facts.mlock_pte_mapped_large_folios:
         mem.munlock_folio(head)
