@@ -327,7 +327,7 @@ def smap_blocks(
             header=vma_header(mm, vma, path),
             values=values,
             thp_eligible=int(thp_eligible(mm, vma)),
-            vm_flags=vm_flag_mnemonics(vma.flags),
+            vm_flags=vm_flag_mnemonics(vma.flags, facts.smaps_lockonfault_mnemonic),
         ))
     return blocks
 
@@ -339,17 +339,19 @@ _MNEMONICS = {
 }
 
 
-def vm_flag_mnemonics(flags: int) -> tuple[str, ...]:
+def vm_flag_mnemonics(flags: int, lockonfault: str = "lf") -> tuple[str, ...]:
     """The VmFlags words of ``flags``, in bit order as show_smap_vma_flags() prints them.
 
-    Raises ValueError for a bit the model has no mnemonic for.
+    ``lockonfault``: the word for VM_LOCKONFAULT (bit 19), which depends on the
+    kernel (``KernelFacts.smaps_lockonfault_mnemonic``).  Raises ValueError for
+    a bit the model has no mnemonic for.
     """
     words = []
     for bit in range(64):
         if flags >> bit & 1:
             if bit not in _MNEMONICS:
                 raise ValueError(f"VM_* bit {bit} has no smaps mnemonic in the model")
-            words.append(_MNEMONICS[bit])
+            words.append(lockonfault if bit == 19 else _MNEMONICS[bit])
     return tuple(words)
 
 

@@ -128,6 +128,9 @@ class KernelFacts:
     #: Slots of the per-CPU mlock batch before it drains itself: PAGEVEC_SIZE,
     #: 31 in 6.12 (folio_batch), 15 in 6.1 (pagevec).
     mlock_batch_size: int = 31
+    #: show_smap_vma_flags()'s word for VM_LOCKONFAULT: 6.12 has "lf"; 6.1's
+    #: table has no entry for the bit, so it prints the default "??".
+    smaps_lockonfault_mnemonic: str = "lf"
 
     def fault_around_pages(self, page_shift: int) -> int:
         """fault_around_pages: ``fault_around_bytes >> PAGE_SHIFT``, at least 1."""
@@ -154,6 +157,7 @@ FACTS_6_1 = KernelFacts(
     smaps_thp_eligible_width=0,
     mlock_pte_mapped_large_folios=False,
     mlock_batch_size=15,
+    smaps_lockonfault_mnemonic="??",
 )
 
 #: The facts of every kernel series the model knows, as the harness builds it.
@@ -172,6 +176,7 @@ SCENARIO_OF_FACT: Mapping[str, str] = MappingProxyType({
     "smaps_thp_eligible_width": "anon_private",
     "mlock_pte_mapped_large_folios": "mlock_thp_pte",
     "mlock_batch_size": "mlock_batch",
+    "smaps_lockonfault_mnemonic": "mlock_onfault",
 })
 
 _SERIES = re.compile(r"^(\d+)\.(\d+)(?:[.\-+~].*)?$")
