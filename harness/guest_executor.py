@@ -99,9 +99,16 @@ _COLLAPSED = f"{_THP}/khugepaged/pages_collapsed"
 
 #: Pagemap bits 0-54: the PFN of a present page (Documentation/admin-guide/mm/pagemap.rst).
 PM_PFRAME_MASK = (1 << 55) - 1
-#: Steps that may call folio_mark_accessed() on the zero page (a populate):
-#: after a run with any of them the zero page's PG_referenced is reset.
-ZERO_PAGE_TOUCHING: tuple[type[Step], ...] = (Mlock,)
+
+
+def may_populate(step: Step) -> bool:
+    """Whether ``step`` may populate a range with read follows (__mm_populate()
+    without FOLL_WRITE), which call folio_mark_accessed() on the zero page: after
+    a run with such a step the zero page's PG_referenced is reset
+    (:meth:`GuestRun._unreference_zero_page`).  An mlock() without ONFAULT does;
+    mprotect() of a VM_LOCKED VMA populates with FOLL_WRITE only (COW faults,
+    never a follow of the zero page)."""
+    return isinstance(step, Mlock) and not step.onfault
 
 _PROTS = {"none": ProtBits.NONE, "r": ProtBits.READ, "rw": ProtBits.READ | ProtBits.WRITE}
 #: A scenario's advice is the agent's code of the same name (MADV_<NAME> in the guest).
@@ -211,7 +218,7 @@ class GuestRun:
                 self.outcomes.append(self.step(step))
         finally:
             self._kill_all()
-            if any(isinstance(step, ZERO_PAGE_TOUCHING) for step in self.scenario.steps):
+            if any(map(may_populate, self.scenario.steps)):
                 self._unreference_zero_page()
         if setup.pages_collapsed is not None:
             after = _collapsed(self.agent)
