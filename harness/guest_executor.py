@@ -110,6 +110,15 @@ def may_populate(step: Step) -> bool:
     never a follow of the zero page)."""
     return isinstance(step, Mlock) and not step.onfault
 
+
+def may_map_zero_page_read_only(step: Step) -> bool:
+    """Whether ``step`` may leave a private anonymous range without write permission,
+    the only place a read populate follows the zero page (a writable one is
+    populated with FOLL_WRITE: COW faults instead)."""
+    if isinstance(step, Mmap):
+        return step.kind == "anon" and step.share == "private" and step.prot != "rw"
+    return isinstance(step, Mprotect) and step.prot != "rw"
+
 _PROTS = {"none": ProtBits.NONE, "r": ProtBits.READ, "rw": ProtBits.READ | ProtBits.WRITE}
 #: A scenario's advice is the agent's code of the same name (MADV_<NAME> in the guest).
 _ADVICES = {advice: AdviceCode[advice.upper()] for advice in ADVICES}
@@ -218,7 +227,8 @@ class GuestRun:
                 self.outcomes.append(self.step(step))
         finally:
             self._kill_all()
-            if any(map(may_populate, self.scenario.steps)):
+            steps = self.scenario.steps
+            if any(map(may_populate, steps)) and any(map(may_map_zero_page_read_only, steps)):
                 self._unreference_zero_page()
         if setup.pages_collapsed is not None:
             after = _collapsed(self.agent)
