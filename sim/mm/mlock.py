@@ -40,6 +40,7 @@ __all__ = [
     "apply_vma_lock_flags",
     "do_mlock",
     "do_munlock",
+    "mlock_future_ok",
     "mm_populate",
     "populate_vma_page_range",
 ]
@@ -78,6 +79,16 @@ def do_mlock(mm: MmStruct, addr: int, nr_pages: int, onfault: bool, cap_ipc_lock
         if e.errno == errno.EFAULT:
             raise MmError(errno.ENOMEM, f"mlock: {e.reason}") from None
         raise
+
+
+def mlock_future_ok(mm: MmStruct, flags: int, nr_pages: int, cap_ipc_lock: bool,
+                    lock_limit_bytes: int = MLOCK_LIMIT) -> bool:
+    """mlock_future_ok() (mm/mmap.c): may ``nr_pages`` more pages with ``flags`` be
+    locked?  True unless VM_LOCKED without CAP_IPC_LOCK would take locked_vm past
+    RLIMIT_MEMLOCK.  do_mmap() with MAP_LOCKED fails with EAGAIN when it says no."""
+    if not flags & VM_LOCKED or cap_ipc_lock:
+        return True
+    return mm.locked_vm + nr_pages <= lock_limit_bytes >> mm.arch.page_shift
 
 
 def do_munlock(mm: MmStruct, addr: int, nr_pages: int) -> None:

@@ -15,6 +15,7 @@ import pytest
 from sim.arch import get_arch
 from sim.flags import kpf_names
 from sim.mm import Machine, MmError, Process
+from sim.mm.mlock import mlock_future_ok
 from sim.mm.vma import VM_LOCKED, VM_LOCKONFAULT
 from sim.procfs import kpage_values, pagemap_entries
 from sim.smaps import smap_blocks
@@ -202,3 +203,13 @@ def test_zero_page_referenced_toggles_on_each_follow(m: Machine) -> None:
     p.mlock(BASE + m.arch.page_size, 1)
     assert "REFERENCED" not in set(kpf_names(kpage_values(m, "/proc/kpageflags", zero)))
     assert "ACTIVE" not in set(kpf_names(kpage_values(m, "/proc/kpageflags", zero)))
+
+
+def test_mlock_future_ok_is_the_mmap_side_of_the_limit(m: Machine) -> None:
+    """mlock_future_ok(): VM_LOCKED pages past RLIMIT_MEMLOCK only with CAP_IPC_LOCK."""
+    p = m.spawn("main")
+    pages = (8 << 20) // m.arch.page_size
+    assert mlock_future_ok(p.mm, VM_LOCKED, pages, cap_ipc_lock=False)
+    assert not mlock_future_ok(p.mm, VM_LOCKED, pages + 1, cap_ipc_lock=False)
+    assert mlock_future_ok(p.mm, VM_LOCKED, pages + 1, cap_ipc_lock=True)
+    assert mlock_future_ok(p.mm, 0, pages + 1, cap_ipc_lock=False)
