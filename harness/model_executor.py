@@ -31,8 +31,10 @@ from harness.scenario import (
     Fork,
     Layout,
     Madvise,
+    Mlock,
     Mmap,
     Mprotect,
+    Munlock,
     Munmap,
     PagemapScan,
     Scenario,
@@ -119,6 +121,8 @@ class ModelRun:
         return results
 
     def check(self, step: Check) -> CheckObservation:
+        # The guest drains the per-CPU batches before each check (SETTLE DRAIN_LRU).
+        self.machine.lru_add_drain()
         targets = [
             (t.proc, t.region, self.procs[t.proc].pid)
             for t in self.scenario.targets[step.index]
@@ -223,6 +227,18 @@ def _pagemap_scan(run: ModelRun, step: PagemapScan) -> StepOutcome:
     written = build_page_regions(run.arch, result.regions)
     vec = written + unwritten_vec(step.vec_len)[len(written):]
     return scan_outcome(step, result.ret, result.walk_end, vec)
+
+
+@MODEL.on(Mlock)
+def _mlock(run: ModelRun, step: Mlock) -> None:
+    span = run.layout.span(step)
+    run.procs[step.proc].mlock(span.vaddr, span.pages, onfault=step.onfault)
+
+
+@MODEL.on(Munlock)
+def _munlock(run: ModelRun, step: Munlock) -> None:
+    span = run.layout.span(step)
+    run.procs[step.proc].munlock(span.vaddr, span.pages)
 
 
 def run_model(

@@ -12,7 +12,7 @@ can exceed the sum of the per-VMA kB values.
 
 What the model's regions never have, and the model therefore prints as 0:
 swap (Swap, SwapPss: the guests have no swap device), hugetlb
-(Shared/Private_Hugetlb), KSM (no MADV_MERGEABLE), mlock (Locked), PMD-mapped
+(Shared/Private_Hugetlb), KSM (no MADV_MERGEABLE), PMD-mapped
 shmem or file folios (shmem_enabled = never; tmpfs is order 0).
 :func:`render_smaps` and :func:`render_rollup` print the text exactly as
 show_smap() and show_smaps_rollup() do (:mod:`sim.smaps_format`).
@@ -28,7 +28,7 @@ from sim.mm.mm_struct import MmStruct
 from sim.mm.pageflags import PG
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_YOUNG
-from sim.mm.vma import VM_HUGEPAGE, VM_NOHUGEPAGE, Vma
+from sim.mm.vma import VM_HUGEPAGE, VM_LOCKED, VM_NOHUGEPAGE, Vma
 from sim.pagewalk import MmWalk, MmWalkOps, walk_page_vma
 from sim.smaps_format import SmapsBlock, SmapsHeader, render_block, smaps_field_names
 
@@ -184,6 +184,8 @@ def smaps_pte_range(entry: PteTable | HugePmd, addr: int, end: int, walk: MmWalk
     mss: MemSizeStats = walk.private
     mm = walk.mm
     mem = mm.mem
+    # smaps_pte_entry() / smaps_pmd_entry(): locked = vma->vm_flags & VM_LOCKED.
+    locked = walk.vma is not None and bool(walk.vma.flags & VM_LOCKED)
     if isinstance(entry, HugePmd):
         if mem.is_huge_zero_folio(entry.pfn):
             return 0  # vm_normal_page_pmd() is NULL for the huge zero page
@@ -193,22 +195,24 @@ def smaps_pte_range(entry: PteTable | HugePmd, addr: int, end: int, walk: MmWalk
             mss.shmem_thp += mm.pmd_size
         else:
             mss.file_thp += mm.pmd_size
-        _account_entry(mss, mem, entry.pfn, mm.hpage_pmd_nr, mm.page_size, entry.bits)
+        _account_entry(mss, mem, entry.pfn, mm.hpage_pmd_nr, mm.page_size, entry.bits, locked)
         return 0
     i0 = mm.pt.pte_index(addr)
     for i in range(i0, i0 + ((end - addr) >> mm.arch.page_shift)):
         bits = int(entry.bits[i])
         if not bits & PTE_PRESENT or bits & PTE_SPECIAL:
             continue
-        _account_entry(mss, mem, int(entry.pfn[i]), 1, mm.page_size, bits)
+        _account_entry(mss, mem, int(entry.pfn[i]), 1, mm.page_size, bits, locked)
     return 0
 
 
 def _account_entry(
-    mss: MemSizeStats, mem: PhysMem, page: int, nr: int, page_size: int, bits: int
+    mss: MemSizeStats, mem: PhysMem, page: int, nr: int, page_size: int, bits: int,
+    locked: bool = False,
 ) -> None:
     """smaps_account() with young and dirty taken from a PTE's or huge PMD's bits."""
-    smaps_account(mss, mem, page, nr, page_size, bool(bits & PTE_YOUNG), bool(bits & PTE_DIRTY))
+    smaps_account(mss, mem, page, nr, page_size, bool(bits & PTE_YOUNG), bool(bits & PTE_DIRTY),
+                  locked)
 
 
 SMAPS_OPS = MmWalkOps(pmd_entry=smaps_pte_range)
@@ -323,7 +327,7 @@ def smap_blocks(
             header=vma_header(mm, vma, path),
             values=values,
             thp_eligible=int(thp_eligible(mm, vma)),
-            vm_flags=vm_flag_mnemonics(vma.flags),
+            vm_flags=vm_flag_mnemonics(vma.flags, facts.smaps_lockonfault_mnemonic),
         ))
     return blocks
 
@@ -331,21 +335,23 @@ def smap_blocks(
 #: show_smap_vma_flags(): the mnemonic of each VM_* bit the model's VMAs can carry.
 _MNEMONICS = {
     0: "rd", 1: "wr", 2: "ex", 3: "sh", 4: "mr", 5: "mw", 6: "me", 7: "ms",
-    20: "ac", 21: "nr", 27: "sd", 29: "hg", 30: "nh",
+    13: "lo", 19: "lf", 20: "ac", 21: "nr", 27: "sd", 29: "hg", 30: "nh",
 }
 
 
-def vm_flag_mnemonics(flags: int) -> tuple[str, ...]:
+def vm_flag_mnemonics(flags: int, lockonfault: str = "lf") -> tuple[str, ...]:
     """The VmFlags words of ``flags``, in bit order as show_smap_vma_flags() prints them.
 
-    Raises ValueError for a bit the model has no mnemonic for.
+    ``lockonfault``: the word for VM_LOCKONFAULT (bit 19), which depends on the
+    kernel (``KernelFacts.smaps_lockonfault_mnemonic``).  Raises ValueError for
+    a bit the model has no mnemonic for.
     """
     words = []
     for bit in range(64):
         if flags >> bit & 1:
             if bit not in _MNEMONICS:
                 raise ValueError(f"VM_* bit {bit} has no smaps mnemonic in the model")
-            words.append(_MNEMONICS[bit])
+            words.append(lockonfault if bit == 19 else _MNEMONICS[bit])
     return tuple(words)
 
 

@@ -371,6 +371,14 @@ class AgentClient:
     def madvise(self, addr: int, length: int, advice: AdviceCode, target: str = INIT) -> None:
         self.call_op(Op.MADVISE, target, addr=addr, length=length, advice=advice)
 
+    def mlock(self, addr: int, length: int, *, onfault: bool = False, target: str = INIT) -> None:
+        """mlock(addr, length), or mlock2(addr, length, MLOCK_ONFAULT); AgentOpError on failure."""
+        self.call_op(Op.MLOCK, target, addr=addr, length=length, onfault=int(onfault))
+
+    def munlock(self, addr: int, length: int, target: str = INIT) -> None:
+        """munlock(addr, length); AgentOpError on failure."""
+        self.call_op(Op.MUNLOCK, target, addr=addr, length=length)
+
     def touch(
         self, addr: int, pages: int, *, write: bool, tag: int = 0, target: str = INIT
     ) -> TouchReply:

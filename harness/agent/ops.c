@@ -1,6 +1,7 @@
 /*
  * Operations an agent process performs on itself: memory (mmap, touch,
- * munmap, mprotect, madvise), clear_refs, settle, ping, echo, crash.
+ * munmap, mprotect, madvise, mlock, munlock), clear_refs, settle, ping, echo,
+ * crash.
  */
 #define _GNU_SOURCE
 #define _FILE_OFFSET_BITS 64
@@ -262,6 +263,39 @@ void op_madvise(struct request *req, struct reply *rep)
 	}
 	if (madvise((void *)(uintptr_t)addr, (size_t)len, native) != 0)
 		reply_fail(rep, ST_ERRNO, errno, "madvise(%u): %s", advice, strerror(errno));
+}
+
+/* MLOCK (layout: protocol.h): mlock(), or mlock2(MLOCK_ONFAULT). */
+void op_mlock(struct request *req, struct reply *rep)
+{
+	uint64_t addr = get_u64(&req->args), len = get_u64(&req->args);
+	uint8_t onfault = get_u8(&req->args);
+	int rc;
+
+	if (!args_ok(req, rep) || !range_ok(rep, addr, len))
+		return;
+	if (onfault > 1) {
+		reply_fail(rep, ST_BAD_REQUEST, 0, "mlock: onfault %u is not 0 or 1", onfault);
+		return;
+	}
+	if (onfault)
+		rc = mlock2((void *)(uintptr_t)addr, (size_t)len, MLOCK_ONFAULT);
+	else
+		rc = mlock((void *)(uintptr_t)addr, (size_t)len);
+	if (rc != 0)
+		reply_fail(rep, ST_ERRNO, errno, "mlock%s: %s", onfault ? "2(MLOCK_ONFAULT)" : "",
+			   strerror(errno));
+}
+
+/* MUNLOCK (layout: protocol.h) */
+void op_munlock(struct request *req, struct reply *rep)
+{
+	uint64_t addr = get_u64(&req->args), len = get_u64(&req->args);
+
+	if (!args_ok(req, rep) || !range_ok(rep, addr, len))
+		return;
+	if (munlock((void *)(uintptr_t)addr, (size_t)len) != 0)
+		reply_fail(rep, ST_ERRNO, errno, "munlock: %s", strerror(errno));
 }
 
 static sigjmp_buf touch_env;

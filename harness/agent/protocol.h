@@ -77,6 +77,11 @@ enum agent_op {
 	 * value or -errno, walk_end the struct's afterwards, vec the BUFFER's bytes afterwards
 	 * (empty for RAW). */
 	OP_PAGEMAP_SCAN = 22,
+	/* u64 addr, u64 length, u8 onfault -> (). Mlock(), or mlock2(MLOCK_ONFAULT) when onfault is
+	 * 1. */
+	OP_MLOCK = 20,
+	/* u64 addr, u64 length -> () */
+	OP_MUNLOCK = 21,
 };
 
 /* Ops any agent process performs on itself, X(op, handler): the handler is
@@ -95,7 +100,9 @@ enum agent_op {
 	X(OP_WRITE_FILE, op_write_file) \
 	X(OP_SETTLE, op_settle) \
 	X(OP_CRASH, op_crash) \
-	X(OP_PAGEMAP_SCAN, op_pagemap_scan)
+	X(OP_PAGEMAP_SCAN, op_pagemap_scan) \
+	X(OP_MLOCK, op_mlock) \
+	X(OP_MUNLOCK, op_munlock)
 
 /* ReplyStatus: The status of a reply frame. */
 enum agent_status {

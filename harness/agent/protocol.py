@@ -118,6 +118,8 @@ class Op(IntEnum):
     CRASH = 17
     LIST = 18
     PAGEMAP_SCAN = 22
+    MLOCK = 20
+    MUNLOCK = 21
 
 
 class ReplyStatus(IntEnum):
@@ -370,6 +372,9 @@ LAYOUTS: dict[Op, OpLayout] = {
         "these fields (arg_null: pass NULL instead); ret is the ioctl's value or -errno, "
         "walk_end the struct's afterwards, vec the BUFFER's bytes afterwards (empty for RAW)",
     ),
+    Op.MLOCK: _layout("u64 addr, u64 length, u8 onfault", "",
+                      "mlock(), or mlock2(MLOCK_ONFAULT) when onfault is 1"),
+    Op.MUNLOCK: _layout("u64 addr, u64 length", ""),
 }
 #: Ops about named processes and power, which init and procs.c handle; every
 #: other op is performed by any agent process on itself, by the C function

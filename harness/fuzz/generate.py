@@ -44,6 +44,7 @@ from harness.scenario import (
     PagemapScan,
     PageRange,
     RangeStep,
+    RangeStepWithHoles,
     Scenario,
     ScenarioError,
     Step,
@@ -78,7 +79,7 @@ UIDS = (1000, 1001, 0)
 #: Memory ops outweigh process ops so that scenarios do things to pages
 #: before their processes exit; about one step in eight is a check.
 OP_WEIGHTS = {"mmap": 2, "write": 4, "read": 3, "munmap": 1, "mprotect": 2, "madvise": 2,
-              "fork": 2, "exit": 1, "clear_refs": 1, "check": 2}
+              "fork": 2, "exit": 1, "clear_refs": 1, "check": 2, "mlock": 2, "munlock": 1}
 #: Values drawn more often than the others of their key (the rest: 1): a
 #: writable mapping lets touches reach the fault paths instead of SIGSEGV,
 #: and clear_refs 4 (soft-dirty) makes the pagemap bit observable at all.
@@ -243,6 +244,17 @@ def _draw_range(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
     return [state.symbolic(first), state.symbolic(end)]
 
 
+def _draw_range_with_holes(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    """Mostly a mapped range; sometimes any range of the region, holes included (the
+    kernel's answer to them, ENOMEM, is then the step's outcome)."""
+    if draw(st.integers(0, 3)):
+        return _draw_range(state, step, draw)
+    size = state.sizes[step["region"]]
+    a = draw(st.integers(0, size - 1))
+    b = draw(st.integers(a + 1, size))
+    return [state.symbolic(a), state.symbolic(b)]
+
+
 def _draw_child(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
     return f"p{state.procs_made + 1}"
 
@@ -320,6 +332,10 @@ def key_drawers(step_type: type[Step]) -> list[tuple[str, KeyDrawer]]:
             drawer = _draw_proc(step_type, _is_optional(annotation))
         elif f.name == "region":
             drawer = _draw_region
+        elif f.name == "pages" and base is PageRange and issubclass(
+            step_type, RangeStepWithHoles
+        ):
+            drawer = _draw_range_with_holes
         elif f.name == "pages" and base is PageRange:
             drawer = _draw_range
         elif f.name == "pages" and base is NrPages:

@@ -22,6 +22,7 @@ from harness.scenario.schema import (
     Munmap,
     PagemapScan,
     RangeStep,
+    RangeStepWithHoles,
     ScenarioError,
     ScenarioNotApplicable,
     Step,
@@ -283,6 +284,20 @@ def _mmap(ranges: _Ranges, step: Mmap) -> None:
 @RANGES.on(RangeStep)
 def _range(ranges: _Ranges, step: RangeStep) -> None:
     _mapped_range(ranges, step)
+
+
+@RANGES.on(RangeStepWithHoles)
+def _range_with_holes(ranges: _Ranges, step: RangeStepWithHoles) -> None:
+    """A step whose holes are the kernel's to answer: inside the region is enough."""
+    first, end = step.pages.resolve(ranges.layout.arch)
+    n = ranges.sizes[step.region]
+    if not 0 <= first < end <= n:
+        shown = f"pages {step.pages}"
+        if step.pages.symbolic:
+            shown += f" = [{first}, {end})"
+        raise _RangeError(
+            f"{shown} is not a non-empty range inside region {step.region!r} of {n} pages"
+        )
 
 
 @RANGES.on(Munmap)

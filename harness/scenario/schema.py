@@ -61,14 +61,17 @@ __all__ = [
     "Exit",
     "Fork",
     "Madvise",
+    "Mlock",
     "Mmap",
     "Mprotect",
+    "Munlock",
     "Munmap",
     "NrPages",
     "PageRange",
     "PagemapScan",
     "Prot",
     "RangeStep",
+    "RangeStepWithHoles",
     "Read",
     "ScenarioError",
     "ScenarioNotApplicable",
@@ -265,6 +268,12 @@ def _check_clear_refs(value: Any, info: ValidationInfo) -> int:
         raise ValueError(
             f"{_key(info)} {value!r} is not one of {', '.join(map(str, CLEAR_REFS_VALUES))}"
         )
+    return value
+
+
+def _check_bool(value: Any, info: ValidationInfo) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{_key(info)} {value!r} is not true or false")
     return value
 
 
@@ -522,16 +531,47 @@ class PagemapScan(RangeStep):
     @property
     def reader_uid(self) -> int:
         return 0 if self.as_uid is None else self.as_uid
+@dataclass(frozen=True, config=_CONFIG)
+class RangeStepWithHoles(RangeStep):
+    """A range step whose pages may be unmapped (inside the region).
+
+    The kernel's answer to a hole is the point of the step (ENOMEM from
+    mlock()/munlock()), so the loader does not refuse it; the range check
+    (``harness/scenario/layout.py``) still wants the pages inside the region.
+    """
+
+
+@dataclass(frozen=True, config=_CONFIG)
+class Mlock(RangeStepWithHoles):
+    """mlock() the range; with ``onfault``, mlock2(MLOCK_ONFAULT) (do_mlock() in mm/mlock.c).
+
+    Without ``onfault`` the range is populated (write faults in private
+    writable VMAs); a hole in the range is ENOMEM (the step's outcome).
+    """
+
+    op: ClassVar[str] = "mlock"
+    onfault: Annotated[Literal[False, True], PlainValidator(_check_bool)] = False
+
+
+@dataclass(frozen=True, config=_CONFIG)
+class Munlock(RangeStepWithHoles):
+    """munlock() the range (apply_vma_lock_flags() in mm/mlock.c); a hole is ENOMEM."""
+
+    op: ClassVar[str] = "munlock"
 
 
 AnyStep = (
     Mmap | Write | Read | Munmap | Mprotect | Madvise | Fork | Exit | ClearRefs | Check
     | PagemapScan
+    | Mlock | Munlock
 )
 
 #: Every op a scenario file may use, by its name, in the order SCENARIOS.md lists them.
 STEP_TYPES: dict[str, type[Step]] = {
-    t.op: t for t in (Mmap, Write, Read, Munmap, Mprotect, Madvise, Fork, Exit, ClearRefs, Check)
+    t.op: t for t in (
+        Mmap, Write, Read, Munmap, Mprotect, Madvise, Fork, Exit, ClearRefs, Check,
+        Mlock, Munlock,
+    )
 }
 STEP_TYPES[PagemapScan.op] = PagemapScan
 

@@ -61,7 +61,8 @@ def test_whole_language_is_generated() -> None:
     values = {(k, str(v)) for step in steps for k, v in step.items()}
     for key, choices in [("kind", ("anon", "file")), ("share", ("private", "shared")),
                          ("prot", ("none", "r", "rw")), ("advice", ("dontneed", "hugepage")),
-                         ("value", ("1", "2", "3", "4", "5"))]:
+                         ("value", ("1", "2", "3", "4", "5")),
+                         ("onfault", ("False", "True"))]:
         for choice in choices:
             assert (key, choice) in values, f"{key} {choice} never generated"
     assert any(k == "uid" and v not in ("0", "None") for k, v in values), "no uid fork"

@@ -122,6 +122,19 @@ class KernelFacts:
     #: Width of show_smap()'s ``THPeligible:`` value: 6.12 prints ``%8u``
     #: (8), 6.1 ``%d`` (0, no padding).  Read from both trees' task_mmu.c.
     smaps_thp_eligible_width: int = 8
+    #: PTE-mapped large folios and mlock: 6.12's mlock_pte_range() mlocks one
+    #: that a folio_pte_batch() maps whole inside the range (allow_mlock_munlock())
+    #: and munlocks it per batch, and every PTE unmap from a VM_LOCKED VMA
+    #: munlocks its folio (munlock_vma_folio()).  6.1's mlock_pte_range() skips
+    #: PageTransCompound() pages and its munlock_vma_page() ignores PTE unmaps of
+    #: them (mm/mlock.c, mm/internal.h of both trees).
+    mlock_pte_mapped_large_folios: bool = True
+    #: Slots of the per-CPU mlock batch before it drains itself: PAGEVEC_SIZE,
+    #: 31 in 6.12 (folio_batch), 15 in 6.1 (pagevec).
+    mlock_batch_size: int = 31
+    #: show_smap_vma_flags()'s word for VM_LOCKONFAULT: 6.12 has "lf"; 6.1's
+    #: table has no entry for the bit, so it prints the default "??".
+    smaps_lockonfault_mnemonic: str = "lf"
 
     def fault_around_pages(self, page_shift: int) -> int:
         """fault_around_pages: ``fault_around_bytes >> PAGE_SHIFT``, at least 1."""
@@ -147,6 +160,9 @@ FACTS_6_1 = KernelFacts(
     smaps_ksm=False,
     smaps_thp_eligible_width=0,
     pagemap_scan=False,
+    mlock_pte_mapped_large_folios=False,
+    mlock_batch_size=15,
+    smaps_lockonfault_mnemonic="??",
 )
 
 #: The facts of every kernel series the model knows, as the harness builds it.
@@ -164,6 +180,9 @@ SCENARIO_OF_FACT: Mapping[str, str] = MappingProxyType({
     "smaps_ksm": "anon_private",
     "smaps_thp_eligible_width": "anon_private",
     "pagemap_scan": "scan_categories",
+    "mlock_pte_mapped_large_folios": "mlock_thp_pte",
+    "mlock_batch_size": "mlock_batch",
+    "smaps_lockonfault_mnemonic": "mlock_onfault",
 })
 
 _SERIES = re.compile(r"^(\d+)\.(\d+)(?:[.\-+~].*)?$")

@@ -12,7 +12,7 @@ from sim.mm.huge_memory import copy_huge_pmd
 from sim.mm.pagetable import HugePmd
 from sim.mm.pte import PTE_PRESENT, PTE_SPECIAL, copy_present_entry
 from sim.mm.rmap import anon_vma_fork
-from sim.mm.vma import Vma
+from sim.mm.vma import VM_LOCKED_MASK, Vma
 
 if TYPE_CHECKING:
     from sim.mm.mm_struct import MmStruct
@@ -28,9 +28,12 @@ def dup_mmap(mm: MmStruct, child: MmStruct) -> None:
     child refaults the rest.  anon_vma_fork() gives the child VMA an anon_vma
     of its own chained to the parent's.  A parent using the huge zero folio
     passes its reference on (MMF_HUGE_ZERO_PAGE is inherited with the mm flags).
+    The child's VMAs lose VM_LOCKED and VM_LOCKONFAULT (``vm_flags_clear(tmp,
+    VM_LOCKED_MASK)``), and its mm starts with locked_vm 0.
     """
     for vma in mm.vmas:
-        copy = Vma(start=vma.start, end=vma.end, flags=vma.flags, pgoff=vma.pgoff, file=vma.file)
+        copy = Vma(start=vma.start, end=vma.end, flags=vma.flags & ~VM_LOCKED_MASK,
+                   pgoff=vma.pgoff, file=vma.file)
         if vma.file is not None:
             vma.file.vma_refs += 1  # get_file()
         anon_vma_fork(copy, vma)

@@ -27,7 +27,7 @@ from sim.mm.pte import (
     pte_mkdirty,
     wp_can_reuse_anon,
 )
-from sim.mm.rmap import anon_vma_prepare
+from sim.mm.rmap import anon_vma_prepare, folio_add_lru_vma, munlock_vma_folio
 from sim.mm.vma import VM_HUGEPAGE, VM_NOHUGEPAGE, Vma
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ __all__ = [
     "split_huge_pmd",
     "split_partial_huge_pmds",
     "thp_vma_allowable",
+    "vma_adjust_trans_huge",
     "zap_huge_pmd",
 ]
 
@@ -97,7 +98,7 @@ def do_huge_pmd_anonymous_page(mm: MmStruct, vma: Vma, addr: int, write: bool) -
     mem.set(head, PG.large_rmappable)  # folio_prep_large_rmappable()
     mem.set(head, PG.uptodate)
     mem.folio_add_new_anon_rmap(head, exclusive=True)
-    mem.folio_add_lru(head)
+    folio_add_lru_vma(mem, head, vma)
     mm.pt.set_pmd(haddr, HugePmd(head, mkyoung_dirty_write(PTE_PRESENT, vma, mm.ctx.soft_dirty)))
     return True
 
@@ -149,6 +150,7 @@ def split_huge_pmd(mm: MmStruct, vma: Vma, haddr: int) -> None:
         table.pfn[:] = range(head, head + nr)
         table.bits[:] = bits
         mem.folio_remove_rmap_pmd(head)
+        munlock_vma_folio(mem, head, vma, pmd=True)
     mm.pt.set_pmd(haddr, table)
 
 
@@ -166,12 +168,15 @@ def split_partial_huge_pmds(
     return ranges
 
 
-def zap_huge_pmd(mm: MmStruct, haddr: int, pmd: HugePmd) -> None:
-    """zap_huge_pmd(): clear the PMD; a THP loses its PMD mapping and that reference."""
+def zap_huge_pmd(mm: MmStruct, haddr: int, pmd: HugePmd, vma: Vma | None = None) -> None:
+    """zap_huge_pmd(): clear the PMD; a THP loses its PMD mapping and that reference
+    (munlocked if ``vma`` is VM_LOCKED: folio_remove_rmap_pmd())."""
     mem = mm.mem
     mm.pt.clear_pmd(haddr)
     if not mem.is_huge_zero_folio(pmd.pfn):
         mem.folio_remove_rmap_pmd(pmd.pfn)
+        if vma is not None:
+            munlock_vma_folio(mem, pmd.pfn, vma, pmd=True)
         mem.folio_put(pmd.pfn)
 
 
@@ -201,3 +206,16 @@ def change_huge_pmd(
         pmd.bits, vma, page, mm.mem, prot_write, try_writable, tracking,
         mm.arch.modify_sets_young,
     )
+
+
+def vma_adjust_trans_huge(mm: MmStruct, vma: Vma, start: int, end: int) -> None:
+    """vma_adjust_trans_huge() as __split_vma() and the merges call it: a huge leaf
+    that ``vma`` is about to be cut through (at ``start`` or ``end``, bytes, not
+    PMD-aligned, inside the VMA) is split first, while ``vma`` still has its old
+    flags (so a VM_LOCKED VMA munlocks the folio: folio_remove_rmap_pmd())."""
+    for cut in (start, end):
+        if cut % mm.pmd_size == 0 or not vma.start < cut < vma.end:
+            continue
+        haddr = cut - cut % mm.pmd_size
+        if isinstance(mm.pt.get_pmd(haddr), HugePmd):
+            split_huge_pmd(mm, vma, haddr)

@@ -41,7 +41,8 @@ __all__ = [
 
 #: The capabilities the model looks at (a root process has them all).
 ALL_CAPS: frozenset[str] = frozenset(
-    {"CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH"}
+    {"CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH",
+     "CAP_IPC_LOCK"}
 )
 
 _PROTS = {"none": 0, "r": int(VM.READ), "rw": int(VM.READ | VM.WRITE)}
@@ -215,6 +216,18 @@ class Process:
     def madvise(self, addr: int, nr_pages: int, advice: str) -> None:
         self._live().madvise(addr, nr_pages, advice)
 
+    def mlock(self, addr: int, nr_pages: int, onfault: bool = False) -> None:
+        """mlock(addr, len), or mlock2(addr, len, MLOCK_ONFAULT) with ``onfault``.
+
+        RLIMIT_MEMLOCK (8 MiB) binds a process without CAP_IPC_LOCK (any uid
+        but 0 here): ENOMEM past it (do_mlock()).
+        """
+        self._live().mlock(addr, nr_pages, onfault, self.creds.capable("CAP_IPC_LOCK"))
+
+    def munlock(self, addr: int, nr_pages: int) -> None:
+        """munlock(addr, len)."""
+        self._live().munlock(addr, nr_pages)
+
     def clear_refs(self, value: int = 4) -> None:
         """echo VALUE > /proc/PID/clear_refs."""
         self._live().clear_refs(value)
@@ -338,6 +351,11 @@ class Machine:
     def frame_freed(self, pfn: int) -> bool:
         """The frame was used and freed: the guest may have reused it (do not compare)."""
         return 0 <= pfn < self.mem.max_dump_pfn and bool(self.mem.freed[pfn])
+
+    def lru_add_drain(self) -> None:
+        """lru_add_drain() on the one CPU: the mlock batch is applied (the lru_add
+        batch is always taken as drained).  The harness drains before each check."""
+        self.mem.mlock_drain_local()
 
     def stable_page_flags(self, pfns: Sequence[int] | np.ndarray) -> list[int]:
         """stable_page_flags() of each PFN (below max_dump_pfn)."""

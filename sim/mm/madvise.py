@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from sim.mm.memory import zap_page_range
 from sim.mm.syscall import MmError, user_range_end
-from sim.mm.vma import VM_HUGEPAGE, VM_NOHUGEPAGE, Vma
+from sim.mm.vma import VM_HUGEPAGE, VM_LOCKED, VM_NOHUGEPAGE, Vma
 
 if TYPE_CHECKING:
     from sim.mm.mm_struct import MmStruct
@@ -38,6 +38,11 @@ def do_madvise(mm: MmStruct, addr: int, nr_pages: int, advice: str) -> None:
     pieces, gap = _madvise_pieces(mm, addr, end)
     for vma, lo, hi in pieces:
         if advice == "dontneed":
+            if vma.flags & VM_LOCKED:
+                # madvise_dontneed_free_valid_vma(): VM_LOCKED is forbidden
+                # (MADV_DONTNEED_LOCKED aside); the pieces before were zapped.
+                raise MmError(errno.EINVAL, "madvise: MADV_DONTNEED on a VM_LOCKED VMA")
+            mm.mem.mlock_drain_local()  # zap_page_range_single(): lru_add_drain()
             zap_page_range(mm, vma, lo, hi)
         else:
             newflags = (vma.flags & ~VM_NOHUGEPAGE) | VM_HUGEPAGE

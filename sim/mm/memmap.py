@@ -152,6 +152,12 @@ class PhysMem:
         self.flags[reserved_mask] = np.uint64(_PG_RESERVED)
         self.refcount[reserved_mask] = 1  # init_page_count() in __init_single_page()
         self._hint = 0
+        #: folio->mlock_count of unevictable folios, by head PFN (absent: 0).
+        self.mlock_count: dict[int, int] = {}
+        #: The per-CPU mlock_fbatch (mm/mlock.c): (head PFN, what) queued by
+        #: mlock_folio() ("lru"), mlock_new_folio() ("new") and munlock_folio()
+        #: ("munlock"), applied in order by mlock_drain_local().
+        self.mlock_fbatch: list[tuple[int, str]] = []
 
         # The shared zero page: a reserved kernel page (empty_zero_page).
         reserved_pfns = np.flatnonzero(reserved_mask)
@@ -280,6 +286,11 @@ class PhysMem:
         self.anon[head:end] = False
         self.file_id[head:end] = 0
         self.freed[head:end] = True
+        # The kernel's batch holds a reference until it drains; the model counts
+        # no batch references, so a freed folio leaves the batch at once.
+        self.mlock_count.pop(head, None)
+        if self.mlock_fbatch:
+            self.mlock_fbatch = [(h, what) for h, what in self.mlock_fbatch if h != head]
         if self.reuse_frames:
             self._hint = min(self._hint, head)
 
@@ -440,8 +451,105 @@ class PhysMem:
         elif flags & _PG_UNEVICTABLE:
             pass
         elif not flags & _PG_ACTIVE:
-            self.set(head, PG.active)
+            # Off the LRU (the zero page, a new folio waiting in the mlock
+            # batch) __lru_cache_activate_folio() finds it in no lru_add batch:
+            # only PG_referenced is cleared.
+            if flags & _PG_LRU:
+                self.set(head, PG.active)
             self.clear(head, PG.referenced)
+
+    # ------------------------------------------------------------------
+    # mlock (mm/mlock.c, mm/swap.c): the per-CPU mlock batch
+    # ------------------------------------------------------------------
+
+    def folio_add_lru_vma(self, head: int, vma_flags: int, vm_locked: int) -> None:
+        """folio_add_lru_vma() (mm/swap.c): a new folio mapped into a VMA.
+
+        In a VM_LOCKED VMA (``vma_flags & vm_locked``; VM_SPECIAL never
+        occurs here) it is mlock_new_folio(), otherwise folio_add_lru().
+        """
+        if vma_flags & vm_locked:
+            self.mlock_new_folio(head)
+        else:
+            self.folio_add_lru(head)
+
+    def mlock_folio(self, head: int) -> None:
+        """mlock_folio(): PG_mlocked now, the LRU move when the batch drains."""
+        self.set(head, PG.mlocked)
+        self._mlock_batch_add(head, "lru")
+
+    def mlock_new_folio(self, head: int) -> None:
+        """mlock_new_folio(): a new folio not yet on the LRU; PG_mlocked now."""
+        self.set(head, PG.mlocked)
+        self._mlock_batch_add(head, "new")
+
+    def munlock_folio(self, head: int) -> None:
+        """munlock_folio(): everything happens when the batch drains (__munlock_folio())."""
+        self._mlock_batch_add(head, "munlock")
+
+    def _mlock_batch_add(self, head: int, what: str) -> None:
+        """folio_batch_add() to mlock_fbatch; a full batch (``facts.mlock_batch_size``:
+        the entry that fills it), or a large folio (!folio_may_be_lru_cached()),
+        drains it at once (mlock_folio_batch())."""
+        self.mlock_fbatch.append((head, what))
+        if len(self.mlock_fbatch) >= self.facts.mlock_batch_size or self.order[head]:
+            self.mlock_drain_local()
+
+    def mlock_drain_local(self) -> None:
+        """mlock_drain_local() -> mlock_folio_batch(): each queued folio in order.
+
+        lru_add_drain() ends with it, so the model calls it wherever the
+        kernel calls lru_add_drain() (the lru_add batch itself is taken as
+        drained at once, sim/MODEL.md).
+        """
+        batch, self.mlock_fbatch = self.mlock_fbatch, []
+        for head, what in batch:
+            if what == "lru":
+                self._mlock_lru_folio(head)
+            elif what == "new":
+                self._mlock_new_folio_drained(head)
+            else:
+                self._munlock_folio_drained(head)
+
+    def _evictable(self, head: int) -> bool:
+        """folio_evictable(): not mlocked (no SHM_LOCKed mapping in the model)."""
+        return not self.test(head, PG.mlocked)
+
+    def _mlock_lru_folio(self, head: int) -> None:
+        """__mlock_folio(): onto the unevictable list (PG_active cleared), mlock_count."""
+        if not self.test(head, PG.lru):
+            return  # folio_test_clear_lru() failed: nothing to do off the LRU
+        if self._evictable(head):
+            self.clear(head, PG.unevictable)
+        elif self.test(head, PG.unevictable):
+            self.mlock_count[head] = self.mlock_count.get(head, 0) + 1
+        else:
+            self.clear(head, PG.active)
+            self.set(head, PG.unevictable)
+            self.mlock_count[head] = 1
+        self.set(head, PG.lru)
+
+    def _mlock_new_folio_drained(self, head: int) -> None:
+        """__mlock_new_folio(): onto the unevictable list with mlock_count 1."""
+        if not self._evictable(head):
+            self.set(head, PG.unevictable)
+            self.mlock_count[head] = 1
+        self.set(head, PG.lru)
+
+    def _munlock_folio_drained(self, head: int) -> None:
+        """__munlock_folio(): one mlock fewer; the last clears PG_mlocked and
+        moves the folio back to an evictable list (PG_active stays clear)."""
+        isolated = self.test(head, PG.lru)
+        if isolated and self.test(head, PG.unevictable):
+            count = self.mlock_count.get(head, 0)
+            if count:
+                count -= 1
+                self.mlock_count[head] = count
+            if count:
+                return
+        self.clear(head, PG.mlocked)
+        if isolated and self.test(head, PG.unevictable) and self._evictable(head):
+            self.clear(head, PG.unevictable)
 
     def folio_mark_dirty(self, head: int) -> None:
         """folio_mark_dirty(): shmem and anonymous folios just get PG_dirty."""

@@ -33,7 +33,7 @@ from sim.mm.pte import (
     set_accessed,
     wp_can_reuse_anon,
 )
-from sim.mm.rmap import anon_vma_prepare
+from sim.mm.rmap import anon_vma_prepare, folio_add_lru_vma, mlock_vma_folio, munlock_vma_folio
 from sim.mm.shmem import ShmemFile, ShmemSigbus
 from sim.mm.syscall import Signal
 from sim.mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_SHARED, VM_WRITE, Vma
@@ -162,7 +162,7 @@ def do_anonymous_page(mm: MmStruct, vma: Vma, addr: int, write: bool) -> None:
     if vma.flags & VM_WRITE:
         bits |= pte_mkdirty(mm.ctx.soft_dirty) | PTE_WRITE  # pte_mkwrite(pte_mkdirty(entry))
     mem.folio_add_new_anon_rmap(pfn, exclusive=True)
-    mem.folio_add_lru(pfn)
+    folio_add_lru_vma(mem, pfn, vma)
     table.set(i, pfn, bits)
 
 
@@ -206,6 +206,7 @@ def wp_page_copy(mm: MmStruct, vma: Vma, table: PteTable, i: int) -> None:
     if old is not None:
         head = mem.page_folio(old)
         mem.folio_remove_rmap_ptes(head, old, 1)
+        munlock_vma_folio(mem, head, vma)
         mem.folio_put(head)  # the reference the old PTE held
 
 
@@ -215,7 +216,7 @@ def _new_anon_page(mm: MmStruct, vma: Vma, table: PteTable, i: int, pfn: int) ->
     mem = mm.mem
     mem.set(pfn, PG.uptodate)
     mem.folio_add_new_anon_rmap(pfn, exclusive=True)
-    mem.folio_add_lru(pfn)
+    folio_add_lru_vma(mem, pfn, vma)
     table.set(i, pfn, mkyoung_dirty_write(PTE_PRESENT, vma, mm.ctx.soft_dirty))
 
 
@@ -292,6 +293,7 @@ def set_pte_range(mm: MmStruct, vma: Vma, table: PteTable, i: int, pfn: int, wri
     if write:
         bits = mkyoung_dirty_write(bits, vma, mm.ctx.soft_dirty)
     mm.mem.folio_add_file_rmap_ptes(pfn, pfn, 1)
+    mlock_vma_folio(mm.mem, mm.mem.page_folio(pfn), vma)
     table.set(i, pfn, bits)
 
 
@@ -328,13 +330,13 @@ def zap_page_range(mm: MmStruct, vma: Vma, start: int, end: int) -> None:
     """
     for base, entry, lo, hi in split_partial_huge_pmds(mm, vma, start, end):
         if isinstance(entry, HugePmd):
-            zap_huge_pmd(mm, base, entry)
+            zap_huge_pmd(mm, base, entry, vma)
             continue
         for i in mm.pt.pte_range(base, lo, hi):
-            zap_present_pte(mm, entry, i)
+            zap_present_pte(mm, entry, i, vma)
 
 
-def zap_present_pte(mm: MmStruct, table: PteTable, i: int) -> None:
+def zap_present_pte(mm: MmStruct, table: PteTable, i: int, vma: Vma | None = None) -> None:
     """zap_present_folio_ptes() for ``table[i]`` if present.
 
     A page-cache page's PTE passes its dirty bit to the folio
@@ -356,4 +358,6 @@ def zap_present_pte(mm: MmStruct, table: PteTable, i: int) -> None:
         if bits & PTE_YOUNG:
             mem.folio_mark_accessed(head)
     mem.folio_remove_rmap_ptes(head, pfn, 1)
+    if vma is not None:
+        munlock_vma_folio(mem, head, vma)
     mem.folio_put(head)

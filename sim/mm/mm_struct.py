@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sim.arch import Arch
-from sim.mm import clear_refs, fork, huge_memory, madvise, memory, mmap, mprotect
+from sim.mm import clear_refs, fork, huge_memory, madvise, memory, mlock, mmap, mprotect
 from sim.mm.facts import KernelFacts
 from sim.mm.memmap import PhysMem
 from sim.mm.pagetable import PageTables
@@ -75,6 +75,8 @@ class MmStruct:
         self.mmf_huge_zero_page = False
         #: mm_users > 0: exit_mmap() has not run.
         self.alive = True
+        #: mm->locked_vm: pages in VM_LOCKED VMAs (mlock_fixup(), munmap; 0 after fork).
+        self.locked_vm = 0
 
     # -- user access ------------------------------------------------------
 
@@ -102,6 +104,14 @@ class MmStruct:
     def madvise(self, addr: int, nr_pages: int, advice: str) -> None:
         """madvise(): see madvise.do_madvise()."""
         madvise.do_madvise(self, addr, nr_pages, advice)
+
+    def mlock(self, addr: int, nr_pages: int, onfault: bool, cap_ipc_lock: bool) -> None:
+        """mlock() / mlock2(MLOCK_ONFAULT): see mlock.do_mlock()."""
+        mlock.do_mlock(self, addr, nr_pages, onfault, cap_ipc_lock)
+
+    def munlock(self, addr: int, nr_pages: int) -> None:
+        """munlock(): see mlock.do_munlock()."""
+        mlock.do_munlock(self, addr, nr_pages)
 
     def clear_refs(self, value: int) -> None:
         """echo VALUE > /proc/PID/clear_refs: see clear_refs.clear_refs_write()."""

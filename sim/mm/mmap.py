@@ -15,6 +15,7 @@ from sim.mm.shmem import ShmemFile
 from sim.mm.syscall import MmError, user_range_end
 from sim.mm.vma import (
     VM_ACCOUNT,
+    VM_LOCKED,
     VM_MAYEXEC,
     VM_MAYREAD,
     VM_MAYSHARE,
@@ -81,6 +82,10 @@ def do_munmap(mm: MmStruct, addr: int, nr_pages: int) -> None:
     """
     end = user_range_end(mm.arch, addr, nr_pages, "munmap", errno.EINVAL)
     victims = _vmas_split_to(mm, addr, end)
+    # vms_gather_munmap_vmas() counts the locked pages; unmap_region() starts
+    # with lru_add_drain().
+    mm.locked_vm -= sum(v.nr_pages() for v in victims if v.flags & VM_LOCKED)
+    mm.mem.mlock_drain_local()
     for vma in victims:
         zap_page_range(mm, vma, vma.start, vma.end)
     for vma in victims:
@@ -115,6 +120,7 @@ def remove_vma(vma: Vma) -> None:
 
 def exit_mmap(mm: MmStruct) -> None:
     """exit_mmap(): unmap every VMA, free all page tables, drop file and huge-zero references."""
+    mm.mem.mlock_drain_local()  # lru_add_drain()
     for vma in mm.vmas:
         zap_page_range(mm, vma, vma.start, vma.end)
     for vma in mm.vmas:

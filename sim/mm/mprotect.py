@@ -11,12 +11,14 @@ import errno
 from typing import TYPE_CHECKING
 
 from sim.mm.huge_memory import change_huge_pmd, split_partial_huge_pmds
+from sim.mm.mlock import populate_vma_page_range
 from sim.mm.pagetable import HugePmd
 from sim.mm.pte import PTE_PRESENT, PTE_SPECIAL, change_protection_bits
 from sim.mm.syscall import MmError, user_range_end
 from sim.mm.vma import (
     VM_ACCESS_FLAGS,
     VM_ACCOUNT,
+    VM_LOCKED,
     VM_NORESERVE,
     VM_SHARED,
     VM_WRITE,
@@ -67,6 +69,13 @@ def mprotect_fixup(mm: MmStruct, vma: Vma, start: int, end: int, newflags: int) 
     else:
         try_writable = bool(vma.flags & VM_WRITE)
     change_protection(mm, vma, start, end, try_writable)
+    if oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED) == VM_LOCKED and newflags & VM_WRITE:
+        # A private VM_LOCKED VMA becoming writable: populate_vma_page_range()
+        # breaks COW now (its errors are ignored).
+        try:
+            populate_vma_page_range(mm, vma, start, end)
+        except MmError:
+            pass
 
 
 def change_protection(mm: MmStruct, vma: Vma, start: int, end: int, try_writable: bool) -> None:

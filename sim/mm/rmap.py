@@ -6,9 +6,25 @@ anon_vma_chain, which is all VMA merging and anon_vma reuse look at.
 
 from __future__ import annotations
 
-from sim.mm.vma import VM_EXEC, VM_READ, VM_SOFTDIRTY, VM_WRITE, AnonVma, Vma, VmaList
+from sim.mm.memmap import PhysMem
+from sim.mm.vma import (
+    VM_EXEC,
+    VM_LOCKED,
+    VM_READ,
+    VM_SOFTDIRTY,
+    VM_WRITE,
+    AnonVma,
+    Vma,
+    VmaList,
+)
 
-__all__ = ["anon_vma_fork", "anon_vma_prepare"]
+__all__ = [
+    "anon_vma_fork",
+    "anon_vma_prepare",
+    "folio_add_lru_vma",
+    "mlock_vma_folio",
+    "munlock_vma_folio",
+]
 
 #: Flags anon_vma_compatible() ignores: VM_ACCESS_FLAGS and VM_SOFTDIRTY.
 _COMPATIBLE_IGNORES = VM_READ | VM_WRITE | VM_EXEC | VM_SOFTDIRTY
@@ -51,3 +67,32 @@ def anon_vma_fork(child: Vma, parent: Vma) -> None:
     if parent.anon_vma is not None:
         child.anon_vma = AnonVma()
         child.chain_len = parent.chain_len + 1
+
+
+# ---------------------------------------------------------------------------
+# mlock on the rmap paths (mm/internal.h, mm/rmap.c, mm/swap.c)
+# ---------------------------------------------------------------------------
+
+
+def folio_add_lru_vma(mem: PhysMem, head: int, vma: Vma) -> None:
+    """folio_add_lru_vma(): a new folio of a VM_LOCKED VMA is mlock_new_folio()ed."""
+    mem.folio_add_lru_vma(head, vma.flags, VM_LOCKED)
+
+
+def mlock_vma_folio(mem: PhysMem, head: int, vma: Vma) -> None:
+    """mlock_vma_folio(), as __folio_add_anon_rmap() and folio_add_file_rmap_ptes()
+    call it: only an order-0 folio mapped into a VM_LOCKED VMA is mlocked here (a
+    large folio is left to reclaim, "not easy to check whether fully mapped")."""
+    if vma.flags & VM_LOCKED and not mem.folio_test_large(head):
+        mem.mlock_folio(head)
+
+
+def munlock_vma_folio(mem: PhysMem, head: int, vma: Vma, pmd: bool = False) -> None:
+    """munlock_vma_folio() at the end of __folio_remove_rmap(): every unmap from a
+    VM_LOCKED VMA munlocks the folio (PTE or PMD, small or large).  6.1's
+    munlock_vma_page() skips PTE unmaps of a large folio
+    (``facts.mlock_pte_mapped_large_folios`` False)."""
+    if not vma.flags & VM_LOCKED:
+        return
+    if pmd or not mem.folio_test_large(head) or mem.facts.mlock_pte_mapped_large_folios:
+        mem.munlock_folio(head)

@@ -23,6 +23,9 @@ __all__ = [
     "VM_ACCOUNT",
     "VM_EXEC",
     "VM_HUGEPAGE",
+    "VM_LOCKED",
+    "VM_LOCKED_MASK",
+    "VM_LOCKONFAULT",
     "VM_MAYEXEC",
     "VM_MAYREAD",
     "VM_MAYSHARE",
@@ -48,6 +51,8 @@ class VM(IntFlag):
     MAYWRITE = 0x00000020
     MAYEXEC = 0x00000040
     MAYSHARE = 0x00000080
+    LOCKED = 0x00002000
+    LOCKONFAULT = 0x00080000
     ACCOUNT = 0x00100000
     NORESERVE = 0x00200000
     SOFTDIRTY = 0x08000000
@@ -69,6 +74,11 @@ VM_NORESERVE = int(VM.NORESERVE)
 VM_SOFTDIRTY = int(VM.SOFTDIRTY)
 VM_HUGEPAGE = int(VM.HUGEPAGE)
 VM_NOHUGEPAGE = int(VM.NOHUGEPAGE)
+VM_LOCKED = int(VM.LOCKED)
+VM_LOCKONFAULT = int(VM.LOCKONFAULT)
+#: VM_LOCKED_MASK (include/linux/mm.h): what mlock()/munlock() set and clear, and
+#: what dup_mmap() clears in the child.
+VM_LOCKED_MASK = VM_LOCKED | VM_LOCKONFAULT
 VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC
 
 _anon_vma_ids = itertools.count(1)
