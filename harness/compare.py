@@ -324,7 +324,7 @@ class _Comparer:
         self.scenario = scenario
         self.arch = arch
         self.bijection = bijection
-        self.region_names = [mmap.region for mmap in scenario.regions]
+        self.region_names = list(scenario.region_names)
         self.found: list[Divergence] = []
 
     def add(

@@ -40,6 +40,7 @@ C_ENUMS: tuple[tuple[type[IntEnum] | type[IntFlag], str, str], ...] = (
     (p.OpenBits, "", "OPEN_BIT_"),
     (p.WriteBits, "", "WRITE_BIT_"),
     (p.ExitHow, "", "EXIT_HOW_"),
+    (p.RemapBits, "", "REMAP_BIT_"),
 )
 
 

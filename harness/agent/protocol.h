@@ -67,6 +67,10 @@ enum agent_op {
 	OP_CRASH = 17,
 	/* () -> u32 n, n x (str name, u32 pid) procs. Init's named processes. */
 	OP_LIST = 18,
+	/* u64 addr, u64 old_length, u64 new_length, u8 flags, u64 new_addr -> u64 addr.
+	 * Mremap(addr, old_length, new_length, flags (RemapBits -> MREMAP_*), new_addr); the reply
+	 * is the range's address afterwards. */
+	OP_MREMAP = 19,
 };
 
 /* Ops any agent process performs on itself, X(op, handler): the handler is
@@ -84,7 +88,8 @@ enum agent_op {
 	X(OP_READ_FILE, op_read_file) \
 	X(OP_WRITE_FILE, op_write_file) \
 	X(OP_SETTLE, op_settle) \
-	X(OP_CRASH, op_crash)
+	X(OP_CRASH, op_crash) \
+	X(OP_MREMAP, op_mremap)
 
 /* ReplyStatus: The status of a reply frame. */
 enum agent_status {
@@ -156,6 +161,12 @@ enum {
 enum {
 	EXIT_HOW_EXITED = 1,
 	EXIT_HOW_SIGNALED = 2,
+};
+/* RemapBits: mremap() flags on the wire; the agent maps them to MREMAP_*. */
+enum {
+	REMAP_BIT_MAYMOVE = 1,
+	REMAP_BIT_FIXED = 2,
+	REMAP_BIT_DONTUNMAP = 4,
 };
 
 #endif

@@ -64,6 +64,7 @@ __all__ = [
     "ProtBits",
     "ProtocolError",
     "ReadStage",
+    "RemapBits",
     "Reader",
     "ReplyStatus",
     "SettleFlags",
@@ -114,6 +115,7 @@ class Op(IntEnum):
     POWEROFF = 16
     CRASH = 17
     LIST = 18
+    MREMAP = 19
 
 
 class ReplyStatus(IntEnum):
@@ -141,6 +143,14 @@ class BackingCode(IntEnum):
 
     ANON = 0
     FILE = 1
+
+
+class RemapBits(IntFlag):
+    """mremap() flags on the wire; the agent maps them to MREMAP_*."""
+
+    MAYMOVE = 1
+    FIXED = 2
+    DONTUNMAP = 4
 
 
 class AdviceCode(IntEnum):
@@ -343,6 +353,11 @@ LAYOUTS: dict[Op, OpLayout] = {
     Op.POWEROFF: _layout("", "", "then reboot(RB_POWER_OFF); init only"),
     Op.CRASH: _layout("u8 kind", None, "the target or the kernel is gone"),
     Op.LIST: _layout("", "u32 n, n x (str name, u32 pid) procs", "init's named processes"),
+    Op.MREMAP: _layout(
+        "u64 addr, u64 old_length, u64 new_length, u8 flags, u64 new_addr", "u64 addr",
+        "mremap(addr, old_length, new_length, flags (RemapBits -> MREMAP_*), new_addr); "
+        "the reply is the range's address afterwards",
+    ),
 }
 #: Ops about named processes and power, which init and procs.c handle; every
 #: other op is performed by any agent process on itself, by the C function
