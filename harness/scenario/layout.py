@@ -241,11 +241,11 @@ def _extents(scenario: Scenario, arch: Arch) -> dict[str, tuple[int, int]]:
     """
     extent: dict[str, int] = {}
     targets: list[tuple[str, int, str]] = []
-    for name, step in _definitions(scenario):
-        size = step.pages if isinstance(step, Mmap) else step.new_pages
+    for name, definition in _definitions(scenario):
+        size = definition.pages if isinstance(definition, Mmap) else definition.new_pages
         extent[name] = size.resolve(arch)
-        if isinstance(step, Mremap) and step.to is not None:
-            targets.append((step.to.region, step.to.page.resolve(arch), name))
+        if isinstance(definition, Mremap) and definition.to is not None:
+            targets.append((definition.to.region, definition.to.page.resolve(arch), name))
     for step in scenario.steps:
         if isinstance(step, Mremap) and step.to is None and step.region in extent:
             first = step.pages.first.resolve(arch)

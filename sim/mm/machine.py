@@ -24,8 +24,8 @@ import numpy as np
 from sim.arch import Arch
 from sim.mm.facts import PINNED, KernelFacts
 from sim.mm.memmap import FrameState, PhysMem
-from sim.mm.mremap import MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE
 from sim.mm.mm_struct import MachineContext, MmStruct
+from sim.mm.mremap import MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE
 from sim.mm.shmem import ShmemFile
 from sim.mm.syscall import MmError, Signal
 from sim.mm.vma import VM, Vma
