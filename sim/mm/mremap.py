@@ -13,7 +13,7 @@ What a move leaves behind, as 6.12 does it:
 * each PTE moved one by one gains soft-dirty (move_ptes() ->
   move_soft_dirty_pte()), as does a huge PMD moved whole (move_huge_pmd() ->
   move_soft_dirty_pmd()); a whole PTE table moved by move_normal_pmd()
-  (CONFIG_HAVE_MOVE_PMD: x86) keeps its PTEs' bits as they were;
+  (CONFIG_HAVE_MOVE_PMD: x86, powerpc radix) keeps its PTEs' bits as they were;
 * the old range is unmapped (do_vmi_munmap()), or with MREMAP_DONTUNMAP
   stays as an empty VMA that, if the move took it whole, loses its anon_vma
   (unlink_anon_vmas()) and, if anonymous, gets pgoff = vm_start >> PAGE_SHIFT.
