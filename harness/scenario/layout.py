@@ -295,14 +295,19 @@ class _PageRuns:
         return None
 
     def assign(self, first: int, end: int, by: int | None) -> None:
-        """Mark [first, end) mapped (``by`` None) or unmapped by step ``by``, whatever it was."""
+        """Mark [first, end) mapped (``by`` None) or unmapped by step ``by``, whatever it was
+        (pages past the runs' end, never mapped before, are added)."""
         if first >= end:
             return
+        last = self.runs[-1][1] if self.runs else 0
+        runs = [*self.runs, (last, end, -1)] if end > last else self.runs
         pieces: list[tuple[int, int, int | None]] = []
-        for start, stop, old in self.runs:
+        for start, stop, old in runs:
             for lo, hi, state in ((start, min(stop, first), old), (max(start, first),
                                   min(stop, end), by), (max(start, end), stop, old)):
-                if lo < hi:
+                if lo < hi and pieces and pieces[-1][2] == state and pieces[-1][1] == lo:
+                    pieces[-1] = (pieces[-1][0], hi, state)  # keep runs maximal
+                elif lo < hi:
                     pieces.append((lo, hi, state))
         self.runs = pieces
         self.starts = [run[0] for run in pieces]
