@@ -113,7 +113,8 @@ def test_grow_in_place_and_its_errors() -> None:
     with pytest.raises(MmError) as info:
         p.mremap(BASE, 4, 4, new_addr=BASE + 16 * PAGE)  # leaves its VMA
     assert info.value.errno == errno.EFAULT
-    for kwargs in ({"new_addr": BASE + PAGE}, {"new_addr": BASE + 16 * PAGE, "dontunmap": True}):
+    for new_addr, new_pages, dontunmap in ((BASE + PAGE, 2, False),  # overlaps the source
+                                           (BASE + 16 * PAGE, 3, True)):  # resizes
         with pytest.raises(MmError) as info:
-            p.mremap(BASE, 2, 3 if "dontunmap" in kwargs else 2, **kwargs)
-        assert info.value.errno == errno.EINVAL, kwargs
+            p.mremap(BASE, 2, new_pages, new_addr=new_addr, dontunmap=dontunmap)
+        assert info.value.errno == errno.EINVAL, new_addr
