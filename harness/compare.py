@@ -333,7 +333,7 @@ class _Comparer:
         self.scenario = scenario
         self.arch = arch
         self.bijection = bijection
-        self.region_names = [mmap.region for mmap in scenario.regions]
+        self.region_names = list(scenario.region_names)
         self.found: list[Divergence] = []
         #: What was held side by side, per step (harness.compared.Compared's names).
         self.counts: defaultdict[int, Counter[str]] = defaultdict(Counter)

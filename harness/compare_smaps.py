@@ -89,9 +89,21 @@ def _ranges(regions: Sequence[RegionRead], proc: str, page_size: int) -> list[tu
 
 
 def _region_of(block: SmapsBlock, ranges: Sequence[tuple[int, int, str]]) -> str | None:
-    for start, end, name in ranges:
-        if start <= block.header.start and block.header.end <= end:
+    """The region a block of ours is named by (None: not ours).
+
+    Ours: inside the union of the regions' ranges (mremap can merge a VMA across two
+    regions' ranges); named by the region holding it whole, else its first page.
+    """
+    start, end = block.header.start, block.header.end
+    for lo, hi, name in ranges:
+        if lo <= start and end <= hi:
             return name
+    position = start
+    for lo, hi, _ in sorted(ranges):
+        if lo <= position < hi:
+            position = hi
+        if position >= end:
+            return next(name for lo, hi, name in ranges if lo <= start < hi)
     return None
 
 

@@ -81,10 +81,12 @@ def check_source(
     """
     shift = arch.page_shift
     names: dict[str, ProcessInfo] = {}
-    pagemaps: dict[str, dict[int, bytes]] = {}
+    # Per process, page -> its pagemap entry: regions may overlap (a region moved into
+    # another's range by mremap), and each page must count once.
+    entries: dict[str, dict[int, bytes]] = {}
     for read in check.regions:
         info = names.setdefault(read.proc, ProcessInfo(len(names) + 1, 0, 0, read.proc))
-        slices = pagemaps.setdefault(info.comm, {})
+        pages = entries.setdefault(info.comm, {})
         data = read.pagemap.data
         if data is None:
             continue
@@ -93,15 +95,45 @@ def check_source(
             if ranges is None else ranges.get(read.proc, ())
         for start, end in wanted:
             lo, hi = max(start, read.vaddr), min(end, read.vaddr + (len(data) // 8 << shift))
-            if lo < hi:
-                first = (lo - read.vaddr) >> shift
-                slices[lo >> shift] = data[first * 8 : (hi - read.vaddr >> shift) * 8]
+            for page in range(lo >> shift, hi >> shift):
+                first = page - (read.vaddr >> shift)
+                pages[page] = data[first * 8 : first * 8 + 8]
+    pagemaps = {comm: _slices(pages) for comm, pages in entries.items()}
     flags = {f.pfn: f.kpageflags.data for f in check.frames if f.kpageflags.data}
     counts = {f.pfn: f.kpagecount.data for f in check.frames if f.kpagecount.data}
     slots = {f.pfn: f.kpagemap.data for f in check.frames if f.kpagemap.data}
     processes = [RecordedProcess(info, pagemaps.get(name, {})) for name, info in names.items()]
     source = RecordedSource(_layout(arch), processes, flags, counts, slots or None)
     return source, names
+
+
+def _slices(pages: Mapping[int, bytes]) -> dict[int, bytes]:
+    """Consecutive pages' entries joined: first page -> the run's pagemap bytes."""
+    slices: dict[int, bytes] = {}
+    start = previous = None
+    run: list[bytes] = []
+    for page in sorted(pages):
+        if previous is None or page != previous + 1:
+            if start is not None:
+                slices[start] = b"".join(run)
+            start, run = page, []
+        run.append(pages[page])
+        previous = page
+    if start is not None:
+        slices[start] = b"".join(run)
+    return slices
+
+
+def _inside(start: int, end: int, ranges: Sequence[tuple[int, int]]) -> bool:
+    """Whether [start, end) lies inside the union of ``ranges`` (a VMA may span two
+    regions' ranges when mremap merged it across them)."""
+    position = start
+    for lo, hi in sorted(ranges):
+        if lo <= position < hi:
+            position = hi
+        if position >= end:
+            return True
+    return False
 
 
 def process_footprints(
@@ -123,8 +155,7 @@ def _ours(read: SmapsRead, check: CheckObservation, arch: Arch) -> list[SmapsBlo
     regions = [
         (r.vaddr, r.vaddr + r.pages * arch.page_size) for r in check.regions if r.proc == read.proc
     ]
-    return [b for b in blocks
-            if any(s <= b.header.start and b.header.end <= e for s, e in regions)]
+    return [b for b in blocks if _inside(b.header.start, b.header.end, regions)]
 
 
 def footprint_mismatches(

@@ -36,7 +36,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from harness.agent.client import AgentClient, ReadFileReply
-from harness.agent.protocol import AdviceCode, BackingCode, ProtBits, ReadStage, SettleFlags
+from harness.agent.protocol import (
+    AdviceCode,
+    BackingCode,
+    ProtBits,
+    ReadStage,
+    RemapBits,
+    SettleFlags,
+)
 from harness.errors import AgentOpError, VMError
 from harness.khugepaged import hold_khugepaged
 from harness.observations import (
@@ -62,6 +69,7 @@ from harness.scenario import (
     Mlock,
     Mmap,
     Mprotect,
+    Mremap,
     Munlock,
     Munmap,
     PagemapScan,
@@ -453,6 +461,23 @@ def _mprotect(run: GuestRun, step: Mprotect) -> None:
 def _madvise(run: GuestRun, step: Madvise) -> None:
     span = run.layout.span(step)
     run.agent.madvise(span.vaddr, span.length, _ADVICES[step.advice], run.names[step.proc])
+
+
+@GUEST.on(Mremap)
+def _mremap(run: GuestRun, step: Mremap) -> None:
+    span = run.layout.span(step)
+    new_length = step.new_pages.resolve(run.arch) * run.arch.page_size
+    flags, new_addr = RemapBits(0), 0
+    if step.new_region is not None:
+        flags = RemapBits.MAYMOVE | RemapBits.FIXED
+        if step.dontunmap:
+            flags |= RemapBits.DONTUNMAP
+        new_addr = run.layout[step.new_region].vaddr
+    got = run.agent.mremap(span.vaddr, span.length, new_length, flags, new_addr,
+                           run.names[step.proc])
+    expected = new_addr if step.new_region is not None else span.vaddr
+    if got != expected:
+        raise run.fail(step, f"mremap returned {got:#x}, not {expected:#x}")
 
 
 @GUEST.on(Fork)

@@ -34,6 +34,7 @@ from harness.scenario import (
     Mlock,
     Mmap,
     Mprotect,
+    Mremap,
     Munlock,
     Munmap,
     PagemapScan,
@@ -198,6 +199,16 @@ def _mprotect(run: ModelRun, step: Mprotect) -> None:
 def _madvise(run: ModelRun, step: Madvise) -> None:
     span = run.layout.span(step)
     run.procs[step.proc].madvise(span.vaddr, span.pages, step.advice)
+
+
+@MODEL.on(Mremap)
+def _mremap(run: ModelRun, step: Mremap) -> None:
+    span = run.layout.span(step)
+    new_pages = step.new_pages.resolve(run.arch)
+    new_addr = run.layout[step.new_region].vaddr if step.new_region is not None else None
+    run.procs[step.proc].mremap(
+        span.vaddr, span.pages, new_pages, new_addr=new_addr, dontunmap=step.dontunmap
+    )
 
 
 @MODEL.on(Fork)

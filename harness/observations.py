@@ -609,7 +609,7 @@ def observe_check(
         first.append(FileRead(
             f"/proc/{pid}/pagemap",
             (placement.vaddr >> arch.page_shift) * PM.ENTRY_BYTES,
-            placement.pages * PM.ENTRY_BYTES,
+            placement.observed_pages * PM.ENTRY_BYTES,
         ))
     procs: dict[str, int] = {}
     for proc, _, pid in targets:
@@ -653,13 +653,13 @@ def observe_check(
         placement = layout[region]
         tags: tuple[int | None, ...] | None = None
         if frame_tags is not None:
-            by_page: list[int | None] = [None] * placement.pages
+            by_page: list[int | None] = [None] * placement.observed_pages
             for page, pfn in ram_tag_pages(arch, pagemap):
-                if page < placement.pages:
+                if page < placement.observed_pages:
                     by_page[page] = tags_of.get(pfn)
             tags = tuple(by_page)
         regions.append(
-            RegionRead(proc, region, placement.vaddr, placement.pages, pagemap, tags)
+            RegionRead(proc, region, placement.vaddr, placement.observed_pages, pagemap, tags)
         )
     return CheckObservation(
         check.index, check.reader_uid, header, flags_probe, count_probe, tuple(regions), frames,

@@ -14,6 +14,7 @@ from harness.agent.protocol import (
     CrashKind,
     ProtBits,
     ReadStage,
+    RemapBits,
     ReplyStatus,
     Whence,
 )
@@ -74,6 +75,25 @@ def test_fixed_address_is_never_replaced(guest: NamedProcess) -> None:
     with pytest.raises(AgentOpError) as caught:
         guest.agent.mmap(BASE + ps, ps, target=guest.name)
     assert caught.value.errno == errno.EEXIST
+
+
+def test_mremap_grows_moves_and_reports_errno(guest: NamedProcess) -> None:
+    ps = guest.page_size
+    agent, name = guest.agent, guest.name
+    agent.mmap(BASE, 2 * ps, target=name)
+    agent.touch(BASE, 2, write=True, tag=0xB000, target=name)
+    assert agent.mremap(BASE, 2 * ps, 4 * ps, RemapBits(0), target=name) == BASE
+    agent.mmap(BASE + 5 * ps, ps, target=name)
+    with pytest.raises(AgentOpError) as caught:  # page 5 is mapped: no room to grow in place
+        agent.mremap(BASE, 4 * ps, 6 * ps, RemapBits(0), target=name)
+    assert caught.value.errno == errno.ENOMEM
+    moved = agent.mremap(BASE, 2 * ps, 2 * ps, RemapBits.MAYMOVE | RemapBits.FIXED, OTHER,
+                         target=name)
+    assert moved == OTHER
+    assert agent.touch(OTHER, 2, write=False, target=name).values == (0xB000, 0xB001)
+    with pytest.raises(AgentOpError) as caught:
+        agent.mremap(OTHER, ps, ps, RemapBits.FIXED, BASE, target=name)  # FIXED needs MAYMOVE
+    assert caught.value.errno == errno.EINVAL
 
 
 def test_munmap_and_madvise_dontneed(guest: NamedProcess) -> None:

@@ -33,6 +33,7 @@ from harness.agent.protocol import (
     ProtBits,
     ProtocolError,
     ReadStage,
+    RemapBits,
     ReplyStatus,
     ScanVec,
     SettleFlags,
@@ -378,6 +379,14 @@ class AgentClient:
     def munlock(self, addr: int, length: int, target: str = INIT) -> None:
         """munlock(addr, length); AgentOpError on failure."""
         self.call_op(Op.MUNLOCK, target, addr=addr, length=length)
+    def mremap(
+        self, addr: int, old_length: int, new_length: int, flags: RemapBits, new_addr: int = 0,
+        target: str = INIT,
+    ) -> int:
+        """mremap() in the target (lengths in bytes); the range's address afterwards."""
+        got = self.call_op(Op.MREMAP, target, addr=addr, old_length=old_length,
+                           new_length=new_length, flags=flags, new_addr=new_addr)
+        return int(got["addr"])
 
     def touch(
         self, addr: int, pages: int, *, write: bool, tag: int = 0, target: str = INIT

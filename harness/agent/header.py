@@ -41,6 +41,7 @@ C_ENUMS: tuple[tuple[type[IntEnum] | type[IntFlag], str, str], ...] = (
     (p.WriteBits, "", "WRITE_BIT_"),
     (p.ExitHow, "", "EXIT_HOW_"),
     (p.ScanVec, "", "SCAN_VEC_"),
+    (p.RemapBits, "", "REMAP_BIT_"),
 )
 
 

@@ -296,6 +296,39 @@ void op_munlock(struct request *req, struct reply *rep)
 		return;
 	if (munlock((void *)(uintptr_t)addr, (size_t)len) != 0)
 		reply_fail(rep, ST_ERRNO, errno, "munlock: %s", strerror(errno));
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4 /* include/uapi/linux/mman.h, since 5.7 */
+#endif
+
+/* MREMAP (layout: protocol.h): REMAP_BIT_* -> MREMAP_*; replies the new address. */
+void op_mremap(struct request *req, struct reply *rep)
+{
+	uint64_t addr = get_u64(&req->args), old_len = get_u64(&req->args);
+	uint64_t new_len = get_u64(&req->args);
+	uint8_t bits = get_u8(&req->args);
+	uint64_t new_addr = get_u64(&req->args);
+	int flags = 0;
+	void *got;
+
+	if (!args_ok(req, rep) || !range_ok(rep, addr, old_len) || !range_ok(rep, addr, new_len))
+		return;
+	if (bits & ~(REMAP_BIT_MAYMOVE | REMAP_BIT_FIXED | REMAP_BIT_DONTUNMAP)) {
+		reply_fail(rep, ST_BAD_REQUEST, 0, "mremap: flags %#x out of range", bits);
+		return;
+	}
+	if (bits & REMAP_BIT_MAYMOVE)
+		flags |= MREMAP_MAYMOVE;
+	if (bits & REMAP_BIT_FIXED)
+		flags |= MREMAP_FIXED;
+	if (bits & REMAP_BIT_DONTUNMAP)
+		flags |= MREMAP_DONTUNMAP;
+	got = mremap((void *)(uintptr_t)addr, (size_t)old_len, (size_t)new_len, flags,
+		     (void *)(uintptr_t)new_addr);
+	if (got == MAP_FAILED) {
+		reply_fail(rep, ST_ERRNO, errno, "mremap: %s", strerror(errno));
+		return;
+	}
+	put_u64(&rep->payload, (uint64_t)(uintptr_t)got);
 }
 
 static sigjmp_buf touch_env;

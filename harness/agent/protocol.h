@@ -82,6 +82,10 @@ enum agent_op {
 	OP_MLOCK = 20,
 	/* u64 addr, u64 length -> () */
 	OP_MUNLOCK = 21,
+	/* u64 addr, u64 old_length, u64 new_length, u8 flags, u64 new_addr -> u64 addr.
+	 * Mremap(addr, old_length, new_length, flags (RemapBits -> MREMAP_*), new_addr); the reply
+	 * is the range's address afterwards. */
+	OP_MREMAP = 19,
 };
 
 /* Ops any agent process performs on itself, X(op, handler): the handler is
@@ -102,7 +106,8 @@ enum agent_op {
 	X(OP_CRASH, op_crash) \
 	X(OP_PAGEMAP_SCAN, op_pagemap_scan) \
 	X(OP_MLOCK, op_mlock) \
-	X(OP_MUNLOCK, op_munlock)
+	X(OP_MUNLOCK, op_munlock) \
+	X(OP_MREMAP, op_mremap)
 
 /* ReplyStatus: The status of a reply frame. */
 enum agent_status {
@@ -179,6 +184,12 @@ enum {
 enum {
 	SCAN_VEC_RAW = 0,
 	SCAN_VEC_BUFFER = 1,
+};
+/* RemapBits: mremap() flags on the wire; the agent maps them to MREMAP_*. */
+enum {
+	REMAP_BIT_MAYMOVE = 1,
+	REMAP_BIT_FIXED = 2,
+	REMAP_BIT_DONTUNMAP = 4,
 };
 
 #endif

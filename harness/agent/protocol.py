@@ -67,6 +67,7 @@ __all__ = [
     "ProtocolError",
     "ReadStage",
     "Reader",
+    "RemapBits",
     "ReplyStatus",
     "ScanVec",
     "SettleFlags",
@@ -120,6 +121,7 @@ class Op(IntEnum):
     PAGEMAP_SCAN = 22
     MLOCK = 20
     MUNLOCK = 21
+    MREMAP = 19
 
 
 class ReplyStatus(IntEnum):
@@ -147,6 +149,14 @@ class BackingCode(IntEnum):
 
     ANON = 0
     FILE = 1
+
+
+class RemapBits(IntFlag):
+    """mremap() flags on the wire; the agent maps them to MREMAP_*."""
+
+    MAYMOVE = 1
+    FIXED = 2
+    DONTUNMAP = 4
 
 
 class AdviceCode(IntEnum):
@@ -375,6 +385,11 @@ LAYOUTS: dict[Op, OpLayout] = {
     Op.MLOCK: _layout("u64 addr, u64 length, u8 onfault", "",
                       "mlock(), or mlock2(MLOCK_ONFAULT) when onfault is 1"),
     Op.MUNLOCK: _layout("u64 addr, u64 length", ""),
+    Op.MREMAP: _layout(
+        "u64 addr, u64 old_length, u64 new_length, u8 flags, u64 new_addr", "u64 addr",
+        "mremap(addr, old_length, new_length, flags (RemapBits -> MREMAP_*), new_addr); "
+        "the reply is the range's address afterwards",
+    ),
 }
 #: Ops about named processes and power, which init and procs.c handle; every
 #: other op is performed by any agent process on itself, by the C function

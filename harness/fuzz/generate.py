@@ -39,6 +39,7 @@ from harness.scenario import (
     Exit,
     Fork,
     Mmap,
+    Mremap,
     Munmap,
     NrPages,
     PagemapScan,
@@ -110,6 +111,12 @@ class GeneratorState:
     sizes: dict[str, int] = field(default_factory=dict)
     procs_made: int = 0
     regions_made: int = 0
+    #: region -> (the mmap region whose reserved range holds it, page offset there): a
+    #: move's region lies in its target's range, so overlaps are found without a layout.
+    origin: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: Regions of private anonymous memory (only they may grow: a file or shmem
+    #: page past the end of its file is SIGBUS, which a scenario cannot expect).
+    growable: set[str] = field(default_factory=set)
 
     @property
     def alive(self) -> list[str]:
@@ -128,6 +135,11 @@ class GeneratorState:
             self.sizes[step["region"]] = n
             self.mapped[proc][step["region"]] = [(0, n)]
             self.regions_made += 1
+            self.origin[step["region"]] = (step["region"], 0)
+            if step["kind"] == "anon" and step["share"] == "private":
+                self.growable.add(step["region"])
+        elif op == Mremap.op:
+            self._apply_mremap(proc, step)
         elif op == Munmap.op:
             first, end = (self.resolve(b) for b in step["pages"])
             self.mapped[proc][step["region"]] = _cut(self.mapped[proc][step["region"]], first, end)
@@ -140,6 +152,47 @@ class GeneratorState:
         elif op == Exit.op:
             del self.uids[proc]
             del self.mapped[proc]
+
+    def _apply_mremap(self, proc: str, step: dict[str, Any]) -> None:
+        """What layout.py's range check concludes of an mremap (see its ``_mremap``)."""
+        region = step["region"]
+        first, end = (self.resolve(b) for b in step["pages"])
+        new = self.resolve(step["new_pages"])
+        runs = self.mapped[proc]
+        if "to" not in step:
+            if new <= end - first:
+                runs[region] = _cut(runs[region], first + new, end)
+            elif not self.occupied(proc, region, end, first + new):
+                runs[region] = _join(runs[region], end, first + new)
+            return
+        name, anchor = step["new_region"], step["to"]["region"]
+        root, offset = self.origin[anchor]
+        offset += self.resolve(step["to"]["page"])
+        for other, other_runs in runs.items():
+            other_root, other_offset = self.origin[other]
+            if other_root == root:
+                runs[other] = _cut(other_runs, offset - other_offset,
+                                   offset + new - other_offset)
+        if not step.get("dontunmap"):
+            runs[region] = _cut(runs[region], first, end)
+        runs[name] = [(0, new)]
+        self.sizes[name] = new
+        self.origin[name] = (root, offset)
+        if region in self.growable:
+            self.growable.add(name)
+        self.regions_made += 1
+
+    def occupied(self, proc: str, region: str, first: int, end: int) -> bool:
+        """Whether ``proc`` maps a page at pages [first, end) of ``region``'s range."""
+        root, offset = self.origin[region]
+        for other, other_runs in self.mapped[proc].items():
+            other_root, other_offset = self.origin[other]
+            shift = offset - other_offset
+            if other_root == root and any(
+                a < end + shift and first + shift < b for a, b in other_runs
+            ):
+                return True
+        return False
 
     def resolve(self, value: int | str) -> int:
         return NrPages.parse(value).resolve(self.arch)
@@ -169,6 +222,17 @@ def _cut(runs: list[tuple[int, int]], first: int, end: int) -> list[tuple[int, i
             out.append((a, first))
         if end < b:
             out.append((end, b))
+    return out
+
+
+def _join(runs: list[tuple[int, int]], first: int, end: int) -> list[tuple[int, int]]:
+    """``runs`` with [first, end) added (touching runs merged)."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted([*_cut(runs, first, end), (first, end)]):
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
     return out
 
 
@@ -273,6 +337,51 @@ def _draw_reader_uid(state: GeneratorState, step: dict[str, Any], draw: Draw) ->
     return _ABSENT if choice is None else choice
 
 
+def _step_range(state: GeneratorState, step: dict[str, Any]) -> tuple[int, int]:
+    first, end = (state.resolve(b) for b in step["pages"])
+    return first, end
+
+
+def _draw_new_pages(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    """mremap's new size: the same first (what shrinking prefers), smaller, or (private
+    anonymous regions only) up to 4 pages larger."""
+    first, end = _step_range(state, step)
+    length = end - first
+    most = length + 4 if step["region"] in state.growable else length
+    return state.symbolic(draw(st.sampled_from([length, *range(1, most + 1)])))
+
+
+def _draw_to(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    """A move's target: page P of any region defined so far, never overlapping the source
+    (the kernel's EINVAL), sometimes THP-aligned."""
+    if state.regions_made >= MAX_REGIONS or not draw(st.booleans()):
+        return _ABSENT
+    anchor = draw(st.sampled_from(sorted(state.origin)))
+    pages = [*range(state.sizes[anchor] + 4)]
+    if state.arch.thp_pages:
+        pages += [state.arch.thp_pages, 2 * state.arch.thp_pages, 2 * state.arch.thp_pages + 1]
+    page = draw(st.sampled_from(pages))
+    first, end = _step_range(state, step)
+    new = state.resolve(step["new_pages"])
+    root, source = state.origin[step["region"]]
+    anchor_root, offset = state.origin[anchor]
+    target = offset + page
+    if root == anchor_root and target < source + end and source + first < target + new:
+        page = source + end - offset  # just after the source
+    return {"region": anchor, "page": state.symbolic(page)}
+
+
+def _draw_new_region(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    return f"r{state.regions_made}" if "to" in step else _ABSENT
+
+
+def _draw_dontunmap(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    first, end = _step_range(state, step)
+    if "to" not in step or state.resolve(step["new_pages"]) != end - first:
+        return _ABSENT
+    return True if draw(st.booleans()) else _ABSENT
+
+
 def _choices_drawer(key: str, choices: Sequence[Any]) -> KeyDrawer:
     """One of ``choices``, by :data:`VALUE_WEIGHTS` (the first is what shrinking prefers)."""
     weights = VALUE_WEIGHTS.get(key, {})
@@ -348,6 +457,14 @@ def key_drawers(step_type: type[Step]) -> list[tuple[str, KeyDrawer]]:
             drawer = _draw_reader_uid
         elif step_type is PagemapScan and f.name in _SCAN_DRAWERS:
             drawer = _SCAN_DRAWERS[f.name]
+        elif f.name == "new_pages" and step_type is Mremap:
+            drawer = _draw_new_pages
+        elif f.name == "to" and step_type is Mremap:
+            drawer = _draw_to
+        elif f.name == "new_region" and step_type is Mremap:
+            drawer = _draw_new_region
+        elif f.name == "dontunmap" and step_type is Mremap:
+            drawer = _draw_dontunmap
         elif f.name == "value" and step_type.op == "clear_refs":
             drawer = _choices_drawer(f.name, CLEAR_REFS_VALUES)
         elif choices is not None:

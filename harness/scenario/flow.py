@@ -21,6 +21,7 @@ from harness.scenario.schema import (
     Exit,
     Fork,
     Mmap,
+    Mremap,
     RangeStep,
     ScenarioError,
     Step,
@@ -116,6 +117,22 @@ def _range(flow: _Flow, step: RangeStep) -> None:
             f"region {step.region!r} belongs to {flow.region_owner[step.region]!r}, "
             f"not to {step.proc!r} (nor was it inherited by fork)"
         )
+
+
+@FLOW.on(Mremap)
+def _mremap(flow: _Flow, step: Mremap) -> None:
+    """A move defines ``new_region`` in ``proc`` (the old region keeps its name and whatever
+    pages stay); ``to`` names any region defined before, whose address range it is."""
+    _range(flow, step)
+    if step.to is None or step.new_region is None:
+        return
+    if step.to.region not in flow.region_owner:
+        raise _FlowError(f"to: region {step.to.region!r} is not defined before this step")
+    _claim(step.new_region, flow.region_owner, "region {!r} is already defined (a region "
+           "name is defined once)", flow.region_owner, MAX_REGIONS,
+           f"more than {MAX_REGIONS} regions")
+    flow.region_owner[step.new_region] = step.proc
+    flow.alive[step.proc].append(step.new_region)
 
 
 @FLOW.on(Fork)

@@ -19,6 +19,7 @@ from harness.scenario.dispatch import StepHandlers
 from harness.scenario.schema import (
     Fork,
     Mmap,
+    Mremap,
     Munmap,
     PagemapScan,
     RangeStep,
@@ -83,11 +84,28 @@ class Placement:
     vaddr: int
     pages: int
     page_size: int
+    #: The mmap that created the region (for a region a move defined: the mmap of the
+    #: region it came from, whose backing it keeps).
     mmap: Mmap
+    #: Pages the region can reach by growing in place (mremap); 0: ``pages``.
+    extent: int = 0
+    #: Pages reserved from ``vaddr``: the extent, and room for every move target
+    #: placed in the region's range; 0: the extent.
+    room: int = 0
 
     @property
     def end(self) -> int:
         return self.vaddr + self.pages * self.page_size
+
+    @property
+    def observed_pages(self) -> int:
+        """Pages a check reads from ``vaddr``: the region's largest extent."""
+        return max(self.pages, self.extent)
+
+    @property
+    def reserved_pages(self) -> int:
+        """Pages from ``vaddr`` no other region is planned into."""
+        return max(self.observed_pages, self.room)
 
     def page_vaddr(self, page: int) -> int:
         return self.vaddr + page * self.page_size
@@ -181,18 +199,64 @@ def plan_layout(scenario: Scenario, arch: Arch) -> Layout:
     align = layout_alignment(arch)
     cursor = layout_base(arch)
     placements: dict[str, Placement] = {}
-    for number, step in enumerate(scenario.regions):
+    extents = _extents(scenario, arch)
+    for number, (name, step) in enumerate(_definitions(scenario)):
+        pages = step.pages.resolve(arch) if isinstance(step, Mmap) else step.new_pages.resolve(arch)
+        extent, room = extents.get(name, (pages, pages))
+        if isinstance(step, Mremap):
+            # A move's region lies in the room of its target region.
+            assert step.to is not None
+            anchor = placements[step.to.region]
+            vaddr = anchor.page_vaddr(step.to.page.resolve(arch))
+            placements[name] = Placement(name, number, vaddr, pages, arch.page_size,
+                                         placements[step.region].mmap, extent, room)
+            continue
         vaddr = (cursor + align - 1) // align * align
-        pages = step.pages.resolve(arch)
-        placements[step.region] = Placement(
-            step.region, number, vaddr, pages, arch.page_size, step
-        )
-        cursor = vaddr + pages * arch.page_size + align
+        placements[name] = Placement(name, number, vaddr, pages, arch.page_size, step,
+                                     extent, room)
+        cursor = vaddr + max(pages, extent, room) * arch.page_size + align
     layout = Layout(scenario, arch, placements)
     if arch.name not in scenario.checked_on:
         _check_ranges(layout)
         scenario.checked_on.add(arch.name)
     return layout
+
+
+def _definitions(scenario: Scenario) -> list[tuple[str, Mmap | Mremap]]:
+    """(region, the step defining it) in order of definition: mmaps and moves."""
+    found: list[tuple[str, Mmap | Mremap]] = []
+    for step in scenario.steps:
+        if isinstance(step, Mmap):
+            found.append((step.region, step))
+        elif isinstance(step, Mremap) and step.new_region is not None:
+            found.append((step.new_region, step))
+    return found
+
+
+def _extents(scenario: Scenario, arch: Arch) -> dict[str, tuple[int, int]]:
+    """Per region: (extent, room) in pages on ``arch`` (see :class:`Placement`).
+
+    The extent is the region's size, grown by every in-place mremap that names
+    it; the room also holds every move target placed in its range (a moved
+    region's own room, from the target page on).  A region defined later can
+    only target earlier ones, so one pass backwards settles the rooms.
+    """
+    extent: dict[str, int] = {}
+    targets: list[tuple[str, int, str]] = []
+    for name, definition in _definitions(scenario):
+        size = definition.pages if isinstance(definition, Mmap) else definition.new_pages
+        extent[name] = size.resolve(arch)
+        if isinstance(definition, Mremap) and definition.to is not None:
+            targets.append((definition.to.region, definition.to.page.resolve(arch), name))
+    for step in scenario.steps:
+        if isinstance(step, Mremap) and step.to is None and step.region in extent:
+            first = step.pages.first.resolve(arch)
+            extent[step.region] = max(extent[step.region], first + step.new_pages.resolve(arch))
+    room = dict(extent)
+    for anchor, page, name in reversed(targets):
+        if anchor in room:
+            room[anchor] = max(room[anchor], page + room[name])
+    return {name: (extent[name], room[name]) for name in extent}
 
 
 # ---------------------------------------------------------------------------
@@ -232,6 +296,28 @@ class _PageRuns:
             i += 1
         return None
 
+    def assign(self, first: int, end: int, by: int | None) -> None:
+        """Mark [first, end) mapped (``by`` None) or unmapped by step ``by``, whatever it was
+        (pages past the runs' end, never mapped before, are added)."""
+        if first >= end:
+            return
+        last = self.runs[-1][1] if self.runs else 0
+        runs = [*self.runs, (last, end, -1)] if end > last else self.runs
+        pieces: list[tuple[int, int, int | None]] = []
+        for start, stop, old in runs:
+            for lo, hi, state in ((start, min(stop, first), old), (max(start, first),
+                                  min(stop, end), by), (max(start, end), stop, old)):
+                if lo < hi and pieces and pieces[-1][2] == state and pieces[-1][1] == lo:
+                    pieces[-1] = (pieces[-1][0], hi, state)  # keep runs maximal
+                elif lo < hi:
+                    pieces.append((lo, hi, state))
+        self.runs = pieces
+        self.starts = [run[0] for run in pieces]
+
+    def any_mapped(self, first: int, end: int) -> bool:
+        """Whether a page of [first, end) is mapped."""
+        return any(by is None and start < end and first < stop for start, stop, by in self.runs)
+
     def unmap(self, first: int, end: int, by: int) -> None:
         """Mark [first, end) unmapped by step ``by``; the range is mapped (first_hole None)."""
         i = bisect.bisect_right(self.starts, first) - 1
@@ -269,16 +355,19 @@ def _mmap(ranges: _Ranges, step: Mmap) -> None:
     if not 1 <= n <= MAX_PAGES:
         raise _RangeError(f"pages {step.pages} = {n}; a region has 1..{MAX_PAGES} pages")
     placement = ranges.layout[step.region]
-    if placement.end > ranges.limit:
+    reserved_end = placement.page_vaddr(placement.reserved_pages)
+    if reserved_end > ranges.limit:
         # Checked at the mmap, before anything is built for the region's pages.
         raise ScenarioError(
             f"{ranges.layout.scenario.path}: {step.label}: "
-            f"region {placement.region!r} ends at {placement.end:#x}, beyond the layout limit "
+            f"region {placement.region!r} ends at {reserved_end:#x}, beyond the layout limit "
             f"{ranges.limit:#x} on {ranges.layout.arch.name} "
             f"(all regions together must fit in {LAYOUT_SPAN >> 20} MiB)"
         )
     ranges.sizes[step.region] = n
     ranges.mapped[step.proc][step.region] = _PageRuns.mapped(n)
+    # Room for mremap: reserved, never mapped yet.
+    ranges.mapped[step.proc][step.region].assign(n, placement.reserved_pages, -1)
 
 
 @RANGES.on(RangeStep)
@@ -340,11 +429,82 @@ def _mapped_range(ranges: _Ranges, step: RangeStep) -> tuple[_PageRuns, int, int
     hole = runs.first_hole(first, end)
     if hole is not None:
         page, by = hole
+        why = "never mapped there" if by == -1 else f"unmapped at step {by}"
         raise _RangeError(
             f"{shown}: page {page} of region {step.region!r} is not mapped "
-            f"in {step.proc!r} (unmapped at step {by})"
+            f"in {step.proc!r} ({why})"
         )
     return runs, first, end
+
+
+@RANGES.on(Mremap)
+def _mremap(ranges: _Ranges, step: Mremap) -> None:
+    """What the loader can tell of an mremap's effect on one architecture.
+
+    In place: a shrink unmaps the tail; a grow succeeds iff nothing of ours is
+    mapped in the process after the range up to its new end (else the kernel's
+    ENOMEM is the outcome and nothing changes).  A move unmaps the target's
+    pages in every region of the process (MREMAP_FIXED), then the old range
+    (not with dontunmap) and maps the new region's pages [0, new_pages).  The
+    loader assumes the range lies in one VMA: if it does not, the kernel's
+    EFAULT is the outcome, touches of pages believed mapped fault alike in the
+    guest and the model, and checks read what is there.
+    """
+    runs, first, end = _mapped_range(ranges, step)
+    arch = ranges.layout.arch
+    new = step.new_pages.resolve(arch)
+    if not 1 <= new <= MAX_PAGES:
+        raise _RangeError(f"new_pages {step.new_pages} = {new}; a region has 1..{MAX_PAGES} pages")
+    if not step.moves:
+        if new <= end - first:
+            runs.assign(first + new, end, step.index)
+        elif not _any_mapped(ranges, step.proc, ranges.layout[step.region].page_vaddr(end),
+                             ranges.layout[step.region].page_vaddr(first + new)):
+            runs.assign(end, first + new, None)
+            ranges.sizes[step.region] = max(ranges.sizes[step.region], first + new)
+        return
+    assert step.to is not None and step.new_region is not None
+    if step.dontunmap and new != end - first:
+        raise _RangeError(
+            f"dontunmap needs new_pages ({new}) equal to the range's {end - first} pages "
+            "(the kernel says EINVAL)"
+        )
+    target = ranges.layout[step.new_region]
+    source = ranges.layout[step.region]
+    if source.page_vaddr(first) < target.page_vaddr(new) and \
+            target.vaddr < source.page_vaddr(end):
+        raise _RangeError(f"to: {step.to} overlaps the moved pages (the kernel says EINVAL)")
+    _unmap_addresses(ranges, step.proc, target.vaddr, target.page_vaddr(new), step.index)
+    if not step.dontunmap:
+        runs.assign(first, end, step.index)
+    moved = _PageRuns.mapped(new)
+    if target.reserved_pages > new:
+        moved.assign(new, target.reserved_pages, -1)
+    ranges.mapped[step.proc][step.new_region] = moved
+    ranges.sizes[step.new_region] = new
+
+
+def _any_mapped(ranges: _Ranges, proc: str, lo: int, hi: int) -> bool:
+    """Whether any region of ``proc`` has a mapped page in [lo, hi) (bytes)."""
+    return any(runs.any_mapped(*_pages_in(ranges.layout[region], lo, hi))
+               for region, runs in ranges.mapped[proc].items())
+
+
+def _unmap_addresses(ranges: _Ranges, proc: str, lo: int, hi: int, by: int) -> None:
+    """Mark every page of ``proc``'s regions in [lo, hi) (bytes) unmapped by step ``by``."""
+    for region, runs in ranges.mapped[proc].items():
+        first, end = _pages_in(ranges.layout[region], lo, hi)
+        for start, stop, state in list(runs.runs):
+            if state is None and start < end and first < stop:
+                runs.assign(max(start, first), min(stop, end), by)
+
+
+def _pages_in(placement: Placement, lo: int, hi: int) -> tuple[int, int]:
+    """The pages [first, end) of ``placement`` whose addresses lie in [lo, hi) (maybe empty)."""
+    size = placement.page_size
+    first = max(0, -(-(lo - placement.vaddr) // size))
+    end = max(first, (hi - placement.vaddr) // size)
+    return first, end
 
 
 def _check_ranges(layout: Layout) -> None:

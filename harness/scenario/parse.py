@@ -28,6 +28,7 @@ from harness.scenario.schema import (
     Check,
     Fork,
     Mmap,
+    Mremap,
     ScenarioError,
     StepError,
     parse_step,
@@ -63,12 +64,24 @@ class Scenario:
 
     @property
     def regions(self) -> tuple[Mmap, ...]:
-        """The mmap steps, in order: region number n is ``regions[n]``."""
+        """The mmap steps, in order (moves define regions too: :attr:`region_names`)."""
         return tuple(step for step in self.steps if isinstance(step, Mmap))
 
     @property
     def region_numbers(self) -> dict[str, int]:
-        return {step.region: n for n, step in enumerate(self.regions)}
+        return {name: n for n, name in enumerate(self.region_names)}
+
+    @property
+    def region_names(self) -> tuple[str, ...]:
+        """Every region name in order of definition (an mmap's ``region``, a move's
+        ``new_region``): region number n is ``region_names[n]``."""
+        names: list[str] = []
+        for step in self.steps:
+            if isinstance(step, Mmap):
+                names.append(step.region)
+            elif isinstance(step, Mremap) and step.new_region is not None:
+                names.append(step.new_region)
+        return tuple(names)
 
     @property
     def procs(self) -> tuple[str, ...]:

@@ -64,6 +64,7 @@ __all__ = [
     "Mlock",
     "Mmap",
     "Mprotect",
+    "Mremap",
     "Munlock",
     "Munmap",
     "NrPages",
@@ -73,6 +74,7 @@ __all__ = [
     "RangeStep",
     "RangeStepWithHoles",
     "Read",
+    "RegionPage",
     "ScenarioError",
     "ScenarioNotApplicable",
     "Share",
@@ -196,6 +198,21 @@ class PageRange:
         return self.first.resolve(arch), self.end.resolve(arch)
 
 
+@dataclasses.dataclass(frozen=True)
+class RegionPage:
+    """Page ``page`` of region ``region``'s address range (JSON: ``{"region": R, "page": P}``).
+
+    An address, not a mapping: the range stays reserved for the region after
+    it is unmapped, and ``page`` may lie beyond the region's mapped pages.
+    """
+
+    region: str
+    page: NrPages
+
+    def __str__(self) -> str:
+        return f"page {self.page} of region {self.region!r}"
+
+
 # ---------------------------------------------------------------------------
 # Value checks: each raises the message the loader prints after the step label
 # ---------------------------------------------------------------------------
@@ -271,6 +288,25 @@ def _check_clear_refs(value: Any, info: ValidationInfo) -> int:
     return value
 
 
+def _check_region_page(value: Any, info: ValidationInfo) -> RegionPage:
+    if isinstance(value, RegionPage):  # a step built in Python
+        return value
+    if not isinstance(value, dict) or set(value) != {"region", "page"}:
+        raise ValueError(
+            f"{_key(info)} {value!r} is not an object {{\"region\": R, \"page\": P}}"
+        )
+    region = value["region"]
+    if not isinstance(region, str) or not _NAME.match(region):
+        raise ValueError(f"{_key(info)}.region {region!r} is not a name")
+    try:
+        page = NrPages.parse(value["page"])
+    except ValueError as e:
+        raise ValueError(f"{_key(info)}.page: {e}") from None
+    if page.pages < 0 and not page.thps:
+        raise ValueError(f"{_key(info)}.page {value['page']!r} is negative")
+    return RegionPage(region, page)
+
+
 def _check_bool(value: Any, info: ValidationInfo) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{_key(info)} {value!r} is not true or false")
@@ -293,6 +329,8 @@ def _optional(check: Callable[[Any, ValidationInfo], T]) -> PlainValidator:
 
 OptionalName = Annotated[str | None, _optional(_check_name)]
 OptionalUid = Annotated[int | None, _optional(_check_uid)]
+OptionalRegionPage = Annotated[RegionPage | None, _optional(_check_region_page)]
+Flag = Annotated[bool, PlainValidator(_check_bool)]
 Pages = Annotated[NrPages, PlainValidator(_check_nr_pages)]
 Range = Annotated[PageRange, PlainValidator(_check_range)]
 
@@ -404,6 +442,41 @@ class Madvise(RangeStep):
 
     op: ClassVar[str] = "madvise"
     advice: Annotated[Advice, _one_of(ADVICES)]
+
+
+@dataclass(frozen=True, config=_CONFIG)
+class Mremap(RangeStep):
+    """mremap() the range to ``new_pages`` pages (SYSCALL_DEFINE5(mremap) in mm/mremap.c).
+
+    Without ``to`` it resizes in place (no MREMAP_MAYMOVE: a range that
+    cannot grow there gives ENOMEM).  With ``to`` and ``new_region`` it moves
+    (MREMAP_MAYMOVE | MREMAP_FIXED) to page ``to.page`` of ``to.region``'s
+    address range, and the moved pages become region ``new_region`` (pages
+    ``[0, new_pages)``); ``dontunmap`` adds MREMAP_DONTUNMAP (the old range
+    stays mapped, empty; the kernel wants new_pages equal to the range's length).
+    """
+
+    op: ClassVar[str] = "mremap"
+    new_pages: Pages
+    to: OptionalRegionPage = None
+    new_region: OptionalName = None
+    dontunmap: Flag = False
+
+    def __post_init__(self) -> None:
+        if (self.to is None) != (self.new_region is None):
+            raise ValueError("'to' and 'new_region' go together (a move names both)")
+        if self.dontunmap and self.to is None:
+            raise ValueError("dontunmap needs 'to' (MREMAP_DONTUNMAP always moves)")
+
+    @property
+    def moves(self) -> bool:
+        """Whether this is a move (MREMAP_MAYMOVE | MREMAP_FIXED), not a resize in place."""
+        return self.to is not None
+
+    def page_numbers(self) -> Iterator[NrPages]:
+        yield from super().page_numbers()
+        if self.to is not None:
+            yield self.to.page
 
 
 @dataclass(frozen=True, config=_CONFIG)
@@ -561,7 +634,7 @@ class Munlock(RangeStepWithHoles):
 
 
 AnyStep = (
-    Mmap | Write | Read | Munmap | Mprotect | Madvise | Fork | Exit | ClearRefs | Check
+    Mmap | Write | Read | Munmap | Mprotect | Madvise | Mremap | Fork | Exit | ClearRefs | Check
     | PagemapScan
     | Mlock | Munlock
 )
@@ -569,7 +642,7 @@ AnyStep = (
 #: Every op a scenario file may use, by its name, in the order SCENARIOS.md lists them.
 STEP_TYPES: dict[str, type[Step]] = {
     t.op: t for t in (
-        Mmap, Write, Read, Munmap, Mprotect, Madvise, Fork, Exit, ClearRefs, Check,
+        Mmap, Write, Read, Munmap, Mprotect, Madvise, Mremap, Fork, Exit, ClearRefs, Check,
         Mlock, Munlock,
     )
 }

@@ -68,8 +68,8 @@ def describe_tag(tag: int, scenario: Scenario | None = None) -> str:
     number = tag >> 24 & 0xFF
     page = tag & 0xFF_FFFF
     region = f"#{number}"
-    if scenario is not None and number < len(scenario.regions):
-        region = repr(scenario.regions[number].region)
+    if scenario is not None and number < len(scenario.region_names):
+        region = repr(scenario.region_names[number])
     if tag == 0:
         return "0x0 (zero: never written)"
     if magic == WRITE_TAG_MAGIC:

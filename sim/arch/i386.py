@@ -18,6 +18,8 @@ SPEC = ArchSpec(
         section_size_bits=None,  # FLATMEM, the default without NUMA
         source="arch/x86/include/asm/pgtable-2level_types.h, page_32_types.h",
         # arch/x86/Kconfig: only config X86_64 selects HAVE_ARCH_SOFT_DIRTY
+        # arch/x86/Kconfig: select HAVE_MOVE_PMD (mremap moves whole PTE tables)
+        have_move_pmd=True,
         soft_dirty=False,
         # 4M PSE pages in the PGD (HPAGE_SHIFT = PMD_SHIFT = 22 without PAE).
         hugetlb_levels=("pgd",),

@@ -25,6 +25,10 @@ SPEC = ArchSpec(
         source="arch/powerpc/include/asm/book3s/64/radix-64k.h, asm/task_size_64.h",
         # arch/powerpc/Kconfig: select HAVE_ARCH_SOFT_DIRTY if PPC_BOOK3S_64
         soft_dirty=True,
+        # PPC_BOOK3S_64 selects HAVE_MOVE_PMD (arch/powerpc/platforms/Kconfig.cputype) and
+        # arch_supports_page_table_move() is radix_enabled() (asm/tlb.h): the radix MMU
+        # these images boot moves whole PTE tables in mremap.
+        have_move_pmd=True,
         # pte_modify() ORs in _PAGE_ACCESSED with the new protection (schema.py).
         modify_sets_young=True,
         # Radix: 2M (PMD) and 1G (PUD) leaves, the sizes QEMU's POWER9 lists in

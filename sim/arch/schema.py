@@ -80,6 +80,13 @@ class Arch:
     #: asm/book3s/64/pgtable.h; pmd_set_protbits()); x86 keeps the old
     #: accessed bit (_PAGE_CHG_MASK).  Seen in smaps' Referenced.
     modify_sets_young: bool = False
+    #: CONFIG_HAVE_MOVE_PMD and arch_supports_page_table_move(): mremap's
+    #: move_page_tables() moves a whole PTE table (move_normal_pmd() in
+    #: mm/mremap.c) when a PMD-sized, PMD-aligned extent moves to a none PMD, so
+    #: its PTEs keep their bits (soft-dirty too); without it every PTE moves one
+    #: by one (move_ptes()) and gains soft-dirty (move_soft_dirty_pte()).  x86
+    #: (arch/x86/Kconfig) and powerpc book3s 64 with the radix MMU have it.
+    have_move_pmd: bool = False
     #: Levels whose entries can be hugetlb leaves on the machine this arch
     #: boots on (sizes: :attr:`hugetlb_sizes`); not yet read by the model.
     hugetlb_levels: tuple[str, ...] = ()

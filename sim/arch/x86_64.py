@@ -17,6 +17,8 @@ SPEC = ArchSpec(
         section_size_bits=27,  # arch/x86/include/asm/sparsemem.h
         source="arch/x86/include/asm/pgtable_64_types.h, page_64_types.h",
         # arch/x86/Kconfig: config X86_64 selects HAVE_ARCH_SOFT_DIRTY
+        # arch/x86/Kconfig: select HAVE_MOVE_PMD (mremap moves whole PTE tables)
+        have_move_pmd=True,
         soft_dirty=True,
         # 2M pages (X86_FEATURE_PSE); 1G ones need X86_FEATURE_GBPAGES, which
         # the qemu64 CPU lacks (arch_hugetlb_valid_size() in arch/x86/mm/hugetlbpage.c).

@@ -25,6 +25,7 @@ from sim.arch import Arch
 from sim.mm.facts import PINNED, KernelFacts
 from sim.mm.memmap import FrameState, PhysMem
 from sim.mm.mm_struct import MachineContext, MmStruct
+from sim.mm.mremap import MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE
 from sim.mm.shmem import ShmemFile
 from sim.mm.syscall import MmError, Signal
 from sim.mm.vma import VM, Vma
@@ -227,6 +228,19 @@ class Process:
     def munlock(self, addr: int, nr_pages: int) -> None:
         """munlock(addr, len)."""
         self._live().munlock(addr, nr_pages)
+    def mremap(
+        self, addr: int, old_pages: int, new_pages: int, *, new_addr: int | None = None,
+        dontunmap: bool = False,
+    ) -> int:
+        """mremap(addr, old, new, flags, new_addr): in place without ``new_addr``, else
+        MREMAP_MAYMOVE | MREMAP_FIXED to ``new_addr`` (with ``dontunmap``:
+        | MREMAP_DONTUNMAP).  Lengths in pages; the range's address afterwards."""
+        flags = 0
+        if new_addr is not None:
+            flags = MREMAP_MAYMOVE | MREMAP_FIXED | (MREMAP_DONTUNMAP if dontunmap else 0)
+        elif dontunmap:
+            raise ValueError("dontunmap needs new_addr (MREMAP_DONTUNMAP moves)")
+        return self._live().mremap(addr, old_pages, new_pages, flags, new_addr or 0)
 
     def clear_refs(self, value: int = 4) -> None:
         """echo VALUE > /proc/PID/clear_refs."""

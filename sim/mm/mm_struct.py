@@ -8,6 +8,7 @@ that follows the kernel file doing the work:
   zero folio, splitting;
 * :mod:`sim.mm.mmap` (mm/mmap.c, mm/vma.c): mmap, munmap, exit_mmap;
 * :mod:`sim.mm.mprotect` (mm/mprotect.c), :mod:`sim.mm.madvise` (mm/madvise.c);
+* :mod:`sim.mm.mremap` (mm/mremap.c);
 * :mod:`sim.mm.fork` (kernel/fork.c dup_mmap(), copy_page_range());
 * :mod:`sim.mm.clear_refs` (fs/proc/task_mmu.c clear_refs_write()).
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 
 from sim.arch import Arch
 from sim.mm import clear_refs, fork, huge_memory, madvise, memory, mlock, mmap, mprotect
+from sim.mm import mremap as mremap_
 from sim.mm.facts import KernelFacts
 from sim.mm.memmap import PhysMem
 from sim.mm.pagetable import PageTables
@@ -112,6 +114,11 @@ class MmStruct:
     def munlock(self, addr: int, nr_pages: int) -> None:
         """munlock(): see mlock.do_munlock()."""
         mlock.do_munlock(self, addr, nr_pages)
+    def mremap(
+        self, addr: int, old_pages: int, new_pages: int, flags: int, new_addr: int = 0
+    ) -> int:
+        """mremap(): see mremap.do_mremap(); the range's address afterwards."""
+        return mremap_.do_mremap(self, addr, old_pages, new_pages, flags, new_addr)
 
     def clear_refs(self, value: int) -> None:
         """echo VALUE > /proc/PID/clear_refs: see clear_refs.clear_refs_write()."""

@@ -377,3 +377,42 @@ class VmaList:
         if vma.file is not None:
             vma.file.vma_refs -= 1
         self._vmas.remove(vma)
+
+    def merge_new_range(
+        self,
+        start: int,
+        end: int,
+        flags: int,
+        pgoff: int,
+        file: ShmemFile | None,
+        anon_vma: AnonVma | None,
+        prev: Vma | None,
+        nxt: Vma | None,
+    ) -> Vma | None:
+        """vma_merge_new_range() with the caller's ``prev``/``nxt`` and ``anon_vma``.
+
+        mremap's copy_vma() and vma_merge_extend() (mm/vma.c) pass the moved
+        VMA's anon_vma and may leave out a neighbour (None): the new range
+        [start, end) (bytes) extends ``prev`` and/or ``nxt`` when
+        compatible; the VMA that grows keeps its own flags (VM_SOFTDIRTY
+        included) and anon_vma.  None: no merge.
+        """
+        left, right = self._merge_sides(prev, nxt, start, end, flags, file, anon_vma, pgoff)
+        if left:
+            assert prev is not None
+            prev.end = end
+            if right:
+                assert nxt is not None
+                prev.end = nxt.end
+                if prev.anon_vma is None:
+                    prev.anon_vma, prev.chain_len = nxt.anon_vma, nxt.chain_len
+                self._drop(nxt)
+            self._reindex()
+            return prev
+        if right:
+            assert nxt is not None
+            nxt.start = start
+            nxt.pgoff = pgoff
+            self._reindex()
+            return nxt
+        return None

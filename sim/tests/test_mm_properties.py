@@ -61,7 +61,7 @@ ops = st.builds(
     Op,
     name=st.sampled_from(
         ["mmap", "mmap", "write", "write", "read", "fork", "exit", "munmap", "mprotect",
-         "dontneed", "hugepage", "clear_refs"]
+         "dontneed", "hugepage", "clear_refs", "mremap", "mremap_resize"]
     ),
     proc=st.integers(0, 3),
     slot=st.integers(0, SLOTS - 1),
@@ -102,6 +102,15 @@ def apply(m: Machine, procs: list[Process], files: list[object], op: Op) -> None
             p.mprotect(start, count, ("r", "rw", "none")[op.choice % 3])
         elif op.name == "dontneed":
             p.madvise(start, count, "dontneed")
+        elif op.name == "mremap":
+            # To the next slot: PMD-aligned, one page off, or past its region's pages.
+            offset = (0, 1, n)[op.choice % 3] * arch.page_size
+            target = slot_base(arch, (op.slot + 1) % SLOTS) + offset
+            dontunmap = op.choice >= 4
+            new = count if dontunmap else 1 + op.first % (count + 2)
+            p.mremap(start, count, new, new_addr=target, dontunmap=dontunmap)
+        elif op.name == "mremap_resize":
+            p.mremap(start, count, 1 + op.first % (count + 4))
         elif op.name == "hugepage":
             if arch.thp_level is not None:
                 p.madvise(start, count, "hugepage")
