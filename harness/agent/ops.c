@@ -296,6 +296,8 @@ void op_munlock(struct request *req, struct reply *rep)
 		return;
 	if (munlock((void *)(uintptr_t)addr, (size_t)len) != 0)
 		reply_fail(rep, ST_ERRNO, errno, "munlock: %s", strerror(errno));
+}
+
 #ifndef MREMAP_DONTUNMAP
 #define MREMAP_DONTUNMAP 4 /* include/uapi/linux/mman.h, since 5.7 */
 #endif
