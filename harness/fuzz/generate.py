@@ -272,9 +272,16 @@ def _draw_reader_uid(state: GeneratorState, step: dict[str, Any], draw: Draw) ->
 
 
 def _choices_drawer(key: str, choices: Sequence[Any]) -> KeyDrawer:
-    """One of ``choices``, by :data:`VALUE_WEIGHTS` (the first is what shrinking prefers)."""
+    """One of ``choices``, by :data:`VALUE_WEIGHTS`; shrinking prefers the favoured value.
+
+    The favoured values come first (then the rest in declaration order):
+    hypothesis shrinks towards the first, and a minimal scenario should use
+    the common case (an ``rw`` mapping, not a ``none`` one that a later
+    mprotect must open, which the shrinker cannot fold into the mmap).
+    """
     weights = VALUE_WEIGHTS.get(key, {})
-    weighted = [c for c in choices for _ in range(weights.get(c, 1))]
+    ordered = sorted(choices, key=lambda c: -weights.get(c, 1))
+    weighted = [c for c in ordered for _ in range(weights.get(c, 1))]
 
     def draw_choice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
         return draw(st.sampled_from(weighted))
@@ -333,7 +340,8 @@ def _applicable(step_type: type[Step], state: GeneratorState) -> bool:
         return True
     if not state.alive:
         return False
-    if issubclass(step_type, RangeStep):
+    if issubclass(step_type, RangeStep) or step_type.op == "clear_refs":
+        # clear_refs too: before any page is mapped it has nothing to clear.
         return bool(state.procs_with_pages())
     if step_type is Mmap:
         return state.regions_made < MAX_REGIONS
