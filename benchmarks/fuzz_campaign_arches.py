@@ -123,7 +123,9 @@ def table_text(results: dict[str, dict[str, Any]]) -> str:
                 notes.append(f"- {arch}: {label} ({len(names)}): {', '.join(names)}")
     buffer = io.StringIO()
     Console(file=buffer, width=400, color_system=None, soft_wrap=True).print(table)
-    return buffer.getvalue().rstrip() + "\n\n" + "\n".join(notes) + "\n"
+    # box.MARKDOWN draws a blank top edge; the note wants the table's lines only.
+    lines = [line.rstrip() for line in buffer.getvalue().splitlines() if line.strip()]
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
 def main() -> int:

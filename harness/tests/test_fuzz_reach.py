@@ -155,3 +155,30 @@ def test_untraced_report_says_so() -> None:
     assert data["kernel_functions"] is None and data["rules"] is None
     assert "not traced" in report.text_lines()[0]
     assert CoverageReport.merge([data]).traced is False
+
+
+def _worker_summary(worker: str, report: CoverageReport) -> dict[str, object]:
+    stats = {"examples": 3, "rejected": 0, "checks": 3, "steps": 9, "agree": 3, "diverge": 0,
+             "errors": 0, "vm_boots": 1, "wall_seconds": 2.0, "ops": dict(report.ops)}
+    return {"arch": "x86_64", "worker": worker, "seed": 0, "stats": stats,
+            "coverage": report.to_json(), "findings": []}
+
+
+def test_campaign_summary_merges_workers_coverage(tmp_path: Path) -> None:
+    from harness.fuzz.cli import _render, summarize, write_summary
+
+    model = load_model_rules()
+    first = CoverageReport(rules=model, reached={"do_mmap"})
+    first.count(["mmap", "write", "check"])
+    second = CoverageReport(rules=model, reached={"dup_mmap"})
+    second.count(["mmap", "fork", "check"])
+    total = summarize([_worker_summary("w0", first), _worker_summary("w1", second)])
+    coverage = total["coverage"]
+    assert coverage["ops"]["counts"] == {"check": 2, "fork": 1, "mmap": 2, "write": 1}
+    assert coverage["op_pairs"]["reached"] == 4
+    assert set(coverage["kernel_functions"]["reached"]) == {"do_mmap", "dup_mmap"}
+    text = _render(total, str(tmp_path))
+    assert f"coverage: ops 4/{len(STEP_TYPES)}" in text
+    assert "kernel functions 2/" in text and "rules never reached" in text
+    path = write_summary(total, tmp_path / "out", "x86_64")
+    assert json.loads(path.read_text())["coverage"] == coverage
