@@ -10,9 +10,9 @@
   when one of its functions was; a function MODEL.md names that the model
   has no code for is reported as absent.
 
-Only the model's files are traced (the files MODEL.md names), so the guest
-side of an example costs the tracer a C-level check per call and nothing per
-line (benchmarks/bench_fuzz.py measures the overhead).
+Only the model's files that hold an anchor are traced, so the guest side of
+an example costs the tracer a C-level check per call and nothing per line
+(benchmarks/bench_fuzz.py measures the overhead).
 
 :class:`CoverageReport` is the result: JSON (mergeable across workers) and
 text lines for the campaign summary.
@@ -55,7 +55,7 @@ class ModelCoverage:
         self.rules = rules if rules is not None else load_model_rules()
         self._coverage = coverage.Coverage(
             data_file=None, config_file=False, branch=False,
-            include=[str(path) for path in self.rules.files],
+            include=[str(path) for path in self.rules.anchored_files],
         )
         self._started = False
 

@@ -115,6 +115,16 @@ class ModelRules:
         return list(dict.fromkeys(f for rule in self.rules for f in rule.functions))
 
     @property
+    def anchored_files(self) -> list[Path]:
+        """The model files that hold an anchor: the only ones worth tracing.
+
+        (sim/smaps_format.py, say, holds none: it also parses the guest's
+        smaps, and tracing it would charge the compare step for nothing.)
+        """
+        paths = {a.path for anchors in self.anchors.values() for a in anchors}
+        return [f for f in self.files if _relative(f) in paths]
+
+    @property
     def absent(self) -> list[str]:
         """Kernel functions a rule names and the model has no anchor for."""
         return [f for f in self.functions if not self.anchors.get(f)]

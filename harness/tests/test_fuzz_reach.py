@@ -182,3 +182,13 @@ def test_campaign_summary_merges_workers_coverage(tmp_path: Path) -> None:
     assert "kernel functions 2/" in text and "rules never reached" in text
     path = write_summary(total, tmp_path / "out", "x86_64")
     assert json.loads(path.read_text())["coverage"] == coverage
+
+
+def test_only_anchored_model_files_are_traced() -> None:
+    model = load_model_rules()
+    traced = {p.name for p in model.anchored_files}
+    assert {"memory.py", "procfs.py", "smaps.py"} <= traced
+    holding = {a.path.rsplit("/", 1)[-1] for anchors in model.anchors.values() for a in anchors}
+    assert traced == holding
+    assert set(model.anchored_files) <= set(model.files)
+    assert len(model.anchored_files) < len(model.files), "every model file holds an anchor?"
