@@ -1,6 +1,6 @@
 """Fuzz throughput per worker: the unit is a 20-step scenario with 3 checks.
 
-    python benchmarks/bench_fuzz.py [--arch A ...] [--examples N] [--seed S]
+    python benchmarks/bench_fuzz.py [--arch A ...] [--examples N] [--seed S] [--no-coverage]
 
 For each arch (default x86_64) boots one warm fuzz VM (as ``harness fuzz``
 does: :class:`harness.fuzz.engine.WarmVM`, khugepaged warm-up included),
@@ -20,6 +20,13 @@ Prints examples/s and checks/s per worker (one worker = one VM, one
 process), the slices' shares, and the agent requests per check.  Target:
 >= 10 unit examples/s per worker warm on x86_64.  Not a test: nothing is
 asserted about time; divergences are counted.
+
+Coverage overhead: each unit is run twice, once plain and once with the
+model's code traced as ``harness fuzz`` traces it
+(:class:`harness.fuzz.reach.ModelCoverage`, coverage.py around the whole
+example), alternating which goes first so that a shared machine's load
+falls on both alike; both passes are reported and the difference in wall
+time per example and in the model slice is the overhead.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from harness.arches import PROFILE_NAMES, get_profile
 from harness.compare import compare
 from harness.fuzz.engine import WarmVM
 from harness.fuzz.generate import scenario_from_data, scenarios
+from harness.fuzz.reach import CoverageReport, ModelCoverage
 from harness.guest_executor import GuestRun
 from harness.image import find_image
 from harness.model_executor import run_model
@@ -98,51 +106,73 @@ def unit_scenarios(arch_name: str, count: int, seed_value: int) -> list[dict[str
     return drawn
 
 
-def bench(arch_name: str, count: int, seed_value: int) -> Slices:
+def _one(data: dict[str, Any], profile: Any, warm: WarmVM, slices: Slices) -> None:
+    """One unit example, its slices added to ``slices`` (wall time included)."""
+    vm = warm.get()
+    scenario = scenario_from_data(data, profile.arch)
+    t0 = time.perf_counter()
+    model = run_model(scenario, profile.arch, facts=vm.facts or PINNED)
+    t1 = time.perf_counter()
+    run = TimedGuestRun(scenario, vm)
+    run.slices = slices
+    reads_before = slices.reads
+    real = run.run()
+    t2 = time.perf_counter()
+    found = compare(model, real, scenario, profile.arch)
+    t3 = time.perf_counter()
+    warm.reset()
+    t4 = time.perf_counter()
+    slices.model += t1 - t0
+    # Guest ops: the whole guest run (spawn and kill included) but its checks.
+    slices.guest_ops += (t2 - t1) - (slices.reads - reads_before)
+    slices.compare += t3 - t2
+    slices.reset += t4 - t3
+    slices.examples += 1
+    slices.checks += len(scenario.checks)
+    slices.requests += run.reads
+    slices.divergent += bool(found)
+    slices.wall += t4 - t0
+
+
+def bench(arch_name: str, count: int, seed_value: int,
+          coverage: bool = True) -> tuple[Slices, Slices | None, CoverageReport | None]:
+    """(plain slices, traced slices or None, what the traced pass reached or None)."""
     profile = get_profile(arch_name)
     config = VMConfig(profile, find_image(profile, None, None), echo=lambda _: None)
     units = unit_scenarios(arch_name, count, seed_value)
     warm = WarmVM(config, "bench")
-    slices = Slices()
+    plain = Slices()
+    traced = Slices() if coverage else None
+    model_coverage = ModelCoverage() if coverage else None
     try:
         vm = warm.get()
         for data in units[:3]:  # warm the caches (page cache, agent, model imports)
             GuestRun(scenario_from_data(data, profile.arch), vm).run()
             warm.reset()
-        guest_total = 0.0
-        started = time.perf_counter()
-        for data in units:
-            scenario = scenario_from_data(data, profile.arch)
-            t0 = time.perf_counter()
-            model = run_model(scenario, profile.arch, facts=vm.facts or PINNED)
-            t1 = time.perf_counter()
-            run = TimedGuestRun(scenario, vm)
-            run.slices = slices
-            real = run.run()
-            t2 = time.perf_counter()
-            found = compare(model, real, scenario, profile.arch)
-            t3 = time.perf_counter()
-            warm.reset()
-            t4 = time.perf_counter()
-            slices.model += t1 - t0
-            slices.compare += t3 - t2
-            slices.reset += t4 - t3
-            slices.examples += 1
-            slices.checks += len(scenario.checks)
-            slices.requests += run.reads
-            slices.divergent += bool(found)
-            guest_total += t2 - t1
-        slices.wall = time.perf_counter() - started
-        # Guest ops: the whole guest run (spawn and kill included) but its checks.
-        slices.guest_ops = guest_total - slices.reads
+        for i, data in enumerate(units):
+            if traced is None or model_coverage is None:
+                _one(data, profile, warm, plain)
+                continue
+            first_traced = bool(i % 2)
+            for with_trace in (first_traced, not first_traced):
+                if with_trace:
+                    with model_coverage.recording():
+                        _one(data, profile, warm, traced)
+                else:
+                    _one(data, profile, warm, plain)
     finally:
         warm.close()
-    return slices
+    reached = None
+    if model_coverage is not None:
+        reached = CoverageReport(reached=model_coverage.reached(), rules=model_coverage.rules)
+        for data in units:
+            reached.count([step["op"] for step in data["steps"]])
+    return plain, traced, reached
 
 
-def report(arch_name: str, s: Slices) -> None:
+def report(arch_name: str, s: Slices, label: str = "") -> None:
     total = s.model + s.guest_ops + s.reads + s.compare + s.reset
-    print(f"{arch_name}: {s.examples} unit examples ({UNIT_STEPS} steps, {len(UNIT_CHECKS)} "
+    print(f"{arch_name}{label}: {s.examples} unit examples ({UNIT_STEPS} steps, {len(UNIT_CHECKS)} "
           f"checks) in {s.wall:.2f} s: {s.examples / s.wall:.1f} examples/s, "
           f"{s.checks / s.wall:.1f} checks/s per worker; {s.divergent} divergent")
     for name, value in [("model", s.model), ("guest ops", s.guest_ops), ("reads", s.reads),
@@ -160,9 +190,23 @@ def main() -> int:
     parser.add_argument("--arch", action="append", choices=PROFILE_NAMES)
     parser.add_argument("--examples", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-coverage", action="store_true",
+                        help="run each unit once, untraced (no coverage overhead measured)")
     args = parser.parse_args()
     for arch_name in args.arch or ["x86_64"]:
-        report(arch_name, bench(arch_name, args.examples, args.seed))
+        plain, traced, reached = bench(arch_name, args.examples, args.seed,
+                                       coverage=not args.no_coverage)
+        report(arch_name, plain, " (model not traced)" if traced else "")
+        if traced is None or reached is None:
+            continue
+        report(arch_name, traced, " (model traced for coverage)")
+        per_plain, per_traced = plain.wall / plain.examples, traced.wall / traced.examples
+        print(f"  coverage overhead: {1000 * (per_traced - per_plain):+.2f} ms/example "
+              f"({100 * (per_traced / per_plain - 1):+.1f} % wall), model slice "
+              f"{1000 * plain.model / plain.examples:.2f} -> "
+              f"{1000 * traced.model / traced.examples:.2f} ms/example")
+        for line in reached.text_lines():
+            print(f"  {line}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """``python -m harness fuzz``: random scenarios, model against kernel, shrunk findings.
 
     python -m harness fuzz --arch x86_64 [--seconds N | --examples N] [--seed S]
-        [--out DIR] [--workers K] [--max-steps N] [--no-shrink] [--format text|json|ktap]
+        [--out DIR] [--workers K] [--max-steps N] [--no-shrink] [--no-coverage]
+        [--format text|json|ktap]
 
 With one worker the campaign runs in this process (one VM, reused).  With
 ``--workers K`` it fans out through pytest-xdist: ``pytest -n K`` runs
@@ -12,9 +13,12 @@ files.  SIGTERM or Ctrl-C ends the workers: each hard-stops its QEMU
 
 Every finding is written under ``--out`` (default ``fuzz-findings``) as a
 scenario file plus its report (:meth:`harness.fuzz.engine.Campaign.write`).
-The summary goes to stdout as text, JSON (``--format json`` or ``--json``)
-or KTAP (``--format ktap``, :func:`harness.ktap.render_fuzz`: one test for
-the campaign, a failing subtest per finding with its report as diagnostics).
+The summary (stats, what was compared, coverage of ops, op pairs and
+MODEL.md's rules: :mod:`harness.fuzz.reach`, findings) is written there as
+``ARCH.summary.json`` and goes to stdout as text, JSON (``--format json`` or
+``--json``) or KTAP (``--format ktap``, :func:`harness.ktap.render_fuzz`: one
+test for the campaign, a failing subtest per finding with its report as
+diagnostics).
 Exit status: 0 nothing found, 1 findings, 2 could not run (one line).
 """
 
@@ -36,6 +40,8 @@ from harness.arches import get_profile
 from harness.compared import Compared, describe_compared
 from harness.errors import VMError
 from harness.fuzz.engine import FUZZ_OP_TIMEOUT_S, Campaign, FuzzSettings, warm_vm
+from harness.fuzz.reach import CoverageReport
+from harness.fuzz.rules import ModelRulesError
 from harness.image import ImageUnavailable, find_image
 from harness.ktap import render_fuzz
 from harness.run import internal_error
@@ -93,6 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="steps per scenario before its final check")
     parser.add_argument("--no-shrink", action="store_true",
                         help="report findings as found, unshrunk")
+    parser.add_argument("--no-coverage", action="store_true",
+                        help="do not trace the model's code (no MODEL.md rule coverage)")
     parser.add_argument("--format", choices=("text", "json", "ktap"),
                         help="the summary's form (default text)")
     parser.add_argument("--json", action="store_true", help="the same as --format json")
@@ -105,7 +113,7 @@ def _config_of(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "arch": args.arch, "seconds": seconds, "examples": args.examples, "seed": args.seed,
         "out": str(args.out.resolve()), "max_steps": args.max_steps,
-        "shrink": not args.no_shrink,
+        "shrink": not args.no_shrink, "coverage": not args.no_coverage,
         "kernel": None if args.kernel is None else str(args.kernel.resolve()),
         "initramfs": None if args.initramfs is None else str(args.initramfs.resolve()),
     }
@@ -127,7 +135,7 @@ def run_worker(config: dict[str, Any], index: int) -> dict[str, Any]:
     fuzz = FuzzSettings(
         seconds=config["seconds"], examples=config["examples"], seed=config["seed"] + index,
         out=Path(config["out"]), max_steps=config["max_steps"], shrink=config["shrink"],
-        worker=f"w{index}",
+        worker=f"w{index}", coverage=config.get("coverage", True),
     )
     with warm_vm(vm_config, f"fuzz{index}") as warm:
         campaign = Campaign(warm, fuzz, _progress)
@@ -156,6 +164,7 @@ def summarize(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for s in summaries:
         compared.update(s["stats"].get("compared", {}))
     total["compared"] = Compared.of(compared).to_json()
+    total["coverage"] = CoverageReport.merge(s["coverage"] for s in summaries).to_json()
     total["findings"] = [
         {**f, "worker": s["worker"]} for s in summaries for f in s["findings"]
     ]
@@ -185,6 +194,7 @@ def _render(total: dict[str, Any], out: str) -> str:
         f"{total['vm_boots']} VM boots",
         "ops: " + ", ".join(f"{op} {n}" for op, n in total["ops"].items()),
         f"compared {describe_compared(Compared.of(total['compared']))}",
+        *CoverageReport.merge([total["coverage"]]).text_lines(),
     ]
     if not total["findings"]:
         lines.append("no findings")
@@ -194,6 +204,14 @@ def _render(total: dict[str, Any], out: str) -> str:
     if total["findings"]:
         lines.append(f"scenarios and reports in {out}")
     return "\n".join(lines) + "\n"
+
+
+def write_summary(total: dict[str, Any], out: Path, arch: str) -> Path:
+    """``total`` as ``out/ARCH.summary.json``; its path."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{arch}.summary.json"
+    path.write_text(json.dumps(total, indent=1) + "\n")
+    return path
 
 
 class _Stop(Exception):
@@ -270,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             summaries = _run_in_process(config)
         else:
             summaries = _run_xdist(config, args.workers)
-    except (ImageUnavailable, ArchError, VMError, RuntimeError) as e:
+    except (ImageUnavailable, ArchError, VMError, RuntimeError, ModelRulesError) as e:
         return _fail(getattr(e, "message", None) or str(e))
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
@@ -281,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     total = summarize(summaries)
+    try:
+        write_summary(total, Path(config["out"]), args.arch)
+    except OSError as e:
+        return _fail(f"cannot write the summary under {config['out']}: {e}")
     if form == "json":
         sys.stdout.write(json.dumps(total, indent=1) + "\n")
     elif form == "ktap":

@@ -45,12 +45,14 @@ from hypothesis.errors import HypothesisException
 from harness.agent.protocol import SettleFlags
 from harness.errors import AgentOpError, VMError
 from harness.fuzz.generate import ScenarioData, scenario_from_data, scenarios
+from harness.fuzz.reach import CoverageReport, ModelCoverage
 from harness.guest_executor import prepare_guest
 from harness.khugepaged import HOLDER_PROC
 from harness.report import ScenarioResult, render_json, render_text
 from harness.run import RunOutcome, run_scenario
-from harness.scenario import ScenarioError
+from harness.scenario import Scenario, ScenarioError
 from harness.vm import VM, VMConfig, VMState
+from sim.arch import Arch
 
 __all__ = [
     "Campaign",
@@ -59,6 +61,7 @@ __all__ = [
     "FuzzSettings",
     "Signature",
     "WarmVM",
+    "drop_steps",
     "signature",
 ]
 
@@ -85,6 +88,8 @@ class FuzzSettings:
     worker: str = "w0"
     #: End the campaign after the round that found something (tests).
     stop_on_finding: bool = False
+    #: Trace the model's code for the coverage of MODEL.md's rules (harness.fuzz.reach).
+    coverage: bool = True
 
 
 @dataclass
@@ -244,6 +249,8 @@ class Campaign:
         self._known: set[Signature] = set()
         self._deadline = float("inf")
         self._budget = fuzz.examples
+        #: The model's lines that ran (None: not traced).
+        self.model_coverage = ModelCoverage() if fuzz.coverage else None
 
     # -- the hypothesis test body ------------------------------------------------
 
@@ -258,7 +265,7 @@ class Campaign:
             reject()
         vm = self.warm.get()
         started = time.monotonic()
-        outcome = run_scenario(scenario, vm)
+        outcome = self._run(scenario, vm)
         self.stats.run_seconds += time.monotonic() - started
         self._count(data, outcome)
         started = time.monotonic()
@@ -284,6 +291,15 @@ class Campaign:
             found.data, found.result = data, outcome.result
             found.seen += 1
         raise _failure_type(sig)(f"{sig[0]} {sig[1]}")
+
+    def _run(self, scenario: Scenario, vm: VM) -> RunOutcome:
+        """``harness run``'s run of one scenario, the model's lines traced if asked."""
+        if self.model_coverage is None:
+            return run_scenario(scenario, vm)
+        # The whole run is traced, but only the model's files are: the guest
+        # side costs the tracer a check per call, not per line.
+        with self.model_coverage.recording():
+            return run_scenario(scenario, vm)
 
     def _out_of_budget(self) -> bool:
         """The time is up, or the example budget is spent and nothing of this round
@@ -365,30 +381,21 @@ class Campaign:
             fuzz_round()
 
     def _drop_steps(self, finding: Finding) -> None:
-        """After hypothesis: drop single steps while the rest still fails the same way.
+        """After hypothesis: :func:`drop_steps` with this campaign's runs."""
 
-        Hypothesis shrinks the choices that made the scenario; when its
-        budget ends first, a step it had not reached yet may be left over.
-        One pass over the steps, last to first (the final check stays),
-        each candidate loaded (so only valid scenarios run) and run as any
-        example; at most one run per step.
-        """
-        steps = list(finding.data["steps"])
-        for i in reversed(range(len(steps) - 1)):
-            candidate = dict(finding.data, steps=steps[:i] + steps[i + 1 :])
-            try:
-                scenario = scenario_from_data(candidate, self.arch)
-            except ScenarioError:
-                continue
-            outcome = run_scenario(scenario, self.warm.get())
+        def still_fails(candidate: ScenarioData, scenario: Scenario) -> bool:
+            outcome = self._run(scenario, self.warm.get())
             self._count(candidate, outcome)
             if outcome.replace_vm or outcome.result.status == "error":
                 self.warm.replace()
             else:
                 self.warm.reset()
-            if signature(outcome.result) == finding.signature:
-                steps = candidate["steps"]
-                finding.data, finding.result = candidate, outcome.result
+            if signature(outcome.result) != finding.signature:
+                return False
+            finding.data, finding.result = candidate, outcome.result
+            return True
+
+        drop_steps(finding.data, self.arch, still_fails)
 
     # -- output ----------------------------------------------------------------
 
@@ -420,19 +427,57 @@ class Campaign:
         return f"{self.arch.name}.{self.fuzz.worker}.{n}." + re.sub(
             r"[^A-Za-z0-9_.-]+", "_", "_".join(finding.signature))[:60]
 
+    def coverage(self) -> CoverageReport:
+        """Ops, op pairs and MODEL.md rules this campaign reached (so far)."""
+        traced = self.model_coverage
+        return CoverageReport(
+            ops=Counter(self.stats.ops), op_pairs=Counter(self.stats.op_pairs),
+            reached=traced.reached() if traced is not None else set(),
+            rules=traced.rules if traced is not None else None,
+            traced=traced is not None,
+        )
+
     def summary(self) -> dict[str, Any]:
-        """Stats and findings as JSON (``stem``: the finding's files under ``out``)."""
+        """Stats, coverage (:meth:`CoverageReport.to_json`) and findings as JSON
+        (``stem``: the finding's files under ``out``)."""
         return {
             "arch": self.arch.name,
             "worker": self.fuzz.worker,
             "seed": self.fuzz.seed,
             "stats": self.stats.to_json(),
+            "coverage": self.coverage().to_json(),
             "findings": [
                 {"signature": list(f.signature), "steps": f.steps, "first_steps": f.first_steps,
                  "seen": f.seen, "scenario": f.data, "stem": self._stem(n, f)}
                 for n, f in enumerate(self.findings.values())
             ],
         }
+
+
+def drop_steps(
+    data: ScenarioData, arch: Arch, still_fails: Callable[[ScenarioData, Scenario], bool]
+) -> ScenarioData:
+    """``data`` without each single step whose removal still fails the same way.
+
+    Hypothesis shrinks the choices that made the scenario; when its budget
+    ends first, or a step is only removable together with a change the
+    shrinker does not try (it deletes a step's choices, and the choices
+    after it are then read against another state), a step may be left over.
+    One pass over the steps, last to first (the final check stays); each
+    candidate is loaded first (one the loader refuses, e.g. a fork whose
+    child a later step uses, is not run) and kept if ``still_fails(candidate,
+    its loaded scenario)``.  At most one run per step; returns the smallest.
+    """
+    steps = list(data["steps"])
+    for i in reversed(range(len(steps) - 1)):
+        candidate = dict(data, steps=steps[:i] + steps[i + 1 :])
+        try:
+            scenario = scenario_from_data(candidate, arch)
+        except ScenarioError:
+            continue
+        if still_fails(candidate, scenario):
+            steps = candidate["steps"]
+    return dict(data, steps=steps)
 
 
 def _scenario_text(data: ScenarioData) -> str:

@@ -79,12 +79,24 @@ UIDS = (1000, 1001, 0)
 #: How often each op is offered, relative to the others (an op not named here: 1).
 #: Memory ops outweigh process ops so that scenarios do things to pages
 #: before their processes exit; about one step in eight is a check.
+#: clear_refs is as frequent as fork: soft-dirty is only observable after
+#: ``clear_refs 4`` cleared it (a planted soft-dirty error in wp_page_copy()
+#: is found about 3x sooner than with weight 1).
 OP_WEIGHTS = {"mmap": 2, "write": 4, "read": 3, "munmap": 1, "mprotect": 2, "madvise": 2,
-              "fork": 2, "exit": 1, "clear_refs": 1, "check": 2, "mlock": 2, "munlock": 1}
+              "fork": 2, "exit": 1, "clear_refs": 2, "check": 2, "mlock": 2, "munlock": 1}
 #: Values drawn more often than the others of their key (the rest: 1): a
 #: writable mapping lets touches reach the fault paths instead of SIGSEGV,
 #: and clear_refs 4 (soft-dirty) makes the pagemap bit observable at all.
-VALUE_WEIGHTS: dict[str, dict[object, int]] = {"prot": {"rw": 3}, "value": {4: 3}}
+VALUE_WEIGHTS: dict[str, dict[object, int]] = {"prot": {"rw": 3}, "value": {4: 6}}
+#: The order ops are offered in: hypothesis shrinks a choice towards the
+#: first of its values, so an op can only be replaced by one listed before it.
+#: A read comes before a write (it maps the zero page or a cache page
+#: read-only, so a write after it still takes a write fault: a zero-page read
+#: can stand in for a fork before a COW write), memory ops before process ops
+#: (one process fewer), a check last (it changes nothing).  Ops not named
+#: here come after these, before the check, in STEP_TYPES order.
+SHRINK_ORDER = ("mmap", "read", "write", "clear_refs", "mprotect", "madvise", "munmap",
+                "fork", "exit")
 #: A scenario goes on after each step with odds _GO_ON : 1 (about 12 steps on average).
 _GO_ON = 11
 #: THP-relative bounds are written symbolically when within this many pages of a multiple.
@@ -383,9 +395,16 @@ def _draw_dontunmap(state: GeneratorState, step: dict[str, Any], draw: Draw) -> 
 
 
 def _choices_drawer(key: str, choices: Sequence[Any]) -> KeyDrawer:
-    """One of ``choices``, by :data:`VALUE_WEIGHTS` (the first is what shrinking prefers)."""
+    """One of ``choices``, by :data:`VALUE_WEIGHTS`; shrinking prefers the favoured value.
+
+    The favoured values come first (then the rest in declaration order):
+    hypothesis shrinks towards the first, and a minimal scenario should use
+    the common case (an ``rw`` mapping, not a ``none`` one that a later
+    mprotect must open, which the shrinker cannot fold into the mmap).
+    """
     weights = VALUE_WEIGHTS.get(key, {})
-    weighted = [c for c in choices for _ in range(weights.get(c, 1))]
+    ordered = sorted(choices, key=lambda c: -weights.get(c, 1))
+    weighted = [c for c in ordered for _ in range(weights.get(c, 1))]
 
     def draw_choice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
         return draw(st.sampled_from(weighted))
@@ -488,7 +507,8 @@ def _applicable(step_type: type[Step], state: GeneratorState) -> bool:
         return True
     if not state.alive:
         return False
-    if issubclass(step_type, RangeStep):
+    if issubclass(step_type, RangeStep) or step_type.op == "clear_refs":
+        # clear_refs too: before any page is mapped it has nothing to clear.
         return bool(state.procs_with_pages())
     if step_type is Mmap:
         return state.regions_made < MAX_REGIONS
@@ -498,6 +518,15 @@ def _applicable(step_type: type[Step], state: GeneratorState) -> bool:
         # The last process may exit too, but then only checks could follow.
         return len(state.alive) > 1
     return True
+
+
+def _shrink_rank(step_type: type[Step]) -> int:
+    """Where ``step_type`` stands in :data:`SHRINK_ORDER` (unnamed ops next to last, check last)."""
+    if step_type is Check:
+        return len(SHRINK_ORDER) + 1
+    if step_type.op in SHRINK_ORDER:
+        return SHRINK_ORDER.index(step_type.op)
+    return len(SHRINK_ORDER)
 
 
 def _weighted(step_types: Iterable[type[Step]]) -> list[type[Step]]:
@@ -517,19 +546,22 @@ def _draw_step(state: GeneratorState, step_type: type[Step], draw: Draw) -> dict
 
 
 @st.composite
-def _next_step(
-    draw: Draw, state: GeneratorState, first: bool, check: bool | None
-) -> dict[str, Any] | None:
+def _next_step(draw: Draw, state: GeneratorState, check: bool | None) -> dict[str, Any] | None:
     """One step valid in ``state`` (None: the scenario ends here).
 
     One composite per step, "go on" choice included (as st.lists draws its
     elements), so that a step is one span of choices for the shrinker:
     deleting a step deletes the span, and a zero "go on" ends the scenario.
+    Every step, the first too, has the same shape ("go on", op, keys):
+    deleting the first step's span leaves the second's choices read as a
+    step (with a first step without "go on", they were misread: a useless
+    first fork could not be deleted).
     ``check``: True for a check, False for anything else, None for any op.
     """
-    ops = list(STEP_TYPES.values())
+    # Sorted is stable: ops SHRINK_ORDER does not name keep STEP_TYPES order.
+    ops = sorted(STEP_TYPES.values(), key=_shrink_rank)
     if check is None:
-        if not first and not draw(st.integers(0, _GO_ON)):
+        if not draw(st.integers(0, _GO_ON)):
             return None
         candidates = [t for t in ops if _applicable(t, state)]
     elif check:
@@ -548,10 +580,10 @@ def scenarios(
     name: str = "fuzz",
     check_positions: Sequence[int] | None = None,
 ) -> ScenarioData:
-    """A valid scenario of 1..``max_steps`` drawn steps and a final ``check``.
+    """A valid scenario of 0..``max_steps`` drawn steps and a final ``check``.
 
-    Before each step after the first, a choice says whether to go on;
-    then the op, then its keys in declaration order.
+    Before each step a choice says whether to go on; then the op, then its
+    keys in declaration order.
 
     With ``check_positions`` the scenario has exactly ``max_steps`` steps,
     checks at those indexes and no other (the benchmark's unit: 20 steps, 3
@@ -564,7 +596,7 @@ def scenarios(
         forced = None
         if check_positions is not None:
             forced = index in check_positions
-        step = draw(_next_step(state, first=index == 0, check=forced))
+        step = draw(_next_step(state, check=forced))
         if step is None:
             break
         state.apply(step)

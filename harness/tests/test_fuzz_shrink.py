@@ -1,0 +1,128 @@
+"""The fuzzer's shrinking, without a guest: a planted model error against the clean model.
+
+The planted error is the one of issue 11 (soft-dirty not set on a COW copy:
+the model's wp_page_copy() forgets what pte_mkdirty() sets in
+mm/memory.c).  The clean model stands where the kernel stands in a
+campaign: the model is what ``harness run`` compares the kernel against,
+and on these scenarios the catalog and the guest tests hold them equal.
+Hypothesis generates with the fuzzer's strategy and settings, and shrinks;
+then :func:`harness.fuzz.engine.drop_steps` runs as the engine runs it.
+
+The smallest scenario that shows the error has 5 steps: a mapping, a read
+that maps the zero page read-only, clear_refs 4 (without it the new VMA's
+VM_SOFTDIRTY makes every page read soft-dirty), the write that COWs the zero
+page (wp_page_copy()), the check.  The generator's structure must let the
+shrinker get there from what it finds first (a fork instead of the read,
+spare steps before and between).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, seed, settings
+
+import sim.mm.memory as memory
+from harness.compare import compare
+from harness.fuzz.engine import drop_steps
+from harness.fuzz.generate import ScenarioData, scenario_from_data, scenarios
+from harness.model_executor import run_model
+from harness.scenario import Scenario
+from sim.arch import get_arch
+from sim.mm.pte import PTE_SOFT_DIRTY
+
+ARCH = get_arch("x86_64")
+SIGNATURE = ("value", "pagemap.soft_dirty")
+#: Enough examples for the generator to find the error with any of SEEDS.
+MAX_EXAMPLES = 3000
+SEEDS = (1, 2)
+
+
+def plant_soft_dirty_error(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Make the model forget the soft-dirty bit of every new COW copy; returns the undo."""
+    original = memory.wp_page_copy
+
+    def wp_page_copy_without_soft_dirty(mm, vma, table, i):  # type: ignore[no-untyped-def]
+        original(mm, vma, table, i)
+        table.bits[i] = int(table.bits[i]) & ~PTE_SOFT_DIRTY
+
+    monkeypatch.setattr(memory, "wp_page_copy", wp_page_copy_without_soft_dirty)
+    return lambda: monkeypatch.setattr(memory, "wp_page_copy", original)
+
+
+class Diverges(Exception):
+    """The planted model and the clean one differ the planted way."""
+
+
+@pytest.fixture
+def planted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Scenario], bool]]:
+    """``fails(scenario)``: the planted model first differs from the clean one by SIGNATURE."""
+
+    def fails(scenario: Scenario) -> bool:
+        clean = run_model(scenario, ARCH)
+        with monkeypatch.context() as m:
+            plant_soft_dirty_error(m)
+            wrong = run_model(scenario, ARCH)
+        found = compare(wrong, clean, scenario, ARCH)
+        return bool(found) and (found[0].kind, found[0].field) == SIGNATURE
+
+    yield fails
+
+
+def _find_and_shrink(fails: Callable[[Scenario], bool], seed_value: int) -> list[dict[str, Any]]:
+    """Hypothesis' minimal failing scenario (its last failing run), then drop_steps."""
+    last: list[ScenarioData] = []
+
+    @seed(seed_value)
+    @settings(max_examples=MAX_EXAMPLES, database=None, deadline=None,
+              phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck),
+              print_blob=False, report_multiple_bugs=False)
+    @given(scenarios(ARCH, 8))
+    def search(data: ScenarioData) -> None:
+        if fails(scenario_from_data(data, ARCH)):
+            last[:] = [data]
+            raise Diverges
+
+    with pytest.raises(Diverges):
+        search()
+    assert last, "hypothesis replayed no failing example"
+    shrunk = drop_steps(last[0], ARCH, lambda _data, scenario: fails(scenario))
+    steps: list[dict[str, Any]] = shrunk["steps"]
+    return steps
+
+
+@pytest.mark.parametrize("seed_value", SEEDS)
+def test_planted_error_shrinks_to_five_steps(
+    planted: Callable[[Scenario], bool], seed_value: int
+) -> None:
+    steps = _find_and_shrink(planted, seed_value)
+    assert len(steps) <= 5, json.dumps(steps)
+    ops = [step["op"] for step in steps]
+    assert ops[-1] == "check" and "write" in ops
+    assert {"op": "clear_refs", "value": 4} in steps
+    assert "fork" not in ops, "a fork a zero-page read could replace was kept"
+
+
+def test_drop_steps_removes_a_spare_leading_fork(planted: Callable[[Scenario], bool]) -> None:
+    mmap = {"op": "mmap", "region": "r0", "pages": 1, "kind": "anon", "share": "private",
+            "prot": "rw"}
+    steps = [{"op": "fork", "child": "p1"}, mmap, {"op": "read", "region": "r0", "pages": [0, 1]},
+             {"op": "clear_refs", "value": 4}, {"op": "write", "region": "r0", "pages": [0, 1]},
+             {"op": "check"}]
+    data = {"name": "spare_fork", "steps": steps}
+    assert planted(scenario_from_data(data, ARCH))
+    shrunk = drop_steps(data, ARCH, lambda _data, scenario: planted(scenario))
+    assert shrunk["steps"] == steps[1:]
+
+
+def test_drop_steps_keeps_what_the_failure_needs(planted: Callable[[Scenario], bool]) -> None:
+    mmap = {"op": "mmap", "region": "r0", "pages": 1, "kind": "anon", "share": "private",
+            "prot": "rw"}
+    steps = [mmap, {"op": "read", "region": "r0", "pages": [0, 1]},
+             {"op": "clear_refs", "value": 4}, {"op": "write", "region": "r0", "pages": [0, 1]},
+             {"op": "check"}]
+    data = {"name": "minimal", "steps": steps}
+    assert drop_steps(data, ARCH, lambda _data, scenario: planted(scenario))["steps"] == steps
