@@ -164,7 +164,9 @@ def summarize(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for s in summaries:
         compared.update(s["stats"].get("compared", {}))
     total["compared"] = Compared.of(compared).to_json()
-    total["coverage"] = CoverageReport.merge(s["coverage"] for s in summaries).to_json()
+    total["coverage"] = CoverageReport.merge(
+        s["coverage"] for s in summaries if "coverage" in s  # older stats files lack it
+    ).to_json()
     total["findings"] = [
         {**f, "worker": s["worker"]} for s in summaries for f in s["findings"]
     ]

@@ -454,29 +454,58 @@ class Campaign:
         }
 
 
+#: Rounds of :func:`drop_steps` (each replacement may make another step removable).
+_DROP_PASSES = 3
+
+
 def drop_steps(
     data: ScenarioData, arch: Arch, still_fails: Callable[[ScenarioData, Scenario], bool]
 ) -> ScenarioData:
-    """``data`` without each single step whose removal still fails the same way.
+    """``data`` made smaller, one step at a time, while it still fails the same way.
 
     Hypothesis shrinks the choices that made the scenario; when its budget
     ends first, or a step is only removable together with a change the
     shrinker does not try (it deletes a step's choices, and the choices
     after it are then read against another state), a step may be left over.
-    One pass over the steps, last to first (the final check stays); each
-    candidate is loaded first (one the loader refuses, e.g. a fork whose
-    child a later step uses, is not run) and kept if ``still_fails(candidate,
-    its loaded scenario)``.  At most one run per step; returns the smallest.
+    Passes over the steps, last to first (the final check stays): delete a
+    step; else, for a step on a range that is no read or write (an mlock or
+    populate that faulted the pages in, an mprotect, a move), replace it by
+    a read of that range, which maps the same pages with fewer side effects
+    (a fork that only existed to make a page shared may then go in the next
+    pass).  Each candidate is loaded first (one the loader refuses, e.g. a
+    fork whose child a later step uses, is not run) and kept if
+    ``still_fails(candidate, its loaded scenario)``.  At most
+    :data:`_DROP_PASSES` passes, each at most two runs per step.
     """
     steps = list(data["steps"])
-    for i in reversed(range(len(steps) - 1)):
-        candidate = dict(data, steps=steps[:i] + steps[i + 1 :])
+
+    def fails(candidate_steps: list[dict[str, Any]]) -> bool:
+        candidate = dict(data, steps=candidate_steps)
         try:
             scenario = scenario_from_data(candidate, arch)
         except ScenarioError:
-            continue
-        if still_fails(candidate, scenario):
-            steps = candidate["steps"]
+            return False
+        return still_fails(candidate, scenario)
+
+    for _ in range(_DROP_PASSES):
+        changed = False
+        for i in reversed(range(len(steps) - 1)):
+            if i >= len(steps) - 1:
+                continue
+            if fails(steps[:i] + steps[i + 1 :]):
+                steps = steps[:i] + steps[i + 1 :]
+                changed = True
+                continue
+            step = steps[i]
+            if step["op"] not in ("read", "write") and "region" in step and "pages" in step:
+                read = {"op": "read", "region": step["region"], "pages": step["pages"]}
+                if "proc" in step:
+                    read["proc"] = step["proc"]
+                if fails(steps[:i] + [read] + steps[i + 1 :]):
+                    steps = steps[:i] + [read] + steps[i + 1 :]
+                    changed = True
+        if not changed:
+            break
     return dict(data, steps=steps)
 
 

@@ -228,19 +228,23 @@ class Process:
     def munlock(self, addr: int, nr_pages: int) -> None:
         """munlock(addr, len)."""
         self._live().munlock(addr, nr_pages)
+
     def mremap(
         self, addr: int, old_pages: int, new_pages: int, *, new_addr: int | None = None,
         dontunmap: bool = False,
     ) -> int:
         """mremap(addr, old, new, flags, new_addr): in place without ``new_addr``, else
         MREMAP_MAYMOVE | MREMAP_FIXED to ``new_addr`` (with ``dontunmap``:
-        | MREMAP_DONTUNMAP).  Lengths in pages; the range's address afterwards."""
+        | MREMAP_DONTUNMAP).  Lengths in pages; the range's address afterwards.
+        Growing a VM_LOCKED VMA is bound by RLIMIT_MEMLOCK without CAP_IPC_LOCK
+        (EAGAIN, vma_to_resize())."""
         flags = 0
         if new_addr is not None:
             flags = MREMAP_MAYMOVE | MREMAP_FIXED | (MREMAP_DONTUNMAP if dontunmap else 0)
         elif dontunmap:
             raise ValueError("dontunmap needs new_addr (MREMAP_DONTUNMAP moves)")
-        return self._live().mremap(addr, old_pages, new_pages, flags, new_addr or 0)
+        return self._live().mremap(addr, old_pages, new_pages, flags, new_addr or 0,
+                                   cap_ipc_lock=self.creds.capable("CAP_IPC_LOCK"))
 
     def clear_refs(self, value: int = 4) -> None:
         """echo VALUE > /proc/PID/clear_refs."""

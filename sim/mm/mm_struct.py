@@ -114,11 +114,14 @@ class MmStruct:
     def munlock(self, addr: int, nr_pages: int) -> None:
         """munlock(): see mlock.do_munlock()."""
         mlock.do_munlock(self, addr, nr_pages)
+
     def mremap(
-        self, addr: int, old_pages: int, new_pages: int, flags: int, new_addr: int = 0
+        self, addr: int, old_pages: int, new_pages: int, flags: int, new_addr: int = 0,
+        *, cap_ipc_lock: bool = True,
     ) -> int:
         """mremap(): see mremap.do_mremap(); the range's address afterwards."""
-        return mremap_.do_mremap(self, addr, old_pages, new_pages, flags, new_addr)
+        return mremap_.do_mremap(self, addr, old_pages, new_pages, flags, new_addr,
+                                 cap_ipc_lock=cap_ipc_lock)
 
     def clear_refs(self, value: int) -> None:
         """echo VALUE > /proc/PID/clear_refs: see clear_refs.clear_refs_write()."""

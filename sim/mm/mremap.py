@@ -25,11 +25,12 @@ import errno
 from typing import TYPE_CHECKING
 
 from sim.mm.huge_memory import split_huge_pmd
+from sim.mm.mlock import mlock_future_ok, mm_populate
 from sim.mm.mmap import do_munmap
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_PRESENT, PTE_SOFT_DIRTY
 from sim.mm.syscall import MmError
-from sim.mm.vma import Vma
+from sim.mm.vma import VM_LOCKED, VM_LOCKED_MASK, Vma
 
 if TYPE_CHECKING:
     from sim.mm.mm_struct import MmStruct
@@ -52,7 +53,8 @@ _KNOWN_FLAGS = MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP
 
 
 def do_mremap(
-    mm: MmStruct, addr: int, old_pages: int, new_pages: int, flags: int, new_addr: int = 0
+    mm: MmStruct, addr: int, old_pages: int, new_pages: int, flags: int, new_addr: int = 0,
+    *, cap_ipc_lock: bool = True,
 ) -> int:
     """SYSCALL_DEFINE5(mremap): the address the range now starts at.
 
@@ -63,6 +65,11 @@ def do_mremap(
     (:func:`mremap_to`).  EINVAL for bad flags or lengths, EFAULT when no VMA
     holds ``addr`` or the range leaves its VMA.  MREMAP_MAYMOVE alone (the
     kernel picks the address) is not modelled: ValueError.
+
+    A VM_LOCKED VMA: growing it past RLIMIT_MEMLOCK without ``cap_ipc_lock``
+    is EAGAIN (vma_to_resize(), mlock_future_ok()); what it gains is added
+    to mm->locked_vm and populated after the move or extension
+    (``if (locked && new_len > old_len) mm_populate(...)``).
     """
     if flags & ~_KNOWN_FLAGS or (flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE):
         raise MmError(errno.EINVAL, f"mremap: flags {flags:#x}")
@@ -75,25 +82,42 @@ def do_mremap(
     if mm.vmas.vma_at(addr) is None:
         raise MmError(errno.EFAULT, f"mremap: no VMA at {addr:#x}")
     if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP):
-        return mremap_to(mm, addr, old_pages, new_addr, new_pages, flags)
+        moved, locked = mremap_to(mm, addr, old_pages, new_addr, new_pages, flags, cap_ipc_lock)
+        if locked and new_pages > old_pages:
+            _populate_gained(mm, moved, old_pages, new_pages)
+        return moved
     if old_pages >= new_pages:
         if old_pages > new_pages:
             do_munmap(mm, addr + new_pages * mm.page_size, old_pages - new_pages)
         return addr
-    vma = vma_to_resize(mm, addr, old_pages)
+    vma = vma_to_resize(mm, addr, old_pages, new_pages, cap_ipc_lock)
     old_end = addr + old_pages * mm.page_size
     delta = (new_pages - old_pages) * mm.page_size
     if old_end == vma.end and vma_expandable(mm, vma, delta):
-        vma_merge_extend(mm, vma, delta)
+        vma = vma_merge_extend(mm, vma, delta)
+        if vma.flags & VM_LOCKED:
+            mm.locked_vm += new_pages - old_pages
+            _populate_gained(mm, addr, old_pages, new_pages)
         return addr
     if flags & MREMAP_MAYMOVE:
         raise ValueError("mremap: MREMAP_MAYMOVE without MREMAP_FIXED is not modelled")
     raise MmError(errno.ENOMEM, f"mremap: [{addr:#x}, {old_end:#x}) cannot grow in place")
 
 
-def vma_to_resize(mm: MmStruct, addr: int, old_pages: int) -> Vma:
+def _populate_gained(mm: MmStruct, addr: int, old_pages: int, new_pages: int) -> None:
+    """do_mremap()'s tail for a VM_LOCKED range that grew: mm_populate() of the new
+    part, errors ignored (__mm_populate(..., 1))."""
+    size = mm.page_size
+    mm_populate(mm, addr + old_pages * size, addr + new_pages * size, ignore_errors=True)
+
+
+def vma_to_resize(
+    mm: MmStruct, addr: int, old_pages: int, new_pages: int | None = None,
+    cap_ipc_lock: bool = True,
+) -> Vma:
     """vma_to_resize(): the VMA holding [addr, addr + old_pages); EFAULT if the range
-    leaves it, EINVAL for a zero length of a private mapping."""
+    leaves it, EINVAL for a zero length of a private mapping, EAGAIN when growing
+    to ``new_pages`` would take a VM_LOCKED VMA past RLIMIT_MEMLOCK."""
     vma = mm.vmas.vma_at(addr)
     if vma is None:
         raise MmError(errno.EFAULT, f"mremap: no VMA at {addr:#x}")
@@ -103,6 +127,10 @@ def vma_to_resize(mm: MmStruct, addr: int, old_pages: int) -> Vma:
         raise ValueError("mremap: duplicating a shared mapping (old length 0) is not modelled")
     if addr + old_pages * mm.page_size > vma.end:
         raise MmError(errno.EFAULT, f"mremap: [{addr:#x}, +{old_pages} pages) leaves its VMA")
+    if new_pages is not None and new_pages > old_pages and not mlock_future_ok(
+        mm, vma.flags, new_pages - old_pages, cap_ipc_lock
+    ):
+        raise MmError(errno.EAGAIN, "mremap: growing a locked VMA past RLIMIT_MEMLOCK")
     return vma
 
 
@@ -126,9 +154,11 @@ def vma_merge_extend(mm: MmStruct, vma: Vma, delta: int) -> Vma:
 
 
 def mremap_to(
-    mm: MmStruct, addr: int, old_pages: int, new_addr: int, new_pages: int, flags: int
-) -> int:
-    """mremap_to(): unmap the target (MREMAP_FIXED), cut a shrinking source, move_vma().
+    mm: MmStruct, addr: int, old_pages: int, new_addr: int, new_pages: int, flags: int,
+    cap_ipc_lock: bool = True,
+) -> tuple[int, bool]:
+    """mremap_to(): unmap the target (MREMAP_FIXED), cut a shrinking source, move_vma();
+    the new address and move_vma()'s ``locked``.
 
     EINVAL for an unaligned or out-of-range target or one overlapping the
     source.  The target is unmapped before the source is checked
@@ -145,7 +175,7 @@ def mremap_to(
     if old_pages > new_pages:
         do_munmap(mm, addr + new_len, old_pages - new_pages)
         old_pages = new_pages
-    vma = vma_to_resize(mm, addr, old_pages)
+    vma = vma_to_resize(mm, addr, old_pages, new_pages, cap_ipc_lock)
     if not flags & MREMAP_FIXED:
         raise ValueError("mremap: MREMAP_DONTUNMAP without MREMAP_FIXED is not modelled")
     return move_vma(mm, vma, addr, old_pages, new_pages, new_addr, flags)
@@ -154,16 +184,29 @@ def mremap_to(
 def move_vma(
     mm: MmStruct, vma: Vma, old_addr: int, old_pages: int, new_pages: int, new_addr: int,
     flags: int,
-) -> int:
+) -> tuple[int, bool]:
     """move_vma(): copy_vma(), move_page_tables(), then unmap the old range or, with
-    MREMAP_DONTUNMAP, leave it as an empty VMA.
+    MREMAP_DONTUNMAP, leave it as an empty VMA; the new address and ``locked``
+    (the moved VMA is VM_LOCKED: its new length was added to mm->locked_vm).
 
     VM_ACCOUNT comes out as it went in on every piece (cleared before the
-    munmap and set again on what is left of the old VMA).
+    munmap and set again on what is left of the old VMA).  With
+    MREMAP_DONTUNMAP a VM_LOCKED old VMA is first split to the moved range,
+    which then loses VM_LOCKED|VM_LOCKONFAULT; mm->locked_vm stays as it was
+    and the moved folios keep PG_mlocked.
     """
     size = mm.page_size
-    new_pgoff = vma.pgoff + ((old_addr - vma.start) >> mm.arch.page_shift)
+    vm_flags = vma.flags
     dontunmap = bool(flags & MREMAP_DONTUNMAP)
+    if dontunmap and vma.flags & VM_LOCKED:
+        # "To account mlock()'d pages correctly in the MREMAP_DONTUNMAP case
+        # perform any split ahead of time for an mlock()'d VMA" (in 6.12.117
+        # and 6.1.192; 6.12.107 lacks it and clears VM_LOCKED on all of vma).
+        if vma.start != old_addr:
+            vma = mm.vmas.split(vma, old_addr)
+        if vma.end != old_addr + old_pages * size:
+            mm.vmas.split(vma, old_addr + old_pages * size)
+    new_pgoff = vma.pgoff + ((old_addr - vma.start) >> mm.arch.page_shift)
     new_vma = copy_vma(mm, vma, new_addr, new_pages, new_pgoff, keep_source=dontunmap)
     # copy_vma() may have merged the source into the new VMA (an unfaulted
     # anonymous VMA whose pgoff was reset): the old range is then in new_vma.
@@ -171,13 +214,17 @@ def move_vma(
     assert source is not None
     move_page_tables(mm, source, old_addr, new_vma, new_addr, old_pages * size)
     if dontunmap:
+        source.flags &= ~VM_LOCKED_MASK  # "We always clear VM_LOCKED[ONFAULT] on the old vma"
         if source.start == old_addr and source.end == old_addr + old_pages * size:
             source.anon_vma, source.chain_len = None, 0  # unlink_anon_vmas()
             if source.anonymous:
                 source.pgoff = source.start >> mm.arch.page_shift
-        return new_addr
+        return new_addr, False
     do_munmap(mm, old_addr, old_pages)
-    return new_addr
+    if vm_flags & VM_LOCKED:
+        mm.locked_vm += new_pages
+        return new_addr, True
+    return new_addr, False
 
 
 def copy_vma(
