@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from harness.agent.client import AgentClient, ReadFileReply
-from harness.agent.protocol import AdviceCode, BackingCode, ProtBits, ReadStage, SettleFlags
+from harness.agent.protocol import BackingCode, ProtBits, ReadStage, SettleFlags
 from harness.errors import AgentOpError, VMError
 from harness.observations import (
     CheckObservation,
@@ -46,7 +46,6 @@ from harness.observations import (
     record_check,
 )
 from harness.scenario import (
-    ADVICES,
     AnyStep,
     Check,
     ClearRefs,
@@ -66,6 +65,7 @@ from harness.scenario import (
 from harness.vm import VM
 from sim.arch import Arch
 from sim.formats import parse_u64s
+from sim.mm.madvise import advice_number
 
 __all__ = [
     "GUEST",
@@ -93,8 +93,6 @@ KHUGEPAGED_SLEEP_MS = 86_400_000
 _COLLAPSED = f"{_THP}/khugepaged/pages_collapsed"
 
 _PROTS = {"none": ProtBits.NONE, "r": ProtBits.READ, "rw": ProtBits.READ | ProtBits.WRITE}
-#: A scenario's advice is the agent's code of the same name (MADV_<NAME> in the guest).
-_ADVICES = {advice: AdviceCode[advice.upper()] for advice in ADVICES}
 
 
 class GuestExecutorError(RuntimeError):
@@ -374,7 +372,8 @@ def _mprotect(run: GuestRun, step: Mprotect) -> None:
 @GUEST.on(Madvise)
 def _madvise(run: GuestRun, step: Madvise) -> None:
     span = run.layout.span(step)
-    run.agent.madvise(span.vaddr, span.length, _ADVICES[step.advice], run.names[step.proc])
+    # The agent passes the kernel's MADV_* number on as it is (a name is MADV_<NAME>).
+    run.agent.madvise(span.vaddr, span.length, advice_number(step.advice), run.names[step.proc])
 
 
 @GUEST.on(Fork)

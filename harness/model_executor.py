@@ -40,6 +40,7 @@ from harness.scenario import (
 )
 from sim.arch import Arch
 from sim.mm import Machine, MmError, Process
+from sim.mm.syscall import NotModelled
 from sim.mm.facts import PINNED, KernelFacts
 from sim.procfs import ProcError, ProcFs
 from sim.smaps import rollup_fixed_point
@@ -183,7 +184,10 @@ def _mprotect(run: ModelRun, step: Mprotect) -> None:
 @MODEL.on(Madvise)
 def _madvise(run: ModelRun, step: Madvise) -> None:
     span = run.layout.span(step)
-    run.procs[step.proc].madvise(span.vaddr, span.pages, step.advice)
+    try:
+        run.procs[step.proc].madvise(span.vaddr, span.pages, step.advice)
+    except NotModelled as e:
+        raise ModelError(f"{step.label}: not modelled: {e}") from None
 
 
 @MODEL.on(Fork)

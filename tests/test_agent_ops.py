@@ -8,7 +8,6 @@ import signal
 import pytest
 
 from harness.agent.protocol import (
-    AdviceCode,
     BackingCode,
     CrashKind,
     ProtBits,
@@ -21,6 +20,7 @@ from harness.probes import kpageflags, pagemap
 from harness.process import NamedProcess
 from sim.flags import KPF
 from sim.formats import parse_pagemap_entries
+from sim.mm.madvise import MADV
 
 pytestmark = pytest.mark.vm
 
@@ -78,7 +78,7 @@ def test_munmap_and_madvise_dontneed(guest: NamedProcess) -> None:
     ps = guest.page_size
     guest.agent.mmap(BASE, 4 * ps, target=guest.name)
     guest.agent.touch(BASE, 4, write=True, tag=0x55, target=guest.name)
-    guest.agent.madvise(BASE, 2 * ps, AdviceCode.DONTNEED, target=guest.name)
+    guest.agent.madvise(BASE, 2 * ps, MADV.DONTNEED, target=guest.name)
     assert guest.agent.touch(BASE, 4, write=False, target=guest.name).values == (0, 0, 0x57, 0x58)
     guest.agent.munmap(BASE, 4 * ps, target=guest.name)
     gone = guest.agent.touch(BASE, 1, write=False, target=guest.name)
@@ -242,7 +242,7 @@ def test_unprivileged_process_forks_named_children(guest: NamedProcess) -> None:
     agent.mmap(OTHER, ps, target=grandchild)
     agent.touch(OTHER, 1, write=True, tag=0x91, target=grandchild)
     agent.mprotect(OTHER, ps, ProtBits.READ, target=grandchild)
-    agent.madvise(BASE + ps, ps, AdviceCode.DONTNEED, target=grandchild)
+    agent.madvise(BASE + ps, ps, MADV.DONTNEED, target=grandchild)
     agent.clear_refs(4, target=grandchild)
     assert agent.touch(BASE, 2, write=False, target=child).values == (0x70, 0x71)
     # Observed by uid 1000: flags without PFNs.

@@ -42,7 +42,7 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, reject, seed, settings
 from hypothesis.errors import HypothesisException
 
-from harness.agent.protocol import AdviceCode, ProtBits, SettleFlags
+from harness.agent.protocol import ProtBits, SettleFlags
 from harness.errors import AgentOpError, VMError
 from harness.fuzz.generate import ScenarioData, scenario_from_data, scenarios
 from harness.guest_executor import KHUGEPAGED_SLEEP_MS, prepare_guest
@@ -50,6 +50,7 @@ from harness.report import ScenarioResult, render_json, render_text
 from harness.run import RunOutcome, run_scenario
 from harness.scenario import ScenarioError, layout_base
 from harness.vm import VM, VMConfig, VMState
+from sim.mm.madvise import MADV
 
 __all__ = [
     "Campaign",
@@ -253,7 +254,7 @@ def _spend_khugepaged_wakeup(vm: VM) -> None:
     vaddr, length = layout_base(arch), arch.thp_pages * arch.page_size
     agent.mmap(vaddr, length, prot=ProtBits.READ | ProtBits.WRITE, target=WARMUP_PROC)
     agent.touch(vaddr, 1, write=True, target=WARMUP_PROC)
-    agent.madvise(vaddr, length, AdviceCode.HUGEPAGE, target=WARMUP_PROC)
+    agent.madvise(vaddr, length, MADV.HUGEPAGE, target=WARMUP_PROC)
     _await_pass(vm, before)
     before = _full_scans(vm)
     prepare_guest(vm)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from harness.scenario.dispatch import StepHandlers
 from harness.scenario.schema import (
     Fork,
+    Madvise,
     Mmap,
     Munmap,
     RangeStep,
@@ -282,6 +283,20 @@ def _mmap(ranges: _Ranges, step: Mmap) -> None:
 @RANGES.on(RangeStep)
 def _range(ranges: _Ranges, step: RangeStep) -> None:
     _mapped_range(ranges, step)
+
+
+@RANGES.on(Madvise)
+def _madvise(ranges: _Ranges, step: Madvise) -> None:
+    """With ``holes`` the range need only lie inside the region: the kernel's ENOMEM is the point."""
+    if not step.holes:
+        _mapped_range(ranges, step)
+        return
+    first, end = step.pages.resolve(ranges.layout.arch)
+    n = ranges.sizes[step.region]
+    if not 0 <= first < end <= n:
+        raise _RangeError(
+            f"pages {step.pages} is not a non-empty range inside region {step.region!r} of {n} pages"
+        )
 
 
 @RANGES.on(Munmap)

@@ -47,6 +47,9 @@ class MachineContext:
     soft_dirty: bool = field(init=False)
     #: PMD-sized THP can be mapped (CONFIG_TRANSPARENT_HUGEPAGE and a PMD leaf level).
     thp: bool = field(init=False)
+    #: Every live mm_struct (what an rmap walk of a shared file reaches:
+    #: unmap_mapping_range() of a hole punched by MADV_REMOVE).
+    mms: list[MmStruct] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # Both are read on every fault; arch and facts are frozen.
@@ -75,6 +78,7 @@ class MmStruct:
         self.mmf_huge_zero_page = False
         #: mm_users > 0: exit_mmap() has not run.
         self.alive = True
+        ctx.mms.append(self)
 
     # -- user access ------------------------------------------------------
 
@@ -99,7 +103,7 @@ class MmStruct:
         """mprotect(): see mprotect.do_mprotect_pkey()."""
         mprotect.do_mprotect_pkey(self, addr, nr_pages, prot)
 
-    def madvise(self, addr: int, nr_pages: int, advice: str) -> None:
+    def madvise(self, addr: int, nr_pages: int, advice: str | int) -> None:
         """madvise(): see madvise.do_madvise()."""
         madvise.do_madvise(self, addr, nr_pages, advice)
 
@@ -114,6 +118,8 @@ class MmStruct:
     def exit_mmap(self) -> None:
         """The last user is gone: see mmap.exit_mmap()."""
         mmap.exit_mmap(self)
+        if self in self.ctx.mms:
+            self.ctx.mms.remove(self)
 
     # -- for walkers and the proc files -----------------------------------
 
