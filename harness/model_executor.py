@@ -40,8 +40,8 @@ from harness.scenario import (
 )
 from sim.arch import Arch
 from sim.mm import Machine, MmError, Process
-from sim.mm.syscall import NotModelled
 from sim.mm.facts import PINNED, KernelFacts
+from sim.mm.syscall import NotModelled
 from sim.procfs import ProcError, ProcFs
 from sim.smaps import rollup_fixed_point
 

@@ -13,8 +13,8 @@ every scenario hypothesis' shrinker derives from a drawn one is valid too.
 The ops, their keys and the values of enumerated keys come from the
 declarations (:data:`harness.scenario.STEP_TYPES`): a key is drawn by its
 *name* where the name has a meaning in the flow (``proc``, ``region``,
-``pages``, ``child``, ``uid``, ``as_uid``, ``value``) and by its *type* where
-the type lists its values (a ``Literal`` such as ``prot``, ``advice``,
+``pages``, ``child``, ``uid``, ``as_uid``, ``value``, ``advice``, ``holes``) and by
+its *type* where the type lists its values (a ``Literal`` such as ``prot``,
 ``kind``).  A new range op with such keys joins the generator without a change
 here; an op with a key of another meaning raises :class:`GeneratorGap` (a
 unit test asserts there is none).
@@ -31,6 +31,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from harness.scenario import (
+    ADVICES,
     CLEAR_REFS_VALUES,
     MAX_PROCS,
     STEP_TYPES,
@@ -259,6 +260,31 @@ def _draw_reader_uid(state: GeneratorState, step: dict[str, Any], draw: Draw) ->
     return _ABSENT if choice is None else choice
 
 
+#: Raw MADV_* numbers the generator offers beside the names: MADV_NORMAL,
+#: MADV_RANDOM, MADV_DONTDUMP (valid, not named in the language), 102 =
+#: MADV_GUARD_INSTALL and -1 (EINVAL on 6.12).
+RAW_ADVICE = (0, 1, 16, 102, -1)
+
+
+def _draw_advice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    """A name of the language (the first, ``dontneed``, is what shrinking prefers), or now
+    and then a raw number."""
+    if draw(st.integers(0, 7)):
+        return draw(st.sampled_from(ADVICES))
+    return draw(st.sampled_from(RAW_ADVICE))
+
+
+def _draw_holes(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    """Left out, or ``true`` with the range widened to the whole region when this process
+    has unmapped some of it (the kernel's ENOMEM is then the step's outcome)."""
+    proc = step.get("proc", "main")
+    size = state.sizes[step["region"]]
+    if state.mapped[proc][step["region"]] == [(0, size)] or not draw(st.booleans()):
+        return _ABSENT
+    step["pages"] = [0, state.symbolic(size)]
+    return True
+
+
 def _choices_drawer(key: str, choices: Sequence[Any]) -> KeyDrawer:
     """One of ``choices``, by :data:`VALUE_WEIGHTS` (the first is what shrinking prefers)."""
     weights = VALUE_WEIGHTS.get(key, {})
@@ -298,6 +324,10 @@ def key_drawers(step_type: type[Step]) -> list[tuple[str, KeyDrawer]]:
             drawer = _draw_fork_uid
         elif f.name == "as_uid":
             drawer = _draw_reader_uid
+        elif f.name == "advice":
+            drawer = _draw_advice
+        elif f.name == "holes":
+            drawer = _draw_holes
         elif f.name == "value" and step_type.op == "clear_refs":
             drawer = _choices_drawer(f.name, CLEAR_REFS_VALUES)
         elif choices is not None:

@@ -287,7 +287,8 @@ def _range(ranges: _Ranges, step: RangeStep) -> None:
 
 @RANGES.on(Madvise)
 def _madvise(ranges: _Ranges, step: Madvise) -> None:
-    """With ``holes`` the range need only lie inside the region: the kernel's ENOMEM is the point."""
+    """With ``holes`` the range need only lie inside the region (the kernel's ENOMEM
+    is the point); without, it must be mapped as for every range step."""
     if not step.holes:
         _mapped_range(ranges, step)
         return
@@ -295,7 +296,8 @@ def _madvise(ranges: _Ranges, step: Madvise) -> None:
     n = ranges.sizes[step.region]
     if not 0 <= first < end <= n:
         raise _RangeError(
-            f"pages {step.pages} is not a non-empty range inside region {step.region!r} of {n} pages"
+            f"pages {step.pages} is not a non-empty range inside region {step.region!r} "
+            f"of {n} pages"
         )
 
 

@@ -22,7 +22,7 @@ from harness.fuzz.generate import (
     scenario_from_data,
     scenarios,
 )
-from harness.scenario import STEP_TYPES, Check, ScenarioError, Step, step_keys
+from harness.scenario import ADVICES, STEP_TYPES, Check, ScenarioError, Step, step_keys
 from sim.arch import ARCH_NAMES, get_arch
 
 EXAMPLES = 300
@@ -60,7 +60,8 @@ def test_whole_language_is_generated() -> None:
         assert keys == set(step_keys(step_type)), (op, keys)
     values = {(k, str(v)) for step in steps for k, v in step.items()}
     for key, choices in [("kind", ("anon", "file")), ("share", ("private", "shared")),
-                         ("prot", ("none", "r", "rw")), ("advice", ("dontneed", "hugepage")),
+                         ("prot", ("none", "r", "rw")), ("advice", (*ADVICES, "102")),
+                         ("holes", ("True",)),
                          ("value", ("1", "2", "3", "4", "5"))]:
         for choice in choices:
             assert (key, choice) in values, f"{key} {choice} never generated"

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from sim.mm.huge_memory import split_partial_huge_pmds
 from sim.mm.khugepaged import madvise_collapse
 from sim.mm.memory import handle_mm_fault, zap_page_range, zap_present_pte
 from sim.mm.pageflags import PG, PG_SWAPCACHE
@@ -93,7 +92,10 @@ _THP_ONLY = frozenset({MADV.HUGEPAGE, MADV.NOHUGEPAGE, MADV.COLLAPSE})
 
 
 def advice_number(advice: str | int) -> int:
-    """The raw MADV_* number of a harness name (``"free"``) or of a number; ValueError if unknown."""
+    """The raw MADV_* number of a harness name (``"free"``) or a number as it is.
+
+    Raises ValueError for an unknown name.
+    """
     if isinstance(advice, int):
         return advice
     try:
