@@ -12,15 +12,18 @@ the same on x86 and powerpc), or its lower-case name without ``MADV_``.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import IntEnum
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from sim.mm.khugepaged import madvise_collapse
 from sim.mm.memory import handle_mm_fault, zap_page_range, zap_present_pte
 from sim.mm.pageflags import PG, PG_SWAPCACHE
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_WRITE, PTE_YOUNG
+from sim.mm.split import split_folio
 from sim.mm.syscall import MmError, NotModelled, user_range_end
 from sim.mm.vma import (
     VM_DONTCOPY,
@@ -206,10 +209,14 @@ def _dontneed(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
 def _free(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
     """madvise_free_single_vma(): EINVAL unless anonymous; then madvise_free_pte_range().
 
-    A huge PMD wholly inside: madvise_free_huge_pmd() (not if the folio is
-    mapped shared: folio_likely_mapped_shared()).  Each present PTE of a
-    normal order-0 folio: a dirty folio is cleaned only if mapped once
-    (else the PTE is skipped); the PTE loses young and dirty
+    A huge PMD: madvise_free_huge_pmd() skips the huge zero folio and a folio
+    mapped shared (folio_likely_mapped_shared()); wholly inside the range the
+    folio is cleaned, the PMD made old and clean, the folio lazyfree; partly
+    inside, the folio is split (split_folio()) and its PTEs handled below.
+    Each present PTE of a normal folio: a large folio the range does not
+    cover whole (madvise_folio_pte_batch()) is split unless mapped shared
+    (then skipped); a PG_dirty folio is cleaned only if every page is mapped
+    once (else skipped); the PTEs lose young and dirty
     (clear_young_dirty_ptes(), soft-dirty stays); folio_mark_lazyfree() ->
     lru_lazyfree(): an anon, swap-backed LRU folio loses PG_active,
     PG_referenced and PG_swapbacked.  A write later sets the PTE's dirty bit
@@ -220,30 +227,68 @@ def _free(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
     mem = mm.mem
     for base, entry, elo, ehi in mm.pt.pmd_ranges(lo, hi):
         if isinstance(entry, HugePmd):
-            if mem.is_huge_zero_folio(entry.pfn):
+            if mem.is_huge_zero_folio(entry.pfn) or _likely_mapped_shared(mm, entry.pfn):
                 continue
-            if _likely_mapped_shared(mm, entry.pfn):
+            if elo == base and ehi == base + mm.pmd_size:
+                mem.clear(entry.pfn, PG.dirty)
+                entry.bits &= ~(PTE_YOUNG | PTE_DIRTY)
+                _mark_lazyfree(mm, entry.pfn)
                 continue
-            if elo != base or ehi != base + mm.pmd_size:
-                raise NotModelled("MADV_FREE on part of a PMD-mapped THP (split_folio())")
-            mem.clear(entry.pfn, PG.dirty)
-            entry.bits &= ~(PTE_YOUNG | PTE_DIRTY)
-            _mark_lazyfree(mm, entry.pfn)
-            continue
-        for i in mm.pt.pte_range(base, elo, ehi):
-            bits = int(entry.bits[i])
-            if not bits & PTE_PRESENT or bits & PTE_SPECIAL:
-                continue
-            pfn = int(entry.pfn[i])
-            head = mem.page_folio(pfn)
-            if mem.folio_test_large(head):
-                raise NotModelled("MADV_FREE on a PTE-mapped large folio (split_folio())")
+            split_folio(mm, entry.pfn)
+            entry = mm.pt.pte_table(base)
+        for i, head, nr in _pte_folios(mm, entry, base, elo, ehi):
             if mem.test(head, PG.dirty):
-                if mem.folio_mapcount(head) != 1:
+                if mem.folio_mapcount(head) != mem.folio_nr_pages(head):
                     continue
                 mem.clear(head, PG.dirty)
-            entry.bits[i] = bits & ~(PTE_YOUNG | PTE_DIRTY)
+            entry.bits[i : i + nr] &= np.uint32(~(PTE_YOUNG | PTE_DIRTY) & 0xFFFFFFFF)
             _mark_lazyfree(mm, head)
+
+
+def _pte_folios(
+    mm: MmStruct, table: PteTable, base: int, lo: int, hi: int
+) -> Iterator[tuple[int, int, int]]:
+    """The normal folios of the present PTEs of [lo, hi) as (first PTE index, head, PTEs).
+
+    A large folio is one batch when the range maps it whole and in order
+    (madvise_folio_pte_batch(), folio_pte_batch()); otherwise it is split
+    (split_folio()) and its pages come one by one, unless it is mapped
+    shared (folio_likely_mapped_shared()): then its PTEs in the range are
+    skipped.
+    """
+    mem = mm.mem
+    i, end = mm.pt.pte_index(lo), mm.pt.pte_index(lo) + ((hi - lo) >> mm.arch.page_shift)
+    while i < end:
+        bits = int(table.bits[i])
+        if not bits & PTE_PRESENT or bits & PTE_SPECIAL:
+            i += 1
+            continue
+        pfn = int(table.pfn[i])
+        head = mem.page_folio(pfn)
+        if not mem.folio_test_large(head):
+            yield i, head, 1
+            i += 1
+            continue
+        nr = _folio_pte_batch(mm, table, i, end, pfn, head)
+        if nr == mem.folio_nr_pages(head):
+            yield i, head, nr
+            i += nr
+        elif _likely_mapped_shared(mm, head):
+            i += nr
+        else:
+            split_folio(mm, head)  # and this PTE again, now of a small folio
+
+
+def _folio_pte_batch(mm: MmStruct, table: PteTable, i: int, end: int, pfn: int, head: int) -> int:
+    """folio_pte_batch(): PTEs from ``i`` mapping the folio's next pages in order (< ``end``)."""
+    limit = min(end, i + head + mm.mem.folio_nr_pages(head) - pfn)
+    nr = 1
+    while i + nr < limit:
+        bits = int(table.bits[i + nr])
+        if not bits & PTE_PRESENT or bits & PTE_SPECIAL or int(table.pfn[i + nr]) != pfn + nr:
+            break
+        nr += 1
+    return nr
 
 
 def _likely_mapped_shared(mm: MmStruct, head: int) -> bool:
@@ -271,17 +316,20 @@ def _mark_lazyfree(mm: MmStruct, head: int) -> None:
 def _cold_or_pageout(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
     """madvise_cold() / madvise_pageout() -> madvise_cold_or_pageout_pte_range().
 
-    Each exclusively mapped (mapcount == nr pages), LRU folio: COLD clears
-    the entry's young bit; both clear PG_referenced; COLD then
-    folio_deactivate() (lru_deactivate(): an active folio loses PG_active).
-    PAGEOUT isolates it and reclaim_pages() -> shrink_folio_list() runs
-    with no swap device: an anonymous swap-backed folio fails
-    add_to_swap() and is activated (activate_locked: PG_active); a shmem
-    folio is unmapped (try_to_unmap(), a dirty PTE dirties it), then
-    shmem_writepage() finds no swap and redirties it (AOP_WRITEPAGE_ACTIVATE:
-    PG_active); it stays in the page cache.  A clean shmem folio would be
-    dropped (__remove_mapping()): not modelled.  Lazyfree (clean,
-    !swapbacked) anon folios are freed by reclaim: not modelled.
+    A huge PMD (not the huge zero folio, not mapped shared): partly in the
+    range it is split (split_folio()) and handled as PTEs; whole, COLD makes
+    the PMD old.  Large folios under PTEs as for MADV_FREE.  Each LRU folio
+    with every page mapped once: COLD clears the PTEs' young bits; both
+    clear PG_referenced; COLD then folio_deactivate() (lru_deactivate(): an
+    active folio loses PG_active).  PAGEOUT isolates it and reclaim_pages()
+    -> shrink_folio_list() runs with no swap device: an anonymous
+    swap-backed folio fails add_to_swap() (a large one is split first,
+    split_folio_to_list()) and is activated (activate_locked: PG_active);
+    a shmem folio is unmapped (try_to_unmap(), a dirty PTE dirties it), then
+    shmem_writepage() finds no swap and redirties it
+    (AOP_WRITEPAGE_ACTIVATE: PG_active); it stays in the page cache.  Not
+    modelled: a clean shmem folio (dropped by __remove_mapping()), a
+    lazyfree anon folio (freed by reclaim).
     """
     pageout = behavior == MADV.PAGEOUT
     mem = mm.mem
@@ -289,35 +337,50 @@ def _cold_or_pageout(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -
         if isinstance(entry, HugePmd):
             if mem.is_huge_zero_folio(entry.pfn) or _likely_mapped_shared(mm, entry.pfn):
                 continue
-            if pageout or elo != base or ehi != base + mm.pmd_size:
-                raise NotModelled("MADV_COLD/PAGEOUT on a PMD-mapped THP (split_folio())")
-            entry.bits &= ~PTE_YOUNG
-            _deactivate(mm, entry.pfn)
-            continue
-        for i in mm.pt.pte_range(base, elo, ehi):
-            bits = int(entry.bits[i])
-            if not bits & PTE_PRESENT or bits & PTE_SPECIAL:
+            head = entry.pfn
+            if elo == base and ehi == base + mm.pmd_size:
+                if not pageout:
+                    entry.bits &= ~PTE_YOUNG
+                    _deactivate(mm, head)
+                    continue
+                mem.clear(head, PG.referenced)
+                _pageout_anon_large(mm, head)
                 continue
-            pfn = int(entry.pfn[i])
-            head = mem.page_folio(pfn)
-            if mem.folio_test_large(head):
-                raise NotModelled("MADV_COLD/PAGEOUT on a PTE-mapped large folio (split_folio())")
-            if not mem.test(head, PG.lru) or mem.folio_mapcount(head) != 1:
+            split_folio(mm, head)
+            entry = mm.pt.pte_table(base)
+        for i, head, nr in _pte_folios(mm, entry, base, elo, ehi):
+            if not mem.test(head, PG.lru) or mem.folio_mapcount(head) != mem.folio_nr_pages(head):
                 continue
             if not pageout:
-                entry.bits[i] = bits & ~PTE_YOUNG
+                entry.bits[i : i + nr] &= np.uint32(~PTE_YOUNG & 0xFFFFFFFF)
                 _deactivate(mm, head)
                 continue
             mem.clear(head, PG.referenced)
+            if mem.folio_test_large(head):
+                _pageout_anon_large(mm, head)
+                continue
             if mem.folio_test_anon(head):
                 if not mem.test(head, PG.swapbacked):
                     raise NotModelled("MADV_PAGEOUT of a lazyfree folio (freed by reclaim)")
                 mem.set(head, PG.active)
                 continue
-            if not (bits & PTE_DIRTY or mem.test(head, PG.dirty)):
+            if not (int(entry.bits[i]) & PTE_DIRTY or mem.test(head, PG.dirty)):
                 raise NotModelled("MADV_PAGEOUT of a clean shmem folio (dropped by reclaim)")
             _try_to_unmap(mm, entry, i, head)
             mem.set(head, PG.active)
+
+
+def _pageout_anon_large(mm: MmStruct, head: int) -> None:
+    """shrink_folio_list() of a large anon folio with no swap: add_to_swap() fails,
+    split_folio_to_list() splits it, and every page fails again and is activated."""
+    mem = mm.mem
+    if not mem.test(head, PG.swapbacked):
+        raise NotModelled("MADV_PAGEOUT of a lazyfree folio (freed by reclaim)")
+    nr = mem.folio_nr_pages(head)
+    split_folio(mm, head)
+    for pfn in range(head, head + nr):
+        if not mem.freed[pfn]:
+            mem.set(pfn, PG.active)
 
 
 def _deactivate(mm: MmStruct, head: int) -> None:
