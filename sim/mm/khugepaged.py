@@ -22,7 +22,7 @@ from sim.mm.vma import VM_NOHUGEPAGE, Vma
 if TYPE_CHECKING:
     from sim.mm.mm_struct import MmStruct
 
-__all__ = ["madvise_collapse"]
+__all__ = ["madvise_collapse", "thp_vma_allowable_collapse"]
 
 
 class Scan(Enum):
@@ -59,9 +59,7 @@ def madvise_collapse(mm: MmStruct, vma: Vma, start: int, end: int) -> None:
     unless some range failed; then madvise_collapse_errno() of the last
     failure (EAGAIN for refcount/LRU, ENOMEM for allocation, else EINVAL).
     """
-    if vma.file is not None:
-        raise NotModelled("MADV_COLLAPSE of a file or shmem VMA (hpage_collapse_scan_file())")
-    if not mm.ctx.thp or vma.flags & VM_NOHUGEPAGE:
+    if not thp_vma_allowable_collapse(mm, vma):
         raise MmError(errno.EINVAL, "madvise: MADV_COLLAPSE not allowed on this VMA")
     size = mm.pmd_size
     hstart = -(-start // size) * size
@@ -82,6 +80,29 @@ def madvise_collapse(mm: MmStruct, vma: Vma, start: int, end: int) -> None:
         assert last is not None
         err = _ERRNO.get(last, errno.EINVAL)
         raise MmError(err, f"madvise: MADV_COLLAPSE failed ({last.name})")
+
+
+def thp_vma_allowable_collapse(mm: MmStruct, vma: Vma) -> bool:
+    """thp_vma_allowable_order(vma, vm_flags, 0, PMD_ORDER) as madvise_collapse() asks it.
+
+    __thp_vma_allowable_orders() without TVA_IN_PF/TVA_SMAPS/TVA_ENFORCE_SYSFS:
+    no VM_NOHUGEPAGE; thp_vma_suitable_order() at vm_end - PMD size (an aligned
+    PMD range inside the VMA; a file VMA's pgoff aligned too); a shmem file
+    then passes (shmem_allowable_huge_orders() with shmem_huge_force:
+    hpage_collapse_scan_file() follows, which the model does not:
+    NotModelled); an anonymous VMA needs an anon_vma.
+    """
+    if not mm.ctx.thp or vma.flags & VM_NOHUGEPAGE:
+        return False
+    size = mm.pmd_size
+    haddr = (vma.end - size) // size * size
+    if vma.end < size or haddr < vma.start:
+        return False
+    if vma.file is not None:
+        if ((vma.start >> mm.arch.page_shift) - vma.pgoff) % mm.hpage_pmd_nr:
+            return False
+        raise NotModelled("MADV_COLLAPSE of a file or shmem VMA (hpage_collapse_scan_file())")
+    return vma.anon_vma is not None
 
 
 def hpage_collapse_scan_pmd(mm: MmStruct, vma: Vma, haddr: int) -> Scan:
