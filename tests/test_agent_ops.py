@@ -85,6 +85,28 @@ def test_munmap_and_madvise_dontneed(guest: NamedProcess) -> None:
     assert gone.faulted and gone.done == 0
 
 
+def test_madvise_passes_the_raw_advice_number(guest: NamedProcess) -> None:
+    """The agent hands any C int to madvise(): the kernel's answer is the errno."""
+    ps = guest.page_size
+    guest.agent.mmap(BASE, ps, target=guest.name)
+    guest.agent.madvise(BASE, ps, MADV.WIPEONFORK, target=guest.name)
+    assert "wf" in _vm_flags(guest, BASE)
+    for advice in (MADV.GUARD_INSTALL, -1, 1000):
+        with pytest.raises(AgentOpError) as caught:
+            guest.agent.madvise(BASE, ps, advice, target=guest.name)
+        assert caught.value.errno == errno.EINVAL, advice
+    with pytest.raises(AgentOpError, match="no C int"):
+        guest.agent.madvise(BASE, ps, 1 << 31, target=guest.name)
+
+
+def _vm_flags(guest: NamedProcess, vaddr: int) -> list[str]:
+    """The VmFlags words of the smaps block of the VMA at ``vaddr`` in the guest process."""
+    pid = guest.agent.getpid(guest.name)
+    text = guest.agent.read_file(f"/proc/{pid}/smaps", 1 << 20).data.decode()
+    block = text.split(f"{vaddr:x}-", 1)[1]
+    return block.split("VmFlags:", 1)[1].splitlines()[0].split()
+
+
 def test_fork_shares_then_copies_on_write(guest: NamedProcess) -> None:
     ps, agent = guest.page_size, guest.agent
     agent.mmap(BASE, 2 * ps, target=guest.name)
