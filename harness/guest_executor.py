@@ -60,12 +60,14 @@ from harness.scenario import (
     Step,
     StepHandlers,
     Touch,
+    layout_alignment,
+    layout_base,
     plan_layout,
 )
 from harness.vm import VM
 from sim.arch import Arch
 from sim.formats import parse_u64s
-from sim.mm.madvise import advice_number
+from sim.mm.madvise import MADV, advice_number
 
 __all__ = [
     "GUEST",
@@ -192,6 +194,7 @@ class GuestRun:
     def run(self) -> Observations:
         """Every step in order; the run's processes are gone afterwards."""
         setup = prepare_guest(self.vm)
+        clear_zero_page_referenced(self.agent, self.arch)
         try:
             self._spawn("main")
             for step in self.scenario.steps:
@@ -403,6 +406,41 @@ def _exit(run: GuestRun, step: Exit) -> None:
 @GUEST.on(ClearRefs)
 def _clear_refs(run: GuestRun, step: ClearRefs) -> None:
     run.agent.clear_refs(step.value, run.names[step.proc])
+
+
+#: KPF_REFERENCED (include/uapi/linux/kernel-page-flags.h).
+_KPF_REFERENCED = 1 << 2
+#: pagemap's PFN field (bits 0-54).
+_PM_PFN_MASK = (1 << 55) - 1
+
+
+def clear_zero_page_referenced(agent: AgentClient, arch: Arch) -> None:
+    """Leave the zero page's PG_referenced clear, as a fresh model's is.
+
+    MADV_POPULATE_READ calls mark_page_accessed() on the zero page
+    (follow_page_pte() takes is_zero_pfn()), which is on no LRU, so each
+    call toggles PG_referenced; it outlives the scenario that did it.  The
+    agent maps a scratch page below the layout, reads it (the zero page),
+    looks the zero page's flags up and, if referenced, populates once more.
+    """
+    ps = arch.page_size
+    addr = layout_base(arch) - layout_alignment(arch)
+    agent.mmap(addr, ps, prot=ProtBits.READ)
+    try:
+        agent.touch(addr, 1, write=False)
+        pid = agent.getpid()
+        entry = parse_u64s(arch, agent.read_file(f"/proc/{pid}/pagemap", 8,
+                                                 offset=addr // ps * 8).data)[0]
+        pfn = entry & _PM_PFN_MASK
+        for _ in range(2):
+            flags = parse_u64s(arch, agent.read_file("/proc/kpageflags", 8,
+                                                     offset=pfn * 8).data)[0]
+            if not flags & _KPF_REFERENCED:
+                return
+            agent.madvise(addr, ps, MADV.POPULATE_READ)
+        raise GuestExecutorError(f"the zero page (pfn {pfn:#x}) stays PG_referenced")
+    finally:
+        agent.munmap(addr, ps)
 
 
 def run_guest(scenario: Scenario, vm: VM) -> Observations:

@@ -325,11 +325,12 @@ def _cold_or_pageout(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -
     -> shrink_folio_list() runs with no swap device: an anonymous
     swap-backed folio fails add_to_swap() (a large one is split first,
     split_folio_to_list()) and is activated (activate_locked: PG_active);
+    a lazyfree one is discarded unless redirtied (:func:`_pageout_lazyfree`);
     a shmem folio is unmapped (try_to_unmap(), a dirty PTE dirties it), then
-    shmem_writepage() finds no swap and redirties it
-    (AOP_WRITEPAGE_ACTIVATE: PG_active); it stays in the page cache.  Not
-    modelled: a clean shmem folio (dropped by __remove_mapping()), a
-    lazyfree anon folio (freed by reclaim).
+    a dirty one goes to shmem_writepage(), which finds no swap and redirties
+    it (AOP_WRITEPAGE_ACTIVATE: PG_active, still in the page cache), and a
+    clean one leaves the page cache (__remove_mapping()) and is freed.  Not
+    modelled: a large lazyfree folio.
     """
     pageout = behavior == MADV.PAGEOUT
     mem = mm.mem
@@ -359,15 +360,34 @@ def _cold_or_pageout(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -
             if mem.folio_test_large(head):
                 _pageout_anon_large(mm, head)
                 continue
-            if mem.folio_test_anon(head):
-                if not mem.test(head, PG.swapbacked):
-                    raise NotModelled("MADV_PAGEOUT of a lazyfree folio (freed by reclaim)")
+            if mem.folio_test_anon(head) and not mem.test(head, PG.swapbacked):
+                _pageout_lazyfree(mm, entry, i, head)
+            elif mem.folio_test_anon(head):
                 mem.set(head, PG.active)
-                continue
-            if not (int(entry.bits[i]) & PTE_DIRTY or mem.test(head, PG.dirty)):
-                raise NotModelled("MADV_PAGEOUT of a clean shmem folio (dropped by reclaim)")
-            _try_to_unmap(mm, entry, i, head)
-            mem.set(head, PG.active)
+            else:
+                assert vma.file is not None
+                _try_to_unmap(mm, entry, i, head)
+                if mem.test(head, PG.dirty):
+                    mem.set(head, PG.active)
+                else:
+                    vma.file.remove_clean_folio(head)
+
+
+def _pageout_lazyfree(mm: MmStruct, table: PteTable, i: int, head: int) -> None:
+    """shrink_folio_list() of a lazyfree (clean, !swapbacked) anon folio: try_to_unmap_one()
+    moves a dirty PTE's bit to the folio; a dirty folio is mapped back, made swap-backed
+    again and activated; a clean one is discarded (PTE none, folio freed)."""
+    mem = mm.mem
+    if int(table.bits[i]) & PTE_DIRTY:
+        mem.folio_mark_dirty(head)
+    if mem.test(head, PG.dirty):
+        mem.set(head, PG.swapbacked)
+        mem.set(head, PG.active)
+        return
+    pfn = int(table.pfn[i])
+    table.clear(i)
+    mem.folio_remove_rmap_ptes(head, pfn, 1)
+    mem.folio_put(head)
 
 
 def _pageout_anon_large(mm: MmStruct, head: int) -> None:
