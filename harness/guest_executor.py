@@ -194,7 +194,11 @@ class GuestRun:
     def run(self) -> Observations:
         """Every step in order; the run's processes are gone afterwards."""
         setup = prepare_guest(self.vm)
-        clear_zero_page_referenced(self.agent, self.arch)
+        if _zero_page_touched.pop(self.vm, False):
+            clear_zero_page_referenced(self.agent, self.arch)
+        if any(isinstance(step, Madvise) and advice_number(step.advice) == MADV.POPULATE_READ
+               for step in self.scenario.steps):
+            _zero_page_touched[self.vm] = True
         try:
             self._spawn("main")
             for step in self.scenario.steps:
@@ -408,6 +412,9 @@ def _clear_refs(run: GuestRun, step: ClearRefs) -> None:
     run.agent.clear_refs(step.value, run.names[step.proc])
 
 
+#: VMs where a scenario may have left the zero page PG_referenced (it ran
+#: MADV_POPULATE_READ): the next scenario there resets it first.
+_zero_page_touched: weakref.WeakKeyDictionary[VM, bool] = weakref.WeakKeyDictionary()
 #: KPF_REFERENCED (include/uapi/linux/kernel-page-flags.h).
 _KPF_REFERENCED = 1 << 2
 #: pagemap's PFN field (bits 0-54).
