@@ -51,6 +51,7 @@ from harness.scenario import (
 from sim.arch import Arch
 
 __all__ = [
+    "RAW_ADVICE",
     "GeneratorGap",
     "GeneratorState",
     "ScenarioData",
@@ -76,7 +77,7 @@ UIDS = (1000, 1001, 0)
 #: How often each op is offered, relative to the others (an op not named here: 1).
 #: Memory ops outweigh process ops so that scenarios do things to pages
 #: before their processes exit; about one step in eight is a check.
-OP_WEIGHTS = {"mmap": 2, "write": 4, "read": 3, "munmap": 1, "mprotect": 2, "madvise": 2,
+OP_WEIGHTS = {"mmap": 2, "write": 4, "read": 3, "munmap": 1, "mprotect": 2, "madvise": 4,
               "fork": 2, "exit": 1, "clear_refs": 1, "check": 2}
 #: Values drawn more often than the others of their key (the rest: 1): a
 #: writable mapping lets touches reach the fault paths instead of SIGSEGV,
@@ -267,19 +268,20 @@ RAW_ADVICE = (0, 1, 16, 102, -1)
 
 
 def _draw_advice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
-    """A name of the language (the first, ``dontneed``, is what shrinking prefers), or now
-    and then a raw number."""
-    if draw(st.integers(0, 7)):
+    """A name of the language (the first, ``dontneed``, is what shrinking prefers), or one
+    time in four a raw number."""
+    if draw(st.integers(0, 3)):
         return draw(st.sampled_from(ADVICES))
     return draw(st.sampled_from(RAW_ADVICE))
 
 
 def _draw_holes(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
-    """Left out, or ``true`` with the range widened to the whole region when this process
-    has unmapped some of it (the kernel's ENOMEM is then the step's outcome)."""
+    """Left out, or (three times in four) ``true`` with the range widened to the whole
+    region when this process has unmapped some of it (the kernel's ENOMEM is then the
+    step's outcome)."""
     proc = step.get("proc", "main")
     size = state.sizes[step["region"]]
-    if state.mapped[proc][step["region"]] == [(0, size)] or not draw(st.booleans()):
+    if state.mapped[proc][step["region"]] == [(0, size)] or not draw(st.integers(0, 3)):
         return _ABSENT
     step["pages"] = [0, state.symbolic(size)]
     return True
