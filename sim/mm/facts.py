@@ -118,6 +118,22 @@ class KernelFacts:
     #: Width of show_smap()'s ``THPeligible:`` value: 6.12 prints ``%8u``
     #: (8), 6.1 ``%d`` (0, no padding).  Read from both trees' task_mmu.c.
     smaps_thp_eligible_width: int = 8
+    #: MADV_PAGEOUT clears the young bit of the PTEs/PMDs it reclaims from
+    #: (madvise_cold_or_pageout_pte_range()), as COLD does: 6.1.  Since "mm:
+    #: madvise: pageout: ignore references rather than clearing young" (6.9)
+    #: only COLD does.
+    pageout_clears_young: bool = False
+    #: MADV_POPULATE_* runs per VMA under madvise_walk_vmas() (6.1's
+    #: madvise_populate() is a visitor: a hole is skipped, ENOMEM at the end).
+    #: Since "mm/madvise: make MADV_POPULATE_(READ|WRITE) handle
+    #: VM_FAULT_RETRY properly" (6.9) do_madvise() calls madvise_populate()
+    #: on the whole range: it stops at the first hole with ENOMEM.
+    populate_walks_vmas: bool = False
+    #: split_folio() of an anonymous THP maps its all-zero pages to the shared
+    #: zero page and frees them (remap_page(RMP_USE_SHARED_ZEROPAGE),
+    #: try_to_map_unused_to_zeropage(): "mm: remap unused subpages to shared
+    #: zeropage when splitting isolated thp", 6.12); 6.1 remaps every page.
+    split_remaps_zero_pages: bool = True
 
     def fault_around_pages(self, page_shift: int) -> int:
         """fault_around_pages: ``fault_around_bytes >> PAGE_SHIFT``, at least 1."""
@@ -142,6 +158,9 @@ FACTS_6_1 = KernelFacts(
     cow_reuses_large_anon_folio=True,
     smaps_ksm=False,
     smaps_thp_eligible_width=0,
+    pageout_clears_young=True,
+    populate_walks_vmas=True,
+    split_remaps_zero_pages=False,
 )
 
 #: The facts of every kernel series the model knows, as the harness builds it.
@@ -158,6 +177,9 @@ SCENARIO_OF_FACT: Mapping[str, str] = MappingProxyType({
     "cow_reuses_large_anon_folio": "thp_cow_reuse",
     "smaps_ksm": "anon_private",
     "smaps_thp_eligible_width": "anon_private",
+    "pageout_clears_young": "madv_cold_pageout",
+    "populate_walks_vmas": "madv_populate",
+    "split_remaps_zero_pages": "madv_thp_split",
 })
 
 _SERIES = re.compile(r"^(\d+)\.(\d+)(?:[.\-+~].*)?$")

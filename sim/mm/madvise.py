@@ -120,7 +120,8 @@ def do_madvise(mm: MmStruct, addr: int, nr_pages: int, advice: str | int) -> Non
     if behavior not in _VALID or (behavior in _THP_ONLY and not mm.ctx.thp):
         raise MmError(errno.EINVAL, f"madvise: advice {behavior} is not valid on this kernel")
     end = user_range_end(mm.arch, addr, nr_pages, "madvise")
-    if behavior in (MADV.POPULATE_READ, MADV.POPULATE_WRITE):
+    populate = behavior in (MADV.POPULATE_READ, MADV.POPULATE_WRITE)
+    if populate and not mm.ctx.facts.populate_walks_vmas:
         madvise_populate(mm, addr, end, write=behavior == MADV.POPULATE_WRITE)
         return
     visit = _VISIT[MADV(behavior)]
@@ -344,6 +345,8 @@ def _cold_or_pageout(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -
                     entry.bits &= ~PTE_YOUNG
                     _deactivate(mm, head)
                     continue
+                if mm.ctx.facts.pageout_clears_young:
+                    entry.bits &= ~PTE_YOUNG
                 mem.clear(head, PG.referenced)
                 _pageout_anon_large(mm, head)
                 continue
@@ -352,8 +355,9 @@ def _cold_or_pageout(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -
         for i, head, nr in _pte_folios(mm, entry, base, elo, ehi):
             if not mem.test(head, PG.lru) or mem.folio_mapcount(head) != mem.folio_nr_pages(head):
                 continue
-            if not pageout:
+            if not pageout or mm.ctx.facts.pageout_clears_young:
                 entry.bits[i : i + nr] &= np.uint32(~PTE_YOUNG & 0xFFFFFFFF)
+            if not pageout:
                 _deactivate(mm, head)
                 continue
             mem.clear(head, PG.referenced)
@@ -482,6 +486,11 @@ def _collapse(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
     madvise_collapse(mm, vma, lo, hi)
 
 
+def _populate_vma(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
+    """6.1's madvise_populate() as a madvise_walk_vmas() visitor (``populate_walks_vmas``)."""
+    madvise_populate(mm, lo, hi, write=behavior == MADV.POPULATE_WRITE)
+
+
 _Visit = Callable[["MmStruct", Vma, int, int, MADV], None]
 _VISIT: dict[MADV, _Visit] = {
     **{m: _flags_advice for m in (
@@ -496,6 +505,8 @@ _VISIT: dict[MADV, _Visit] = {
     MADV.WILLNEED: _willneed,
     MADV.REMOVE: _remove,
     MADV.COLLAPSE: _collapse,
+    MADV.POPULATE_READ: _populate_vma,
+    MADV.POPULATE_WRITE: _populate_vma,
 }
 
 

@@ -79,9 +79,12 @@ def split_folio(mm: MmStruct, head: int) -> None:
         mem.large_mapcount[pfn] = 0
         mem.refcount[pfn] = 1
         mem.anon[pfn] = True
-    # remap_page() -> remove_migration_ptes(RMP_USE_SHARED_ZEROPAGE).
+    # remap_page() -> remove_migration_ptes(RMP_USE_SHARED_ZEROPAGE) (6.12; 6.1 remaps all).
+    remap_zero = mm.ctx.facts.split_remaps_zero_pages
     for e in entries:
-        if mem.tag_known[e.pfn] and int(mem.tag[e.pfn]) == 0 and not mem.test(e.pfn, PG.mlocked):
+        if remap_zero and mem.tag_known[e.pfn] and int(mem.tag[e.pfn]) == 0 and not mem.test(
+            e.pfn, PG.mlocked
+        ):
             zero = (mk_pte(e.vma, False) & ~PTE_WRITE & ~PTE_SOFT_DIRTY) | PTE_SPECIAL
             e.table.set(e.index, mem.zero_pfn, zero | (e.bits & PTE_SOFT_DIRTY))
             continue
