@@ -138,6 +138,11 @@ class Vma:
         """linear_page_index(): the file page offset of ``addr``."""
         return ((addr - self.start) >> self.page_shift) + self.pgoff
 
+    def has_recency(self) -> bool:
+        """vma_has_recency() (include/linux/mm_inline.h): no VM_SEQ_READ / VM_RAND_READ
+        (MADV_SEQUENTIAL / MADV_RANDOM); the agent's files are never FMODE_NOREUSE."""
+        return not self.flags & (VM_SEQ_READ | VM_RAND_READ)
+
     def is_cow_mapping(self) -> bool:
         return (self.flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE
 
