@@ -134,6 +134,10 @@ class KernelFacts:
     #: try_to_map_unused_to_zeropage(): "mm: remap unused subpages to shared
     #: zeropage when splitting isolated thp", 6.12); 6.1 remaps every page.
     split_remaps_zero_pages: bool = True
+    #: zap_pte_range() still passes a young file PTE on as mark_page_accessed()
+    #: in a VM_RAND_READ (MADV_RANDOM) VMA: 6.1 tests only VM_SEQ_READ.  Since
+    #: "mm: support POSIX_FADV_NOREUSE" (6.4) vma_has_recency() says no for both.
+    rand_read_has_recency: bool = False
 
     def fault_around_pages(self, page_shift: int) -> int:
         """fault_around_pages: ``fault_around_bytes >> PAGE_SHIFT``, at least 1."""
@@ -161,6 +165,7 @@ FACTS_6_1 = KernelFacts(
     pageout_clears_young=True,
     populate_walks_vmas=True,
     split_remaps_zero_pages=False,
+    rand_read_has_recency=True,
 )
 
 #: The facts of every kernel series the model knows, as the harness builds it.
@@ -180,6 +185,7 @@ SCENARIO_OF_FACT: Mapping[str, str] = MappingProxyType({
     "pageout_clears_young": "madv_cold_pageout",
     "populate_walks_vmas": "madv_populate",
     "split_remaps_zero_pages": "madv_thp_split",
+    "rand_read_has_recency": "madv_random",
 })
 
 _SERIES = re.compile(r"^(\d+)\.(\d+)(?:[.\-+~].*)?$")

@@ -477,7 +477,9 @@ def shmem_punch_hole(mm: MmStruct, file: ShmemFile, first: int, end: int) -> Non
                         continue
                     if other.mem.folio_test_anon(other.mem.page_folio(int(entry.pfn[i]))):
                         continue
-                    zap_present_pte(other, entry, i, vma.has_recency())
+                    zap_present_pte(
+                        other, entry, i, vma.has_recency(mm.ctx.facts.rand_read_has_recency)
+                    )
     file.truncate_range(first, end)
 
 

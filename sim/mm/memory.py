@@ -330,7 +330,7 @@ def zap_page_range(mm: MmStruct, vma: Vma, start: int, end: int) -> None:
         if isinstance(entry, HugePmd):
             zap_huge_pmd(mm, base, entry)
             continue
-        recency = vma.has_recency()
+        recency = vma.has_recency(mm.ctx.facts.rand_read_has_recency)
         for i in mm.pt.pte_range(base, lo, hi):
             zap_present_pte(mm, entry, i, recency)
 

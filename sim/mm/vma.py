@@ -138,10 +138,13 @@ class Vma:
         """linear_page_index(): the file page offset of ``addr``."""
         return ((addr - self.start) >> self.page_shift) + self.pgoff
 
-    def has_recency(self) -> bool:
+    def has_recency(self, rand_read_has_recency: bool = False) -> bool:
         """vma_has_recency() (include/linux/mm_inline.h): no VM_SEQ_READ / VM_RAND_READ
-        (MADV_SEQUENTIAL / MADV_RANDOM); the agent's files are never FMODE_NOREUSE."""
-        return not self.flags & (VM_SEQ_READ | VM_RAND_READ)
+        (MADV_SEQUENTIAL / MADV_RANDOM); the agent's files are never FMODE_NOREUSE.
+        ``rand_read_has_recency``: 6.1's zap_pte_range() tests VM_SEQ_READ only
+        (KernelFacts.rand_read_has_recency)."""
+        ignored = VM_SEQ_READ if rand_read_has_recency else VM_SEQ_READ | VM_RAND_READ
+        return not self.flags & ignored
 
     def is_cow_mapping(self) -> bool:
         return (self.flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE
