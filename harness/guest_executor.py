@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 
 from harness.agent.client import AgentClient, ReadFileReply
 from harness.agent.protocol import (
-    AdviceCode,
     BackingCode,
     ProtBits,
     ReadStage,
@@ -57,7 +56,6 @@ from harness.observations import (
 )
 from harness.scan_step import scan_arg, scan_outcome
 from harness.scenario import (
-    ADVICES,
     LAYOUT_SPAN,
     AnyStep,
     Check,
@@ -77,6 +75,7 @@ from harness.scenario import (
     Step,
     StepHandlers,
     Touch,
+    layout_alignment,
     layout_base,
     plan_layout,
 )
@@ -84,6 +83,7 @@ from harness.vm import VM
 from sim.arch import Arch
 from sim.flags import KPF
 from sim.formats import parse_u64s
+from sim.mm.madvise import MADV, advice_number
 
 __all__ = [
     "GUEST",
@@ -133,8 +133,6 @@ def may_map_zero_page_read_only(step: Step) -> bool:
     return isinstance(step, Mprotect) and step.prot != "rw"
 
 _PROTS = {"none": ProtBits.NONE, "r": ProtBits.READ, "rw": ProtBits.READ | ProtBits.WRITE}
-#: A scenario's advice is the agent's code of the same name (MADV_<NAME> in the guest).
-_ADVICES = {advice: AdviceCode[advice.upper()] for advice in ADVICES}
 
 
 class GuestExecutorError(RuntimeError):
@@ -240,6 +238,11 @@ class GuestRun:
         """Every step in order; the run's processes are gone afterwards."""
         setup = prepare_guest(self.vm)
         collapsed = _collapsed(self.agent) if setup.thp else None
+        if _zero_page_touched.pop(self.vm, False):
+            clear_zero_page_referenced(self.agent, self.arch)
+        if any(isinstance(step, Madvise) and advice_number(step.advice) == MADV.POPULATE_READ
+               for step in self.scenario.steps):
+            _zero_page_touched[self.vm] = True
         try:
             self._spawn("main")
             for step in self.scenario.steps:
@@ -460,7 +463,8 @@ def _mprotect(run: GuestRun, step: Mprotect) -> None:
 @GUEST.on(Madvise)
 def _madvise(run: GuestRun, step: Madvise) -> None:
     span = run.layout.span(step)
-    run.agent.madvise(span.vaddr, span.length, _ADVICES[step.advice], run.names[step.proc])
+    # The agent passes the kernel's MADV_* number on as it is (a name is MADV_<NAME>).
+    run.agent.madvise(span.vaddr, span.length, advice_number(step.advice), run.names[step.proc])
 
 
 @GUEST.on(Mremap)
@@ -537,6 +541,42 @@ def _mlock(run: GuestRun, step: Mlock) -> None:
 def _munlock(run: GuestRun, step: Munlock) -> None:
     span = run.layout.span(step)
     run.agent.munlock(span.vaddr, span.length, run.names[step.proc])
+#: VMs where a scenario may have left the zero page PG_referenced (it ran
+#: MADV_POPULATE_READ): the next scenario there resets it first.
+_zero_page_touched: weakref.WeakKeyDictionary[VM, bool] = weakref.WeakKeyDictionary()
+#: KPF_REFERENCED (include/uapi/linux/kernel-page-flags.h).
+_KPF_REFERENCED = 1 << 2
+#: pagemap's PFN field (bits 0-54).
+_PM_PFN_MASK = (1 << 55) - 1
+
+
+def clear_zero_page_referenced(agent: AgentClient, arch: Arch) -> None:
+    """Leave the zero page's PG_referenced clear, as a fresh model's is.
+
+    MADV_POPULATE_READ calls mark_page_accessed() on the zero page
+    (follow_page_pte() takes is_zero_pfn()), which is on no LRU, so each
+    call toggles PG_referenced; it outlives the scenario that did it.  The
+    agent maps a scratch page below the layout, reads it (the zero page),
+    looks the zero page's flags up and, if referenced, populates once more.
+    """
+    ps = arch.page_size
+    addr = layout_base(arch) - layout_alignment(arch)
+    agent.mmap(addr, ps, prot=ProtBits.READ)
+    try:
+        agent.touch(addr, 1, write=False)
+        pid = agent.getpid()
+        entry = parse_u64s(arch, agent.read_file(f"/proc/{pid}/pagemap", 8,
+                                                 offset=addr // ps * 8).data)[0]
+        pfn = entry & _PM_PFN_MASK
+        for _ in range(2):
+            flags = parse_u64s(arch, agent.read_file("/proc/kpageflags", 8,
+                                                     offset=pfn * 8).data)[0]
+            if not flags & _KPF_REFERENCED:
+                return
+            agent.madvise(addr, ps, MADV.POPULATE_READ)
+        raise GuestExecutorError(f"the zero page (pfn {pfn:#x}) stays PG_referenced")
+    finally:
+        agent.munmap(addr, ps)
 
 
 def run_guest(scenario: Scenario, vm: VM) -> Observations:

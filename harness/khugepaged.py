@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import time
 
-from harness.agent.protocol import AdviceCode, ProtBits
+from harness.agent.protocol import ProtBits
 from harness.scenario import layout_base
 from harness.vm import VM
+from sim.mm.madvise import MADV
 
 __all__ = ["HOLDER_PROC", "hold_khugepaged"]
 
@@ -59,7 +60,7 @@ def hold_khugepaged(vm: VM) -> None:
     vaddr, length = layout_base(arch), arch.thp_pages * arch.page_size
     agent.mmap(vaddr, length, prot=ProtBits.READ | ProtBits.WRITE, target=HOLDER_PROC)
     agent.touch(vaddr, 1, write=True, target=HOLDER_PROC)
-    agent.madvise(vaddr, length, AdviceCode.HUGEPAGE, target=HOLDER_PROC)
+    agent.madvise(vaddr, length, MADV.HUGEPAGE, target=HOLDER_PROC)
     deadline = time.monotonic() + _PASS_TIMEOUT_S
     while full_scans(vm) == before and time.monotonic() < deadline:
         time.sleep(0.05)

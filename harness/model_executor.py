@@ -47,6 +47,7 @@ from sim.arch import Arch
 from sim.formats_scan import build_page_regions
 from sim.mm import Machine, MmError, OutOfMemory, Process
 from sim.mm.facts import PINNED, KernelFacts
+from sim.mm.syscall import NotModelled
 from sim.procfs import ProcError, ProcFs
 from sim.smaps import rollup_fixed_point
 
@@ -198,7 +199,10 @@ def _mprotect(run: ModelRun, step: Mprotect) -> None:
 @MODEL.on(Madvise)
 def _madvise(run: ModelRun, step: Madvise) -> None:
     span = run.layout.span(step)
-    run.procs[step.proc].madvise(span.vaddr, span.pages, step.advice)
+    try:
+        run.procs[step.proc].madvise(span.vaddr, span.pages, step.advice)
+    except NotModelled as e:
+        raise ModelError(f"{step.label}: not modelled: {e}") from None
 
 
 @MODEL.on(Mremap)

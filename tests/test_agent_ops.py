@@ -9,7 +9,6 @@ import pytest
 
 from harness.agent.client import AgentClient
 from harness.agent.protocol import (
-    AdviceCode,
     BackingCode,
     CrashKind,
     ProtBits,
@@ -24,6 +23,7 @@ from harness.probes import kpageflags, pagemap
 from harness.process import NamedProcess
 from sim.flags import KPF
 from sim.formats import parse_pagemap_entries
+from sim.mm.madvise import MADV
 
 pytestmark = pytest.mark.vm
 
@@ -100,11 +100,33 @@ def test_munmap_and_madvise_dontneed(guest: NamedProcess) -> None:
     ps = guest.page_size
     guest.agent.mmap(BASE, 4 * ps, target=guest.name)
     guest.agent.touch(BASE, 4, write=True, tag=0x55, target=guest.name)
-    guest.agent.madvise(BASE, 2 * ps, AdviceCode.DONTNEED, target=guest.name)
+    guest.agent.madvise(BASE, 2 * ps, MADV.DONTNEED, target=guest.name)
     assert guest.agent.touch(BASE, 4, write=False, target=guest.name).values == (0, 0, 0x57, 0x58)
     guest.agent.munmap(BASE, 4 * ps, target=guest.name)
     gone = guest.agent.touch(BASE, 1, write=False, target=guest.name)
     assert gone.faulted and gone.done == 0
+
+
+def test_madvise_passes_the_raw_advice_number(guest: NamedProcess) -> None:
+    """The agent hands any C int to madvise(): the kernel's answer is the errno."""
+    ps = guest.page_size
+    guest.agent.mmap(BASE, ps, target=guest.name)
+    guest.agent.madvise(BASE, ps, MADV.WIPEONFORK, target=guest.name)
+    assert "wf" in _vm_flags(guest, BASE)
+    for advice in (MADV.GUARD_INSTALL, -1, 1000):
+        with pytest.raises(AgentOpError) as caught:
+            guest.agent.madvise(BASE, ps, advice, target=guest.name)
+        assert caught.value.errno == errno.EINVAL, advice
+    with pytest.raises(AgentOpError, match="no C int"):
+        guest.agent.madvise(BASE, ps, 1 << 31, target=guest.name)
+
+
+def _vm_flags(guest: NamedProcess, vaddr: int) -> list[str]:
+    """The VmFlags words of the smaps block of the VMA at ``vaddr`` in the guest process."""
+    pid = guest.agent.getpid(guest.name)
+    text = guest.agent.read_file(f"/proc/{pid}/smaps", 1 << 20).data.decode()
+    block = text.split(f"{vaddr:x}-", 1)[1]
+    return block.split("VmFlags:", 1)[1].splitlines()[0].split()
 
 
 def test_fork_shares_then_copies_on_write(guest: NamedProcess) -> None:
@@ -264,7 +286,7 @@ def test_unprivileged_process_forks_named_children(guest: NamedProcess) -> None:
     agent.mmap(OTHER, ps, target=grandchild)
     agent.touch(OTHER, 1, write=True, tag=0x91, target=grandchild)
     agent.mprotect(OTHER, ps, ProtBits.READ, target=grandchild)
-    agent.madvise(BASE + ps, ps, AdviceCode.DONTNEED, target=grandchild)
+    agent.madvise(BASE + ps, ps, MADV.DONTNEED, target=grandchild)
     agent.clear_refs(4, target=grandchild)
     assert agent.touch(BASE, 2, write=False, target=child).values == (0x70, 0x71)
     # Observed by uid 1000: flags without PFNs.

@@ -23,7 +23,6 @@ from harness.agent.protocol import (
     REQUEST_MAGIC,
     RESPONSE_MAGIC,
     UID_KEEP,
-    AdviceCode,
     BackingCode,
     CrashKind,
     ExitHow,
@@ -369,7 +368,8 @@ class AgentClient:
     def mprotect(self, addr: int, length: int, prot: ProtBits, target: str = INIT) -> None:
         self.call_op(Op.MPROTECT, target, addr=addr, length=length, prot=prot)
 
-    def madvise(self, addr: int, length: int, advice: AdviceCode, target: str = INIT) -> None:
+    def madvise(self, addr: int, length: int, advice: int, target: str = INIT) -> None:
+        """madvise(addr, length, advice) in ``target``; ``advice`` is the raw MADV_* number."""
         self.call_op(Op.MADVISE, target, addr=addr, length=length, advice=advice)
 
     def mlock(self, addr: int, length: int, *, onfault: bool = False, target: str = INIT) -> None:

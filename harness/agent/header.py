@@ -32,7 +32,6 @@ C_ENUMS: tuple[tuple[type[IntEnum] | type[IntFlag], str, str], ...] = (
     (p.ReplyStatus, "agent_status", "ST_"),
     (p.ProtBits, "", "PROT_BIT_"),
     (p.BackingCode, "", "REGION_"),
-    (p.AdviceCode, "", "ADVICE_"),
     (p.SettleFlags, "", "SETTLE_"),
     (p.CrashKind, "", "CRASH_"),
     (p.Whence, "", "SEEK_PROTO_"),

@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #define _FILE_OFFSET_BITS 64
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -21,15 +22,6 @@
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
-#endif
-#ifndef MADV_COLD
-#define MADV_COLD 20
-#endif
-#ifndef MADV_PAGEOUT
-#define MADV_PAGEOUT 21
-#endif
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE 25
 #endif
 
 void reply_fail(struct reply *rep, uint16_t status, int err, const char *fmt, ...)
@@ -233,36 +225,21 @@ void op_mprotect(struct request *req, struct reply *rep)
 		reply_fail(rep, ST_ERRNO, errno, "mprotect: %s", strerror(errno));
 }
 
-static int native_advice(uint16_t advice)
-{
-	switch (advice) {
-	case ADVICE_DONTNEED: return MADV_DONTNEED;
-	case ADVICE_HUGEPAGE: return MADV_HUGEPAGE;
-	case ADVICE_NOHUGEPAGE: return MADV_NOHUGEPAGE;
-	case ADVICE_COLD: return MADV_COLD;
-	case ADVICE_PAGEOUT: return MADV_PAGEOUT;
-	case ADVICE_WILLNEED: return MADV_WILLNEED;
-	case ADVICE_FREE: return MADV_FREE;
-	case ADVICE_COLLAPSE: return MADV_COLLAPSE;
-	default: return -1;
-	}
-}
-
-/* MADVISE (layout: protocol.h) */
+/* MADVISE (layout: protocol.h): the advice is the kernel's own MADV_* number. */
 void op_madvise(struct request *req, struct reply *rep)
 {
 	uint64_t addr = get_u64(&req->args), len = get_u64(&req->args);
-	uint16_t advice = get_u16(&req->args);
-	int native = native_advice(advice);
+	int64_t advice = (int64_t)get_u64(&req->args);
 
 	if (!args_ok(req, rep) || !range_ok(rep, addr, len))
 		return;
-	if (native < 0) {
-		reply_fail(rep, ST_BAD_REQUEST, 0, "madvise: unknown advice %u", advice);
+	if (advice < INT_MIN || advice > INT_MAX) {
+		reply_fail(rep, ST_BAD_REQUEST, 0, "madvise: advice %lld is no C int",
+			   (long long)advice);
 		return;
 	}
-	if (madvise((void *)(uintptr_t)addr, (size_t)len, native) != 0)
-		reply_fail(rep, ST_ERRNO, errno, "madvise(%u): %s", advice, strerror(errno));
+	if (madvise((void *)(uintptr_t)addr, (size_t)len, (int)advice) != 0)
+		reply_fail(rep, ST_ERRNO, errno, "madvise(%d): %s", (int)advice, strerror(errno));
 }
 
 /* MLOCK (layout: protocol.h): mlock(), or mlock2(MLOCK_ONFAULT). */

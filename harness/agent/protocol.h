@@ -37,7 +37,9 @@ enum agent_op {
 	OP_MUNMAP = 4,
 	/* u64 addr, u64 length, u8 prot -> () */
 	OP_MPROTECT = 5,
-	/* u64 addr, u64 length, u16 advice -> () */
+	/* u64 addr, u64 length, i64 advice -> (). Advice is the kernel's MADV_* number (asm-
+	 * generic, the same on x86 and powerpc), passed on as a C int: any value the kernel refuses
+	 * is its errno. */
 	OP_MADVISE = 6,
 	/* u64 addr, u64 pages, u8 write, u64 tag -> u64 done, u32 signal, u64 fault_addr, u32 n, n
 	 * x u64 values. Pages in order; a write stores tag + k (u64, guest byte order) at the start
@@ -128,17 +130,6 @@ enum {
 enum {
 	REGION_ANON = 0,
 	REGION_FILE = 1,
-};
-/* AdviceCode: madvise() advice, mapped to the kernel's MADV_* numbers by the agent. */
-enum {
-	ADVICE_DONTNEED = 1,
-	ADVICE_HUGEPAGE = 2,
-	ADVICE_NOHUGEPAGE = 3,
-	ADVICE_COLD = 4,
-	ADVICE_PAGEOUT = 5,
-	ADVICE_WILLNEED = 6,
-	ADVICE_FREE = 7,
-	ADVICE_COLLAPSE = 8,
 };
 /* SettleFlags: What SETTLE does before it replies. */
 enum {

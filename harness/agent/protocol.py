@@ -54,7 +54,6 @@ __all__ = [
     "SCAN_VEC_FILL",
     "SCAN_VEC_MAX",
     "UID_KEEP",
-    "AdviceCode",
     "BackingCode",
     "CrashKind",
     "ExitHow",
@@ -157,21 +156,6 @@ class RemapBits(IntFlag):
     MAYMOVE = 1
     FIXED = 2
     DONTUNMAP = 4
-
-
-class AdviceCode(IntEnum):
-    """madvise() advice, mapped to the kernel's MADV_* numbers by the agent."""
-
-    DONTNEED = 1
-    HUGEPAGE = 2
-    NOHUGEPAGE = 3
-    COLD = 4
-    PAGEOUT = 5
-    WILLNEED = 6
-    FREE = 7
-    COLLAPSE = 8
-
-
 class SettleFlags(IntFlag):
     """What SETTLE does before it replies."""
 
@@ -346,7 +330,11 @@ LAYOUTS: dict[Op, OpLayout] = {
     ),
     Op.MUNMAP: _layout("u64 addr, u64 length", ""),
     Op.MPROTECT: _layout("u64 addr, u64 length, u8 prot", ""),
-    Op.MADVISE: _layout("u64 addr, u64 length, u16 advice", ""),
+    Op.MADVISE: _layout(
+        "u64 addr, u64 length, i64 advice", "",
+        "advice is the kernel's MADV_* number (asm-generic, the same on x86 and powerpc), "
+        "passed on as a C int: any value the kernel refuses is its errno",
+    ),
     Op.TOUCH: _layout(
         "u64 addr, u64 pages, u8 write, u64 tag",
         "u64 done, u32 signal, u64 fault_addr, u32 n, n x u64 values",

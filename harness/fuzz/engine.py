@@ -501,8 +501,9 @@ def drop_steps(
                 read = {"op": "read", "region": step["region"], "pages": step["pages"]}
                 if "proc" in step:
                     read["proc"] = step["proc"]
-                if fails(steps[:i] + [read] + steps[i + 1 :]):
-                    steps = steps[:i] + [read] + steps[i + 1 :]
+                replaced = [*steps[:i], read, *steps[i + 1 :]]
+                if fails(replaced):
+                    steps = replaced
                     changed = True
         if not changed:
             break

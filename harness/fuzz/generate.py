@@ -13,8 +13,8 @@ every scenario hypothesis' shrinker derives from a drawn one is valid too.
 The ops, their keys and the values of enumerated keys come from the
 declarations (:data:`harness.scenario.STEP_TYPES`): a key is drawn by its
 *name* where the name has a meaning in the flow (``proc``, ``region``,
-``pages``, ``child``, ``uid``, ``as_uid``, ``value``) and by its *type* where
-the type lists its values (a ``Literal`` such as ``prot``, ``advice``,
+``pages``, ``child``, ``uid``, ``as_uid``, ``value``, ``advice``, ``holes``) and by
+its *type* where the type lists its values (a ``Literal`` such as ``prot``,
 ``kind``).  A new range op with such keys joins the generator without a change
 here; an op with a key of another meaning raises :class:`GeneratorGap` (a
 unit test asserts there is none).
@@ -31,6 +31,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from harness.scenario import (
+    ADVICES,
     CLEAR_REFS_VALUES,
     MAX_PROCS,
     SCAN_CATEGORIES,
@@ -54,6 +55,7 @@ from harness.scenario import (
 from sim.arch import Arch
 
 __all__ = [
+    "RAW_ADVICE",
     "GeneratorGap",
     "GeneratorState",
     "ScenarioData",
@@ -82,7 +84,7 @@ UIDS = (1000, 1001, 0)
 #: clear_refs is as frequent as fork: soft-dirty is only observable after
 #: ``clear_refs 4`` cleared it (a planted soft-dirty error in wp_page_copy()
 #: is found about 3x sooner than with weight 1).
-OP_WEIGHTS = {"mmap": 2, "write": 4, "read": 3, "munmap": 1, "mprotect": 2, "madvise": 2,
+OP_WEIGHTS = {"mmap": 2, "write": 4, "read": 3, "munmap": 1, "mprotect": 2, "madvise": 4,
               "fork": 2, "exit": 1, "clear_refs": 2, "check": 2, "mlock": 2, "munlock": 1}
 #: Values drawn more often than the others of their key (the rest: 1): a
 #: writable mapping lets touches reach the fault paths instead of SIGSEGV,
@@ -129,6 +131,9 @@ class GeneratorState:
     #: Regions of private anonymous memory (only they may grow: a file or shmem
     #: page past the end of its file is SIGBUS, which a scenario cannot expect).
     growable: set[str] = field(default_factory=set)
+    #: Regions backed by shmem (a file, memfd or shared anonymous memory): MADV_COLLAPSE
+    #: there takes hpage_collapse_scan_file(), which the model does not follow.
+    shmem_regions: set[str] = field(default_factory=set)
 
     @property
     def alive(self) -> list[str]:
@@ -150,6 +155,8 @@ class GeneratorState:
             self.origin[step["region"]] = (step["region"], 0)
             if step["kind"] == "anon" and step["share"] == "private":
                 self.growable.add(step["region"])
+            if step.get("kind") != "anon" or step.get("share") == "shared":
+                self.shmem_regions.add(step["region"])
         elif op == Mremap.op:
             self._apply_mremap(proc, step)
         elif op == Munmap.op:
@@ -392,6 +399,33 @@ def _draw_dontunmap(state: GeneratorState, step: dict[str, Any], draw: Draw) -> 
     if "to" not in step or state.resolve(step["new_pages"]) != end - first:
         return _ABSENT
     return True if draw(st.booleans()) else _ABSENT
+#: Raw MADV_* numbers the generator offers beside the names: MADV_NORMAL,
+#: MADV_RANDOM, MADV_DONTDUMP (valid, not named in the language), 102 =
+#: MADV_GUARD_INSTALL and -1 (EINVAL on 6.12).
+RAW_ADVICE = (0, 1, 16, 102, -1)
+
+
+def _draw_advice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    """A name of the language (the first, ``dontneed``, is what shrinking prefers), or one
+    time in four a raw number.  No ``collapse`` of a shmem-backed region (file collapse
+    is not modelled: sim/MODEL.md)."""
+    if draw(st.integers(0, 3)):
+        if step["region"] in state.shmem_regions:  # not modelled: see shmem_regions
+            return draw(st.sampled_from([a for a in ADVICES if a != "collapse"]))
+        return draw(st.sampled_from(ADVICES))
+    return draw(st.sampled_from(RAW_ADVICE))
+
+
+def _draw_holes(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    """Left out, or (three times in four) ``true`` with the range widened to the whole
+    region when this process has unmapped some of it (the kernel's ENOMEM is then the
+    step's outcome)."""
+    proc = step.get("proc", "main")
+    size = state.sizes[step["region"]]
+    if state.mapped[proc][step["region"]] == [(0, size)] or not draw(st.integers(0, 3)):
+        return _ABSENT
+    step["pages"] = [0, state.symbolic(size)]
+    return True
 
 
 def _choices_drawer(key: str, choices: Sequence[Any]) -> KeyDrawer:
@@ -484,6 +518,10 @@ def key_drawers(step_type: type[Step]) -> list[tuple[str, KeyDrawer]]:
             drawer = _draw_new_region
         elif f.name == "dontunmap" and step_type is Mremap:
             drawer = _draw_dontunmap
+        elif f.name == "advice":
+            drawer = _draw_advice
+        elif f.name == "holes":
+            drawer = _draw_holes
         elif f.name == "value" and step_type.op == "clear_refs":
             drawer = _choices_drawer(f.name, CLEAR_REFS_VALUES)
         elif choices is not None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from harness.scenario.dispatch import StepHandlers
 from harness.scenario.schema import (
     Fork,
+    Madvise,
     Mmap,
     Mremap,
     Munmap,
@@ -386,6 +387,22 @@ def _range_with_holes(ranges: _Ranges, step: RangeStepWithHoles) -> None:
             shown += f" = [{first}, {end})"
         raise _RangeError(
             f"{shown} is not a non-empty range inside region {step.region!r} of {n} pages"
+        )
+
+
+@RANGES.on(Madvise)
+def _madvise(ranges: _Ranges, step: Madvise) -> None:
+    """With ``holes`` the range need only lie inside the region (the kernel's ENOMEM
+    is the point); without, it must be mapped as for every range step."""
+    if not step.holes:
+        _mapped_range(ranges, step)
+        return
+    first, end = step.pages.resolve(ranges.layout.arch)
+    n = ranges.sizes[step.region]
+    if not 0 <= first < end <= n:
+        raise _RangeError(
+            f"pages {step.pages} is not a non-empty range inside region {step.region!r} "
+            f"of {n} pages"
         )
 
 

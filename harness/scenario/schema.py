@@ -89,7 +89,11 @@ __all__ = [
 Backing = Literal["anon", "file"]
 Share = Literal["private", "shared"]
 Prot = Literal["none", "r", "rw"]
-Advice = Literal["dontneed", "hugepage"]
+Advice = Literal[
+    "dontneed", "hugepage", "nohugepage", "free", "cold", "pageout", "willneed", "remove",
+    "mergeable", "unmergeable", "populate_read", "populate_write", "collapse", "dontfork",
+    "dofork", "wipeonfork", "keeponfork",
+]
 
 BACKINGS: tuple[Backing, ...] = get_args(Backing)
 SHARES: tuple[Share, ...] = get_args(Share)
@@ -279,6 +283,27 @@ def _one_of(choices: tuple[str, ...]) -> PlainValidator:
     return PlainValidator(check)
 
 
+#: The range of a C int: madvise()'s ``behavior`` argument.
+ADVICE_NUMBERS = range(-(1 << 31), 1 << 31)
+
+
+def _check_advice(value: Any, info: ValidationInfo) -> str | int:
+    if isinstance(value, str) and value in ADVICES:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value in ADVICE_NUMBERS:
+        return value
+    shown = ", ".join(map(repr, ADVICES))
+    raise ValueError(
+        f"{_key(info)} {value!r} is not one of {shown}, or a C int (a raw MADV_* number)"
+    )
+
+
+def _check_holes(value: Any, info: ValidationInfo) -> bool:
+    if value is not True:
+        raise ValueError(f"{_key(info)} {value!r} is not true (leave it out for false)")
+    return True
+
+
 def _check_clear_refs(value: Any, info: ValidationInfo) -> int:
     # bool and float are rejected although True == 1 and 1.0 == 1.
     if type(value) is not int or value not in CLEAR_REFS_VALUES:
@@ -438,10 +463,17 @@ class Mprotect(RangeStep):
 
 @dataclass(frozen=True, config=_CONFIG)
 class Madvise(RangeStep):
-    """madvise() the range with ``advice`` (madvise_vma_behavior() in mm/madvise.c)."""
+    """madvise() the range with ``advice`` (do_madvise() in mm/madvise.c).
+
+    ``advice``: a name (MADV_<NAME> in lower case) or the kernel's raw
+    MADV_* number, any C int (one the kernel does not know gives EINVAL).
+    ``holes``: the range may hold pages this process has unmapped; the
+    kernel advises the mapped parts and the outcome is ENOMEM.
+    """
 
     op: ClassVar[str] = "madvise"
-    advice: Annotated[Advice, _one_of(ADVICES)]
+    advice: Annotated[Advice | int, PlainValidator(_check_advice)]
+    holes: Annotated[bool | None, _optional(_check_holes)] = None
 
 
 @dataclass(frozen=True, config=_CONFIG)

@@ -95,7 +95,8 @@ json_scalars = (
     | st.integers(-(1 << 70), 1 << 70)
     | st.floats(allow_nan=False)
     | st.text(max_size=12)
-    | st.sampled_from(["thp", "2*thp", "thp+1", "thp-1", "a", "main", "anon", "rw", *OPS])
+    | st.sampled_from(["thp", "2*thp", "thp+1", "thp-1", "a", "main", "anon", "rw", *OPS,
+                      "free", "collapse", "wipeonfork", 102])
 )
 json_values = st.recursive(
     json_scalars,

@@ -135,6 +135,26 @@ class KernelFacts:
     #: show_smap_vma_flags()'s word for VM_LOCKONFAULT: 6.12 has "lf"; 6.1's
     #: table has no entry for the bit, so it prints the default "??".
     smaps_lockonfault_mnemonic: str = "lf"
+    #: MADV_PAGEOUT clears the young bit of the PTEs/PMDs it reclaims from
+    #: (madvise_cold_or_pageout_pte_range()), as COLD does: 6.1.  Since "mm:
+    #: madvise: pageout: ignore references rather than clearing young" (6.9)
+    #: only COLD does.
+    pageout_clears_young: bool = False
+    #: MADV_POPULATE_* runs per VMA under madvise_walk_vmas() (6.1's
+    #: madvise_populate() is a visitor: a hole is skipped, ENOMEM at the end).
+    #: Since "mm/madvise: make MADV_POPULATE_(READ|WRITE) handle
+    #: VM_FAULT_RETRY properly" (6.9) do_madvise() calls madvise_populate()
+    #: on the whole range: it stops at the first hole with ENOMEM.
+    populate_walks_vmas: bool = False
+    #: split_folio() of an anonymous THP maps its all-zero pages to the shared
+    #: zero page and frees them (remap_page(RMP_USE_SHARED_ZEROPAGE),
+    #: try_to_map_unused_to_zeropage(): "mm: remap unused subpages to shared
+    #: zeropage when splitting isolated thp", 6.12); 6.1 remaps every page.
+    split_remaps_zero_pages: bool = True
+    #: zap_pte_range() still passes a young file PTE on as mark_page_accessed()
+    #: in a VM_RAND_READ (MADV_RANDOM) VMA: 6.1 tests only VM_SEQ_READ.  Since
+    #: "mm: support POSIX_FADV_NOREUSE" (6.4) vma_has_recency() says no for both.
+    rand_read_has_recency: bool = False
 
     def fault_around_pages(self, page_shift: int) -> int:
         """fault_around_pages: ``fault_around_bytes >> PAGE_SHIFT``, at least 1."""
@@ -163,6 +183,10 @@ FACTS_6_1 = KernelFacts(
     mlock_pte_mapped_large_folios=False,
     mlock_batch_size=15,
     smaps_lockonfault_mnemonic="??",
+    pageout_clears_young=True,
+    populate_walks_vmas=True,
+    split_remaps_zero_pages=False,
+    rand_read_has_recency=True,
 )
 
 #: The facts of every kernel series the model knows, as the harness builds it.
@@ -183,6 +207,10 @@ SCENARIO_OF_FACT: Mapping[str, str] = MappingProxyType({
     "mlock_pte_mapped_large_folios": "mlock_thp_pte",
     "mlock_batch_size": "mlock_batch",
     "smaps_lockonfault_mnemonic": "mlock_onfault",
+    "pageout_clears_young": "madv_cold_pageout",
+    "populate_walks_vmas": "madv_populate",
+    "split_remaps_zero_pages": "madv_thp_split",
+    "rand_read_has_recency": "madv_random",
 })
 
 _SERIES = re.compile(r"^(\d+)\.(\d+)(?:[.\-+~].*)?$")

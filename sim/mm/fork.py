@@ -12,7 +12,7 @@ from sim.mm.huge_memory import copy_huge_pmd
 from sim.mm.pagetable import HugePmd
 from sim.mm.pte import PTE_PRESENT, PTE_SPECIAL, copy_present_entry
 from sim.mm.rmap import anon_vma_fork
-from sim.mm.vma import VM_LOCKED_MASK, Vma
+from sim.mm.vma import VM_DONTCOPY, VM_LOCKED_MASK, VM_WIPEONFORK, Vma
 
 if TYPE_CHECKING:
     from sim.mm.mm_struct import MmStruct
@@ -29,13 +29,21 @@ def dup_mmap(mm: MmStruct, child: MmStruct) -> None:
     of its own chained to the parent's.  A parent using the huge zero folio
     passes its reference on (MMF_HUGE_ZERO_PAGE is inherited with the mm flags).
     The child's VMAs lose VM_LOCKED and VM_LOCKONFAULT (``vm_flags_clear(tmp,
-    VM_LOCKED_MASK)``), and its mm starts with locked_vm 0.
+    VM_LOCKED_MASK)``), and its mm starts with locked_vm 0.  A VM_DONTCOPY
+    VMA (MADV_DONTFORK) is not copied at all; a VM_WIPEONFORK one
+    (MADV_WIPEONFORK) is copied with its flags but without anon_vma and
+    pages: the child starts from empty page tables there.
     """
     for vma in mm.vmas:
+        if vma.flags & VM_DONTCOPY:
+            continue
         copy = Vma(start=vma.start, end=vma.end, flags=vma.flags & ~VM_LOCKED_MASK,
                    pgoff=vma.pgoff, file=vma.file)
         if vma.file is not None:
             vma.file.vma_refs += 1  # get_file()
+        if vma.flags & VM_WIPEONFORK:
+            child.vmas.insert(copy)
+            continue
         anon_vma_fork(copy, vma)
         child.vmas.insert(copy)
         if vma.anon_vma is not None:

@@ -214,7 +214,7 @@ class Process:
     def mprotect(self, addr: int, nr_pages: int, prot: str) -> None:
         self._live().mprotect(addr, nr_pages, parse_prot(prot))
 
-    def madvise(self, addr: int, nr_pages: int, advice: str) -> None:
+    def madvise(self, addr: int, nr_pages: int, advice: str | int) -> None:
         self._live().madvise(addr, nr_pages, advice)
 
     def mlock(self, addr: int, nr_pages: int, onfault: bool = False) -> None:

@@ -332,16 +332,22 @@ def zap_page_range(mm: MmStruct, vma: Vma, start: int, end: int) -> None:
         if isinstance(entry, HugePmd):
             zap_huge_pmd(mm, base, entry, vma)
             continue
+        recency = vma.has_recency(mm.ctx.facts.rand_read_has_recency)
         for i in mm.pt.pte_range(base, lo, hi):
-            zap_present_pte(mm, entry, i, vma)
+            zap_present_pte(mm, entry, i, vma, recency)
 
 
-def zap_present_pte(mm: MmStruct, table: PteTable, i: int, vma: Vma | None = None) -> None:
+def zap_present_pte(
+    mm: MmStruct, table: PteTable, i: int, vma: Vma | None = None, recency: bool = True
+) -> None:
     """zap_present_folio_ptes() for ``table[i]`` if present.
 
     A page-cache page's PTE passes its dirty bit to the folio
-    (folio_mark_dirty()) and its young bit as folio_mark_accessed(); the
-    mapping and its reference go.
+    (folio_mark_dirty()) and its young bit as folio_mark_accessed() if the
+    VMA has recency (``recency``: vma_has_recency(), false after
+    MADV_RANDOM/MADV_SEQUENTIAL); the mapping and its reference go.  With
+    ``vma``, a folio unmapped from a VM_LOCKED VMA is munlocked
+    (munlock_vma_folio()).
     """
     bits = int(table.bits[i])
     if not bits & PTE_PRESENT:
@@ -355,7 +361,7 @@ def zap_present_pte(mm: MmStruct, table: PteTable, i: int, vma: Vma | None = Non
     if not mem.folio_test_anon(head):
         if bits & PTE_DIRTY:
             mem.folio_mark_dirty(head)
-        if bits & PTE_YOUNG:
+        if bits & PTE_YOUNG and recency:
             mem.folio_mark_accessed(head)
     mem.folio_remove_rmap_ptes(head, pfn, 1)
     if vma is not None:

@@ -49,6 +49,9 @@ class MachineContext:
     soft_dirty: bool = field(init=False)
     #: PMD-sized THP can be mapped (CONFIG_TRANSPARENT_HUGEPAGE and a PMD leaf level).
     thp: bool = field(init=False)
+    #: Every live mm_struct (what an rmap walk of a shared file reaches:
+    #: unmap_mapping_range() of a hole punched by MADV_REMOVE).
+    mms: list[MmStruct] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # Both are read on every fault; arch and facts are frozen.
@@ -79,6 +82,7 @@ class MmStruct:
         self.alive = True
         #: mm->locked_vm: pages in VM_LOCKED VMAs (mlock_fixup(), munmap; 0 after fork).
         self.locked_vm = 0
+        ctx.mms.append(self)
 
     # -- user access ------------------------------------------------------
 
@@ -103,7 +107,7 @@ class MmStruct:
         """mprotect(): see mprotect.do_mprotect_pkey()."""
         mprotect.do_mprotect_pkey(self, addr, nr_pages, prot)
 
-    def madvise(self, addr: int, nr_pages: int, advice: str) -> None:
+    def madvise(self, addr: int, nr_pages: int, advice: str | int) -> None:
         """madvise(): see madvise.do_madvise()."""
         madvise.do_madvise(self, addr, nr_pages, advice)
 
@@ -134,6 +138,8 @@ class MmStruct:
     def exit_mmap(self) -> None:
         """The last user is gone: see mmap.exit_mmap()."""
         mmap.exit_mmap(self)
+        if self in self.ctx.mms:
+            self.ctx.mms.remove(self)
 
     # -- for walkers and the proc files -----------------------------------
 

@@ -102,6 +102,24 @@ class ShmemFile:
             return None
         return pfn
 
+    def remove_clean_folio(self, pfn: int) -> None:
+        """__remove_mapping() in reclaim: a clean, unmapped folio leaves the page cache and
+        its reference goes (the folio is freed)."""
+        index = int(self.mem.index[pfn])
+        assert self.cache.get(index) == pfn
+        del self.cache[index]
+        self.mem.file_id[pfn] = 0
+        self.mem.folio_put(pfn)
+
+    def truncate_range(self, first: int, end: int) -> None:
+        """shmem_truncate_range() of pages [first, end): each cached page leaves the page
+        cache (its reference goes); i_size stays (FALLOC_FL_KEEP_SIZE)."""
+        mem = self.mem
+        for index in [i for i in self.cache if first <= i < end]:
+            pfn = self.cache.pop(index)
+            mem.file_id[pfn] = 0
+            mem.folio_put(pfn)
+
     def truncate(self) -> None:
         """shmem_truncate_range() of everything: each page leaves the page cache."""
         mem = self.mem

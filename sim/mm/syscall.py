@@ -7,7 +7,7 @@ from typing import Literal
 
 from sim.arch import Arch
 
-__all__ = ["MmError", "Signal", "user_range_end"]
+__all__ = ["MmError", "NotModelled", "Signal", "user_range_end"]
 
 #: The signal a user access raises: the arch fault handler's SIGSEGV, or
 #: VM_FAULT_SIGBUS from a fault handler (mm_fault_error()).
@@ -22,6 +22,10 @@ class MmError(OSError):
     def __init__(self, err: int, reason: str) -> None:
         super().__init__(err, f"{errno.errorcode.get(err, err)}: {reason}")
         self.reason = reason
+
+
+class NotModelled(Exception):
+    """A kernel path the model does not follow (the message names it); no prediction is made."""
 
 
 def user_range_end(

@@ -21,6 +21,8 @@ __all__ = [
     "VM",
     "VM_ACCESS_FLAGS",
     "VM_ACCOUNT",
+    "VM_DONTCOPY",
+    "VM_DONTDUMP",
     "VM_EXEC",
     "VM_HUGEPAGE",
     "VM_LOCKED",
@@ -30,11 +32,15 @@ __all__ = [
     "VM_MAYREAD",
     "VM_MAYSHARE",
     "VM_MAYWRITE",
+    "VM_MERGEABLE",
     "VM_NOHUGEPAGE",
     "VM_NORESERVE",
+    "VM_RAND_READ",
     "VM_READ",
+    "VM_SEQ_READ",
     "VM_SHARED",
     "VM_SOFTDIRTY",
+    "VM_WIPEONFORK",
     "VM_WRITE",
     "AnonVma",
     "Vma",
@@ -53,11 +59,17 @@ class VM(IntFlag):
     MAYSHARE = 0x00000080
     LOCKED = 0x00002000
     LOCKONFAULT = 0x00080000
+    SEQ_READ = 0x00008000
+    RAND_READ = 0x00010000
+    DONTCOPY = 0x00020000
     ACCOUNT = 0x00100000
     NORESERVE = 0x00200000
+    WIPEONFORK = 0x02000000
+    DONTDUMP = 0x04000000
     SOFTDIRTY = 0x08000000
     HUGEPAGE = 0x20000000
     NOHUGEPAGE = 0x40000000
+    MERGEABLE = 0x80000000
 
 
 # Plain ints for the fault path (IntFlag arithmetic is slow).
@@ -79,6 +91,12 @@ VM_LOCKONFAULT = int(VM.LOCKONFAULT)
 #: VM_LOCKED_MASK (include/linux/mm.h): what mlock()/munlock() set and clear, and
 #: what dup_mmap() clears in the child.
 VM_LOCKED_MASK = VM_LOCKED | VM_LOCKONFAULT
+VM_SEQ_READ = int(VM.SEQ_READ)
+VM_RAND_READ = int(VM.RAND_READ)
+VM_DONTCOPY = int(VM.DONTCOPY)
+VM_WIPEONFORK = int(VM.WIPEONFORK)
+VM_DONTDUMP = int(VM.DONTDUMP)
+VM_MERGEABLE = int(VM.MERGEABLE)
 VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC
 
 _anon_vma_ids = itertools.count(1)
@@ -129,6 +147,14 @@ class Vma:
     def linear_page_index(self, addr: int) -> int:
         """linear_page_index(): the file page offset of ``addr``."""
         return ((addr - self.start) >> self.page_shift) + self.pgoff
+
+    def has_recency(self, rand_read_has_recency: bool = False) -> bool:
+        """vma_has_recency() (include/linux/mm_inline.h): no VM_SEQ_READ / VM_RAND_READ
+        (MADV_SEQUENTIAL / MADV_RANDOM); the agent's files are never FMODE_NOREUSE.
+        ``rand_read_has_recency``: 6.1's zap_pte_range() tests VM_SEQ_READ only
+        (KernelFacts.rand_read_has_recency)."""
+        ignored = VM_SEQ_READ if rand_read_has_recency else VM_SEQ_READ | VM_RAND_READ
+        return not self.flags & ignored
 
     def is_cow_mapping(self) -> bool:
         return (self.flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE
