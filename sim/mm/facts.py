@@ -21,6 +21,7 @@ __all__ = [
     "FACTS_BY_SERIES",
     "PINNED",
     "SCENARIO_OF_FACT",
+    "SCENARIO_OF_SHARED_FACT",
     "UNPATCHED_6_12",
     "KernelFacts",
     "KpfFlagsWord",
@@ -118,6 +119,16 @@ class KernelFacts:
     #: Width of show_smap()'s ``THPeligible:`` value: 6.12 prints ``%8u``
     #: (8), 6.1 ``%d`` (0, no padding).  Read from both trees' task_mmu.c.
     smaps_thp_eligible_width: int = 8
+    #: Whether a VMA merge on mprotect keeps VM_SOFTDIRTY of the VMAs it absorbs.
+    #: mprotect_fixup() (mm/mprotect.c) computes ``newflags`` from the VMA it
+    #: changes, calls vma_modify_flags() (vma_merge_existing_range(), mm/vma.c;
+    #: vma_merge() on 6.1) and then sets the result's flags to ``newflags``
+    #: (vm_flags_reset(); ``vma->vm_flags = newflags`` on 6.1).  is_mergeable_vma()
+    #: ignores VM_SOFTDIRTY, so a clean VMA made mergeable with a fresh
+    #: (VM_SOFTDIRTY) neighbour absorbs it and the neighbour's range stops
+    #: reading soft-dirty where it has no soft-dirty PTE: False on 6.12 and 6.1.
+    #: Upstream fixed it in 6.19 (6707915e030a, backported to 6.18.y).
+    vma_merge_propagates_softdirty: bool = False
 
     def fault_around_pages(self, page_shift: int) -> int:
         """fault_around_pages: ``fault_around_bytes >> PAGE_SHIFT``, at least 1."""
@@ -158,6 +169,12 @@ SCENARIO_OF_FACT: Mapping[str, str] = MappingProxyType({
     "cow_reuses_large_anon_folio": "thp_cow_reuse",
     "smaps_ksm": "anon_private",
     "smaps_thp_eligible_width": "anon_private",
+})
+
+#: Facts whose value every known series shares, each with the catalog scenario
+#: that shows it, so that a model with the other value fails on the booted kernel.
+SCENARIO_OF_SHARED_FACT: Mapping[str, str] = MappingProxyType({
+    "vma_merge_propagates_softdirty": "merge_mprotect_softdirty_loss",
 })
 
 _SERIES = re.compile(r"^(\d+)\.(\d+)(?:[.\-+~].*)?$")

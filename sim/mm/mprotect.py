@@ -51,7 +51,12 @@ def do_mprotect_pkey(mm: MmStruct, addr: int, nr_pages: int, prot: int) -> None:
 
 
 def mprotect_fixup(mm: MmStruct, vma: Vma, start: int, end: int, newflags: int) -> None:
-    """mprotect_fixup(): VM_ACCOUNT rules, vma_modify_flags(), change_protection()."""
+    """mprotect_fixup(): VM_ACCOUNT rules, vma_modify_flags(), change_protection().
+
+    The merged VMA gets ``newflags`` (vm_flags_reset()), which come from
+    ``vma`` alone: see :meth:`~sim.mm.vma.VmaList.modify_flags` for the
+    VM_SOFTDIRTY a merge loses on 6.12.
+    """
     oldflags = vma.flags
     if newflags == oldflags:
         return
@@ -60,8 +65,9 @@ def mprotect_fixup(mm: MmStruct, vma: Vma, start: int, end: int, newflags: int) 
             newflags |= VM_ACCOUNT
     elif oldflags & VM_ACCOUNT and vma.anonymous and vma.anon_vma is None:
         newflags &= ~VM_ACCOUNT
-    vma = mm.vmas.modify(vma, start, end, newflags)
-    vma.flags = newflags
+    vma = mm.vmas.modify_flags(
+        vma, start, end, newflags, mm.ctx.facts.vma_merge_propagates_softdirty
+    )
     if vma.shared:
         try_writable = vma.wants_writenotify(mm.ctx.soft_dirty)
     else:

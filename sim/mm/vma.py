@@ -23,6 +23,7 @@ __all__ = [
     "VM_ACCOUNT",
     "VM_EXEC",
     "VM_HUGEPAGE",
+    "VM_LOCKED",
     "VM_MAYEXEC",
     "VM_MAYREAD",
     "VM_MAYSHARE",
@@ -48,6 +49,7 @@ class VM(IntFlag):
     MAYWRITE = 0x00000020
     MAYEXEC = 0x00000040
     MAYSHARE = 0x00000080
+    LOCKED = 0x00002000
     ACCOUNT = 0x00100000
     NORESERVE = 0x00200000
     SOFTDIRTY = 0x08000000
@@ -64,6 +66,7 @@ VM_MAYREAD = int(VM.MAYREAD)
 VM_MAYWRITE = int(VM.MAYWRITE)
 VM_MAYEXEC = int(VM.MAYEXEC)
 VM_MAYSHARE = int(VM.MAYSHARE)
+VM_LOCKED = int(VM.LOCKED)
 VM_ACCOUNT = int(VM.ACCOUNT)
 VM_NORESERVE = int(VM.NORESERVE)
 VM_SOFTDIRTY = int(VM.SOFTDIRTY)
@@ -329,6 +332,29 @@ class VmaList:
         if vma.end > end:
             self.split(vma, end)
         return vma
+
+    def modify_flags(
+        self, vma: Vma, start: int, end: int, newflags: int, propagate_softdirty: bool
+    ) -> Vma:
+        """vma_modify_flags() + vm_flags_reset(): the VMA of [start, end) with ``newflags``.
+
+        ``newflags`` is computed by the caller from ``vma`` alone
+        (mprotect_fixup() in mm/mprotect.c), so when the range merges with a
+        neighbour the merged VMA takes the flags of the modified side: a
+        VM_SOFTDIRTY neighbour merged into a clean range loses VM_SOFTDIRTY
+        (6.12 and 6.1).  ``propagate_softdirty`` (KernelFacts
+        ``vma_merge_propagates_softdirty``) keeps VM_SOFTDIRTY of any VMA the
+        result absorbed, as upstream 6707915e030a (6.19) does.
+        """
+        before = [
+            (v.start, v.end) for v in self.prev_next(vma.start, vma.end)
+            if v is not None and v.flags & VM_SOFTDIRTY
+        ]
+        result = self.modify(vma, start, end, newflags)
+        if propagate_softdirty and any(result.start <= s and e <= result.end for s, e in before):
+            newflags |= VM_SOFTDIRTY
+        result.flags = newflags
+        return result
 
     def _merge_existing(
         self, vma: Vma, start: int, end: int, prev: Vma | None, nxt: Vma | None
