@@ -34,7 +34,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from harness.agent.client import AgentClient, ReadFileReply
-from harness.agent.protocol import AdviceCode, BackingCode, ProtBits, ReadStage, SettleFlags
+from harness.agent.protocol import (
+    AdviceCode,
+    BackingCode,
+    MapBits,
+    ProtBits,
+    ReadStage,
+    SettleFlags,
+)
 from harness.errors import AgentOpError, VMError
 from harness.observations import (
     CheckObservation,
@@ -327,18 +334,28 @@ GUEST: StepHandlers[GuestRun, StepOutcome | None] = StepHandlers("the guest exec
 GUEST.on(Check)(record_check)
 
 
+#: A scenario's region kind is the agent's backing of the same name.
+_BACKINGS = {"anon": BackingCode.ANON, "file": BackingCode.FILE, "memfd": BackingCode.MEMFD}
+
+
 @GUEST.on(Mmap)
 def _mmap(run: GuestRun, step: Mmap) -> None:
     placement = run.layout[step.region]
     file = step.kind == "file"
+    bits = MapBits.NONE
+    for wanted, bit in ((step.fixed, MapBits.FIXED), (step.populate, MapBits.POPULATE),
+                        (step.locked, MapBits.LOCKED)):
+        if wanted:
+            bits |= bit
     run.agent.mmap(
         placement.vaddr,
         placement.pages * run.arch.page_size,
-        backing=BackingCode.FILE if file else BackingCode.ANON,
+        backing=_BACKINGS[step.kind],
         shared=step.share == "shared",
         prot=_PROTS[step.prot],
         file_tag=run.layout.file_tag_base(step.region) if file else 0,
         target=run.names[step.proc],
+        map_bits=bits,
     )
 
 

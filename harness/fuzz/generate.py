@@ -81,6 +81,9 @@ OP_WEIGHTS = {"mmap": 2, "write": 4, "read": 3, "munmap": 1, "mprotect": 2, "mad
 #: writable mapping lets touches reach the fault paths instead of SIGSEGV,
 #: and clear_refs 4 (soft-dirty) makes the pagemap bit observable at all.
 VALUE_WEIGHTS: dict[str, dict[object, int]] = {"prot": {"rw": 3}, "value": {4: 3}}
+#: A boolean key is set with odds 1 : N (the rest: 3).  MAP_LOCKED is rare: what
+#: VM_LOCKED does to folios (mlock) is modelled with the mlock op.
+FLAG_ODDS = {"locked": 8}
 #: A scenario goes on after each step with odds _GO_ON : 1 (about 12 steps on average).
 _GO_ON = 11
 #: THP-relative bounds are written symbolically when within this many pages of a multiple.
@@ -105,6 +108,9 @@ class GeneratorState:
         default_factory=lambda: {"main": {}}
     )
     sizes: dict[str, int] = field(default_factory=dict)
+    #: Per region: the region whose reserved range it lies in, and its page
+    #: offset there (harness/scenario/layout.py plans the same).
+    anchors: dict[str, tuple[str, int]] = field(default_factory=dict)
     procs_made: int = 0
     regions_made: int = 0
 
@@ -121,10 +127,7 @@ class GeneratorState:
         """Update the state for ``step`` (JSON data of a step valid here)."""
         op, proc = step["op"], step.get("proc", "main")
         if op == Mmap.op:
-            n = self.resolve(step["pages"])
-            self.sizes[step["region"]] = n
-            self.mapped[proc][step["region"]] = [(0, n)]
-            self.regions_made += 1
+            self._mmap(proc, step)
         elif op == Munmap.op:
             first, end = (self.resolve(b) for b in step["pages"])
             self.mapped[proc][step["region"]] = _cut(self.mapped[proc][step["region"]], first, end)
@@ -137,6 +140,33 @@ class GeneratorState:
         elif op == Exit.op:
             del self.uids[proc]
             del self.mapped[proc]
+
+    def _mmap(self, proc: str, step: dict[str, Any]) -> None:
+        """A new region; with ``at`` it may land on mapped pages of ``proc``: MAP_FIXED
+        takes them from their regions, MAP_FIXED_NOREPLACE fails (EEXIST) and maps nothing."""
+        region, n = step["region"], self.resolve(step["pages"])
+        at = step.get("at")
+        if at is None:
+            anchor, offset = region, 0
+        else:
+            anchor, base = self.anchors[at["region"]]
+            anchor, offset = anchor, base + self.resolve(at["page"])
+        self.sizes[region] = n
+        self.anchors[region] = (anchor, offset)
+        self.regions_made += 1
+        mine = self.mapped[proc]
+        covered = [
+            (other, offset - off, offset - off + n)
+            for other, runs in mine.items()
+            for other_anchor, off in [self.anchors[other]]
+            if other_anchor == anchor and _cut(runs, offset - off, offset - off + n) != runs
+        ]
+        if covered and not step.get("fixed"):
+            mine[region] = []
+            return
+        for other, first, end in covered:
+            mine[other] = _cut(mine[other], first, end)
+        mine[region] = [(0, n)]
 
     def resolve(self, value: int | str) -> int:
         return NrPages.parse(value).resolve(self.arch)
@@ -241,6 +271,27 @@ def _draw_range(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
     return [state.symbolic(first), state.symbolic(end)]
 
 
+def _draw_at(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    """Mostly absent (a range of its own); else a page of any earlier region's range,
+    up to just past its end (touching it: VMAs may merge), mapped there or not."""
+    if not state.sizes or not draw(st.integers(0, 2)) == 2:
+        return _ABSENT
+    target = draw(st.sampled_from(sorted(state.sizes)))
+    page = draw(st.integers(0, state.sizes[target]))
+    return {"region": target, "page": state.symbolic(page)}
+
+
+def _draw_flag(name: str) -> KeyDrawer:
+    """A boolean key: absent (false, as a person writes it) or true; ``fixed`` only with ``at``."""
+
+    def draw_flag(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+        if name == "fixed" and "at" not in step:
+            return _ABSENT
+        return True if draw(st.integers(0, FLAG_ODDS.get(name, 3))) == 1 else _ABSENT
+
+    return draw_flag
+
+
 def _draw_child(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
     return f"p{state.procs_made + 1}"
 
@@ -298,6 +349,10 @@ def key_drawers(step_type: type[Step]) -> list[tuple[str, KeyDrawer]]:
             drawer = _draw_fork_uid
         elif f.name == "as_uid":
             drawer = _draw_reader_uid
+        elif f.name == "at" and step_type is Mmap:
+            drawer = _draw_at
+        elif base is bool:
+            drawer = _draw_flag(f.name)
         elif f.name == "value" and step_type.op == "clear_refs":
             drawer = _choices_drawer(f.name, CLEAR_REFS_VALUES)
         elif choices is not None:

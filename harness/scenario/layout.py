@@ -178,19 +178,51 @@ def plan_layout(scenario: Scenario, arch: Arch) -> Layout:
         raise ScenarioNotApplicable(f"{scenario.path}: {reason}")
     align = layout_alignment(arch)
     cursor = layout_base(arch)
+    anchors = _anchors(scenario, arch)
+    # Each anchor's range holds the largest extent of every region placed in it.
+    extents: dict[str, int] = {}
+    for step in scenario.regions:
+        anchor, offset = anchors[step.region]
+        extents[anchor] = max(extents.get(anchor, 0), offset + _room_pages(step, arch))
+    anchor_vaddr: dict[str, int] = {}
+    for step in scenario.regions:
+        if step.at is None:
+            vaddr = (cursor + align - 1) // align * align
+            anchor_vaddr[step.region] = vaddr
+            cursor = vaddr + extents[step.region] * arch.page_size + align
     placements: dict[str, Placement] = {}
     for number, step in enumerate(scenario.regions):
-        vaddr = (cursor + align - 1) // align * align
-        pages = step.pages.resolve(arch)
+        anchor, offset = anchors[step.region]
         placements[step.region] = Placement(
-            step.region, number, vaddr, pages, arch.page_size, step
+            step.region, number, anchor_vaddr[anchor] + offset * arch.page_size,
+            step.pages.resolve(arch), arch.page_size, step,
         )
-        cursor = vaddr + pages * arch.page_size + align
     layout = Layout(scenario, arch, placements)
     if arch.name not in scenario.checked_on:
         _check_ranges(layout)
         scenario.checked_on.add(arch.name)
     return layout
+
+
+def _room_pages(step: Mmap, arch: Arch) -> int:
+    """Pages a region may come to cover from its page 0: its size."""
+    return step.pages.resolve(arch)
+
+
+def _anchors(scenario: Scenario, arch: Arch) -> dict[str, tuple[str, int]]:
+    """Per region: the region without ``at`` whose range it lies in, and its page offset there.
+
+    A region with ``at`` lies in its target's anchor, at the target's offset
+    plus ``at.page`` (flow checked that the target is defined before).
+    """
+    anchors: dict[str, tuple[str, int]] = {}
+    for step in scenario.regions:
+        if step.at is None:
+            anchors[step.region] = (step.region, 0)
+        else:
+            anchor, offset = anchors[step.at.region]
+            anchors[step.region] = (anchor, max(0, offset + step.at.page.resolve(arch)))
+    return anchors
 
 
 # ---------------------------------------------------------------------------
@@ -230,6 +262,24 @@ class _PageRuns:
             i += 1
         return None
 
+    def mapped_within(self, first: int, end: int) -> bool:
+        """Whether any page of [first, end) is mapped."""
+        return any(by is None and start < end and first < stop
+                   for start, stop, by in self.runs)
+
+    def unmap_any(self, first: int, end: int, by: int) -> None:
+        """Mark every mapped page of [first, end) unmapped by step ``by`` (MAP_FIXED over it)."""
+        runs: list[tuple[int, int, int | None]] = []
+        for start, stop, was in self.runs:
+            if was is not None or stop <= first or end <= start:
+                runs.append((start, stop, was))
+                continue
+            pieces = [(start, max(start, first), None), (max(start, first), min(stop, end), by),
+                      (min(stop, end), stop, None)]
+            runs.extend(run for run in pieces if run[0] < run[1])
+        self.runs = runs
+        self.starts = [run[0] for run in runs]
+
     def unmap(self, first: int, end: int, by: int) -> None:
         """Mark [first, end) unmapped by step ``by``; the range is mapped (first_hole None)."""
         i = bisect.bisect_right(self.starts, first) - 1
@@ -267,6 +317,13 @@ def _mmap(ranges: _Ranges, step: Mmap) -> None:
     if not 1 <= n <= MAX_PAGES:
         raise _RangeError(f"pages {step.pages} = {n}; a region has 1..{MAX_PAGES} pages")
     placement = ranges.layout[step.region]
+    if step.at is not None:
+        # Any page from R's start on: at R's end the two touch, beyond it a
+        # gap stays between them (R's anchor range grows to hold it).
+        page = step.at.page.resolve(ranges.layout.arch)
+        if page < 0:
+            raise _RangeError(f"at.page {step.at.page} = {page} is before region "
+                              f"{step.at.region!r}")
     if placement.end > ranges.limit:
         # Checked at the mmap, before anything is built for the region's pages.
         raise ScenarioError(
@@ -276,7 +333,21 @@ def _mmap(ranges: _Ranges, step: Mmap) -> None:
             f"(all regions together must fit in {LAYOUT_SPAN >> 20} MiB)"
         )
     ranges.sizes[step.region] = n
-    ranges.mapped[step.proc][step.region] = _PageRuns.mapped(n)
+    mine = ranges.mapped[step.proc]
+    covered = []
+    for region, runs in mine.items():
+        other = ranges.layout[region]
+        first = max(0, (placement.vaddr - other.vaddr) // other.page_size)
+        end = min(ranges.sizes[region], (placement.end - other.vaddr) // other.page_size)
+        if first < end and runs.mapped_within(first, end):
+            covered.append((runs, first, end))
+    if covered and not step.fixed:
+        # MAP_FIXED_NOREPLACE onto mapped pages: EEXIST, the region is never mapped.
+        mine[step.region] = _PageRuns([(0, n, step.index)])
+        return
+    for runs, first, end in covered:
+        runs.unmap_any(first, end, step.index)
+    mine[step.region] = _PageRuns.mapped(n)
 
 
 @RANGES.on(RangeStep)

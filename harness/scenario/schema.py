@@ -63,6 +63,7 @@ __all__ = [
     "Munmap",
     "NrPages",
     "PageRange",
+    "PlaceAt",
     "Prot",
     "RangeStep",
     "Read",
@@ -77,7 +78,7 @@ __all__ = [
     "step_keys",
 ]
 
-Backing = Literal["anon", "file"]
+Backing = Literal["anon", "file", "memfd"]
 Share = Literal["private", "shared"]
 Prot = Literal["none", "r", "rw"]
 Advice = Literal["dontneed", "hugepage"]
@@ -189,6 +190,21 @@ class PageRange:
         return self.first.resolve(arch), self.end.resolve(arch)
 
 
+@dataclasses.dataclass(frozen=True)
+class PlaceAt:
+    """Page ``page`` of region ``region``'s address range (JSON: ``{"region": R, "page": P}``).
+
+    Where an mmap step's page 0 lands: P may equal R's length (directly after
+    R's end, so the two touch).
+    """
+
+    region: str
+    page: NrPages
+
+    def __str__(self) -> str:
+        return f"page {self.page} of region {self.region!r}"
+
+
 # ---------------------------------------------------------------------------
 # Value checks: each raises the message the loader prints after the step label
 # ---------------------------------------------------------------------------
@@ -264,7 +280,33 @@ def _check_clear_refs(value: Any, info: ValidationInfo) -> int:
     return value
 
 
+def _check_flag(value: Any, info: ValidationInfo) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{_key(info)} {value!r} is not true or false")
+    return value
+
+
+def _check_place_at(value: Any, info: ValidationInfo) -> PlaceAt:
+    if isinstance(value, PlaceAt):  # a step built in Python
+        return value
+    key = _key(info)
+    if not isinstance(value, dict) or set(value) != {"region", "page"}:
+        raise ValueError(f"{key} {value!r} is not an object {{\"region\": R, \"page\": P}}")
+    region = value["region"]
+    if not isinstance(region, str) or not _NAME.match(region):
+        raise ValueError(f"{key}.region {region!r} is not a name "
+                         "(a letter or _, then up to 31 letters, digits, _ or -)")
+    try:
+        page = NrPages.parse(value["page"])
+    except ValueError as e:
+        raise ValueError(f"{key}.page: {e}") from None
+    if page.pages < 0 and not page.thps:
+        raise ValueError(f"{key}.page {page} is negative")
+    return PlaceAt(region, page)
+
+
 Name = Annotated[str, PlainValidator(_check_name)]
+Flag = Annotated[bool, PlainValidator(_check_flag)]
 
 
 def _optional(check: Callable[[Any, ValidationInfo], T]) -> PlainValidator:
@@ -280,6 +322,7 @@ def _optional(check: Callable[[Any, ValidationInfo], T]) -> PlainValidator:
 
 OptionalName = Annotated[str | None, _optional(_check_name)]
 OptionalUid = Annotated[int | None, _optional(_check_uid)]
+OptionalPlaceAt = Annotated[PlaceAt | None, _optional(_check_place_at)]
 Pages = Annotated[NrPages, PlainValidator(_check_nr_pages)]
 Range = Annotated[PageRange, PlainValidator(_check_range)]
 
@@ -321,7 +364,15 @@ class Mmap(Step):
     """mmap() ``pages`` pages of a new region at its planned address.
 
     A ``file`` region is backed by a file of its own (see
-    :func:`harness.scenario.tags.file_tag`).
+    :func:`harness.scenario.tags.file_tag`); a ``memfd`` region by a memfd of
+    its own (memfd_create() + ftruncate(), no page written).
+
+    ``at``: the region's page 0 lands at that page of another region's
+    address range (MAP_FIXED_NOREPLACE: EEXIST, the step's outcome, when
+    anything is mapped there); with ``fixed`` MAP_FIXED instead (the pages it
+    covers leave their region).  ``populate``: MAP_POPULATE; ``locked``:
+    MAP_LOCKED (VM_LOCKED, and populated).  Without ``at`` the region gets an
+    address range of its own.
     """
 
     op: ClassVar[str] = "mmap"
@@ -331,6 +382,15 @@ class Mmap(Step):
     kind: Annotated[Backing, _one_of(BACKINGS)]
     share: Annotated[Share, _one_of(SHARES)]
     prot: Annotated[Prot, _one_of(PROTS)]
+    at: OptionalPlaceAt = None
+    fixed: Flag = False
+    populate: Flag = False
+    locked: Flag = False
+
+    def page_numbers(self) -> Iterator[NrPages]:
+        yield from super().page_numbers()
+        if self.at is not None:
+            yield self.at.page
 
 
 @dataclass(frozen=True, config=_CONFIG)
