@@ -88,10 +88,24 @@ def _ranges(regions: Sequence[RegionRead], proc: str, page_size: int) -> list[tu
 
 
 def _region_of(block: SmapsBlock, ranges: Sequence[tuple[int, int, str]]) -> str | None:
-    for start, end, name in ranges:
-        if start <= block.header.start and block.header.end <= end:
+    """The region of one of our VMAs (None: not ours).
+
+    A VMA inside one region's range is that region's.  Regions placed to touch
+    (``at``) may merge into one VMA: it is ours when the touching ranges
+    cover it, and is named by the region holding its start.
+    """
+    start, end = block.header.start, block.header.end
+    for low, high, name in ranges:
+        if low <= start and end <= high:
             return name
-    return None
+    first = next((name for low, high, name in ranges if low <= start < high), None)
+    if first is None:
+        return None
+    covered = start
+    for low, high, _ in sorted(ranges):
+        if low <= covered < high:
+            covered = high
+    return first if covered >= end else None
 
 
 class _SmapsComparer:

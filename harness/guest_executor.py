@@ -22,7 +22,10 @@ What the model assumes of the guest (sim/MODEL.md) and how it is made true:
 * file regions on tmpfs, each page written by one write(): the agent's
   MMAP of a FILE region;
 * an exiting process is reaped before the next step: the agent's EXIT
-  returns after init reaped it.
+  returns after init reaped it;
+* the shared zero page starts every run without PG_referenced: GUP's
+  FOLL_TOUCH (MAP_POPULATE, MAP_LOCKED, ...) toggles it, and
+  :func:`clear_zero_page_referenced` toggles it back when a run left it set.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from harness.observations import (
 )
 from harness.scenario import (
     ADVICES,
+    LAYOUT_SPAN,
     AnyStep,
     Check,
     ClearRefs,
@@ -68,10 +72,12 @@ from harness.scenario import (
     Step,
     StepHandlers,
     Touch,
+    layout_base,
     plan_layout,
 )
 from harness.vm import VM
 from sim.arch import Arch
+from sim.flags import KPF, PM
 from sim.formats import parse_u64s
 
 __all__ = [
@@ -79,6 +85,7 @@ __all__ = [
     "GuestExecutorError",
     "GuestRun",
     "GuestSetup",
+    "clear_zero_page_referenced",
     "prepare_guest",
     "run_guest",
 ]
@@ -119,6 +126,54 @@ class GuestSetup:
 
     thp: bool
     pages_collapsed: int | None
+
+
+#: PFN of the shared zero page, per VM (learnt by :func:`clear_zero_page_referenced`).
+_zero_pfns: weakref.WeakKeyDictionary[VM, int] = weakref.WeakKeyDictionary()
+
+
+def clear_zero_page_referenced(vm: VM) -> None:
+    """Leave the shared zero page without PG_referenced, as the model starts every run.
+
+    follow_page_pte() (mm/gup.c) calls mark_page_accessed() on every page a
+    populating GUP touches, the zero page too; on no LRU it is never
+    activated, so each touch toggles PG_referenced (folio_mark_accessed()).
+    One populated read-only private page outside every region maps it and
+    toggles it: done once per VM to learn its PFN, and again whenever a run
+    left it referenced.  One kpageflags read per run otherwise.
+    """
+    agent, arch = vm.agent, vm.profile.arch
+    page = arch.page_size
+    scratch = layout_base(arch) + LAYOUT_SPAN  # no region's range reaches it
+
+    def toggle() -> int:
+        agent.mmap(scratch, page, prot=ProtBits.READ, map_bits=MapBits.POPULATE)
+        try:
+            pid = agent.getpid()
+            got = agent.read_file(f"/proc/{pid}/pagemap", 8, offset=scratch // page * 8)
+        finally:
+            agent.munmap(scratch, page)
+        if not got.ok or len(got.data) != 8:
+            raise GuestExecutorError(f"cannot read the zero page's pagemap entry: {got.describe()}")
+        entry = parse_u64s(arch, got.data)[0]
+        if not entry >> PM.PRESENT & 1:
+            raise GuestExecutorError("a populated read-only page is not present")
+        return int(entry & PM.PFN_MASK)
+
+    def referenced(pfn: int) -> bool:
+        got = agent.read_file("/proc/kpageflags", 8, offset=pfn * 8)
+        if not got.ok or len(got.data) != 8:
+            raise GuestExecutorError(f"cannot read the zero page's kpageflags: {got.describe()}")
+        return bool(parse_u64s(arch, got.data)[0] >> KPF.REFERENCED & 1)
+
+    pfn = _zero_pfns.get(vm)
+    if pfn is None:
+        pfn = _zero_pfns[vm] = toggle()
+    for _ in range(2):
+        if not referenced(pfn):
+            return
+        toggle()
+    raise GuestExecutorError(f"the zero page (PFN {pfn:#x}) stays referenced")
 
 
 _prepared: weakref.WeakKeyDictionary[VM, GuestSetup] = weakref.WeakKeyDictionary()
@@ -201,6 +256,7 @@ class GuestRun:
     def run(self) -> Observations:
         """Every step in order; the run's processes are gone afterwards."""
         setup = prepare_guest(self.vm)
+        clear_zero_page_referenced(self.vm)
         try:
             self._spawn("main")
             for step in self.scenario.steps:

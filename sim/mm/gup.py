@@ -36,8 +36,11 @@ def populate_vma_page_range(mm: MmStruct, vma: Vma, start: int, end: int) -> Non
     mappings are faulted for write (FOLL_WRITE, breaking COW), every other
     mapping for read (FOLL_FORCE).  Each page that follow_page_mask() cannot
     take as it is (no entry, or FOLL_WRITE on a read-only one) is faulted in
-    with handle_mm_fault() (faultin_page()).  FOLL_TOUCH changes nothing
-    afterwards: the fault leaves the entry young, and dirty for a write.
+    with handle_mm_fault() (faultin_page()) and followed again.  FOLL_TOUCH
+    then marks each PTE-mapped page accessed (follow_page_pte():
+    mark_page_accessed(), the zero page included; set_page_dirty() is not
+    needed after a write fault, whose entry is dirty); a huge PMD is only
+    made young (touch_pmd()), which the fault did already.
     """
     if not vma.flags & VM_ACCESS_FLAGS:
         return
@@ -46,6 +49,11 @@ def populate_vma_page_range(mm: MmStruct, vma: Vma, start: int, end: int) -> Non
     for addr in range(start, end, page_size):
         if not _follow_page(mm, addr, write):
             handle_mm_fault(mm, vma, addr, write)
+        entry = mm.pt.get_pmd(addr)
+        if entry is not None and not isinstance(entry, HugePmd):
+            i = mm.pt.pte_index(addr)
+            if entry.present(i):
+                mm.mem.folio_mark_accessed(mm.mem.page_folio(int(entry.pfn[i])))
 
 
 def _follow_page(mm: MmStruct, addr: int, write: bool) -> bool:

@@ -432,7 +432,10 @@ class PhysMem:
 
         Unreferenced -> PG_referenced.  Referenced, evictable and inactive ->
         activated (folio_activate() / __lru_cache_activate_folio(); PG_active
-        once the batch is drained) and PG_referenced cleared.
+        once the batch is drained) and PG_referenced cleared.  A folio on no
+        LRU and in no batch (the zero page, which GUP's FOLL_TOUCH marks) is
+        not activated: __lru_cache_activate_folio() does not find it, so its
+        PG_referenced just toggles.
         """
         flags = int(self.flags[head])
         if not flags & _PG_REFERENCED:
@@ -440,7 +443,8 @@ class PhysMem:
         elif flags & _PG_UNEVICTABLE:
             pass
         elif not flags & _PG_ACTIVE:
-            self.set(head, PG.active)
+            if flags & _PG_LRU:  # queued LRU moves are taken as done: batch folios have it
+                self.set(head, PG.active)
             self.clear(head, PG.referenced)
 
     def folio_mark_dirty(self, head: int) -> None:
