@@ -50,6 +50,7 @@ from harness.scenario import (
 from sim.arch import Arch
 
 __all__ = [
+    "PENDING_KEYS",
     "GeneratorGap",
     "GeneratorState",
     "ScenarioData",
@@ -81,9 +82,15 @@ OP_WEIGHTS = {"mmap": 2, "write": 4, "read": 3, "munmap": 1, "mprotect": 2, "mad
 #: writable mapping lets touches reach the fault paths instead of SIGSEGV,
 #: and clear_refs 4 (soft-dirty) makes the pagemap bit observable at all.
 VALUE_WEIGHTS: dict[str, dict[object, int]] = {"prot": {"rw": 3}, "value": {4: 3}}
-#: A boolean key is set with odds 1 : N (the rest: 3).  MAP_LOCKED is rare: what
-#: VM_LOCKED does to folios (mlock) is modelled with the mlock op.
+#: A boolean key is set with odds 1 : N (the rest: 3).
 FLAG_ODDS = {"locked": 8}
+#: Keys the generator leaves out for now, and why: each needs a model the branch
+#: that brings it adds.  MAP_LOCKED's VMA is modelled, but what VM_LOCKED does to
+#: the folios it faults (PG_mlocked, the unevictable LRU, smaps Locked:) is the
+#: mlock model's (issue 9): until it is merged every MAP_LOCKED scenario diverges.
+PENDING_KEYS: dict[tuple[str, str], str] = {
+    ("mmap", "locked"): "VM_LOCKED's effect on folios is the mlock model's (issue 9)",
+}
 #: A scenario goes on after each step with odds _GO_ON : 1 (about 12 steps on average).
 _GO_ON = 11
 #: THP-relative bounds are written symbolically when within this many pages of a multiple.
@@ -285,7 +292,7 @@ def _draw_flag(name: str) -> KeyDrawer:
     """A boolean key: absent (false, as a person writes it) or true; ``fixed`` only with ``at``."""
 
     def draw_flag(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
-        if name == "fixed" and "at" not in step:
+        if (name == "fixed" and "at" not in step) or (step["op"], name) in PENDING_KEYS:
             return _ABSENT
         return True if draw(st.integers(0, FLAG_ODDS.get(name, 3))) == 1 else _ABSENT
 
