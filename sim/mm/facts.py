@@ -129,6 +129,14 @@ class KernelFacts:
     #: reading soft-dirty where it has no soft-dirty PTE: False on 6.12 and 6.1.
     #: Upstream fixed it in 6.19 (6707915e030a, backported to 6.18.y).
     vma_merge_propagates_softdirty: bool = False
+    #: How a new mapping between two VMAs that could each take it, but whose
+    #: anon_vmas are not compatible with each other, merges.  6.12's
+    #: vma_merge_new_range() (mm/vma.c) tries prev first (can_vma_merge_left())
+    #: and then refuses next (can_vma_merge_right(): are_anon_vmas_compatible()):
+    #: prev is extended.  6.1's mmap_region() (mm/mmap.c) checks next first and
+    #: then prev against next's anon_vma (can_vma_merge_after(prev, ...,
+    #: vma->anon_vma)): next is extended.  Seen in guests (merge_refused).
+    mmap_merge_checks_next_first: bool = False
 
     def fault_around_pages(self, page_shift: int) -> int:
         """fault_around_pages: ``fault_around_bytes >> PAGE_SHIFT``, at least 1."""
@@ -153,6 +161,7 @@ FACTS_6_1 = KernelFacts(
     cow_reuses_large_anon_folio=True,
     smaps_ksm=False,
     smaps_thp_eligible_width=0,
+    mmap_merge_checks_next_first=True,
 )
 
 #: The facts of every kernel series the model knows, as the harness builds it.
@@ -169,6 +178,7 @@ SCENARIO_OF_FACT: Mapping[str, str] = MappingProxyType({
     "cow_reuses_large_anon_folio": "thp_cow_reuse",
     "smaps_ksm": "anon_private",
     "smaps_thp_eligible_width": "anon_private",
+    "mmap_merge_checks_next_first": "merge_refused",
 })
 
 #: Facts whose value every known series shares, each with the catalog scenario

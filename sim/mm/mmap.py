@@ -76,7 +76,8 @@ def do_mmap(
         flags |= VM_ACCOUNT
     if file is None and not shared:
         pgoff = addr >> mm.arch.page_shift
-    merged = mm.vmas.merge_new(addr, end, flags, pgoff, file)
+    merged = mm.vmas.merge_new(addr, end, flags, pgoff, file,
+                               next_first=mm.ctx.facts.mmap_merge_checks_next_first)
     if merged is not None:
         vma = merged
     else:

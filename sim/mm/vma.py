@@ -251,11 +251,26 @@ class VmaList:
         return upper
 
     def merge_new(
-        self, start: int, end: int, flags: int, pgoff: int, file: ShmemFile | None
+        self, start: int, end: int, flags: int, pgoff: int, file: ShmemFile | None,
+        next_first: bool = False,
     ) -> Vma | None:
-        """vma_merge_new_range(): extend a neighbour over a new mapping, if compatible."""
+        """vma_merge_new_range(): extend a neighbour over a new mapping, if compatible.
+
+        When both neighbours could take the range but their anon_vmas are not
+        compatible with each other, 6.12 (can_vma_merge_left() first) extends
+        prev; with ``next_first`` (KernelFacts ``mmap_merge_checks_next_first``,
+        6.1's mmap_region()) next is checked first and prev must then be
+        compatible with next's anon_vma (can_vma_merge_after(prev, ...,
+        next->anon_vma)), so next is extended.
+        """
         prev, nxt = self.prev_next(start, end)
         left, right = self._merge_sides(prev, nxt, start, end, flags, file, None, pgoff)
+        if next_first and left and not right and prev is not None and nxt is not None:
+            # right was only refused for prev/next incompatibility (6.12's rule).
+            alone = self._merge_sides(None, nxt, start, end, flags, file, None, pgoff)[1]
+            if alone:
+                right = True
+                left = _mergeable_anon_vma(nxt.anon_vma, prev.anon_vma, prev)
         if left:
             assert prev is not None
             prev.end = end

@@ -14,6 +14,7 @@ import pytest
 from sim.arch import get_arch
 from sim.flags import kpf_names
 from sim.mm import PINNED, Machine, MmError, Process
+from sim.mm.facts import FACTS_6_1
 from sim.mm.vma import VM_LOCKED, VM_SOFTDIRTY
 from sim.procfs import kpage_values, pagemap_entries
 
@@ -69,6 +70,18 @@ def test_incompatible_anon_vmas_merge_on_one_side_only(m: Machine) -> None:
     p.touch(at(8), 4, write=True)
     p.mmap(at(4), 4)
     assert ranges(p) == [(0, 8), (8, 12)]
+
+
+def test_6_1_extends_next_when_the_neighbours_anon_vmas_differ() -> None:
+    """6.1's mmap_region() checks next first, then prev against next's anon_vma."""
+    m = Machine(X86, ram_bytes=256 << 20, facts=FACTS_6_1)
+    p = m.spawn("p")
+    p.mmap(at(0), 4)
+    p.touch(at(0), 4, write=True)
+    p.mmap(at(8), 4)
+    p.touch(at(8), 4, write=True)
+    p.mmap(at(4), 4)
+    assert ranges(p) == [(0, 4), (4, 12)]
 
 
 def test_mapping_into_a_hole_merges_both_pieces_and_redirties(m: Machine) -> None:
