@@ -312,7 +312,7 @@ def test_fuzz_regressions(steps: list[object], message: str, tmp_path: Path) -> 
     assert check_load(path, {"steps": steps}) is None
 
 
-_PAGE_VALUES = st.one_of(st.integers(-3, 1 << 33), st.sampled_from(
+_PAGE_VALUES: st.SearchStrategy[Any] = st.one_of(st.integers(-3, 1 << 33), st.sampled_from(
     ["thp", "thp+1", "2*thp-1", "thp-600", "x", "", None, True, 1.5, [], {}]))
 
 
