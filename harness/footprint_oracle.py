@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from harness.compare_smaps import region_of_vma
 from harness.observations import CheckObservation, SmapsRead
 from sim.arch import Arch
 from sim.flags import PM
@@ -81,10 +82,10 @@ def check_source(
     """
     shift = arch.page_shift
     names: dict[str, ProcessInfo] = {}
-    pagemaps: dict[str, dict[int, bytes]] = {}
+    pieces: dict[str, list[tuple[int, bytes]]] = {}
     for read in check.regions:
         info = names.setdefault(read.proc, ProcessInfo(len(names) + 1, 0, 0, read.proc))
-        slices = pagemaps.setdefault(info.comm, {})
+        found = pieces.setdefault(info.comm, [])
         data = read.pagemap.data
         if data is None:
             continue
@@ -95,13 +96,34 @@ def check_source(
             lo, hi = max(start, read.vaddr), min(end, read.vaddr + (len(data) // 8 << shift))
             if lo < hi:
                 first = (lo - read.vaddr) >> shift
-                slices[lo >> shift] = data[first * 8 : (hi - read.vaddr >> shift) * 8]
+                found.append((lo >> shift, data[first * 8 : (hi - read.vaddr >> shift) * 8]))
+    pagemaps = {proc: _disjoint(found) for proc, found in pieces.items()}
     flags = {f.pfn: f.kpageflags.data for f in check.frames if f.kpageflags.data}
     counts = {f.pfn: f.kpagecount.data for f in check.frames if f.kpagecount.data}
     slots = {f.pfn: f.kpagemap.data for f in check.frames if f.kpagemap.data}
     processes = [RecordedProcess(info, pagemaps.get(name, {})) for name, info in names.items()]
     source = RecordedSource(_layout(arch), processes, flags, counts, slots or None)
     return source, names
+
+
+def _disjoint(pieces: Sequence[tuple[int, bytes]]) -> dict[int, bytes]:
+    """Pagemap slices (first page -> entries) with every page once.
+
+    Regions placed ``at`` another region's page overlap its range, so two
+    reads of one check can hold the same page (the same entry: nothing runs
+    between them); the tool must see each page once.
+    """
+    slices: dict[int, bytes] = {}
+    covered = -1
+    for first, data in sorted(pieces, key=lambda piece: piece[0]):
+        end = first + len(data) // PM.ENTRY_BYTES
+        if end <= covered:
+            continue
+        if first < covered:
+            data, first = data[(covered - first) * PM.ENTRY_BYTES :], covered
+        slices[first] = data
+        covered = end
+    return slices
 
 
 def process_footprints(
@@ -121,10 +143,10 @@ def _ours(read: SmapsRead, check: CheckObservation, arch: Arch) -> list[SmapsBlo
     except SmapsFormatError:
         return []
     regions = [
-        (r.vaddr, r.vaddr + r.pages * arch.page_size) for r in check.regions if r.proc == read.proc
+        (r.vaddr, r.vaddr + r.pages * arch.page_size, r.region)
+        for r in check.regions if r.proc == read.proc
     ]
-    return [b for b in blocks
-            if any(s <= b.header.start and b.header.end <= e for s, e in regions)]
+    return [b for b in blocks if region_of_vma(b, regions) is not None]
 
 
 def footprint_mismatches(
