@@ -57,7 +57,7 @@ from harness.observations import CheckObservation, ReadResult, RegionRead, Smaps
 from sim.arch import Arch
 from sim.smaps_format import SmapsBlock, SmapsFormatError, parse_smaps
 
-__all__ = ["FIXED_POINT_FIELDS", "compare_smaps"]
+__all__ = ["FIXED_POINT_FIELDS", "compare_smaps", "region_of_vma"]
 
 #: The rollup fields show_smaps_rollup() keeps in bytes << PSS_SHIFT.
 FIXED_POINT_FIELDS = ("Pss", "Pss_Dirty", "Pss_Anon", "Pss_File", "Pss_Shmem", "SwapPss", "Locked")
@@ -88,23 +88,25 @@ def _ranges(regions: Sequence[RegionRead], proc: str, page_size: int) -> list[tu
     ]
 
 
-def _region_of(block: SmapsBlock, ranges: Sequence[tuple[int, int, str]]) -> str | None:
-    """The region a block of ours is named by (None: not ours).
+def region_of_vma(block: SmapsBlock, ranges: Sequence[tuple[int, int, str]]) -> str | None:
+    """The region of one of our VMAs (None: not ours).
 
-    Ours: inside the union of the regions' ranges (mremap can merge a VMA across two
-    regions' ranges); named by the region holding it whole, else its first page.
+    A VMA inside one region's range is that region's.  Regions placed to touch
+    (``at``) may merge into one VMA: it is ours when the touching ranges
+    cover it, and is named by the region holding its start.
     """
     start, end = block.header.start, block.header.end
-    for lo, hi, name in ranges:
-        if lo <= start and end <= hi:
+    for low, high, name in ranges:
+        if low <= start and end <= high:
             return name
-    position = start
-    for lo, hi, _ in sorted(ranges):
-        if lo <= position < hi:
-            position = hi
-        if position >= end:
-            return next(name for lo, hi, name in ranges if lo <= start < hi)
-    return None
+    first = next((name for low, high, name in ranges if low <= start < high), None)
+    if first is None:
+        return None
+    covered = start
+    for low, high, _ in sorted(ranges):
+        if low <= covered < high:
+            covered = high
+    return first if covered >= end else None
 
 
 class _SmapsComparer:
@@ -144,8 +146,8 @@ class _SmapsComparer:
         if blocks is None:
             return
         model_blocks, real_blocks = blocks
-        ours = [b for b in real_blocks if _region_of(b, ranges) is not None]
-        others = [b for b in real_blocks if _region_of(b, ranges) is None]
+        ours = [b for b in real_blocks if region_of_vma(b, ranges) is not None]
+        others = [b for b in real_blocks if region_of_vma(b, ranges) is None]
         self.vmas(proc, ranges, model_blocks, ours)
         rollups = self.blocks("smaps_rollup", ms.rollup, rs.rollup, proc)
         if rollups is None:
@@ -180,7 +182,7 @@ class _SmapsComparer:
         page = self.arch.page_size
         for key in sorted(by_range_m.keys() | by_range_r.keys()):
             mb, rb = by_range_m.get(key), by_range_r.get(key)
-            region = _region_of(mb or rb, ranges)  # type: ignore[arg-type]
+            region = region_of_vma(mb or rb, ranges)  # type: ignore[arg-type]
             where = {"proc": proc, "region": region, "vaddr": key[0]}
             vma = PageRange(key[0], (key[1] - key[0]) // page)
             if mb is None or rb is None:

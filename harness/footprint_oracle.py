@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from harness.compare_smaps import region_of_vma
 from harness.observations import CheckObservation, SmapsRead
 from sim.arch import Arch
 from sim.flags import PM
@@ -81,12 +82,10 @@ def check_source(
     """
     shift = arch.page_shift
     names: dict[str, ProcessInfo] = {}
-    # Per process, page -> its pagemap entry: regions may overlap (a region moved into
-    # another's range by mremap), and each page must count once.
-    entries: dict[str, dict[int, bytes]] = {}
+    pieces: dict[str, list[tuple[int, bytes]]] = {}
     for read in check.regions:
         info = names.setdefault(read.proc, ProcessInfo(len(names) + 1, 0, 0, read.proc))
-        pages = entries.setdefault(info.comm, {})
+        found = pieces.setdefault(info.comm, [])
         data = read.pagemap.data
         if data is None:
             continue
@@ -95,10 +94,10 @@ def check_source(
             if ranges is None else ranges.get(read.proc, ())
         for start, end in wanted:
             lo, hi = max(start, read.vaddr), min(end, read.vaddr + (len(data) // 8 << shift))
-            for page in range(lo >> shift, hi >> shift):
-                first = page - (read.vaddr >> shift)
-                pages[page] = data[first * 8 : first * 8 + 8]
-    pagemaps = {comm: _slices(pages) for comm, pages in entries.items()}
+            if lo < hi:
+                first = (lo - read.vaddr) >> shift
+                found.append((lo >> shift, data[first * 8 : (hi - read.vaddr >> shift) * 8]))
+    pagemaps = {proc: _disjoint(found) for proc, found in pieces.items()}
     flags = {f.pfn: f.kpageflags.data for f in check.frames if f.kpageflags.data}
     counts = {f.pfn: f.kpagecount.data for f in check.frames if f.kpagecount.data}
     slots = {f.pfn: f.kpagemap.data for f in check.frames if f.kpagemap.data}
@@ -107,33 +106,24 @@ def check_source(
     return source, names
 
 
-def _slices(pages: Mapping[int, bytes]) -> dict[int, bytes]:
-    """Consecutive pages' entries joined: first page -> the run's pagemap bytes."""
+def _disjoint(pieces: Sequence[tuple[int, bytes]]) -> dict[int, bytes]:
+    """Pagemap slices (first page -> entries) with every page once.
+
+    Regions placed ``at`` another region's page overlap its range, so two
+    reads of one check can hold the same page (the same entry: nothing runs
+    between them); the tool must see each page once.
+    """
     slices: dict[int, bytes] = {}
-    start = previous = None
-    run: list[bytes] = []
-    for page in sorted(pages):
-        if previous is None or page != previous + 1:
-            if start is not None:
-                slices[start] = b"".join(run)
-            start, run = page, []
-        run.append(pages[page])
-        previous = page
-    if start is not None:
-        slices[start] = b"".join(run)
+    covered = -1
+    for first, data in sorted(pieces, key=lambda piece: piece[0]):
+        end = first + len(data) // PM.ENTRY_BYTES
+        if end <= covered:
+            continue
+        if first < covered:
+            data, first = data[(covered - first) * PM.ENTRY_BYTES :], covered
+        slices[first] = data
+        covered = end
     return slices
-
-
-def _inside(start: int, end: int, ranges: Sequence[tuple[int, int]]) -> bool:
-    """Whether [start, end) lies inside the union of ``ranges`` (a VMA may span two
-    regions' ranges when mremap merged it across them)."""
-    position = start
-    for lo, hi in sorted(ranges):
-        if lo <= position < hi:
-            position = hi
-        if position >= end:
-            return True
-    return False
 
 
 def process_footprints(
@@ -153,9 +143,10 @@ def _ours(read: SmapsRead, check: CheckObservation, arch: Arch) -> list[SmapsBlo
     except SmapsFormatError:
         return []
     regions = [
-        (r.vaddr, r.vaddr + r.pages * arch.page_size) for r in check.regions if r.proc == read.proc
+        (r.vaddr, r.vaddr + r.pages * arch.page_size, r.region)
+        for r in check.regions if r.proc == read.proc
     ]
-    return [b for b in blocks if _inside(b.header.start, b.header.end, regions)]
+    return [b for b in blocks if region_of_vma(b, regions) is not None]
 
 
 def footprint_mismatches(

@@ -24,7 +24,10 @@ What the model assumes of the guest (sim/MODEL.md) and how it is made true:
 * file regions on tmpfs, each page written by one write(): the agent's
   MMAP of a FILE region;
 * an exiting process is reaped before the next step: the agent's EXIT
-  returns after init reaped it.
+  returns after init reaped it;
+* the shared zero page starts every run without PG_referenced: GUP's
+  FOLL_TOUCH (MAP_POPULATE, MAP_LOCKED, ...) toggles it, and
+  :func:`clear_zero_page_referenced` toggles it back when a run left it set.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from dataclasses import dataclass, field
 from harness.agent.client import AgentClient, ReadFileReply
 from harness.agent.protocol import (
     BackingCode,
+    MapBits,
     ProtBits,
     ReadStage,
     RemapBits,
@@ -75,21 +79,21 @@ from harness.scenario import (
     Step,
     StepHandlers,
     Touch,
-    layout_alignment,
     layout_base,
     plan_layout,
 )
 from harness.vm import VM
 from sim.arch import Arch
-from sim.flags import KPF
+from sim.flags import KPF, PM
 from sim.formats import parse_u64s
-from sim.mm.madvise import MADV, advice_number
+from sim.mm.madvise import advice_number
 
 __all__ = [
     "GUEST",
     "GuestExecutorError",
     "GuestRun",
     "GuestSetup",
+    "clear_zero_page_referenced",
     "prepare_guest",
     "run_guest",
 ]
@@ -149,6 +153,54 @@ class GuestSetup:
     """What :func:`prepare_guest` found: whether the kernel has THP."""
 
     thp: bool
+
+
+#: PFN of the shared zero page, per VM (learnt by :func:`clear_zero_page_referenced`).
+_zero_pfns: weakref.WeakKeyDictionary[VM, int] = weakref.WeakKeyDictionary()
+
+
+def clear_zero_page_referenced(vm: VM) -> None:
+    """Leave the shared zero page without PG_referenced, as the model starts every run.
+
+    follow_page_pte() (mm/gup.c) calls mark_page_accessed() on every page a
+    populating GUP touches, the zero page too; on no LRU it is never
+    activated, so each touch toggles PG_referenced (folio_mark_accessed()).
+    One populated read-only private page outside every region maps it and
+    toggles it: done once per VM to learn its PFN, and again whenever a run
+    left it referenced.  One kpageflags read per run otherwise.
+    """
+    agent, arch = vm.agent, vm.profile.arch
+    page = arch.page_size
+    scratch = layout_base(arch) + LAYOUT_SPAN  # no region's range reaches it
+
+    def toggle() -> int:
+        agent.mmap(scratch, page, prot=ProtBits.READ, map_bits=MapBits.POPULATE)
+        try:
+            pid = agent.getpid()
+            got = agent.read_file(f"/proc/{pid}/pagemap", 8, offset=scratch // page * 8)
+        finally:
+            agent.munmap(scratch, page)
+        if not got.ok or len(got.data) != 8:
+            raise GuestExecutorError(f"cannot read the zero page's pagemap entry: {got.describe()}")
+        entry = parse_u64s(arch, got.data)[0]
+        if not entry >> PM.PRESENT & 1:
+            raise GuestExecutorError("a populated read-only page is not present")
+        return int(entry & PM.PFN_MASK)
+
+    def referenced(pfn: int) -> bool:
+        got = agent.read_file("/proc/kpageflags", 8, offset=pfn * 8)
+        if not got.ok or len(got.data) != 8:
+            raise GuestExecutorError(f"cannot read the zero page's kpageflags: {got.describe()}")
+        return bool(parse_u64s(arch, got.data)[0] >> KPF.REFERENCED & 1)
+
+    pfn = _zero_pfns.get(vm)
+    if pfn is None:
+        pfn = _zero_pfns[vm] = toggle()
+    for _ in range(2):
+        if not referenced(pfn):
+            return
+        toggle()
+    raise GuestExecutorError(f"the zero page (PFN {pfn:#x}) stays referenced")
 
 
 _prepared: weakref.WeakKeyDictionary[VM, GuestSetup] = weakref.WeakKeyDictionary()
@@ -238,11 +290,7 @@ class GuestRun:
         """Every step in order; the run's processes are gone afterwards."""
         setup = prepare_guest(self.vm)
         collapsed = _collapsed(self.agent) if setup.thp else None
-        if _zero_page_touched.pop(self.vm, False):
-            clear_zero_page_referenced(self.agent, self.arch)
-        if any(isinstance(step, Madvise) and advice_number(step.advice) == MADV.POPULATE_READ
-               for step in self.scenario.steps):
-            _zero_page_touched[self.vm] = True
+        clear_zero_page_referenced(self.vm)
         try:
             self._spawn("main")
             for step in self.scenario.steps:
@@ -416,18 +464,28 @@ GUEST: StepHandlers[GuestRun, StepOutcome | None] = StepHandlers("the guest exec
 GUEST.on(Check)(record_check)
 
 
+#: A scenario's region kind is the agent's backing of the same name.
+_BACKINGS = {"anon": BackingCode.ANON, "file": BackingCode.FILE, "memfd": BackingCode.MEMFD}
+
+
 @GUEST.on(Mmap)
 def _mmap(run: GuestRun, step: Mmap) -> None:
     placement = run.layout[step.region]
     file = step.kind == "file"
+    bits = MapBits.NONE
+    for wanted, bit in ((step.fixed, MapBits.FIXED), (step.populate, MapBits.POPULATE),
+                        (step.locked, MapBits.LOCKED)):
+        if wanted:
+            bits |= bit
     run.agent.mmap(
         placement.vaddr,
         placement.pages * run.arch.page_size,
-        backing=BackingCode.FILE if file else BackingCode.ANON,
+        backing=_BACKINGS[step.kind],
         shared=step.share == "shared",
         prot=_PROTS[step.prot],
         file_tag=run.layout.file_tag_base(step.region) if file else 0,
         target=run.names[step.proc],
+        map_bits=bits,
     )
 
 
@@ -541,42 +599,6 @@ def _mlock(run: GuestRun, step: Mlock) -> None:
 def _munlock(run: GuestRun, step: Munlock) -> None:
     span = run.layout.span(step)
     run.agent.munlock(span.vaddr, span.length, run.names[step.proc])
-#: VMs where a scenario may have left the zero page PG_referenced (it ran
-#: MADV_POPULATE_READ): the next scenario there resets it first.
-_zero_page_touched: weakref.WeakKeyDictionary[VM, bool] = weakref.WeakKeyDictionary()
-#: KPF_REFERENCED (include/uapi/linux/kernel-page-flags.h).
-_KPF_REFERENCED = 1 << 2
-#: pagemap's PFN field (bits 0-54).
-_PM_PFN_MASK = (1 << 55) - 1
-
-
-def clear_zero_page_referenced(agent: AgentClient, arch: Arch) -> None:
-    """Leave the zero page's PG_referenced clear, as a fresh model's is.
-
-    MADV_POPULATE_READ calls mark_page_accessed() on the zero page
-    (follow_page_pte() takes is_zero_pfn()), which is on no LRU, so each
-    call toggles PG_referenced; it outlives the scenario that did it.  The
-    agent maps a scratch page below the layout, reads it (the zero page),
-    looks the zero page's flags up and, if referenced, populates once more.
-    """
-    ps = arch.page_size
-    addr = layout_base(arch) - layout_alignment(arch)
-    agent.mmap(addr, ps, prot=ProtBits.READ)
-    try:
-        agent.touch(addr, 1, write=False)
-        pid = agent.getpid()
-        entry = parse_u64s(arch, agent.read_file(f"/proc/{pid}/pagemap", 8,
-                                                 offset=addr // ps * 8).data)[0]
-        pfn = entry & _PM_PFN_MASK
-        for _ in range(2):
-            flags = parse_u64s(arch, agent.read_file("/proc/kpageflags", 8,
-                                                     offset=pfn * 8).data)[0]
-            if not flags & _KPF_REFERENCED:
-                return
-            agent.madvise(addr, ps, MADV.POPULATE_READ)
-        raise GuestExecutorError(f"the zero page (pfn {pfn:#x}) stays PG_referenced")
-    finally:
-        agent.munmap(addr, ps)
 
 
 def run_guest(scenario: Scenario, vm: VM) -> Observations:

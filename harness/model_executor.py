@@ -154,6 +154,10 @@ MODEL: StepHandlers[ModelRun, StepOutcome | None] = StepHandlers("the model exec
 MODEL.on(Check)(record_check)
 
 
+#: d_path() of the agent's memfd_create("pmh") (create_region_memfd() in harness/agent/ops.c).
+MEMFD_PATH = "/memfd:pmh (deleted)"
+
+
 @MODEL.on(Mmap)
 def _mmap(run: ModelRun, step: Mmap) -> None:
     placement = run.layout[step.region]
@@ -166,9 +170,19 @@ def _mmap(run: ModelRun, step: Mmap) -> None:
             placement.pages, name=f"/tmp/pmh-region-{pid}-{placement.vaddr:x} (deleted)",
             tags=run.layout.file_tags(step.region),
         )
-    run.procs[step.proc].mmap(
-        placement.vaddr, placement.pages, step.kind, step.share, step.prot, file=file
-    )
+    elif step.kind == "memfd":
+        file = run.machine.create_memfd(placement.pages, MEMFD_PATH)
+    try:
+        run.procs[step.proc].mmap(
+            placement.vaddr, placement.pages, step.kind, step.share, step.prot, file=file,
+            fixed=step.fixed, populate=step.populate, locked=step.locked,
+        )
+    except MmError:
+        # The agent closes its unlinked file or memfd whatever mmap() says:
+        # without a mapping it is gone with its pages.
+        if file is not None and file.vma_refs == 0:
+            file.truncate()
+        raise
 
 
 @MODEL.on(Touch)

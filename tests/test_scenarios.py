@@ -27,7 +27,13 @@ from harness.vm import VM
 from sim.arch import Arch
 from sim.flags import PM
 from sim.formats import build_u64s, parse_u64s
-from sim.mm.facts import FACTS_BY_SERIES, PINNED, SCENARIO_OF_FACT, KernelFacts
+from sim.mm.facts import (
+    FACTS_BY_SERIES,
+    PINNED,
+    SCENARIO_OF_FACT,
+    SCENARIO_OF_SHARED_FACT,
+    KernelFacts,
+)
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SCENARIO_FILES = sorted(SCENARIO_DIR.glob("*.json"))
@@ -88,6 +94,22 @@ def test_other_versions_fact_fails_on_this_kernel(fact: str, vm: VM) -> None:
         divergences = compare(run_model(scenario, arch, facts=wrong), real, scenario, arch)
         assert divergences, (f"{scenario.name} on {facts.series} does not refute "
                              f"{fact}={value!r}")
+
+
+@pytest.mark.parametrize("fact", sorted(SCENARIO_OF_SHARED_FACT))
+def test_later_kernels_fact_fails_on_this_kernel(fact: str, vm: VM) -> None:
+    """The booted kernel refutes the value a later kernel has of a fact the known series share
+    (e.g. 6.19's VM_SOFTDIRTY kept on mprotect merges): the model keeps the kernel's behaviour."""
+    facts = _facts(vm)
+    scenario = load_scenario(SCENARIO_DIR / f"{SCENARIO_OF_SHARED_FACT[fact]}.json")
+    arch = vm.profile.arch
+    if (reason := scenario.unsupported_reason(arch)) is not None:
+        pytest.skip(reason)
+    real = run_guest(scenario, vm)
+    assert compare(run_model(scenario, arch, facts=facts), real, scenario, arch) == []
+    wrong = dataclasses.replace(facts, **{fact: not getattr(facts, fact)})
+    assert compare(run_model(scenario, arch, facts=wrong), real, scenario, arch), (
+        f"{scenario.name} on {facts.series} does not refute {fact}={not getattr(facts, fact)!r}")
 
 
 def test_catalog_is_not_empty() -> None:

@@ -27,6 +27,7 @@ from harness.agent.protocol import (
     CrashKind,
     ExitHow,
     Frame,
+    MapBits,
     Op,
     OpenBits,
     ProtBits,
@@ -355,10 +356,11 @@ class AgentClient:
         prot: ProtBits = ProtBits.READ | ProtBits.WRITE,
         file_tag: int = 0,
         target: str = INIT,
+        map_bits: MapBits = MapBits.NONE,
     ) -> int:
         placed: int = self.call_op(
             Op.MMAP, target, addr=addr, length=length, backing=backing, shared=int(shared),
-            prot=prot, file_tag=file_tag,
+            prot=prot, file_tag=file_tag, map_bits=map_bits,
         )["addr"]
         return placed
 

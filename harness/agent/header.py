@@ -32,6 +32,7 @@ C_ENUMS: tuple[tuple[type[IntEnum] | type[IntFlag], str, str], ...] = (
     (p.ReplyStatus, "agent_status", "ST_"),
     (p.ProtBits, "", "PROT_BIT_"),
     (p.BackingCode, "", "REGION_"),
+    (p.MapBits, "", "MAP_BIT_"),
     (p.SettleFlags, "", "SETTLE_"),
     (p.CrashKind, "", "CRASH_"),
     (p.Whence, "", "SEEK_PROTO_"),

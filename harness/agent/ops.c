@@ -158,6 +158,27 @@ static int create_region_file(struct reply *rep, uint64_t addr, uint64_t len, ui
 	return fd;
 }
 
+/*
+ * The memfd behind a "memfd" region: memfd_create("pmh") sized to the region
+ * by ftruncate(), no page written (every page is a hole until a fault).  The
+ * model names it as d_path() does: "/memfd:pmh (deleted)".
+ */
+static int create_region_memfd(struct reply *rep, uint64_t len)
+{
+	int fd = memfd_create("pmh", MFD_CLOEXEC);
+
+	if (fd < 0) {
+		reply_fail(rep, ST_ERRNO, errno, "memfd_create: %s", strerror(errno));
+		return -1;
+	}
+	if (ftruncate(fd, (off_t)len) != 0) {
+		reply_fail(rep, ST_ERRNO, errno, "size memfd: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 /* MMAP (layout: protocol.h) */
 void op_mmap(struct request *req, struct reply *rep)
 {
@@ -165,20 +186,29 @@ void op_mmap(struct request *req, struct reply *rep)
 	uint8_t kind = get_u8(&req->args), shared = get_u8(&req->args);
 	uint8_t prot = get_u8(&req->args);
 	uint64_t file_tag = get_u64(&req->args);
+	uint8_t bits = get_u8(&req->args);
 	int flags, fd = -1, err;
 	void *p;
 
 	if (!args_ok(req, rep) || !range_ok(rep, addr, len))
 		return;
-	if (kind > REGION_FILE || shared > 1 || (prot & ~7u)) {
-		reply_fail(rep, ST_BAD_REQUEST, 0, "mmap: kind %u, shared %u, prot %#x out of range",
-			   kind, shared, prot);
+	if (kind > REGION_MEMFD || shared > 1 || (prot & ~7u) ||
+	    (bits & ~(MAP_BIT_FIXED | MAP_BIT_POPULATE | MAP_BIT_LOCKED))) {
+		reply_fail(rep, ST_BAD_REQUEST, 0,
+			   "mmap: kind %u, shared %u, prot %#x, map bits %#x out of range",
+			   kind, shared, prot, bits);
 		return;
 	}
-	flags = (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE;
+	flags = (shared ? MAP_SHARED : MAP_PRIVATE) |
+		((bits & MAP_BIT_FIXED) ? MAP_FIXED : MAP_FIXED_NOREPLACE) |
+		((bits & MAP_BIT_POPULATE) ? MAP_POPULATE : 0) |
+		((bits & MAP_BIT_LOCKED) ? MAP_LOCKED : 0);
 	if (kind == REGION_ANON)
 		flags |= MAP_ANONYMOUS;
-	else if ((fd = create_region_file(rep, addr, len, file_tag)) < 0)
+	else if (kind == REGION_MEMFD) {
+		if ((fd = create_region_memfd(rep, len)) < 0)
+			return;
+	} else if ((fd = create_region_file(rep, addr, len, file_tag)) < 0)
 		return;
 	p = mmap((void *)(uintptr_t)addr, (size_t)len, native_prot(prot), flags, fd, 0);
 	err = errno;

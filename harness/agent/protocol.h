@@ -28,10 +28,11 @@ enum agent_op {
 	OP_PING = 1,
 	/* blob data -> blob data */
 	OP_ECHO = 2,
-	/* u64 addr, u64 length, u8 backing, u8 shared, u8 prot, u64 file_tag -> u64 addr.
-	 * MAP_FIXED_NOREPLACE at addr; a FILE region is backed by a file of its own on tmpfs
-	 * (unlinked at once): the first 8 bytes of file page i hold file_tag + i (u64, guest byte
-	 * order), the rest of the page is zero. */
+	/* u64 addr, u64 length, u8 backing, u8 shared, u8 prot, u64 file_tag, u8 map_bits -> u64
+	 * addr. MAP_FIXED_NOREPLACE at addr (MAP_FIXED with MapBits.FIXED); a FILE region is backed
+	 * by a file of its own on tmpfs (unlinked at once): the first 8 bytes of file page i hold
+	 * file_tag + i (u64, guest byte order), the rest of the page is zero; a MEMFD region by
+	 * memfd_create("pmh") of length bytes, no page written. */
 	OP_MMAP = 3,
 	/* u64 addr, u64 length -> () */
 	OP_MUNMAP = 4,
@@ -130,6 +131,13 @@ enum {
 enum {
 	REGION_ANON = 0,
 	REGION_FILE = 1,
+	REGION_MEMFD = 2,
+};
+/* MapBits: MMAP's mmap() flags beyond MAP_PRIVATE/MAP_SHARED and MAP_ANONYMOUS. */
+enum {
+	MAP_BIT_FIXED = 1,
+	MAP_BIT_POPULATE = 2,
+	MAP_BIT_LOCKED = 4,
 };
 /* SettleFlags: What SETTLE does before it replies. */
 enum {

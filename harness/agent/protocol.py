@@ -59,6 +59,7 @@ __all__ = [
     "ExitHow",
     "Field",
     "Frame",
+    "MapBits",
     "Op",
     "OpLayout",
     "OpenBits",
@@ -148,6 +149,17 @@ class BackingCode(IntEnum):
 
     ANON = 0
     FILE = 1
+    MEMFD = 2  # memfd_create("pmh") + ftruncate(length), closed after the mmap()
+
+
+class MapBits(IntFlag):
+    """MMAP's mmap() flags beyond MAP_PRIVATE/MAP_SHARED and MAP_ANONYMOUS."""
+
+    NONE = 0
+    #: MAP_FIXED instead of MAP_FIXED_NOREPLACE.
+    FIXED = 1
+    POPULATE = 2
+    LOCKED = 4
 
 
 class RemapBits(IntFlag):
@@ -323,10 +335,12 @@ LAYOUTS: dict[Op, OpLayout] = {
     Op.PING: _layout("", _HELLO),
     Op.ECHO: _layout("blob data", "blob data"),
     Op.MMAP: _layout(
-        "u64 addr, u64 length, u8 backing, u8 shared, u8 prot, u64 file_tag", "u64 addr",
-        "MAP_FIXED_NOREPLACE at addr; a FILE region is backed by a file of its own on tmpfs "
-        "(unlinked at once): the first 8 bytes of file page i hold file_tag + i (u64, guest "
-        "byte order), the rest of the page is zero",
+        "u64 addr, u64 length, u8 backing, u8 shared, u8 prot, u64 file_tag, u8 map_bits",
+        "u64 addr",
+        "MAP_FIXED_NOREPLACE at addr (MAP_FIXED with MapBits.FIXED); a FILE region is backed "
+        "by a file of its own on tmpfs (unlinked at once): the first 8 bytes of file page i "
+        "hold file_tag + i (u64, guest byte order), the rest of the page is zero; a MEMFD "
+        "region by memfd_create(\"pmh\") of length bytes, no page written",
     ),
     Op.MUNMAP: _layout("u64 addr, u64 length", ""),
     Op.MPROTECT: _layout("u64 addr, u64 length, u8 prot", ""),

@@ -104,6 +104,13 @@ def _check(flow: _Flow, step: Check) -> None:
 def _mmap(flow: _Flow, step: Mmap) -> None:
     _claim(step.region, flow.region_owner, "region {!r} is already defined (regions are "
            "mapped once)", flow.region_owner, MAX_REGIONS, f"more than {MAX_REGIONS} regions")
+    if step.at is not None:
+        # Any region's address range may be the target (it stays reserved for
+        # its region in every process), but it must be named before.
+        if step.at.region not in flow.region_owner:
+            raise _FlowError(f"at.region {step.at.region!r} is not defined (mmap) before this step")
+    elif step.fixed:
+        raise _FlowError("'fixed' needs 'at' (a region's own range is never occupied)")
     flow.region_owner[step.region] = step.proc
     flow.alive[step.proc].append(step.region)
 

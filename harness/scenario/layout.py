@@ -187,9 +187,12 @@ class Layout(Mapping[str, Placement]):
 def plan_layout(scenario: Scenario, arch: Arch) -> Layout:
     """Place every region of ``scenario`` on ``arch``; both executors use this.
 
-    Regions are placed in order of definition from :func:`layout_base`, each
-    at an address aligned to :func:`layout_alignment` and at least one
-    alignment unit after the end of the previous one.  The first plan on an
+    Regions are placed in order of definition from :func:`layout_base`.  A
+    region without a target (an mmap without ``at``) is an anchor: at an
+    address aligned to :func:`layout_alignment`, at least one alignment unit
+    after the end of the previous anchor's range, which holds the largest
+    extent of every region placed in it.  An mmap ``at`` and a move ``to``
+    page P of region R lie in R's anchor range at R's offset + P.  The first plan on an
     architecture also checks the page ranges there (ScenarioError, one line
     naming the step).  ScenarioNotApplicable if the scenario needs THP and
     ``arch`` has none.
@@ -200,22 +203,30 @@ def plan_layout(scenario: Scenario, arch: Arch) -> Layout:
     align = layout_alignment(arch)
     cursor = layout_base(arch)
     placements: dict[str, Placement] = {}
+    definitions = _definitions(scenario)
     extents = _extents(scenario, arch)
-    for number, (name, step) in enumerate(_definitions(scenario)):
-        pages = step.pages.resolve(arch) if isinstance(step, Mmap) else step.new_pages.resolve(arch)
-        extent, room = extents.get(name, (pages, pages))
-        if isinstance(step, Mremap):
-            # A move's region lies in the room of its target region.
-            assert step.to is not None
-            anchor = placements[step.to.region]
-            vaddr = anchor.page_vaddr(step.to.page.resolve(arch))
-            placements[name] = Placement(name, number, vaddr, pages, arch.page_size,
-                                         placements[step.region].mmap, extent, room)
-            continue
-        vaddr = (cursor + align - 1) // align * align
-        placements[name] = Placement(name, number, vaddr, pages, arch.page_size, step,
-                                     extent, room)
-        cursor = vaddr + max(pages, extent, room) * arch.page_size + align
+    anchors = _anchors(definitions, arch)
+    # Each anchor's range holds the largest extent of every region placed in it.
+    spans: dict[str, int] = {}
+    for name, _ in definitions:
+        anchor, offset = anchors[name]
+        spans[anchor] = max(spans.get(anchor, 0), offset + extents[name])
+    anchor_vaddr: dict[str, int] = {}
+    for name, _ in definitions:
+        if anchors[name][0] == name:
+            vaddr = (cursor + align - 1) // align * align
+            anchor_vaddr[name] = vaddr
+            cursor = vaddr + spans[name] * arch.page_size + align
+    for number, (name, step) in enumerate(definitions):
+        anchor, offset = anchors[name]
+        if isinstance(step, Mmap):
+            pages, mmap = step.pages.resolve(arch), step
+        else:  # a move's region keeps the backing of the region it came from
+            pages, mmap = step.new_pages.resolve(arch), placements[step.region].mmap
+        placements[name] = Placement(
+            name, number, anchor_vaddr[anchor] + offset * arch.page_size, pages,
+            arch.page_size, mmap, extent=extents[name], room=spans[anchor] - offset,
+        )
     layout = Layout(scenario, arch, placements)
     if arch.name not in scenario.checked_on:
         _check_ranges(layout)
@@ -234,30 +245,39 @@ def _definitions(scenario: Scenario) -> list[tuple[str, Mmap | Mremap]]:
     return found
 
 
-def _extents(scenario: Scenario, arch: Arch) -> dict[str, tuple[int, int]]:
-    """Per region: (extent, room) in pages on ``arch`` (see :class:`Placement`).
-
-    The extent is the region's size, grown by every in-place mremap that names
-    it; the room also holds every move target placed in its range (a moved
-    region's own room, from the target page on).  A region defined later can
-    only target earlier ones, so one pass backwards settles the rooms.
-    """
+def _extents(scenario: Scenario, arch: Arch) -> dict[str, int]:
+    """Per region: its extent in pages on ``arch`` (see :class:`Placement`): its size,
+    grown by every in-place mremap that names it."""
     extent: dict[str, int] = {}
-    targets: list[tuple[str, int, str]] = []
     for name, definition in _definitions(scenario):
         size = definition.pages if isinstance(definition, Mmap) else definition.new_pages
         extent[name] = size.resolve(arch)
-        if isinstance(definition, Mremap) and definition.to is not None:
-            targets.append((definition.to.region, definition.to.page.resolve(arch), name))
     for step in scenario.steps:
         if isinstance(step, Mremap) and step.to is None and step.region in extent:
             first = step.pages.first.resolve(arch)
             extent[step.region] = max(extent[step.region], first + step.new_pages.resolve(arch))
-    room = dict(extent)
-    for anchor, page, name in reversed(targets):
-        if anchor in room:
-            room[anchor] = max(room[anchor], page + room[name])
-    return {name: (extent[name], room[name]) for name in extent}
+    return extent
+
+
+def _anchors(
+    definitions: list[tuple[str, Mmap | Mremap]], arch: Arch
+) -> dict[str, tuple[str, int]]:
+    """Per region: the region without a target whose range it lies in, and its page
+    offset there.
+
+    An mmap with ``at`` and a move (``to``) lie in their target's anchor, at the
+    target's offset plus the target page (flow checked that the target is
+    defined before); the anchor's range grows to hold them.
+    """
+    anchors: dict[str, tuple[str, int]] = {}
+    for name, step in definitions:
+        target = step.at if isinstance(step, Mmap) else step.to
+        if target is None:
+            anchors[name] = (name, 0)
+        else:
+            anchor, offset = anchors[target.region]
+            anchors[name] = (anchor, max(0, offset + target.page.resolve(arch)))
+    return anchors
 
 
 # ---------------------------------------------------------------------------
@@ -318,6 +338,23 @@ class _PageRuns:
     def any_mapped(self, first: int, end: int) -> bool:
         """Whether a page of [first, end) is mapped."""
         return any(by is None and start < end and first < stop for start, stop, by in self.runs)
+    def mapped_within(self, first: int, end: int) -> bool:
+        """Whether any page of [first, end) is mapped."""
+        return any(by is None and start < end and first < stop
+                   for start, stop, by in self.runs)
+
+    def unmap_any(self, first: int, end: int, by: int) -> None:
+        """Mark every mapped page of [first, end) unmapped by step ``by`` (MAP_FIXED over it)."""
+        runs: list[tuple[int, int, int | None]] = []
+        for start, stop, was in self.runs:
+            if was is not None or stop <= first or end <= start:
+                runs.append((start, stop, was))
+                continue
+            pieces = [(start, max(start, first), None), (max(start, first), min(stop, end), by),
+                      (min(stop, end), stop, None)]
+            runs.extend(run for run in pieces if run[0] < run[1])
+        self.runs = runs
+        self.starts = [run[0] for run in runs]
 
     def unmap(self, first: int, end: int, by: int) -> None:
         """Mark [first, end) unmapped by step ``by``; the range is mapped (first_hole None)."""
@@ -356,6 +393,13 @@ def _mmap(ranges: _Ranges, step: Mmap) -> None:
     if not 1 <= n <= MAX_PAGES:
         raise _RangeError(f"pages {step.pages} = {n}; a region has 1..{MAX_PAGES} pages")
     placement = ranges.layout[step.region]
+    if step.at is not None:
+        # Any page from R's start on: at R's end the two touch, beyond it a
+        # gap stays between them (R's anchor range grows to hold it).
+        page = step.at.page.resolve(ranges.layout.arch)
+        if page < 0:
+            raise _RangeError(f"at.page {step.at.page} = {page} is before region "
+                              f"{step.at.region!r}")
     reserved_end = placement.page_vaddr(placement.reserved_pages)
     if reserved_end > ranges.limit:
         # Checked at the mmap, before anything is built for the region's pages.
@@ -366,9 +410,23 @@ def _mmap(ranges: _Ranges, step: Mmap) -> None:
             f"(all regions together must fit in {LAYOUT_SPAN >> 20} MiB)"
         )
     ranges.sizes[step.region] = n
-    ranges.mapped[step.proc][step.region] = _PageRuns.mapped(n)
+    mine = ranges.mapped[step.proc]
+    covered = []
+    for region, runs in mine.items():
+        other = ranges.layout[region]
+        first = max(0, (placement.vaddr - other.vaddr) // other.page_size)
+        end = min(other.reserved_pages, (placement.end - other.vaddr) // other.page_size)
+        if first < end and runs.mapped_within(first, end):
+            covered.append((runs, first, end))
+    if covered and not step.fixed:
+        # MAP_FIXED_NOREPLACE onto mapped pages: EEXIST, the region is never mapped.
+        mine[step.region] = _PageRuns([(0, n, step.index)])
+    else:
+        for runs, first, end in covered:
+            runs.unmap_any(first, end, step.index)
+        mine[step.region] = _PageRuns.mapped(n)
     # Room for mremap: reserved, never mapped yet.
-    ranges.mapped[step.proc][step.region].assign(n, placement.reserved_pages, -1)
+    mine[step.region].assign(n, placement.reserved_pages, -1)
 
 
 @RANGES.on(RangeStep)

@@ -86,7 +86,7 @@ __all__ = [
     "step_keys",
 ]
 
-Backing = Literal["anon", "file"]
+Backing = Literal["anon", "file", "memfd"]
 Share = Literal["private", "shared"]
 Prot = Literal["none", "r", "rw"]
 Advice = Literal[
@@ -208,6 +208,8 @@ class RegionPage:
 
     An address, not a mapping: the range stays reserved for the region after
     it is unmapped, and ``page`` may lie beyond the region's mapped pages.
+    Where an mmap step's page 0 lands (``at``: P may equal R's length, directly
+    after R's end, so the two touch) or an mremap moves to (``to``).
     """
 
     region: str
@@ -316,19 +318,19 @@ def _check_clear_refs(value: Any, info: ValidationInfo) -> int:
 def _check_region_page(value: Any, info: ValidationInfo) -> RegionPage:
     if isinstance(value, RegionPage):  # a step built in Python
         return value
+    key = _key(info)
     if not isinstance(value, dict) or set(value) != {"region", "page"}:
-        raise ValueError(
-            f"{_key(info)} {value!r} is not an object {{\"region\": R, \"page\": P}}"
-        )
+        raise ValueError(f"{key} {value!r} is not an object {{\"region\": R, \"page\": P}}")
     region = value["region"]
     if not isinstance(region, str) or not _NAME.match(region):
-        raise ValueError(f"{_key(info)}.region {region!r} is not a name")
+        raise ValueError(f"{key}.region {region!r} is not a name "
+                         "(a letter or _, then up to 31 letters, digits, _ or -)")
     try:
         page = NrPages.parse(value["page"])
     except ValueError as e:
-        raise ValueError(f"{_key(info)}.page: {e}") from None
+        raise ValueError(f"{key}.page: {e}") from None
     if page.pages < 0 and not page.thps:
-        raise ValueError(f"{_key(info)}.page {value['page']!r} is negative")
+        raise ValueError(f"{key}.page {page} is negative")
     return RegionPage(region, page)
 
 
@@ -339,6 +341,7 @@ def _check_bool(value: Any, info: ValidationInfo) -> bool:
 
 
 Name = Annotated[str, PlainValidator(_check_name)]
+Flag = Annotated[bool, PlainValidator(_check_bool)]
 
 
 def _optional(check: Callable[[Any, ValidationInfo], T]) -> PlainValidator:
@@ -355,7 +358,6 @@ def _optional(check: Callable[[Any, ValidationInfo], T]) -> PlainValidator:
 OptionalName = Annotated[str | None, _optional(_check_name)]
 OptionalUid = Annotated[int | None, _optional(_check_uid)]
 OptionalRegionPage = Annotated[RegionPage | None, _optional(_check_region_page)]
-Flag = Annotated[bool, PlainValidator(_check_bool)]
 Pages = Annotated[NrPages, PlainValidator(_check_nr_pages)]
 Range = Annotated[PageRange, PlainValidator(_check_range)]
 
@@ -397,7 +399,15 @@ class Mmap(Step):
     """mmap() ``pages`` pages of a new region at its planned address.
 
     A ``file`` region is backed by a file of its own (see
-    :func:`harness.scenario.tags.file_tag`).
+    :func:`harness.scenario.tags.file_tag`); a ``memfd`` region by a memfd of
+    its own (memfd_create() + ftruncate(), no page written).
+
+    ``at``: the region's page 0 lands at that page of another region's
+    address range (MAP_FIXED_NOREPLACE: EEXIST, the step's outcome, when
+    anything is mapped there); with ``fixed`` MAP_FIXED instead (the pages it
+    covers leave their region).  ``populate``: MAP_POPULATE; ``locked``:
+    MAP_LOCKED (VM_LOCKED, and populated).  Without ``at`` the region gets an
+    address range of its own.
     """
 
     op: ClassVar[str] = "mmap"
@@ -407,6 +417,15 @@ class Mmap(Step):
     kind: Annotated[Backing, _one_of(BACKINGS)]
     share: Annotated[Share, _one_of(SHARES)]
     prot: Annotated[Prot, _one_of(PROTS)]
+    at: OptionalRegionPage = None
+    fixed: Flag = False
+    populate: Flag = False
+    locked: Flag = False
+
+    def page_numbers(self) -> Iterator[NrPages]:
+        yield from super().page_numbers()
+        if self.at is not None:
+            yield self.at.page
 
 
 @dataclass(frozen=True, config=_CONFIG)

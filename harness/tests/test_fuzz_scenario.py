@@ -313,6 +313,39 @@ def test_fuzz_regressions(steps: list[object], message: str, tmp_path: Path) -> 
     assert check_load(path, {"steps": steps}) is None
 
 
+_PAGE_VALUES: st.SearchStrategy[Any] = st.one_of(st.integers(-3, 1 << 33), st.sampled_from(
+    ["thp", "thp+1", "2*thp-1", "thp-600", "x", "", None, True, 1.5, [], {}]))
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    at=st.one_of(
+        st.none(),
+        st.fixed_dictionaries({"region": st.sampled_from(["a", "b", "zz", "1x", 3]),
+                               "page": _PAGE_VALUES}),
+        st.dictionaries(st.sampled_from(["region", "page", "pages"]), _PAGE_VALUES),
+        _PAGE_VALUES,
+    ),
+    fixed=st.sampled_from([None, True, False, 1, "yes"]),
+    populate=st.sampled_from([None, True, False, 0]),
+    kind=st.sampled_from(["anon", "file", "memfd", "fd"]),
+    then=st.sampled_from(["a", "b"]),
+)
+def test_mmap_placement_keys_keep_the_contract(
+    at: object, fixed: object, populate: object, kind: str, then: str, tmp_path: Path
+) -> None:
+    """``at``, ``fixed``, ``populate`` and ``kind`` of any shape: a Scenario or one line."""
+    step: dict[str, object] = {**MMAP, "region": "b", "kind": kind}
+    for key, value in (("at", at), ("fixed", fixed), ("populate", populate)):
+        if value is not None:
+            step[key] = value
+    data = {"name": "t", "steps": [MMAP, step, {"op": "write", "region": then, "pages": [0, 4]},
+                                   {"op": "check"}]}
+    for arch in ARCHES:
+        check_load(write_json(tmp_path, data), data, arch)
+
+
 def _load_seconds(path: Path) -> float:
     started = time.monotonic()
     check_load(path)

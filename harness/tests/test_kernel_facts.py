@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,7 @@ from sim.mm.facts import (
     FACTS_BY_SERIES,
     PINNED,
     SCENARIO_OF_FACT,
+    SCENARIO_OF_SHARED_FACT,
     PmdExclusive,
     UnknownKernelError,
     facts_for_release,
@@ -92,6 +94,28 @@ def test_switching_a_6_1_fact_to_6_12_makes_its_scenario_diverge(
     switched = replace(FACTS_6_1, **{fact: getattr(PINNED, fact)})
     differences = compare(as_6_1, run_model(scenario, arch, facts=switched), scenario, arch)
     assert differences, f"{fact} switched to its 6.12 value must make {scenario.name} diverge"
+
+
+@pytest.mark.parametrize("arch_name", ["x86_64", "ppc64", "ppc64-4k"])
+@pytest.mark.parametrize("fact", sorted(SCENARIO_OF_SHARED_FACT))
+def test_switching_a_shared_fact_makes_its_scenario_diverge(fact: str, arch_name: str) -> None:
+    """A fact every known series shares (a later kernel changes it) is seen by its scenario:
+    the other value makes it diverge, for the facts of each series."""
+    scenario = load_scenario(CATALOG / f"{SCENARIO_OF_SHARED_FACT[fact]}.json")
+    arch = get_arch(arch_name)
+    for facts in FACTS_BY_SERIES.values():
+        value = getattr(facts, fact)
+        assert isinstance(value, bool)
+        other: dict[str, Any] = {fact: not value}
+        switched = replace(facts, **other)
+        differences = compare(run_model(scenario, arch, facts=facts),
+                              run_model(scenario, arch, facts=switched), scenario, arch)
+        assert differences, f"{fact}={not value} must make {scenario.name} diverge"
+
+
+def test_every_shared_fact_is_shared() -> None:
+    for fact in SCENARIO_OF_SHARED_FACT:
+        assert len({getattr(f, fact) for f in FACTS_BY_SERIES.values()}) == 1, fact
 
 
 @pytest.mark.parametrize("arch_name", ["x86_64", "ppc64", "ppc64-4k"])

@@ -47,6 +47,9 @@ MMAP_A = {"op": "mmap", "region": "a", "pages": 4, "kind": "anon", "share": "pri
           "prot": "rw"}
 
 
+MMAP_B = {**MMAP_A, "region": "b"}
+
+
 def scenario(*steps: object) -> dict[str, Any]:
     return {"name": "t", "steps": list(steps)}
 
@@ -269,6 +272,27 @@ BAD: list[tuple[str, object, str]] = [
      "step 1 (mprotect): missing 'prot'"),
     ("too big", scenario({**MMAP_A, "pages": 1 << 20}),
      "step 0 (mmap): region 'a' ends at"),
+    ("fixed without at", scenario({**MMAP_A, "fixed": True}),
+     "step 0 (mmap): 'fixed' needs 'at'"),
+    ("at undefined", scenario({**MMAP_A, "at": {"region": "z", "page": 0}}),
+     "step 0 (mmap): at.region 'z' is not defined (mmap) before this step"),
+    ("at not object", scenario(MMAP_A, {**MMAP_B, "at": ["a", 1]}),
+     "step 1 (mmap): at ['a', 1] is not an object"),
+    ("at bad page", scenario(MMAP_A, {**MMAP_B, "at": {"region": "a", "page": "x"}}),
+     "step 1 (mmap): at.page: 'x' is not a page number"),
+    ("at negative", scenario(MMAP_A, {**MMAP_B, "at": {"region": "a", "page": -1}}),
+     "step 1 (mmap): at.page -1 is negative"),
+    ("populate not bool", scenario({**MMAP_A, "populate": 1}),
+     "step 0 (mmap): populate 1 is not true or false"),
+    ("after eexist", scenario(MMAP_A, {**MMAP_B, "at": {"region": "a", "page": 2}},
+                              {"op": "read", "region": "b", "pages": [0, 1]}),
+     "step 2 (read): pages [0, 1): page 0 of region 'b' is not mapped in 'main' "
+     "(unmapped at step 1)"),
+    ("covered by map_fixed", scenario(
+        MMAP_A, {**MMAP_B, "at": {"region": "a", "page": 2}, "fixed": True},
+        {"op": "read", "region": "a", "pages": [0, 4]}),
+     "step 2 (read): pages [0, 4): page 2 of region 'a' is not mapped in 'main' "
+     "(unmapped at step 1)"),
 ]
 
 
@@ -341,20 +365,49 @@ def test_layout(arch: Any) -> None:
             continue
         layout = plan_layout(s, arch)
         assert plan_layout(s, arch) == layout or dict(plan_layout(s, arch)) == dict(layout)
-        # Regions a move defined lie in the room of their target region.
-        placements = sorted((p for p in layout.values() if p.mmap.region == p.region),
+        for m in s.regions:  # a region placed "at" another lies where it says
+            if m.at is not None:
+                assert layout[m.region].vaddr == layout[m.at.region].page_vaddr(
+                    m.at.page.resolve(arch))
+        # Anchors (regions without "at") keep the rules of separate ranges.
+        placements = sorted((layout[m.region] for m in s.regions if m.at is None),
                             key=lambda p: p.vaddr)
-        assert [p.region for p in placements] == [m.region for m in s.regions]
+        assert [p.region for p in placements] == [m.region for m in s.regions if m.at is None]
         assert placements[0].vaddr == base
         for p in placements:
             assert p.vaddr % align == 0
             assert layout.region_at(p.vaddr) == (p, 0)
             assert layout.region_at(p.end - 1) == (p, p.pages - 1)
+        ends = {p.region: max(q.end for q in layout.values()
+                              if q.vaddr >= p.vaddr and q.vaddr < p.end + align)
+                for p in placements}
         for before, after in itertools.pairwise(placements):
-            reserved_end = before.page_vaddr(before.reserved_pages)
-            assert after.vaddr >= reserved_end + align, "a gap of a whole table between regions"
-        if placements[0].reserved_pages == placements[0].pages:
-            assert layout.region_at(placements[0].end) is None
+            assert after.vaddr >= ends[before.region] + align, "a whole table between anchors"
+        assert layout.region_at(ends[placements[0].region]) is None
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHES if a.thp_pages], ids=lambda a: a.name)
+def test_layout_at(arch: Any) -> None:
+    """A region with ``at`` lies in its target's anchor range, which grows to hold it;
+    the next anchor starts a gap after that whole extent; a freed range takes a new region."""
+    data = scenario(
+        MMAP_A,
+        {**MMAP_B, "at": {"region": "a", "page": 4}},
+        {**MMAP_A, "region": "c", "pages": 2, "at": {"region": "b", "page": 6}},
+        {**MMAP_A, "region": "d"},
+        {"op": "munmap", "region": "d", "pages": [0, 4]},
+        {**MMAP_A, "region": "e", "pages": 2, "at": {"region": "d", "page": 1}},
+        {"op": "write", "region": "e", "pages": [0, 2]},
+        {**MMAP_A, "region": "f", "pages": 1, "at": {"region": "b", "page": 0}, "fixed": True},
+        {"op": "write", "region": "b", "pages": [1, 4]},
+    )
+    layout = plan_layout(parse_scenario(data, "t.json", arch), arch)
+    page, align = arch.page_size, layout_alignment(arch)
+    a, b, c, d, e, f = (layout[r] for r in "abcdef")
+    assert b.vaddr == a.end and c.vaddr == b.vaddr + 6 * page and f.vaddr == b.vaddr
+    assert d.vaddr % align == 0 and d.vaddr >= c.end + align
+    assert d.vaddr < c.end + 2 * align
+    assert e.vaddr == d.vaddr + page
 
 
 def test_span_and_tags() -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "FACTS_BY_SERIES",
     "PINNED",
     "SCENARIO_OF_FACT",
+    "SCENARIO_OF_SHARED_FACT",
     "UNPATCHED_6_12",
     "KernelFacts",
     "KpfFlagsWord",
@@ -155,6 +156,24 @@ class KernelFacts:
     #: in a VM_RAND_READ (MADV_RANDOM) VMA: 6.1 tests only VM_SEQ_READ.  Since
     #: "mm: support POSIX_FADV_NOREUSE" (6.4) vma_has_recency() says no for both.
     rand_read_has_recency: bool = False
+    #: Whether a VMA merge on mprotect keeps VM_SOFTDIRTY of the VMAs it absorbs.
+    #: mprotect_fixup() (mm/mprotect.c) computes ``newflags`` from the VMA it
+    #: changes, calls vma_modify_flags() (vma_merge_existing_range(), mm/vma.c;
+    #: vma_merge() on 6.1) and then sets the result's flags to ``newflags``
+    #: (vm_flags_reset(); ``vma->vm_flags = newflags`` on 6.1).  is_mergeable_vma()
+    #: ignores VM_SOFTDIRTY, so a clean VMA made mergeable with a fresh
+    #: (VM_SOFTDIRTY) neighbour absorbs it and the neighbour's range stops
+    #: reading soft-dirty where it has no soft-dirty PTE: False on 6.12 and 6.1.
+    #: Upstream fixed it in 6.19 (6707915e030a, backported to 6.18.y).
+    vma_merge_propagates_softdirty: bool = False
+    #: How a new mapping between two VMAs that could each take it, but whose
+    #: anon_vmas are not compatible with each other, merges.  6.12's
+    #: vma_merge_new_range() (mm/vma.c) tries prev first (can_vma_merge_left())
+    #: and then refuses next (can_vma_merge_right(): are_anon_vmas_compatible()):
+    #: prev is extended.  6.1's mmap_region() (mm/mmap.c) checks next first and
+    #: then prev against next's anon_vma (can_vma_merge_after(prev, ...,
+    #: vma->anon_vma)): next is extended.  Seen in guests (merge_refused).
+    mmap_merge_checks_next_first: bool = False
 
     def fault_around_pages(self, page_shift: int) -> int:
         """fault_around_pages: ``fault_around_bytes >> PAGE_SHIFT``, at least 1."""
@@ -187,6 +206,7 @@ FACTS_6_1 = KernelFacts(
     populate_walks_vmas=True,
     split_remaps_zero_pages=False,
     rand_read_has_recency=True,
+    mmap_merge_checks_next_first=True,
 )
 
 #: The facts of every kernel series the model knows, as the harness builds it.
@@ -211,6 +231,13 @@ SCENARIO_OF_FACT: Mapping[str, str] = MappingProxyType({
     "populate_walks_vmas": "madv_populate",
     "split_remaps_zero_pages": "madv_thp_split",
     "rand_read_has_recency": "madv_random",
+    "mmap_merge_checks_next_first": "merge_refused",
+})
+
+#: Facts whose value every known series shares, each with the catalog scenario
+#: that shows it, so that a model with the other value fails on the booted kernel.
+SCENARIO_OF_SHARED_FACT: Mapping[str, str] = MappingProxyType({
+    "vma_merge_propagates_softdirty": "merge_mprotect_softdirty_loss",
 })
 
 _SERIES = re.compile(r"^(\d+)\.(\d+)(?:[.\-+~].*)?$")

@@ -136,18 +136,26 @@ class Process:
         prot: str = "rw",
         file: ShmemFile | None = None,
         offset_pages: int = 0,
+        *,
+        fixed: bool = False,
+        locked: bool = False,
+        populate: bool = False,
     ) -> Vma:
         """mmap() at ``addr`` with MAP_FIXED_NOREPLACE and MAP_PRIVATE or MAP_SHARED.
 
-        ``kind`` "anon" adds MAP_ANONYMOUS; "file" maps ``file`` from page
-        ``offset_pages``.  ``prot`` is "none", "r" or "rw".
+        ``kind`` "anon" adds MAP_ANONYMOUS; "file" and "memfd" map ``file``
+        (a tmpfs file, or :meth:`Machine.create_memfd`) from page
+        ``offset_pages``.  ``prot`` is "none", "r" or "rw".  ``fixed``:
+        MAP_FIXED instead of MAP_FIXED_NOREPLACE; ``locked``: MAP_LOCKED;
+        ``populate``: MAP_POPULATE (sim.mm.mmap.do_mmap()).  MmError (EEXIST)
+        when the range is occupied and not ``fixed``.
         """
         mm = self._live()
-        if kind not in ("anon", "file"):
-            raise ValueError(f"kind {kind!r} is not 'anon' or 'file'")
+        if kind not in ("anon", "file", "memfd"):
+            raise ValueError(f"kind {kind!r} is not 'anon', 'file' or 'memfd'")
         if share not in ("private", "shared"):
             raise ValueError(f"share {share!r} is not 'private' or 'shared'")
-        if (kind == "file") != (file is not None):
+        if (kind != "anon") != (file is not None):
             raise ValueError("a file mapping needs file=, an anonymous one must not have it")
         shared = share == "shared"
         if kind == "anon" and shared:
@@ -155,7 +163,9 @@ class Process:
             file = self.machine._new_shmem(nr_pages, f"dev/zero (deleted) pid {self.pid}",
                                            anonymous=True)
             offset_pages = 0
-        return mm.mmap(addr, nr_pages, parse_prot(prot), shared, file, offset_pages)
+        return mm.mmap(addr, nr_pages, parse_prot(prot), shared, file, offset_pages,
+                       fixed=fixed, locked=locked, populate=populate,
+                       cap_ipc_lock=self.creds.capable("CAP_IPC_LOCK"))
 
     def touch(
         self, addr: int, nr_pages: int, write: bool, tags: Sequence[int | None] | None = None
@@ -310,6 +320,20 @@ class Machine:
             raise ValueError(f"{len(tags)} tags for {nr_pages} pages")
         file = self._new_shmem(nr_pages, name or f"file{len(self.files)}", anonymous=False)
         file.write_initial(list(tags) if tags is not None else [0] * nr_pages)
+        self.files.append(file)
+        return file
+
+    def create_memfd(self, nr_pages: int, name: str) -> ShmemFile:
+        """memfd_create() + ftruncate(): an unlinked shmem file of ``nr_pages`` holes.
+
+        ``name`` is what smaps shows (d_path(): ``/memfd:NAME (deleted)``).
+        Its pages are allocated by faults (shmem_fault(), SGP_CACHE); it dies
+        with its last VMA once the agent closed the descriptor after mmap().
+        """
+        if nr_pages <= 0:
+            raise ValueError(f"a memfd needs at least one page, not {nr_pages}")
+        file = ShmemFile(self.mem, next(self._inodes), nr_pages, name, anonymous=False,
+                         unlinked=True)
         self.files.append(file)
         return file
 

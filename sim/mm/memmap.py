@@ -443,7 +443,10 @@ class PhysMem:
 
         Unreferenced -> PG_referenced.  Referenced, evictable and inactive ->
         activated (folio_activate() / __lru_cache_activate_folio(); PG_active
-        once the batch is drained) and PG_referenced cleared.
+        once the batch is drained) and PG_referenced cleared.  A folio on no
+        LRU and in no batch (the zero page, which GUP's FOLL_TOUCH marks) is
+        not activated: __lru_cache_activate_folio() does not find it, so its
+        PG_referenced just toggles.
         """
         flags = int(self.flags[head])
         if not flags & _PG_REFERENCED:

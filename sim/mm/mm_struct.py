@@ -94,10 +94,14 @@ class MmStruct:
 
     def mmap(
         self, addr: int, nr_pages: int, prot: int, shared: bool, file: ShmemFile | None,
-        pgoff: int,
+        pgoff: int, *, fixed: bool = False, locked: bool = False, populate: bool = False,
+        cap_ipc_lock: bool = True,
     ) -> Vma:
-        """mmap() with MAP_FIXED_NOREPLACE: see mmap.do_mmap()."""
-        return mmap.do_mmap(self, addr, nr_pages, prot, shared, file, pgoff)
+        """mmap() with MAP_FIXED_NOREPLACE (or MAP_FIXED), MAP_LOCKED, MAP_POPULATE:
+        see mmap.do_mmap()."""
+        return mmap.do_mmap(self, addr, nr_pages, prot, shared, file, pgoff,
+                            fixed=fixed, locked=locked, populate=populate,
+                            cap_ipc_lock=cap_ipc_lock)
 
     def munmap(self, addr: int, nr_pages: int) -> None:
         """munmap(): see mmap.do_munmap()."""

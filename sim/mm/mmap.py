@@ -10,7 +10,9 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from sim.mm.gup import mm_populate
 from sim.mm.memory import zap_page_range
+from sim.mm.mlock import mlock_future_ok
 from sim.mm.shmem import ShmemFile
 from sim.mm.syscall import MmError, user_range_end
 from sim.mm.vma import (
@@ -40,27 +42,48 @@ def do_mmap(
     shared: bool,
     file: ShmemFile | None,
     pgoff: int,
+    *,
+    fixed: bool = False,
+    locked: bool = False,
+    populate: bool = False,
+    cap_ipc_lock: bool = True,
 ) -> Vma:
-    """mmap(addr, MAP_FIXED_NOREPLACE | MAP_PRIVATE or MAP_SHARED): do_mmap() + __mmap_region().
+    """mmap(addr, MAP_FIXED_NOREPLACE or MAP_FIXED, MAP_PRIVATE or MAP_SHARED): do_mmap(),
+    __mmap_region() (mm/mmap.c), then mm_populate() for MAP_POPULATE or MAP_LOCKED.
 
     ``prot`` is VM_READ/VM_WRITE bits, ``pgoff`` the file offset in pages.
     Private writable mappings are accounted (VM_ACCOUNT,
     accountable_mapping()); anonymous private mappings take pgoff = addr >>
     PAGE_SHIFT.  The new range merges into a compatible neighbour
     (vma_merge_new_range()) and the resulting VMA is VM_SOFTDIRTY as a whole.
-    EEXIST if the range overlaps a mapping.
+    Without ``fixed`` (MAP_FIXED_NOREPLACE) EEXIST if the range overlaps a
+    mapping; with it (MAP_FIXED) whatever is mapped there is unmapped first
+    (vms_gather_munmap_vmas() + vms_clean_up_area() before the merge, as
+    munmap() does it).  ``locked`` (MAP_LOCKED) sets VM_LOCKED, EAGAIN when
+    that would take mm->locked_vm past RLIMIT_MEMLOCK without
+    ``cap_ipc_lock`` (mlock_future_ok()), adds the pages to locked_vm
+    (__mmap_region()) and populates, as ``populate`` (MAP_POPULATE) does:
+    do_mmap() returns ``populate = len``; faults into the VM_LOCKED VMA
+    mlock their folios (:mod:`sim.mm.rmap`).
     """
     end = user_range_end(mm.arch, addr, nr_pages, "mmap")
-    if mm.vmas.any_overlap(addr, end):
+    if locked and not mlock_future_ok(mm, VM_LOCKED, nr_pages, cap_ipc_lock):
+        raise MmError(errno.EAGAIN, "mmap: MAP_LOCKED past RLIMIT_MEMLOCK")
+    if fixed:
+        do_munmap(mm, addr, nr_pages)
+    elif mm.vmas.any_overlap(addr, end):
         raise MmError(errno.EEXIST, f"mmap: [{addr:#x}, {end:#x}) overlaps a mapping")
     flags = prot | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+    if locked:
+        flags |= VM_LOCKED
     if shared:
         flags |= VM_SHARED | VM_MAYSHARE
     elif flags & VM_WRITE:
         flags |= VM_ACCOUNT
     if file is None and not shared:
         pgoff = addr >> mm.arch.page_shift
-    merged = mm.vmas.merge_new(addr, end, flags, pgoff, file)
+    merged = mm.vmas.merge_new(addr, end, flags, pgoff, file,
+                               next_first=mm.ctx.facts.mmap_merge_checks_next_first)
     if merged is not None:
         vma = merged
     else:
@@ -70,6 +93,10 @@ def do_mmap(
         mm.vmas.insert(vma)
     if mm.ctx.soft_dirty:
         vma.flags |= VM_SOFTDIRTY
+    if locked:
+        mm.locked_vm += nr_pages
+    if populate or locked:
+        mm_populate(mm, addr, end, ignore_errors=True)
     return vma
 
 
@@ -109,12 +136,12 @@ def _vmas_split_to(mm: MmStruct, start: int, end: int) -> list[Vma]:
 
 def remove_vma(vma: Vma) -> None:
     """remove_vma(): drop the VMA's file reference; the last one ends an unlinked object
-    (fput() -> shmem_evict_inode())."""
+    (shared anonymous memory, a closed memfd: fput() -> shmem_evict_inode())."""
     file = vma.file
     if file is None:
         return
     file.vma_refs -= 1
-    if file.anonymous and file.vma_refs == 0:
+    if file.unlinked and file.vma_refs == 0:
         file.truncate()
 
 

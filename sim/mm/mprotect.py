@@ -10,8 +10,8 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from sim.mm.gup import populate_vma_page_range
 from sim.mm.huge_memory import change_huge_pmd, split_partial_huge_pmds
-from sim.mm.mlock import populate_vma_page_range
 from sim.mm.pagetable import HugePmd
 from sim.mm.pte import PTE_PRESENT, PTE_SPECIAL, change_protection_bits
 from sim.mm.syscall import MmError, user_range_end
@@ -53,7 +53,12 @@ def do_mprotect_pkey(mm: MmStruct, addr: int, nr_pages: int, prot: int) -> None:
 
 
 def mprotect_fixup(mm: MmStruct, vma: Vma, start: int, end: int, newflags: int) -> None:
-    """mprotect_fixup(): VM_ACCOUNT rules, vma_modify_flags(), change_protection()."""
+    """mprotect_fixup(): VM_ACCOUNT rules, vma_modify_flags(), change_protection().
+
+    The merged VMA gets ``newflags`` (vm_flags_reset()), which come from
+    ``vma`` alone: see :meth:`~sim.mm.vma.VmaList.modify_flags` for the
+    VM_SOFTDIRTY a merge loses on 6.12.
+    """
     oldflags = vma.flags
     if newflags == oldflags:
         return
@@ -62,8 +67,9 @@ def mprotect_fixup(mm: MmStruct, vma: Vma, start: int, end: int, newflags: int) 
             newflags |= VM_ACCOUNT
     elif oldflags & VM_ACCOUNT and vma.anonymous and vma.anon_vma is None:
         newflags &= ~VM_ACCOUNT
-    vma = mm.vmas.modify(vma, start, end, newflags)
-    vma.flags = newflags
+    vma = mm.vmas.modify_flags(
+        vma, start, end, newflags, mm.ctx.facts.vma_merge_propagates_softdirty
+    )
     if vma.shared:
         try_writable = vma.wants_writenotify(mm.ctx.soft_dirty)
     else:

@@ -24,8 +24,9 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from sim.mm.gup import mm_populate
 from sim.mm.huge_memory import split_huge_pmd
-from sim.mm.mlock import mlock_future_ok, mm_populate
+from sim.mm.mlock import mlock_future_ok
 from sim.mm.mmap import do_munmap
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_PRESENT, PTE_SOFT_DIRTY

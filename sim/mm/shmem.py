@@ -24,12 +24,18 @@ class ShmemSigbus(Exception):
 class ShmemFile:
     """One shmem inode: its size and page cache (index -> PFN)."""
 
-    def __init__(self, mem: PhysMem, inode: int, nr_pages: int, name: str, anonymous: bool) -> None:
+    def __init__(
+        self, mem: PhysMem, inode: int, nr_pages: int, name: str, anonymous: bool,
+        unlinked: bool = False,
+    ) -> None:
         self.mem = mem
         self.inode = inode
         self.nr_pages = nr_pages  # i_size in pages
         self.name = name
         self.anonymous = anonymous
+        #: No name and no descriptor keeps it once its VMAs are gone (a memfd
+        #: closed after mmap()): it dies with its last VMA, as anonymous ones do.
+        self.unlinked = unlinked or anonymous
         self.cache: dict[int, int] = {}
         #: File references held by VMAs (get_file() per VMA, in any process);
         #: an unlinked anonymous object dies with the last one (fput() ->

@@ -284,11 +284,26 @@ class VmaList:
         return upper
 
     def merge_new(
-        self, start: int, end: int, flags: int, pgoff: int, file: ShmemFile | None
+        self, start: int, end: int, flags: int, pgoff: int, file: ShmemFile | None,
+        next_first: bool = False,
     ) -> Vma | None:
-        """vma_merge_new_range(): extend a neighbour over a new mapping, if compatible."""
+        """vma_merge_new_range(): extend a neighbour over a new mapping, if compatible.
+
+        When both neighbours could take the range but their anon_vmas are not
+        compatible with each other, 6.12 (can_vma_merge_left() first) extends
+        prev; with ``next_first`` (KernelFacts ``mmap_merge_checks_next_first``,
+        6.1's mmap_region()) next is checked first and prev must then be
+        compatible with next's anon_vma (can_vma_merge_after(prev, ...,
+        next->anon_vma)), so next is extended.
+        """
         prev, nxt = self.prev_next(start, end)
         left, right = self._merge_sides(prev, nxt, start, end, flags, file, None, pgoff)
+        if next_first and left and not right and prev is not None and nxt is not None:
+            # right was only refused for prev/next incompatibility (6.12's rule).
+            alone = self._merge_sides(None, nxt, start, end, flags, file, None, pgoff)[1]
+            if alone:
+                right = True
+                left = _mergeable_anon_vma(nxt.anon_vma, prev.anon_vma, prev)
         if left:
             assert prev is not None
             prev.end = end
@@ -365,6 +380,29 @@ class VmaList:
         if vma.end > end:
             self.split(vma, end)
         return vma
+
+    def modify_flags(
+        self, vma: Vma, start: int, end: int, newflags: int, propagate_softdirty: bool
+    ) -> Vma:
+        """vma_modify_flags() + vm_flags_reset(): the VMA of [start, end) with ``newflags``.
+
+        ``newflags`` is computed by the caller from ``vma`` alone
+        (mprotect_fixup() in mm/mprotect.c), so when the range merges with a
+        neighbour the merged VMA takes the flags of the modified side: a
+        VM_SOFTDIRTY neighbour merged into a clean range loses VM_SOFTDIRTY
+        (6.12 and 6.1).  ``propagate_softdirty`` (KernelFacts
+        ``vma_merge_propagates_softdirty``) keeps VM_SOFTDIRTY of any VMA the
+        result absorbed, as upstream 6707915e030a (6.19) does.
+        """
+        before = [
+            (v.start, v.end) for v in self.prev_next(vma.start, vma.end)
+            if v is not None and v.flags & VM_SOFTDIRTY
+        ]
+        result = self.modify(vma, start, end, newflags)
+        if propagate_softdirty and any(result.start <= s and e <= result.end for s, e in before):
+            newflags |= VM_SOFTDIRTY
+        result.flags = newflags
+        return result
 
     def _merge_existing(
         self, vma: Vma, start: int, end: int, prev: Vma | None, nxt: Vma | None
