@@ -461,7 +461,10 @@ def _remove(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
     """madvise_remove(): EINVAL without a file (private anonymous memory), EACCES unless
     the VMA is shared and may write (vma_is_shared_maywrite()); then
     vfs_fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) -> shmem_fallocate()
-    -> unmap_mapping_range() in every process + shmem_truncate_range()."""
+    -> unmap_mapping_range() in every process + shmem_truncate_range().  EINVAL on a
+    VM_LOCKED VMA first (found by harness fuzz)."""
+    if vma.flags & VM_LOCKED:
+        raise MmError(errno.EINVAL, "madvise: MADV_REMOVE on a VM_LOCKED VMA")
     if vma.file is None:
         raise MmError(errno.EINVAL, "madvise: MADV_REMOVE needs a file VMA")
     if not (vma.flags & VM_SHARED and vma.flags & VM_MAYWRITE):  # vma_is_shared_maywrite()
