@@ -32,12 +32,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from images.arches import IMAGE_ARCH_NAMES, get_image_arch
 from images.builder import build_image, find_image
 from images.cache import default_cache_root
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: Logs one line per compiler run: start and end (ns since the epoch), then the -o file.
 _WRAPPER = """#!/bin/sh
@@ -89,7 +90,10 @@ def _directory(build_dir: Path, cwd: str, output: str, depth: int) -> str:
     return "/".join(parts[:depth]) or "."
 
 
-def cold_build(project: Path, arch: str, work: Path) -> tuple[float, dict[str, float], dict[str, int]]:
+Figures = tuple[float, dict[str, float], dict[str, int]]
+
+
+def cold_build(project: Path, arch: str, work: Path) -> Figures:
     """One cold build of ``arch`` from the checkout ``project``, in a fresh cache under ``work``.
 
     Returns make's wall seconds, compiler seconds per directory and compiler
@@ -110,7 +114,9 @@ def cold_build(project: Path, arch: str, work: Path) -> tuple[float, dict[str, f
     for compiler in {"gcc", spec.kernel.compiler}:
         real = shutil.which(compiler)
         if real is None:
-            raise SystemExit(f"{arch}: {compiler} is not on $PATH (python -m images setup --arch {arch})")
+            raise SystemExit(
+                f"{arch}: {compiler} is not on $PATH (python -m images setup --arch {arch})"
+            )
         wrapper = wrappers / compiler
         wrapper.write_text(_WRAPPER.format(real=real, log=log), encoding="utf-8")
         wrapper.chmod(0o755)
@@ -127,7 +133,8 @@ def cold_build(project: Path, arch: str, work: Path) -> tuple[float, dict[str, f
     if done.returncode != 0:
         raise SystemExit(f"{arch}: cold build from {project} failed:\n{done.stderr[-3000:]}")
     metas = list((images_root / "kernels" / arch).glob("*/meta.json"))
-    make_seconds = float(json.loads(metas[0].read_text(encoding="utf-8"))["kernel_seconds"]["make"])
+    meta = json.loads(metas[0].read_text(encoding="utf-8"))
+    make_seconds = float(meta["kernel_seconds"]["make"])
     build_dir = next((images_root / "trees").glob(f"{arch}-*/build"))
     seconds: dict[str, float] = defaultdict(float)
     runs: dict[str, int] = defaultdict(int)
@@ -142,11 +149,16 @@ def cold_build(project: Path, arch: str, work: Path) -> tuple[float, dict[str, f
     return make_seconds, dict(seconds), dict(runs)
 
 
-def _report(label: str, make_seconds: float, seconds: dict[str, float], runs: dict[str, int], top: int) -> None:
+def _report(label: str, figures: Figures, top: int) -> None:
+    make_seconds, seconds, runs = figures
     total = sum(seconds.values())
-    print(f"{label}: make {make_seconds:.0f} s wall; compiler {total:.0f} s in {sum(runs.values())} runs")
+    print(
+        f"{label}: make {make_seconds:.0f} s wall; "
+        f"compiler {total:.0f} s in {sum(runs.values())} runs"
+    )
     for directory, spent in sorted(seconds.items(), key=lambda item: -item[1])[:top]:
-        print(f"    {spent:7.1f} s {100 * spent / total:5.1f} % {runs[directory]:5d} runs  {directory}")
+        share = 100 * spent / total
+        print(f"    {spent:7.1f} s {share:5.1f} % {runs[directory]:5d} runs  {directory}")
 
 
 def cold(arches: list[str], baseline: str | None, top: int) -> None:
@@ -166,11 +178,11 @@ def cold(arches: list[str], baseline: str | None, top: int) -> None:
                 work = Path(tmp, f"{arch}-baseline")
                 work.mkdir()
                 before = cold_build(base_tree, arch, work)
-                _report(f"{arch} at {baseline}", *before, top)
+                _report(f"{arch} at {baseline}", before, top)
             work = Path(tmp, f"{arch}-now")
             work.mkdir()
             now = cold_build(ROOT, arch, work)
-            _report(f"{arch} now", *now, top)
+            _report(f"{arch} now", now, top)
             if before is not None:
                 print(
                     f"{arch}: make now/{baseline} {now[0] / before[0]:.2f}, "
@@ -184,7 +196,9 @@ def main() -> int:
     parser.add_argument("--arch", action="append", choices=IMAGE_ARCH_NAMES)
     parser.add_argument("--runs", type=int, default=5, help="warm: builds timed per arch")
     parser.add_argument("--cold", action="store_true", help="time cold kernel builds instead")
-    parser.add_argument("--baseline", metavar="REV", help="cold: also build git revision REV, first")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="cold: also build git revision REV, first"
+    )
     parser.add_argument("--top", type=int, default=15, help="cold: directories listed")
     args = parser.parse_args()
     arches = args.arch or list(IMAGE_ARCH_NAMES)
