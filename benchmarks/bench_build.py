@@ -11,9 +11,9 @@ Cold (``--cold``): ``python -m images build`` in a throw-away cache
 (``XDG_CACHE_HOME`` pointed at a temp dir whose unpacked kernel sources are
 symlinks to the shared cache's, so no unpacking is timed and the shared cache
 is never written), with a wrapper in front of the C compilers on $PATH that
-logs every compiler run.  It prints make's wall time and the compiler's wall
-seconds summed per source directory (the two cores overlap, so the sum is
-about twice make's time on an idle machine).  ``--baseline REV`` first builds
+runs each under GNU time.  It prints make's wall time and the compilers' CPU
+seconds (user + system) summed per source directory: unlike wall time, CPU
+time does not grow when other jobs share the cores.  ``--baseline REV`` first builds
 the same arch from the project as of git revision REV (``git archive``), then
 the working tree, and prints the ratio: both run in one go on the same load,
 since on a shared machine only the ratio means anything.
@@ -40,19 +40,18 @@ from images.cache import default_cache_root
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Logs one line per compiler run: start and end (ns since the epoch), then the -o file.
+#: GNU time (Debian package ``time``) measures each compiler run's CPU time.
+GNU_TIME = "/usr/bin/time"
+
+#: Logs one line per compiler run: wall, user and system seconds, the cwd and the -o file.
 _WRAPPER = """#!/bin/sh
-start=$(date +%s%N)
-"{real}" "$@"
-status=$?
 out=
 prev=
 for arg in "$@"; do
     if [ "$prev" = "-o" ]; then out=$arg; fi
     prev=$arg
 done
-echo "$start $(date +%s%N) $PWD $out" >> "{log}"
-exit $status
+exec {time} -a -o "{log}" -f "%e %U %S $PWD $out" "{real}" "$@"
 """
 
 
@@ -82,7 +81,7 @@ def warm(arches: list[str], runs: int) -> None:
 
 def _directory(build_dir: Path, cwd: str, output: str, depth: int) -> str:
     """The source directory (``depth`` components, relative to the build dir) of one output."""
-    path = Path(cwd, output) if output else Path(cwd)
+    path = Path(cwd, output or "-")
     try:
         parts = path.resolve().relative_to(build_dir.resolve()).parts[:-1]
     except ValueError:
@@ -107,6 +106,8 @@ def cold_build(project: Path, arch: str, work: Path) -> Figures:
     for name in ("source", "sources"):
         if (shared / name).is_dir():
             (images_root / name).symlink_to(shared / name)
+    if not Path(GNU_TIME).is_file():
+        raise SystemExit(f"{GNU_TIME} is missing: apt-get install time")
     wrappers = work / "bin"
     wrappers.mkdir()
     log = work / "cc.log"
@@ -118,7 +119,7 @@ def cold_build(project: Path, arch: str, work: Path) -> Figures:
                 f"{arch}: {compiler} is not on $PATH (python -m images setup --arch {arch})"
             )
         wrapper = wrappers / compiler
-        wrapper.write_text(_WRAPPER.format(real=real, log=log), encoding="utf-8")
+        wrapper.write_text(_WRAPPER.format(time=GNU_TIME, real=real, log=log), encoding="utf-8")
         wrapper.chmod(0o755)
     env = {
         **os.environ,
@@ -139,12 +140,15 @@ def cold_build(project: Path, arch: str, work: Path) -> Figures:
     seconds: dict[str, float] = defaultdict(float)
     runs: dict[str, int] = defaultdict(int)
     for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-        fields = line.split(" ", 3)
-        if len(fields) < 3:
+        fields = line.split(" ", 4)
+        try:
+            cpu = float(fields[1]) + float(fields[2])
+        except (IndexError, ValueError):
+            continue  # GNU time's "Command exited with non-zero status" lines
+        if len(fields) < 4:
             continue
-        cwd, output = fields[2], fields[3] if len(fields) > 3 else ""
-        directory = _directory(build_dir, cwd, output, 2)
-        seconds[directory] += (int(fields[1]) - int(fields[0])) / 1e9
+        directory = _directory(build_dir, fields[3], fields[4] if len(fields) > 4 else "", 2)
+        seconds[directory] += cpu
         runs[directory] += 1
     return make_seconds, dict(seconds), dict(runs)
 
@@ -154,7 +158,7 @@ def _report(label: str, figures: Figures, top: int) -> None:
     total = sum(seconds.values())
     print(
         f"{label}: make {make_seconds:.0f} s wall; "
-        f"compiler {total:.0f} s in {sum(runs.values())} runs"
+        f"compiler CPU {total:.0f} s in {sum(runs.values())} runs"
     )
     for directory, spent in sorted(seconds.items(), key=lambda item: -item[1])[:top]:
         share = 100 * spent / total
@@ -186,7 +190,7 @@ def cold(arches: list[str], baseline: str | None, top: int) -> None:
             if before is not None:
                 print(
                     f"{arch}: make now/{baseline} {now[0] / before[0]:.2f}, "
-                    f"compiler seconds {sum(now[1].values()) / sum(before[1].values()):.2f}"
+                    f"compiler CPU seconds {sum(now[1].values()) / sum(before[1].values()):.2f}"
                 )
             sys.stdout.flush()
 
