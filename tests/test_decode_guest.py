@@ -57,7 +57,15 @@ def test_kpagemap_dump_decodes_with_the_layout_of_its_header(kvm: VM, tmp_path: 
     data = read_exact(kvm.agent, "/proc/kpagemap", 0, (N + 1) * size)
     path = tmp_path / "kpagemap.bin"
     path.write_bytes(data)
-    decoded = _decode("kpagemap", path)
+    header, *decoded = _decode("kpagemap", path)
+    assert header == {
+        "header": {
+            "little_endian": arch.little_endian,
+            "page_shift": arch.page_shift,
+            "word_size": arch.word_size,
+            "entry_size": size,
+        }
+    }
     expected = parse_kpagemap_entries(arch, data[size:])
     assert [(e["pfn"], e["raw_flags"], e["count"]) for e in decoded] == [
         (pfn, flags, count) for pfn, (flags, count) in enumerate(expected)
