@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+import sim.arch
 from images.arches import IMAGE_ARCH_NAMES, ImageArch, get_image_arch
 from images.initramfs import LAYOUT, Entry
 from images.key import BuildInputs, cache_key, kernel_key
-from sim.arch import HostNeed, MissingPartError, get_spec
+from sim.arch import ArchSpec, HostNeed, MissingPartError, get_spec
 
 BASE = BuildInputs(
     arch=get_image_arch("x86_64"),
@@ -129,10 +130,15 @@ def test_agent_compiler_version_is_not_a_kernel_input() -> None:
     assert cache_key(newer) != cache_key(musl)
 
 
-def test_image_view_of_a_model_only_arch_is_a_one_line_error() -> None:
+def test_image_view_of_a_model_only_arch_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No data file is model-only today: register one for the test.
+    model_only = ArchSpec(model=replace(get_spec("i386").model, name="model-only"))
+    monkeypatch.setitem(sim.arch._SPECS, "model-only", model_only)
     with pytest.raises(MissingPartError) as info:
-        get_image_arch("i386")
+        get_image_arch("model-only")
     assert str(info.value) == (
-        "architecture 'i386' has no kernel build (it exists only in the model); "
+        "architecture 'model-only' has no kernel build (it exists only in the model); "
         f"with one: {', '.join(IMAGE_ARCH_NAMES)}"
     )

@@ -82,6 +82,7 @@ HEADERS = {
     "ppc64": b"\x00\x10\x08\x10" + bytes(12),
     "ppc64-4k": b"\x00\x0c\x08\x10" + bytes(12),
     "i386": b"\x01\x0c\x04\x08" + bytes(4),
+    "arm64": b"\x01\x0c\x08\x10" + bytes(12),
 }
 
 

@@ -313,7 +313,8 @@ def test_kpage_eof_is_max_pfn_rounded_to_a_section(arch: Arch) -> None:
     have reserved struct pages (init_unavailable_range())."""
     ram = (64 << 20) - 5 * arch.page_size
     m = Machine(arch, ram_bytes=ram)
-    max_pfn = ram >> arch.page_shift
+    # RAM is one block from the arch's RAM base (arm64's virt: 0x40000000).
+    max_pfn = (arch.ram_base + ram) >> arch.page_shift
     per_section = arch.pages_per_section
     dump = max_pfn if per_section is None else -(-max_pfn // per_section) * per_section
     assert m.max_dump_pfn == dump
