@@ -472,8 +472,10 @@ def drop_steps(
     populate that faulted the pages in, an mprotect, a move), replace it by
     a read of that range, which maps the same pages with fewer side effects
     (a fork that only existed to make a page shared may then go in the next
-    pass).  Each candidate is loaded first (one the loader refuses, e.g. a
-    fork whose child a later step uses, is not run) and kept if
+    pass); for a fork, drop it and give its child's later steps to the parent
+    (one process fewer when the child only did what the parent could).  Each
+    candidate is loaded first (one the loader refuses, e.g. a fork whose child
+    a later step uses, is not run) and kept if
     ``still_fails(candidate, its loaded scenario)``.  At most
     :data:`_DROP_PASSES` passes, each at most two runs per step.
     """
@@ -497,6 +499,12 @@ def drop_steps(
                 changed = True
                 continue
             step = steps[i]
+            if step["op"] == "fork":
+                merged = _merge_child(steps, i)
+                if merged is not None and fails(merged):
+                    steps = merged
+                    changed = True
+                    continue
             if step["op"] not in ("read", "write") and "region" in step and "pages" in step:
                 read = {"op": "read", "region": step["region"], "pages": step["pages"]}
                 if "proc" in step:
@@ -508,6 +516,25 @@ def drop_steps(
         if not changed:
             break
     return dict(data, steps=steps)
+
+
+def _merge_child(steps: list[dict[str, Any]], i: int) -> list[dict[str, Any]] | None:
+    """``steps`` without the fork at ``i``, its child's later steps the parent's; None
+    if the child's name is given to another process later (the loader decides the rest)."""
+    fork = steps[i]
+    child, parent = fork["child"], fork.get("proc", "main")
+    merged = steps[:i]
+    for later in steps[i + 1 :]:
+        later = dict(later)
+        if later.get("child") == child:
+            return None
+        if later.get("proc") == child:
+            if parent == "main":
+                del later["proc"]
+            else:
+                later["proc"] = parent
+        merged.append(later)
+    return merged
 
 
 def _scenario_text(data: ScenarioData) -> str:
