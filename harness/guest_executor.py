@@ -21,8 +21,9 @@ What the model assumes of the guest (sim/MODEL.md) and how it is made true:
   move during it;
 * THP ``enabled`` = madvise, ``use_zero_page`` = 1, ``shmem_enabled`` =
   never: checked once per VM by :func:`prepare_guest`;
-* file regions on tmpfs, each page written by one write(): the agent's
-  MMAP of a FILE region;
+* file regions on tmpfs, each page written by one write() and on the LRU
+  before the mapping exists: the agent's MMAP of a FILE region (it drains
+  the LRU batches after the writes);
 * an exiting process is reaped before the next step: the agent's EXIT
   returns after init reaped it;
 * the shared zero page starts every run without PG_referenced: GUP's

@@ -456,7 +456,10 @@ class PhysMem:
         elif not flags & _PG_ACTIVE:
             # Off the LRU (the zero page, a new folio waiting in the mlock
             # batch) __lru_cache_activate_folio() finds it in no lru_add batch:
-            # only PG_referenced is cleared.
+            # only PG_referenced is cleared.  (A folio still in the lru_add
+            # batch would get PG_active there; the model has none: the batch is
+            # taken as drained at once, and the agent drains it after writing
+            # a file region's pages, sim/MODEL.md.)
             if flags & _PG_LRU:
                 self.set(head, PG.active)
             self.clear(head, PG.referenced)

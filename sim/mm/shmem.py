@@ -71,6 +71,8 @@ class ShmemFile:
         uptodate and dirty and drops the caller's reference, leaving the page
         cache's.  A second write() to a page would find it referenced and
         activate it (folio_mark_accessed()), so each page is written once.
+        The agent then drains the LRU batches (sim/MODEL.md), so every page is
+        on the LRU before it is mapped, as folio_add_lru() here has it.
         """
         mem = self.mem
         for index, tag in enumerate(tags):
