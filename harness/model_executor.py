@@ -83,8 +83,11 @@ class ModelRun:
         self.procs = {"main": self.machine.spawn("main", uid=0)}
 
     def run(self) -> Observations:
+        drain = self.scenario.locks_memory
         for step in self.scenario.steps:
             self.outcomes.append(self.step(step))
+            if drain:
+                self.machine.lru_add_drain()  # as the guest's SETTLE(DRAIN_LRU) after it
         return Observations(
             scenario=self.scenario.name,
             arch=self.arch.name,

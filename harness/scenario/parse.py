@@ -27,6 +27,7 @@ from harness.scenario.schema import (
     AnyStep,
     Check,
     Fork,
+    Mlock,
     Mmap,
     Mremap,
     ScenarioError,
@@ -61,6 +62,14 @@ class Scenario:
     targets: Mapping[int, tuple[Target, ...]] = field(compare=False)
     description: str = ""
     checked_on: set[str] = field(default_factory=set, compare=False, repr=False)
+
+    @property
+    def locks_memory(self) -> bool:
+        """Whether a step locks memory (mlock, MAP_LOCKED): then both executors drain
+        the per-CPU LRU and mlock batches after every step (sim/MODEL.md's assumptions),
+        because other guest activity drains them at moments no model can know."""
+        return any(isinstance(step, Mlock) or (isinstance(step, Mmap) and step.locked)
+                   for step in self.steps)
 
     @property
     def regions(self) -> tuple[Mmap, ...]:
