@@ -74,6 +74,9 @@ def planted_soft_dirty_error(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_planted_model_error_is_found_and_shrunk(vm_config: VMConfig, tmp_path: Path) -> None:
     if not vm_config.profile.arch.soft_dirty:
         pytest.skip(f"{vm_config.profile.name} has no soft-dirty bit")
+    if vm_config.profile.name != "x86_64":
+        pytest.skip("the planted-error search runs on x86_64 (issue 11's measure); the model "
+                    "is the same on every arch, and the smoke fuzz runs on each")
     # The search is bounded by ``seconds``; shrinking comes on top (the issue's
     # "found and shrunk within 2 minutes" is measured, not asserted: see the note).
     campaign = _campaign(vm_config, FuzzSettings(

@@ -38,7 +38,9 @@ ARCH = get_arch("x86_64")
 SIGNATURE = ("value", "pagemap.soft_dirty")
 #: Enough examples for the generator to find the error with any of SEEDS.
 MAX_EXAMPLES = 3000
-SEEDS = (1, 2)
+#: Seed 1 also shrinks to 5 steps but takes ~100 s to find the error among 14 ops;
+#: one seed keeps this a unit test (the guest test searches with seed 1).
+SEEDS = (2,)
 
 
 def plant_soft_dirty_error(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
