@@ -115,28 +115,6 @@ _THP_EXPECTED = {
 KHUGEPAGED_SLEEP_MS = 86_400_000
 _COLLAPSED = f"{_THP}/khugepaged/pages_collapsed"
 
-#: Pagemap bits 0-54: the PFN of a present page (Documentation/admin-guide/mm/pagemap.rst).
-PM_PFRAME_MASK = (1 << 55) - 1
-
-
-def may_populate(step: Step) -> bool:
-    """Whether ``step`` may populate a range with read follows (__mm_populate()
-    without FOLL_WRITE), which call folio_mark_accessed() on the zero page: after
-    a run with such a step the zero page's PG_referenced is reset
-    (:meth:`GuestRun._unreference_zero_page`).  An mlock() without ONFAULT does;
-    mprotect() of a VM_LOCKED VMA populates with FOLL_WRITE only (COW faults,
-    never a follow of the zero page)."""
-    return isinstance(step, Mlock) and not step.onfault
-
-
-def may_map_zero_page_read_only(step: Step) -> bool:
-    """Whether ``step`` may leave a private anonymous range without write permission,
-    the only place a read populate follows the zero page (a writable one is
-    populated with FOLL_WRITE: COW faults instead)."""
-    if isinstance(step, Mmap):
-        return step.kind == "anon" and step.share == "private" and step.prot != "rw"
-    return isinstance(step, Mprotect) and step.prot != "rw"
-
 _PROTS = {"none": ProtBits.NONE, "r": ProtBits.READ, "rw": ProtBits.READ | ProtBits.WRITE}
 
 
@@ -305,9 +283,6 @@ class GuestRun:
                     self.agent.settle(SettleFlags.DRAIN_LRU)
         finally:
             self._kill_all()
-            steps = self.scenario.steps
-            if any(map(may_populate, steps)) and any(map(may_map_zero_page_read_only, steps)):
-                self._unreference_zero_page()
         if collapsed is not None:
             after = _collapsed(self.agent)
             if after != collapsed:
@@ -345,45 +320,6 @@ class GuestRun:
             if name.startswith(self._prefix):
                 self.agent.kill(name)
         self.names.clear()
-
-    def _unreference_zero_page(self) -> None:
-        """Leave the shared zero page without PG_referenced, as the model starts it.
-
-        A populate (mlock() without ONFAULT, and a private VM_LOCKED VMA made
-        writable) follows each zero-page PTE of a read-only private range with
-        FOLL_TOUCH: folio_mark_accessed() sets PG_referenced on the zero page,
-        and the next call clears it again (off the LRU there is nothing to
-        activate; mm/swap.c).  The bit outlives the run, so a later run in this
-        VM would see it: a process of our own maps the zero page, reads its
-        kpageflags, and toggles it once more if it is set.
-        """
-        try:
-            alive = self.agent.list_processes()
-        except VMError:
-            return  # the VM is gone
-        name = f"{self._prefix}zero"
-        if name in alive:
-            self.agent.kill(name)
-        pid = self.agent.fork(name)
-        try:
-            page = self.arch.page_size
-            addr = layout_base(self.arch) + LAYOUT_SPAN  # outside every region
-            self.agent.mmap(addr, page, backing=BackingCode.ANON, shared=False,
-                            prot=ProtBits.READ, file_tag=0, target=name)
-            self.agent.touch(addr, 1, write=False, target=name)
-            entry = self.agent.read_file(f"/proc/{pid}/pagemap", 8,
-                                         offset=(addr >> self.arch.page_shift) * 8, loop=False)
-            pfn = parse_u64s(self.arch, entry.data)[0] & PM_PFRAME_MASK if entry.ok else 0
-            if not pfn:
-                raise GuestExecutorError(f"the zero page at {addr:#x} reads no PFN "
-                                         f"({entry.describe()})")
-            flags = self.agent.read_file("/proc/kpageflags", 8, offset=pfn * 8, loop=False)
-            if flags.ok and parse_u64s(self.arch, flags.data)[0] >> KPF.REFERENCED & 1:
-                self.agent.mlock(addr, page, target=name)
-        finally:
-            self.agent.kill(name)
-
-    # -- steps -----------------------------------------------------------------
 
     def step(self, step: AnyStep) -> StepOutcome:
         """Apply one step; a system call that failed in the guest is its errno."""

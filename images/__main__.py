@@ -22,21 +22,11 @@ from images.project import (
 )
 from images.source import prepare_source
 from sim.arch import ARCH_NAMES, ArchError
+from sim.cli.argtypes import positive_int
 
 #: Exit status when the inputs are wrong (no usable kernel source or series, an unknown
 #: kernel version or architecture, a missing agent source, tools missing).
 EXIT_INPUT = 2
-
-
-def _positive_int(text: str) -> int:
-    """argparse type for ``-j``: a whole number >= 1 (make reads ``-j -3`` as an error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number of jobs")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
             help=f"guest agent source directory (default: ${AGENT_DIR_ENV} or harness/agent)",
         )
         if name == "build":
-            command.add_argument("-j", "--jobs", type=_positive_int, metavar="N",
+            command.add_argument("-j", "--jobs", type=positive_int, metavar="N",
                                  help="make -j N (default: CPUs)")
         command.add_argument(
             "--tree", type=Path, metavar="PATH",

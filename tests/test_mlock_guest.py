@@ -2,7 +2,7 @@
 
 A read populate (mlock() of a read-only private range) toggles the zero
 page's PG_referenced, a state of the VM that outlives the run: the guest
-executor resets it (``GuestRun._unreference_zero_page``), so the same
+executor resets it before every run (``clear_zero_page_referenced``), so the same
 scenario twice in one VM, and then any zero-page scenario, still agree with
 a fresh model.  And a model whose munlock leaves PG_mlocked set is reported
 at the field, step and addresses it gets wrong.

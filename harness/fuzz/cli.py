@@ -47,6 +47,7 @@ from harness.ktap import render_fuzz
 from harness.run import internal_error
 from harness.vm import VMConfig
 from sim.arch import ARCH_NAMES, ArchError
+from sim.cli.argtypes import positive_int
 
 __all__ = ["CONFIG_ENV", "add_arguments", "finding_reports", "main", "summarize"]
 
@@ -64,16 +65,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not positive")
-    return value
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -89,13 +80,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default="x86_64", choices=ARCH_NAMES)
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--seconds", type=_seconds, help="run this long (default 60)")
-    budget.add_argument("--examples", type=_positive, help="run this many examples per worker")
+    budget.add_argument("--examples", type=positive_int, help="run this many examples per worker")
     parser.add_argument("--seed", type=int, default=0, help="worker i uses seed S + i")
     parser.add_argument("--out", type=Path, default=Path("fuzz-findings"), metavar="DIR",
                         help="findings (scenario + report) and stats go here")
-    parser.add_argument("--workers", type=_positive, default=1,
+    parser.add_argument("--workers", type=positive_int, default=1,
                         help="VMs in parallel, through pytest-xdist")
-    parser.add_argument("--max-steps", type=_positive, default=20,
+    parser.add_argument("--max-steps", type=positive_int, default=20,
                         help="steps per scenario before its final check")
     parser.add_argument("--no-shrink", action="store_true",
                         help="report findings as found, unshrunk")

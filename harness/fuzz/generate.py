@@ -39,6 +39,7 @@ from harness.scenario import (
     Check,
     Exit,
     Fork,
+    Madvise,
     Mmap,
     Mremap,
     Munmap,
@@ -518,11 +519,22 @@ def _draw_scan_flags(state: GeneratorState, step: dict[str, Any], draw: Draw) ->
     return list(flags) if flags else _ABSENT
 
 
-#: pagemap_scan's keys of its own meaning.
-_SCAN_DRAWERS: dict[str, KeyDrawer] = {
-    "categories": _draw_scan_mask, "inverted": _draw_scan_mask, "anyof": _draw_scan_mask,
-    "return_mask": _draw_scan_mask, "max_pages": _draw_scan_count(8),
-    "vec_len": _draw_scan_count(4), "flags": _draw_scan_flags,
+#: Keys of one step type with a meaning of their own (the rest are drawn by name or type).
+_STEP_KEY_DRAWERS: dict[tuple[type[Step], str], KeyDrawer] = {
+    (Mmap, "at"): _draw_at,
+    (Madvise, "advice"): _draw_advice,
+    (Madvise, "holes"): _draw_holes,
+    (Mremap, "new_pages"): _draw_new_pages,
+    (Mremap, "to"): _draw_to,
+    (Mremap, "new_region"): _draw_new_region,
+    (Mremap, "dontunmap"): _draw_dontunmap,
+    (PagemapScan, "categories"): _draw_scan_mask,
+    (PagemapScan, "inverted"): _draw_scan_mask,
+    (PagemapScan, "anyof"): _draw_scan_mask,
+    (PagemapScan, "return_mask"): _draw_scan_mask,
+    (PagemapScan, "max_pages"): _draw_scan_count(8),
+    (PagemapScan, "vec_len"): _draw_scan_count(4),
+    (PagemapScan, "flags"): _draw_scan_flags,
 }
 
 
@@ -558,22 +570,8 @@ def key_drawers(step_type: type[Step]) -> list[tuple[str, KeyDrawer]]:
             drawer = _draw_fork_uid
         elif f.name == "as_uid":
             drawer = _draw_reader_uid
-        elif step_type is PagemapScan and f.name in _SCAN_DRAWERS:
-            drawer = _SCAN_DRAWERS[f.name]
-        elif f.name == "new_pages" and step_type is Mremap:
-            drawer = _draw_new_pages
-        elif f.name == "to" and step_type is Mremap:
-            drawer = _draw_to
-        elif f.name == "new_region" and step_type is Mremap:
-            drawer = _draw_new_region
-        elif f.name == "dontunmap" and step_type is Mremap:
-            drawer = _draw_dontunmap
-        elif f.name == "advice":
-            drawer = _draw_advice
-        elif f.name == "holes":
-            drawer = _draw_holes
-        elif f.name == "at" and step_type is Mmap:
-            drawer = _draw_at
+        elif (step_type, f.name) in _STEP_KEY_DRAWERS:
+            drawer = _STEP_KEY_DRAWERS[step_type, f.name]
         elif base is bool:
             drawer = _draw_flag(f.name)
         elif f.name == "value" and step_type.op == "clear_refs":

@@ -21,7 +21,7 @@ from sim.mm.vma import VM_EXEC, VM_LOCKONFAULT, VM_READ, VM_SHARED, VM_WRITE, Vm
 if TYPE_CHECKING:
     from sim.mm.mm_struct import MmStruct
 
-__all__ = ["mm_populate", "populate_vma_page_range"]
+__all__ = ["get_user_page", "mm_populate", "populate_vma_page_range"]
 
 
 def mm_populate(mm: MmStruct, start: int, end: int, ignore_errors: bool = False) -> None:
@@ -58,11 +58,11 @@ def populate_vma_page_range(mm: MmStruct, vma: Vma, start: int, end: int) -> Non
     write = (vma.flags & (VM_WRITE | VM_SHARED)) == VM_WRITE
     addr = start
     while addr < end:
-        addr += _get_user_page(mm, vma, addr, end, write)
+        addr += get_user_page(mm, vma, addr, end, write)
     mm.mem.mlock_drain_local()
 
 
-def _get_user_page(mm: MmStruct, vma: Vma, addr: int, end: int, write: bool) -> int:
+def get_user_page(mm: MmStruct, vma: Vma, addr: int, end: int, write: bool) -> int:
     """One turn of __get_user_pages(): follow_page_mask(), faultin_page() until it
     follows; the bytes to advance (page_increm: the rest of a huge leaf)."""
     for _ in range(4):

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sim.mm.gup import get_user_page
 from sim.mm.khugepaged import madvise_collapse
-from sim.mm.memory import handle_mm_fault, zap_page_range, zap_present_pte
+from sim.mm.memory import zap_page_range, zap_present_pte
 from sim.mm.pageflags import PG, PG_SWAPCACHE
 from sim.mm.pagetable import HugePmd, PteTable
-from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_WRITE, PTE_YOUNG
+from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_YOUNG
 from sim.mm.split import split_folio
 from sim.mm.syscall import MmError, NotModelled, user_range_end
 from sim.mm.vma import (
@@ -546,13 +547,9 @@ def madvise_populate(mm: MmStruct, start: int, end: int, write: bool) -> None:
 
     Page by page in order: ENOMEM where no VMA holds the address (the pages
     before it were populated), EINVAL where check_vma_flags() refuses the
-    VMA (read without VM_READ, write without VM_WRITE).  A page
-    follow_page_mask() cannot use (none, or read-only for a write) is
-    faulted in (handle_mm_fault()) and looked up again; then FOLL_TOUCH:
-    a PTE-mapped page (the zero page too: follow_page_pte() takes
-    is_zero_pfn()) gets mark_page_accessed(), a write to a clean PTE and
-    folio set_page_dirty(); a huge PMD gets touch_pmd() (young, dirty for a
-    write) and the rest of the PMD is skipped.
+    VMA (read without VM_READ, write without VM_WRITE); each page as GUP
+    follows it (:func:`sim.mm.gup.get_user_page`: fault in, then FOLL_TOUCH,
+    the zero page included; a huge PMD is touched and the rest of it skipped).
     """
     addr = start
     vma: Vma | None = None
@@ -567,51 +564,4 @@ def madvise_populate(mm: MmStruct, start: int, end: int, write: bool) -> None:
                 raise MmError(errno.EINVAL, "madvise: MADV_POPULATE_READ of an unreadable VMA")
             if not write and not vma.flags & VM_READ:
                 raise MmError(errno.EINVAL, "madvise: MADV_POPULATE_READ of a PROT_NONE VMA")
-        for _ in range(4):
-            step = _follow_touch(mm, vma, addr, write)
-            if step is not None:
-                break
-            handle_mm_fault(mm, vma, addr, write)
-        else:
-            raise AssertionError(f"{addr:#x}: populate did not resolve")
-        addr += step
-
-
-def _follow_touch(mm: MmStruct, vma: Vma, addr: int, write: bool) -> int | None:
-    """follow_page_mask() with FOLL_TOUCH: bytes to advance, or None when a fault is needed."""
-    mem = mm.mem
-    entry = mm.pt.get_pmd(addr)
-    if entry is None:
-        return None
-    if isinstance(entry, HugePmd):
-        if write and not entry.bits & PTE_WRITE:
-            return None  # can_follow_write_pmd()
-        entry.bits |= PTE_YOUNG  # touch_pmd()
-        if write:
-            entry.bits |= PTE_DIRTY
-        return mm.pmd_size - addr % mm.pmd_size
-    i = mm.pt.pte_index(addr)
-    bits = int(entry.bits[i])
-    if not bits & PTE_PRESENT:
-        return None
-    if write and not bits & PTE_WRITE:
-        return None  # can_follow_write_pte()
-    pfn = int(entry.pfn[i])
-    head = mem.page_folio(pfn)
-    if bits & PTE_SPECIAL:
-        _zero_page_mark_accessed(mm, head)
-        return mm.page_size
-    if write and not bits & PTE_DIRTY and not mem.test(head, PG.dirty):
-        mem.folio_mark_dirty(head)
-    mem.folio_mark_accessed(head)
-    return mm.page_size
-
-
-def _zero_page_mark_accessed(mm: MmStruct, pfn: int) -> None:
-    """mark_page_accessed() of the zero page, which is on no LRU: PG_referenced toggles
-    (the second call clears it: __lru_cache_activate_folio() finds no batch entry)."""
-    mem = mm.mem
-    if mem.test(pfn, PG.referenced):
-        mem.clear(pfn, PG.referenced)
-    else:
-        mem.set(pfn, PG.referenced)
+        addr += get_user_page(mm, vma, addr, end, write)

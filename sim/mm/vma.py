@@ -304,19 +304,24 @@ class VmaList:
             if alone:
                 right = True
                 left = _mergeable_anon_vma(nxt.anon_vma, prev.anon_vma, prev)
-        if left:
-            assert prev is not None
+        return self._extend(prev if left else None, nxt if right else None, start, end, pgoff)
+
+    def _extend(
+        self, prev: Vma | None, nxt: Vma | None, start: int, end: int, pgoff: int
+    ) -> Vma | None:
+        """vma_expand() of the merge partners over [start, end) (bytes): ``prev`` grows
+        (through ``nxt``, which it absorbs, when both are given), else ``nxt`` grows down
+        to ``start`` with ``pgoff``.  None when neither is given."""
+        if prev is not None:
             prev.end = end
-            if right:
-                assert nxt is not None
+            if nxt is not None:
                 prev.end = nxt.end
                 if prev.anon_vma is None:
                     prev.anon_vma, prev.chain_len = nxt.anon_vma, nxt.chain_len
                 self._drop(nxt)
             self._reindex()
             return prev
-        if right:
-            assert nxt is not None
+        if nxt is not None:
             nxt.start = start
             nxt.pgoff = pgoff
             self._reindex()
@@ -462,21 +467,4 @@ class VmaList:
         included) and anon_vma.  None: no merge.
         """
         left, right = self._merge_sides(prev, nxt, start, end, flags, file, anon_vma, pgoff)
-        if left:
-            assert prev is not None
-            prev.end = end
-            if right:
-                assert nxt is not None
-                prev.end = nxt.end
-                if prev.anon_vma is None:
-                    prev.anon_vma, prev.chain_len = nxt.anon_vma, nxt.chain_len
-                self._drop(nxt)
-            self._reindex()
-            return prev
-        if right:
-            assert nxt is not None
-            nxt.start = start
-            nxt.pgoff = pgoff
-            self._reindex()
-            return nxt
-        return None
+        return self._extend(prev if left else None, nxt if right else None, start, end, pgoff)
