@@ -31,7 +31,8 @@ import pytest
 
 from harness.agent.client import ReadFileReply
 from harness.agent.protocol import INIT, ReadStage
-from harness.guest_executor import GuestRun, prepare_guest
+from harness.guest_executor import GuestRun
+from harness.lockstep import lockstep
 from harness.model_executor import ModelRun
 from harness.process import NamedProcess
 from harness.scenario import Scenario, parse_scenario
@@ -133,13 +134,7 @@ def _frame(raw: int) -> int | None:
 def _set_up(vm: VM, guest: NamedProcess) -> World:
     arch = vm.profile.arch
     scenario = parse_scenario(PRIVILEGE_SCENARIO, "tests/test_privilege.py")
-    prepare_guest(vm)
-    real = GuestRun(scenario, vm)
-    real.names["main"], real.pids["main"] = guest.name, guest.pid
-    model = ModelRun(scenario, arch)
-    for step in scenario.steps:
-        outcomes = (real.step(step), model.step(step))
-        assert all(o.status == "ok" for o in outcomes), f"{step.label}: {outcomes}"
+    real, model = lockstep(scenario, vm, guest)
     world = World(scenario, real, model, arch, {})
     # Root's reads of every region of both processes: the PFN bijection.
     for proc in ("main", "child"):

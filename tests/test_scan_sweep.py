@@ -26,8 +26,9 @@ import pytest
 from harness.agent.protocol import SCAN_VEC_FILL, ReadStage
 from harness.compare import compare
 from harness.differences import ScanRecord
-from harness.guest_executor import GuestRun, prepare_guest, run_guest
-from harness.model_executor import ModelRun, run_model
+from harness.guest_executor import run_guest
+from harness.lockstep import lockstep
+from harness.model_executor import run_model
 from harness.process import NamedProcess
 from harness.scan_step import MODEL_VEC_ADDR
 from harness.scenario import load_scenario, parse_scenario
@@ -150,13 +151,7 @@ def _probes(a: int, a_end: int, f: int, f_end: int, page: int, task_size: int) -
 def test_scan_arguments_agree(vm: VM, guest: NamedProcess) -> None:
     arch = vm.profile.arch
     scenario = parse_scenario(SCAN_SCENARIO, "tests/test_scan_sweep.py")
-    prepare_guest(vm)
-    real = GuestRun(scenario, vm)
-    real.names["main"], real.pids["main"] = guest.name, guest.pid
-    model = ModelRun(scenario, arch)
-    for step in scenario.steps:
-        outcomes = (real.step(step), model.step(step))
-        assert all(o.status == "ok" for o in outcomes), f"{step.label}: {outcomes}"
+    real, model = lockstep(scenario, vm, guest)
     a, f = real.layout["a"], real.layout["f"]
     page = arch.page_size
     probes = _probes(a.vaddr, a.vaddr + a.pages * page, f.vaddr, f.vaddr + f.pages * page,
