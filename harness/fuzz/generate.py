@@ -144,6 +144,13 @@ class GeneratorState:
     #: Regions backed by shmem (a file, memfd or shared anonymous memory): MADV_COLLAPSE
     #: there takes hpage_collapse_scan_file(), which the model does not follow.
     shmem_regions: set[str] = field(default_factory=set)
+    #: (process, region) of the step just applied when it mapped a private anonymous
+    #: region of a THP or more at its own range (THP-aligned): the next step may be
+    #: MADV_HUGEPAGE on all of it (:func:`_next_step`).
+    fresh_thp: tuple[str, str] | None = None
+    #: (process, region) when the step just applied was that MADV_HUGEPAGE: the next
+    #: step may touch the region's first page (the huge-PMD fault itself).
+    fresh_hugepage: tuple[str, str] | None = None
 
     @property
     def alive(self) -> list[str]:
@@ -157,6 +164,9 @@ class GeneratorState:
     def apply(self, step: dict[str, Any]) -> None:
         """Update the state for ``step`` (JSON data of a step valid here)."""
         op, proc = step["op"], step.get("proc", "main")
+        fresh, self.fresh_thp, self.fresh_hugepage = self.fresh_thp, None, None
+        if fresh is not None and step == _hugepage_step(self, *fresh):
+            self.fresh_hugepage = fresh
         if op == Mmap.op:
             self._mmap(proc, step)
         elif op == Mremap.op:
@@ -244,6 +254,9 @@ class GeneratorState:
         for other, first, end in covered:
             mine[other] = _cut(mine[other], first, end)
         mine[region] = [(0, n)]
+        thp = self.arch.thp_pages
+        if thp and n >= thp and at is None and region in self.growable:
+            self.fresh_thp = (proc, region)
 
     def resolve(self, value: int | str) -> int:
         return NrPages.parse(value).resolve(self.arch)
@@ -459,7 +472,16 @@ RAW_ADVICE = (0, 1, 16, 102, -1)
 def _draw_advice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
     """A name of the language (the first, ``dontneed``, is what shrinking prefers), or one
     time in four a raw number.  No ``collapse`` of a shmem-backed region (file collapse
-    is not modelled: sim/MODEL.md)."""
+    is not modelled: sim/MODEL.md).
+
+    On a region of a THP or more, ``hugepage`` one time in three before that
+    choice: drawn among twenty names it came once in seventy scenarios, and
+    a campaign of 1,000 model runs never reached a huge-PMD fault
+    (do_huge_pmd_anonymous_page) that only MADV_HUGEPAGE enables (the
+    guests' THP setting is ``madvise``)."""
+    thp = state.arch.thp_pages
+    if thp and state.sizes[step["region"]] >= thp and draw(st.integers(0, 2)) == 2:
+        return "hugepage"
     if draw(st.integers(0, 3)):
         if step["region"] in state.shmem_regions:  # not modelled: see shmem_regions
             return draw(st.sampled_from([a for a in ADVICES if a != "collapse"]))
@@ -635,6 +657,20 @@ def _draw_step(state: GeneratorState, step_type: type[Step], draw: Draw) -> dict
     return step
 
 
+def _hugepage_step(state: GeneratorState, proc: str, region: str) -> dict[str, Any]:
+    """MADV_HUGEPAGE on all of a region just mapped: its THP-aligned PMD ranges then take
+    huge-PMD faults (do_huge_pmd_anonymous_page, the guests' THP setting being
+    ``madvise``), which a hugepage advice drawn among all the others, on any range
+    and at any time, reached in none of 1,000 generated scenarios."""
+    step: dict[str, Any] = {
+        "op": Madvise.op, "region": region,
+        "pages": [0, state.symbolic(state.sizes[region])], "advice": "hugepage",
+    }
+    if proc != "main":
+        step["proc"] = proc
+    return step
+
+
 @st.composite
 def _next_step(draw: Draw, state: GeneratorState, check: bool | None) -> dict[str, Any] | None:
     """One step valid in ``state`` (None: the scenario ends here).
@@ -653,6 +689,13 @@ def _next_step(draw: Draw, state: GeneratorState, check: bool | None) -> dict[st
     if check is None:
         if not draw(st.integers(0, _GO_ON)):
             return None
+        if state.fresh_thp is not None and draw(st.integers(0, 1)):
+            return _hugepage_step(state, *state.fresh_thp)
+        if state.fresh_hugepage is not None and draw(st.integers(0, 1)):
+            proc, region = state.fresh_hugepage
+            op = draw(st.sampled_from(["write", "read"]))
+            return {"op": op, **({} if proc == "main" else {"proc": proc}),
+                    "region": region, "pages": [0, 1]}
         candidates = [t for t in ops if _applicable(t, state)]
     elif check:
         candidates = [Check]
