@@ -39,13 +39,14 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from harness.agent.client import AgentClient, ReadFileReply
+from harness.agent.client import AgentClient, BatchRead, BatchReadReply
 from harness.agent.protocol import (
     BackingCode,
     MapBits,
     ProtBits,
     ReadStage,
     RemapBits,
+    ReplyStatus,
     SettleFlags,
 )
 from harness.errors import AgentOpError, VMError
@@ -138,7 +139,7 @@ class GuestSetup:
 _zero_pfns: weakref.WeakKeyDictionary[VM, int] = weakref.WeakKeyDictionary()
 
 
-def clear_zero_page_referenced(vm: VM) -> None:
+def clear_zero_page_referenced(vm: VM, flags_read: BatchReadReply | None = None) -> None:
     """Leave the shared zero page without PG_referenced, as the model starts every run.
 
     follow_page_pte() (mm/gup.c) calls mark_page_accessed() on every page a
@@ -146,7 +147,8 @@ def clear_zero_page_referenced(vm: VM) -> None:
     activated, so each touch toggles PG_referenced (folio_mark_accessed()).
     One populated read-only private page outside every region maps it and
     toggles it: done once per VM to learn its PFN, and again whenever a run
-    left it referenced.  One kpageflags read per run otherwise.
+    left it referenced.  One kpageflags read per run otherwise, or none when
+    ``flags_read`` is that read, made by the caller (:func:`zero_page_flags_read`).
     """
     agent, arch = vm.agent, vm.profile.arch
     page = arch.page_size
@@ -167,7 +169,9 @@ def clear_zero_page_referenced(vm: VM) -> None:
         return int(entry & PM.PFN_MASK)
 
     def referenced(pfn: int) -> bool:
-        got = agent.read_file("/proc/kpageflags", 8, offset=pfn * 8)
+        nonlocal flags_read
+        got = flags_read or agent.read_files([_kpageflags_read(pfn)])[0]
+        flags_read = None
         if not got.ok or len(got.data) != 8:
             raise GuestExecutorError(f"cannot read the zero page's kpageflags: {got.describe()}")
         return bool(parse_u64s(arch, got.data)[0] >> KPF.REFERENCED & 1)
@@ -175,11 +179,23 @@ def clear_zero_page_referenced(vm: VM) -> None:
     pfn = _zero_pfns.get(vm)
     if pfn is None:
         pfn = _zero_pfns[vm] = toggle()
+        flags_read = None
     for _ in range(2):
         if not referenced(pfn):
             return
         toggle()
     raise GuestExecutorError(f"the zero page (PFN {pfn:#x}) stays referenced")
+
+
+def zero_page_flags_read(vm: VM) -> BatchRead | None:
+    """The kpageflags read :func:`clear_zero_page_referenced` starts with (None: the
+    zero page's PFN is not known yet in this VM)."""
+    pfn = _zero_pfns.get(vm)
+    return None if pfn is None else _kpageflags_read(pfn)
+
+
+def _kpageflags_read(pfn: int) -> BatchRead:
+    return BatchRead("/proc/kpageflags", 8, offset=pfn * 8)
 
 
 _prepared: weakref.WeakKeyDictionary[VM, GuestSetup] = weakref.WeakKeyDictionary()
@@ -240,6 +256,10 @@ def _collapsed(agent: AgentClient) -> int | None:
     return None if text is None else int(text)
 
 
+#: khugepaged's count of collapsed THPs, as one read of a batch.
+_COLLAPSED_READ = BatchRead(_COLLAPSED, 64, loop=True)
+
+
 @dataclass
 class GuestRun:
     """One scenario in ``vm``, in named processes of its own."""
@@ -253,8 +273,10 @@ class GuestRun:
     pids: dict[str, int] = field(init=False, default_factory=dict)
     outcomes: list[StepOutcome] = field(init=False, default_factory=list)
     checks: list[CheckObservation] = field(init=False, default_factory=list)
-    #: Agent requests made (for benchmarks).
+    #: READ_FILES requests made by checks (for benchmarks).
     reads: int = field(init=False, default=0)
+    #: What the next batch of a check's reads settles first (the first: the LRU drain).
+    _settle: SettleFlags = field(init=False, default=SettleFlags.NONE)
 
     def __post_init__(self) -> None:
         self.arch = self.vm.profile.arch
@@ -268,8 +290,17 @@ class GuestRun:
     def run(self) -> Observations:
         """Every step in order; the run's processes are gone afterwards."""
         setup = prepare_guest(self.vm)
-        collapsed = _collapsed(self.agent) if setup.thp else None
-        clear_zero_page_referenced(self.vm)
+        # One round trip for khugepaged's count and the zero page's flags.
+        zero = zero_page_flags_read(self.vm)
+        reads = [r for r in (_COLLAPSED_READ if setup.thp else None, zero) if r is not None]
+        replies = self.agent.read_files(reads)
+        collapsed = None
+        if setup.thp:
+            got = replies.pop(0)
+            if not got.ok:
+                raise GuestExecutorError(f"cannot read {_COLLAPSED}: {got.describe()}")
+            collapsed = int(got.data)
+        clear_zero_page_referenced(self.vm, replies[0] if replies else None)
         try:
             self._spawn("main")
             drain = self.scenario.locks_memory
@@ -311,14 +342,19 @@ class GuestRun:
         self.names[proc] = name
 
     def _kill_all(self) -> None:
-        """Kill and reap every process of this run that is still alive."""
-        try:
-            alive = self.agent.list_processes()
-        except VMError:
-            return  # the VM is gone; nothing left to reap
-        for name in alive:
-            if name.startswith(self._prefix):
+        """Kill and reap every process of this run that is still alive.
+
+        Those are the ones in ``names``: a fork adds its child there, an exit
+        removes it.  A process that is gone already is NO_PROCESS, not an error.
+        """
+        for name in self.names.values():
+            try:
                 self.agent.kill(name)
+            except VMError:
+                return  # the VM is gone; nothing left to reap
+            except AgentOpError as e:
+                if e.status != ReplyStatus.NO_PROCESS.name:
+                    raise
         self.names.clear()
 
     def step(self, step: AnyStep) -> StepOutcome:
@@ -343,8 +379,9 @@ class GuestRun:
     # -- checks ----------------------------------------------------------------
 
     def check(self, step: Check) -> CheckObservation:
-        # The model samples with the per-CPU folio batches drained (sim/MODEL.md).
-        self.agent.settle(SettleFlags.DRAIN_LRU)
+        # The model samples with the per-CPU folio batches drained (sim/MODEL.md):
+        # the agent drains them before the check's first batch of reads.
+        self._settle = SettleFlags.DRAIN_LRU
         targets = [
             (t.proc, t.region, self.pids[t.proc]) for t in self.scenario.targets[step.index]
         ]
@@ -360,7 +397,9 @@ class GuestRun:
     def read(self, reads: Sequence[FileRead], step: Check) -> list[ReadResult]:
         """Each read as one open + pread + close in the guest, as the reader uid.
 
-        The reads run in a CLONE_VM child of the agent's init, never in a
+        One READ_FILES request per batch (:meth:`AgentClient.read_files`),
+        the first of a check preceded by the LRU drain.  The reads run in a
+        CLONE_VM child of the agent's init, never in a
         process of the scenario, so they change no observed page state.  An
         unprivileged reader keeps gid 0, as the model's reader does
         (``ProcFs.read()``: setresuid() from root, no capabilities, gid 0)
@@ -369,19 +408,18 @@ class GuestRun:
         """
         uid = None if step.reader_uid == 0 else step.reader_uid
         gid = None if uid is None else 0
-        results = []
-        for r in reads:
-            if r.whole:
-                got = self.agent.read_file(r.path, r.count, uid=uid, gid=gid, loop=True)
-            else:
-                got = self.agent.read_file(
-                    r.path, r.count, offset=r.offset, uid=uid, gid=gid, loop=False
-                )
-            self.reads += 1
-            results.append(self._result(got, r, step))
-        return results
+        batch = [
+            BatchRead(r.path, r.count, loop=True)
+            if r.whole
+            else BatchRead(r.path, r.count, offset=r.offset)
+            for r in reads
+        ]
+        replies = self.agent.read_files(batch, uid=uid, gid=gid, settle=self._settle)
+        self._settle = SettleFlags.NONE
+        self.reads += 1
+        return [self._result(got, r, step) for got, r in zip(replies, reads, strict=True)]
 
-    def _result(self, got: ReadFileReply, r: FileRead, step: Check) -> ReadResult:
+    def _result(self, got: BatchReadReply, r: FileRead, step: Check) -> ReadResult:
         if got.ok:
             return ReadResult.ok(got.data)
         if got.stage is ReadStage.CREDS or not got.errno:

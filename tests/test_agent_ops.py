@@ -7,14 +7,16 @@ import signal
 
 import pytest
 
-from harness.agent.client import AgentClient
+from harness.agent.client import AgentClient, BatchRead
 from harness.agent.protocol import (
+    MAX_PAYLOAD,
     BackingCode,
     CrashKind,
     ProtBits,
     ReadStage,
     RemapBits,
     ReplyStatus,
+    SettleFlags,
     Whence,
 )
 from harness.errors import AgentOpError
@@ -178,6 +180,44 @@ def test_read_as_unprivileged_user(guest: NamedProcess) -> None:
     assert uids.split()[1:] == ["1000"] * 4
     caps = next(line for line in allowed.data.decode().splitlines() if line.startswith("CapEff:"))
     assert int(caps.split()[1], 16) == 0
+
+
+def test_read_files_equals_one_read_file_each(guest: NamedProcess) -> None:
+    """READ_FILES: the same bytes and errnos as READ_FILE, in order, as root or as a uid."""
+    agent = guest.agent
+    reads = [
+        BatchRead("/proc/kpageflags", 64, offset=8),
+        BatchRead("/proc/kpageflags", 7, offset=0),  # EINVAL at the read
+        BatchRead("/proc/no-such-file", 8),  # ENOENT at the open
+        BatchRead("/proc/self/status", 1 << 16, loop=True),  # init's: a seq_file, to EOF
+        BatchRead("/proc/kpagecount", 0, offset=0),
+    ]
+    got = agent.read_files(reads, settle=SettleFlags.DRAIN_LRU)
+    one = agent.read_file("/proc/kpageflags", 64, offset=8)
+    assert got[0].ok and got[0].data == one.data and len(one.data) == 64
+    assert (got[1].stage, got[1].errno) == (ReadStage.READ, errno.EINVAL)
+    assert (got[2].stage, got[2].errno) == (ReadStage.OPEN, errno.ENOENT)
+    assert got[3].ok and got[3].data.startswith(b"Name:")
+    assert got[4].ok and got[4].data == b""
+    as_user = agent.read_files(reads, uid=1000)
+    assert (as_user[0].stage, as_user[0].errno) == (ReadStage.OPEN, errno.EACCES)
+    assert (as_user[2].stage, as_user[2].errno) == (ReadStage.OPEN, errno.ENOENT)
+    uids = next(ln for ln in as_user[3].data.decode().splitlines() if ln.startswith("Uid:"))
+    assert uids.split()[1:] == ["1000"] * 4  # the child that read it, not init
+    assert agent.read_files([]) == []
+
+
+def test_read_files_refuses_what_a_frame_cannot_carry(guest: NamedProcess) -> None:
+    agent = guest.agent
+    with pytest.raises(ValueError, match="do not fit a frame"):
+        agent.read_files([BatchRead("/proc/kpageflags", MAX_PAYLOAD)])
+    with pytest.raises(AgentOpError) as e:
+        agent.read_files([BatchRead("/proc/kpageflags", 8)], settle=SettleFlags(64))
+    assert e.value.status == ReplyStatus.BAD_REQUEST.name
+    # Two reads that fit one frame each but not together: two requests, one reply each.
+    half = MAX_PAYLOAD // 2
+    two = agent.read_files([BatchRead("/init", half, offset=0)] * 2)  # the agent itself
+    assert [r.ok for r in two] == [True, True] and two[0].data == two[1].data
 
 
 def test_seeks_and_final_position(guest: NamedProcess) -> None:

@@ -19,6 +19,7 @@ from harness.agent.protocol import (
     HEADER_SIZE,
     INIT,
     LAYOUTS,
+    MAX_PAYLOAD,
     NAME_MAX,
     REQUEST_MAGIC,
     RESPONSE_MAGIC,
@@ -51,6 +52,8 @@ from sim.formats_scan import PmScanArg
 
 __all__ = [
     "AgentClient",
+    "BatchRead",
+    "BatchReadReply",
     "ExitResult",
     "Hello",
     "ReadFileReply",
@@ -135,6 +138,57 @@ class ReadFileReply:
         if self.ok:
             return f"{len(self.data)} bytes, position {self.final_pos}"
         return f"{self.stage.name.lower()} failed: {errno_text(self.errno)}"
+
+
+@dataclass(frozen=True)
+class BatchRead:
+    """One read of a READ_FILES batch: open ``path`` read-only, read, close.
+
+    With ``offset`` the read is pread() there, else read() from the start;
+    ``loop`` keeps reading until ``count`` bytes or end of file (a seq_file
+    such as smaps returns about a page per call); without it, one call.
+    """
+
+    path: str
+    count: int
+    offset: int | None = None
+    loop: bool = False
+
+
+@dataclass(frozen=True)
+class BatchReadReply:
+    """One READ_FILES read: the bytes, or where (open, read, creds) and why it stopped."""
+
+    stage: ReadStage
+    errno: int
+    data: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.stage is ReadStage.NONE
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"{len(self.data)} bytes"
+        return f"{self.stage.name.lower()} failed: {errno_text(self.errno)}"
+
+
+#: Most reads of one READ_FILES request (the agent's MAX_BATCH_READS).
+MAX_BATCH_READS = 1024
+
+
+def _batches(reads: Sequence[BatchRead]) -> list[list[BatchRead]]:
+    """``reads`` in order, cut into requests the agent accepts (count and bytes)."""
+    batches: list[list[BatchRead]] = [[]]
+    total = 0
+    for read in reads:
+        room = MAX_PAYLOAD - 4096 - 9 * (len(batches[-1]) + 1)
+        if batches[-1] and (len(batches[-1]) == MAX_BATCH_READS or total + read.count > room):
+            batches.append([])
+            total = 0
+        batches[-1].append(read)
+        total += read.count
+    return batches
 
 
 @dataclass(frozen=True)
@@ -460,6 +514,50 @@ class AgentClient:
             ReadStage(got["stage"]), got["errno"], got["seek_results"], got["final_pos"],
             got["data"],
         )
+
+    def read_files(
+        self,
+        reads: Sequence[BatchRead],
+        *,
+        uid: int | None = None,
+        gid: int | None = None,
+        settle: SettleFlags = SettleFlags.NONE,
+        target: str = INIT,
+        timeout: float | None = None,
+    ) -> list[BatchReadReply]:
+        """Every read, in order, as ``uid``/``gid`` (default: stay root): one reply each.
+
+        One READ_FILES request (the agent settles with ``settle`` first, then
+        makes the reads in one child when a uid is given), or more when the
+        reads' counts outgrow a frame (the settle then comes before the first).
+        ValueError: a read's count alone does not fit a frame.
+        """
+        replies: list[BatchReadReply] = []
+        for batch in _batches(reads):
+            for read in batch:
+                if read.count > MAX_PAYLOAD - 4096 - 9:
+                    raise ValueError(f"read of {read.path}: {read.count} bytes do not fit a frame")
+            got = self.call_op(
+                Op.READ_FILES, target, timeout,
+                uid=UID_KEEP if uid is None else uid, gid=UID_KEEP if gid is None else gid,
+                settle=settle,
+                reads=[
+                    (r.path.encode(), int(r.offset is not None), r.offset or 0, r.count,
+                     int(r.loop))
+                    for r in batch
+                ],
+            )
+            settle = SettleFlags.NONE
+            results = got["results"]
+            if len(results) != len(batch):
+                raise self._watchdog.error(
+                    AgentProtocolError,
+                    f"read_files: {len(results)} results for {len(batch)} reads",
+                )
+            replies += [
+                BatchReadReply(ReadStage(stage), errno, data) for stage, errno, data in results
+            ]
+        return replies
 
     def pagemap_scan(
         self,

@@ -260,6 +260,126 @@ out:
 	free(job);
 }
 
+/* Most reads one READ_FILES request may carry. */
+#define MAX_BATCH_READS 1024
+
+/* READ_FILES' reads, all made as one uid/gid. */
+struct read_batch {
+	struct read_job *jobs;
+	uint32_t n;
+	uint32_t uid, gid;
+};
+
+static void run_batch(struct read_batch *batch)
+{
+	uint32_t i;
+
+	for (i = 0; i < batch->n; i++)
+		run_read(&batch->jobs[i]);
+}
+
+/* Runs in a clone(CLONE_VM | CLONE_VFORK) child, as read_as_user() does. */
+static int batch_as_user(void *arg)
+{
+	struct read_batch *batch = arg;
+	uint32_t i;
+
+	if (drop_privileges(batch->uid, batch->gid) != 0) {
+		for (i = 0; i < batch->n; i++)
+			fail_stage(&batch->jobs[i], READ_STAGE_CREDS);
+		return 1;
+	}
+	run_batch(batch);
+	return 0;
+}
+
+/* Decode the reads of a READ_FILES request; 0, or -1 with the reply saying why. */
+static int decode_batch(struct request *req, struct reply *rep, struct read_batch *batch,
+			uint32_t *settle_flags)
+{
+	struct reader *r = &req->args;
+	uint64_t total = 0;
+	uint32_t i;
+
+	batch->uid = get_u32(r);
+	batch->gid = get_u32(r);
+	*settle_flags = get_u32(r);
+	batch->n = get_u32(r);
+	if (r->bad || batch->n > MAX_BATCH_READS) {
+		reply_fail(rep, ST_BAD_REQUEST, 0, "read_files: %u reads (max %u)", batch->n,
+			   MAX_BATCH_READS);
+		return -1;
+	}
+	batch->jobs = calloc(batch->n ? batch->n : 1, sizeof(*batch->jobs));
+	if (!batch->jobs) {
+		reply_fail(rep, ST_ERRNO, ENOMEM, "read_files: no memory");
+		return -1;
+	}
+	for (i = 0; i < batch->n && !r->bad; i++) {
+		struct read_job *job = &batch->jobs[i];
+
+		get_cstr(r, job->path, sizeof(job->path), 0);
+		job->oflags = O_RDONLY | O_CLOEXEC;
+		job->use_pread = get_u8(r);
+		job->pread_offset = (int64_t)get_u64(r);
+		job->count = get_u64(r);
+		job->loop = get_u8(r);
+		if (job->use_pread > 1 || job->loop > 1)
+			r->bad = 1;
+		total += job->count;
+	}
+	if (!args_ok(req, rep))
+		return -1;
+	if (total > FRAME_MAX_PAYLOAD - 4096 - 9 * (uint64_t)batch->n) {
+		reply_fail(rep, ST_BAD_REQUEST, 0, "read_files: %llu bytes in all (max %u)",
+			   (unsigned long long)total, FRAME_MAX_PAYLOAD - 4096 - 9 * batch->n);
+		return -1;
+	}
+	if (batch->uid != UID_KEEP && batch->gid == UID_KEEP)
+		batch->gid = batch->uid;
+	for (i = 0; i < batch->n; i++) {
+		batch->jobs[i].data = malloc(batch->jobs[i].count ? (size_t)batch->jobs[i].count : 1);
+		if (!batch->jobs[i].data) {
+			reply_fail(rep, ST_ERRNO, ENOMEM, "read_files: no memory for %llu bytes",
+				   (unsigned long long)batch->jobs[i].count);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * READ_FILES (layout: protocol.h): SETTLE first, then every read as READ_FILE
+ * makes it (no seeks), all in one child when they are made as another uid: a
+ * check's reads in one round trip and one credential switch.
+ */
+void op_read_files(struct request *req, struct reply *rep)
+{
+	struct read_batch batch = { 0 };
+	uint32_t settle_flags, i;
+
+	if (decode_batch(req, rep, &batch, &settle_flags) != 0)
+		goto out;
+	if (settle(settle_flags, rep, "read_files") != 0)
+		goto out;
+	if (batch.uid == UID_KEEP)
+		run_batch(&batch);
+	else if (in_child(batch_as_user, &batch, rep, "read_files") != 0)
+		goto out;
+	put_u32(&rep->payload, batch.n);
+	for (i = 0; i < batch.n; i++) {
+		put_u8(&rep->payload, (uint8_t)batch.jobs[i].stage);
+		put_u32(&rep->payload, (uint32_t)batch.jobs[i].err);
+		put_blob(&rep->payload, batch.jobs[i].data, (size_t)batch.jobs[i].got);
+	}
+out:
+	if (batch.jobs) {
+		for (i = 0; i < batch.n; i++)
+			free(batch.jobs[i].data);
+	}
+	free(batch.jobs);
+}
+
 /* WRITE_FILE (layout: protocol.h): one write() call, as sysctl and sysfs
  * files expect. */
 void op_write_file(struct request *req, struct reply *rep)

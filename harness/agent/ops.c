@@ -492,6 +492,21 @@ static int drain_lru_batches(void)
 	return munmap(p, ps);
 }
 
+int settle(uint32_t flags, struct reply *rep, const char *what)
+{
+	if (flags & ~(uint32_t)(SETTLE_DRAIN_LRU | SETTLE_SYNC)) {
+		reply_fail(rep, ST_BAD_REQUEST, 0, "%s: unknown settle flags %#x", what, flags);
+		return -1;
+	}
+	if ((flags & SETTLE_SYNC))
+		sync();
+	if ((flags & SETTLE_DRAIN_LRU) && drain_lru_batches() != 0) {
+		reply_fail(rep, ST_ERRNO, errno, "%s: drain: %s", what, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 /* SETTLE (layout: protocol.h) */
 void op_settle(struct request *req, struct reply *rep)
 {
@@ -499,14 +514,7 @@ void op_settle(struct request *req, struct reply *rep)
 
 	if (!args_ok(req, rep))
 		return;
-	if (flags & ~(uint32_t)(SETTLE_DRAIN_LRU | SETTLE_SYNC)) {
-		reply_fail(rep, ST_BAD_REQUEST, 0, "settle: unknown flags %#x", flags);
-		return;
-	}
-	if ((flags & SETTLE_SYNC))
-		sync();
-	if ((flags & SETTLE_DRAIN_LRU) && drain_lru_batches() != 0)
-		reply_fail(rep, ST_ERRNO, errno, "settle: drain: %s", strerror(errno));
+	settle(flags, rep, "settle");
 }
 
 /*

@@ -89,6 +89,11 @@ enum agent_op {
 	 * Mremap(addr, old_length, new_length, flags (RemapBits -> MREMAP_*), new_addr); the reply
 	 * is the range's address afterwards. */
 	OP_MREMAP = 19,
+	/* u32 uid, u32 gid, u32 settle, u32 n, n x (blob path, u8 pread, i64 offset, u64 count, u8
+	 * loop) reads -> u32 m, m x (u8 stage, u32 errno, blob data) results. SETTLE with the
+	 * settle flags, then each read as READ_FILE makes it (no seeks, no open bits), all as
+	 * uid/gid in one child; the counts may sum to MAX_PAYLOAD - 4096 - 9n. */
+	OP_READ_FILES = 23,
 };
 
 /* Ops any agent process performs on itself, X(op, handler): the handler is
@@ -110,7 +115,8 @@ enum agent_op {
 	X(OP_PAGEMAP_SCAN, op_pagemap_scan) \
 	X(OP_MLOCK, op_mlock) \
 	X(OP_MUNLOCK, op_munlock) \
-	X(OP_MREMAP, op_mremap)
+	X(OP_MREMAP, op_mremap) \
+	X(OP_READ_FILES, op_read_files)
 
 /* ReplyStatus: The status of a reply frame. */
 enum agent_status {

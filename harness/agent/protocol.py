@@ -122,6 +122,7 @@ class Op(IntEnum):
     MLOCK = 20
     MUNLOCK = 21
     MREMAP = 19
+    READ_FILES = 23
 
 
 class ReplyStatus(IntEnum):
@@ -171,6 +172,7 @@ class RemapBits(IntFlag):
 class SettleFlags(IntFlag):
     """What SETTLE does before it replies."""
 
+    NONE = 0
     #: lru_add_drain() on the agent's CPU (munmap of an untouched scratch VMA).
     DRAIN_LRU = 1
     SYNC = 2
@@ -383,6 +385,13 @@ LAYOUTS: dict[Op, OpLayout] = {
         "open path as uid/gid (as READ_FILE), ioctl(PAGEMAP_SCAN) with a struct pm_scan_arg of "
         "these fields (arg_null: pass NULL instead); ret is the ioctl's value or -errno, "
         "walk_end the struct's afterwards, vec the BUFFER's bytes afterwards (empty for RAW)",
+    ),
+    Op.READ_FILES: _layout(
+        "u32 uid, u32 gid, u32 settle, u32 n, n x (blob path, u8 pread, i64 offset, u64 count, "
+        "u8 loop) reads",
+        "u32 m, m x (u8 stage, u32 errno, blob data) results",
+        "SETTLE with the settle flags, then each read as READ_FILE makes it (no seeks, no open "
+        "bits), all as uid/gid in one child; the counts may sum to MAX_PAYLOAD - 4096 - 9n",
     ),
     Op.MLOCK: _layout("u64 addr, u64 length, u8 onfault", "",
                       "mlock(), or mlock2(MLOCK_ONFAULT) when onfault is 1"),
