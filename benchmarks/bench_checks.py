@@ -1,6 +1,6 @@
 """How fast the scenario catalog runs in a guest and in the model, compared.
 
-    python benchmarks/bench_checks.py [--arch A ...] [--runs N] [SCENARIO.json ...]
+    python benchmarks/bench_checks.py [--arch A ...] [--runs N] [--as-of REV | SCENARIO.json ...]
 
 For each arch (default x86_64), boots one VM and reports:
 
@@ -18,6 +18,7 @@ Not a test: nothing is asserted about time; divergences are counted, not judged.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -120,13 +121,40 @@ def bench_arch(name: str, scenarios: list[Scenario], runs: int) -> None:
           "included)")
 
 
+def catalog_as_of(rev: str) -> list[Path]:
+    """The catalog files (today's versions) that ``git ls-tree REV`` lists; SystemExit
+    with git's one-line complaint when REV is unknown, or a file is gone since."""
+    repo = CATALOG.parents[1]
+    try:
+        listed = subprocess.run(
+            ["git", "-C", str(repo), "ls-tree", "--name-only", rev, "tests/scenarios/"],
+            check=True, capture_output=True, text=True,
+        ).stdout.split()
+    except subprocess.CalledProcessError as e:
+        raise SystemExit(f"--as-of {rev}: {e.stderr.strip() or 'git ls-tree failed'}") from None
+    paths = [repo / name for name in listed if name.endswith(".json")]
+    gone = [p.name for p in paths if not p.exists()]
+    if gone:
+        raise SystemExit(f"--as-of {rev}: no longer in the catalog: {', '.join(gone)}")
+    return paths
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("scenarios", nargs="*", type=Path)
     parser.add_argument("--arch", action="append", choices=PROFILE_NAMES)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--as-of", metavar="REV",
+        help="the catalog files that existed at git revision REV (as they are now), e.g. "
+        "4f3be88: the 23 scenarios before issue 9 widened the language",
+    )
     args = parser.parse_args()
-    paths = args.scenarios or sorted(CATALOG.glob("*.json"))
+    if args.as_of and args.scenarios:
+        parser.error("give scenario files or --as-of, not both")
+    paths = args.scenarios or (
+        catalog_as_of(args.as_of) if args.as_of else sorted(CATALOG.glob("*.json"))
+    )
     scenarios = [load_scenario(p) for p in paths]
     for arch_name in args.arch or ["x86_64"]:
         bench_arch(arch_name, scenarios, args.runs)
