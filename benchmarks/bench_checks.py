@@ -48,6 +48,11 @@ class Pass:
     frames: int = 0
     reads: int = 0
     divergences: int = 0
+    #: CPU seconds, which other jobs on the machine do not inflate: QEMU's
+    #: (all its threads: the vCPU, I/O) and this process's (the guest side's
+    #: Python, the model, compare).
+    qemu_cpu: float = 0.0
+    host_cpu: float = 0.0
 
     @property
     def total(self) -> float:
@@ -57,6 +62,7 @@ class Pass:
 def one_pass(scenarios: list[Scenario], vm: VM) -> Pass:
     arch = vm.profile.arch
     result = Pass()
+    qemu_before, host_before = vm.cpu_seconds(), time.process_time()
     for scenario in list(scenarios):
         started = time.perf_counter()
         run = GuestRun(scenario, vm)
@@ -78,6 +84,8 @@ def one_pass(scenarios: list[Scenario], vm: VM) -> Pass:
         for check in real.checks:
             result.pages += sum(r.pages for r in check.regions)
             result.frames += len(check.frames)
+    result.qemu_cpu = vm.cpu_seconds() - qemu_before
+    result.host_cpu = time.process_time() - host_before
     return result
 
 
@@ -110,6 +118,9 @@ def bench_arch(name: str, scenarios: list[Scenario], runs: int) -> None:
     print(f"  catalog cold, one after other  {cold.total:8.3f} s")
     print(f"  one after other (best of {runs})    {split.total:8.3f} s  "
           f"(guest {split.guest:.3f}, model {split.model:.3f}, compare {split.compare:.3f})")
+    print(f"  CPU of that pass               {split.qemu_cpu + split.host_cpu:8.3f} s  "
+          f"(QEMU {split.qemu_cpu:.3f}, this process {split.host_cpu:.3f}: the machine's "
+          "load does not inflate these)")
     print(f"  catalog warm, as harness run   {wall:8.3f} s  (best of {runs}; "
           f"{divergences} divergences)")
     print(f"  compared checks per second     {split.checks / wall:8.1f}   "

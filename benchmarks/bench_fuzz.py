@@ -71,6 +71,9 @@ class Slices:
     requests: int = 0
     divergent: int = 0
     wall: float = 0.0
+    #: CPU seconds (not inflated by the machine's other jobs): QEMU's, this process's.
+    qemu_cpu: float = 0.0
+    host_cpu: float = 0.0
     by_op: dict[str, float] = field(default_factory=dict)
 
 
@@ -110,6 +113,7 @@ def _one(data: dict[str, Any], profile: Any, warm: WarmVM, slices: Slices) -> No
     """One unit example, its slices added to ``slices`` (wall time included)."""
     vm = warm.get()
     scenario = scenario_from_data(data, profile.arch)
+    qemu0, host0 = vm.cpu_seconds(), time.process_time()
     t0 = time.perf_counter()
     model = run_model(scenario, profile.arch, facts=vm.facts or PINNED)
     t1 = time.perf_counter()
@@ -122,6 +126,8 @@ def _one(data: dict[str, Any], profile: Any, warm: WarmVM, slices: Slices) -> No
     t3 = time.perf_counter()
     warm.reset()
     t4 = time.perf_counter()
+    slices.qemu_cpu += vm.cpu_seconds() - qemu0
+    slices.host_cpu += time.process_time() - host0
     slices.model += t1 - t0
     # Guest ops: the whole guest run (spawn and kill included) but its checks.
     slices.guest_ops += (t2 - t1) - (slices.reads - reads_before)
@@ -179,7 +185,11 @@ def report(arch_name: str, s: Slices, label: str = "") -> None:
                         ("compare", s.compare), ("reset", s.reset)]:
         print(f"  {name:10} {1000 * value / s.examples:7.2f} ms/example  "
               f"{100 * value / total:5.1f} %")
-    print(f"  agent reads per check: {s.requests / max(s.checks, 1):.1f}")
+    cpu = (s.qemu_cpu + s.host_cpu) / s.examples
+    print(f"  CPU per example: QEMU {1000 * s.qemu_cpu / s.examples:.2f} ms + this process "
+          f"{1000 * s.host_cpu / s.examples:.2f} ms = {1000 * cpu:.2f} ms (the two mostly take "
+          f"turns: on idle cores about {1 / cpu:.1f} examples/s)")
+    print(f"  READ_FILES requests per check: {s.requests / max(s.checks, 1):.1f}")
     ops = sorted(s.by_op.items(), key=lambda kv: -kv[1])
     print("  guest time by op (ms/example): "
           + ", ".join(f"{op} {1000 * t / s.examples:.2f}" for op, t in ops))

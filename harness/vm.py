@@ -225,6 +225,19 @@ class VM:
             raise VMError(f"VM {self.name} was never launched")
         return self._popen.pid
 
+    def cpu_seconds(self) -> float:
+        """CPU time QEMU has used so far (user + system, all its threads), in seconds.
+
+        From /proc/PID/stat (utime, stime); VMError once QEMU is gone.  Unlike
+        wall time, other jobs on the machine do not inflate it: benchmarks use it.
+        """
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError as e:
+            raise VMError(f"VM {self.name}: cannot read QEMU's CPU time: {e.strerror}") from None
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     @property
     def command_text(self) -> str:
         return shlex.join(self.command_line)
