@@ -89,6 +89,12 @@ enum agent_op {
 	 * Mremap(addr, old_length, new_length, flags (RemapBits -> MREMAP_*), new_addr); the reply
 	 * is the range's address afterwards. */
 	OP_MREMAP = 19,
+	/* blob path, u32 argc, argc x str argv, u32 timeout_ms, u32 output_max -> u8 how, u32
+	 * value, u8 timed_out, u8 truncated, u64 elapsed_ms, blob output. Exec.c: fork and
+	 * execve(path, argv) in a session of its own in /tmp, stdout and stderr one pipe; at its
+	 * end or timeout_ms its process group is killed; how/value as ExitHow, output its first
+	 * output_max bytes. */
+	OP_EXEC_TEST = 24,
 };
 
 /* Ops any agent process performs on itself, X(op, handler): the handler is
@@ -110,7 +116,8 @@ enum agent_op {
 	X(OP_PAGEMAP_SCAN, op_pagemap_scan) \
 	X(OP_MLOCK, op_mlock) \
 	X(OP_MUNLOCK, op_munlock) \
-	X(OP_MREMAP, op_mremap)
+	X(OP_MREMAP, op_mremap) \
+	X(OP_EXEC_TEST, op_exec_test)
 
 /* ReplyStatus: The status of a reply frame. */
 enum agent_status {

@@ -122,6 +122,7 @@ class Op(IntEnum):
     MLOCK = 20
     MUNLOCK = 21
     MREMAP = 19
+    EXEC_TEST = 24
 
 
 class ReplyStatus(IntEnum):
@@ -391,6 +392,13 @@ LAYOUTS: dict[Op, OpLayout] = {
         "u64 addr, u64 old_length, u64 new_length, u8 flags, u64 new_addr", "u64 addr",
         "mremap(addr, old_length, new_length, flags (RemapBits -> MREMAP_*), new_addr); "
         "the reply is the range's address afterwards",
+    ),
+    Op.EXEC_TEST: _layout(
+        "blob path, u32 argc, argc x str argv, u32 timeout_ms, u32 output_max",
+        "u8 how, u32 value, u8 timed_out, u8 truncated, u64 elapsed_ms, blob output",
+        "exec.c: fork and execve(path, argv) in a session of its own in /tmp, stdout and "
+        "stderr one pipe; at its end or timeout_ms its process group is killed; how/value "
+        "as ExitHow, output its first output_max bytes",
     ),
 }
 #: Ops about named processes and power, which init and procs.c handle; every
