@@ -92,7 +92,10 @@ def _result(match: re.Match[str], number: int, diagnostics: list[str]) -> Case:
     else:
         outcome = Outcome.FAIL if failed else Outcome.PASS
     name = rest.strip()
-    if not name and diagnostics:
+    if not name and outcome is Outcome.XFAIL:
+        # ksft_test_result_xfail(msg): the message is the case (mremap_test).
+        name, reason = reason, ""
+    elif not name and diagnostics:
         # ksft_test_result_skip(msg) prints no name: the test announced itself last.
         name = re.sub(r"^\[\w+\]\s*", "", diagnostics[-1])
     if outcome is Outcome.FAIL and not reason:

@@ -248,7 +248,8 @@ class _Build:
         )
         include = out / "usr" / "include"
         if not (include / "linux" / "userfaultfd.h").is_file():
-            raise ImageError(f"headers_install left no {include}/linux/userfaultfd.h; see {self.log}")
+            raise ImageError(f"headers_install left no {include}/linux/userfaultfd.h; "
+                             f"see {self.log}")
         return include
 
     def _compile(
