@@ -38,16 +38,17 @@ __all__ = ["RUNS", "ProgramResult", "Run", "main", "results", "run_arch"]
 #: Output kept per program (bytes); cow prints about 40 kB.
 OUTPUT_MAX = 4 << 20
 
-#: Written after each boot, as run_vmtests.sh does before its hugetlb tests:
-#: hugetlb-madvise needs 10 free default-size huge pages (NR_HUGE_PAGES), cow's
-#: hugetlb cases one or two.  16 x 2 MiB (x86_64, ppc64 radix) of the 1 GiB guest.
-#: overcommit_memory 1: mremap_test maps 2 GiB regions (its PUD-aligned cases)
-#: and touches only its 4 MiB validation threshold; the heuristic (0) refuses a
-#: private writable mapping larger than RAM + swap of a 1 GiB guest.
-BOOT_SETUP: tuple[tuple[str, str], ...] = (
-    ("/proc/sys/vm/nr_hugepages", "16\n"),
-    ("/proc/sys/vm/overcommit_memory", "1\n"),
-)
+#: Kernel knobs a run needs, written before it and put back after it (path,
+#: value, value after), as run_vmtests.sh sets them around its tests: reserving
+#: huge pages for every program fragments the 1 GiB guest (khugepaged's
+#: collapse_compound_extreme then fails to allocate THPs).
+_HUGETLB = (("/proc/sys/vm/nr_hugepages", "32", "0"),)
+#: hugetlb-madvise needs MIN_FREE_PAGES = 20 free default-size huge pages; cow's
+#: hugetlb cases one or two.  32 x 2 MiB (x86_64, ppc64 radix) of the 1 GiB guest.
+#: mremap_test maps 2 GiB regions (its PUD-aligned cases) and touches only its
+#: 4 MiB validation threshold; the overcommit heuristic (0) refuses a private
+#: writable mapping larger than RAM + swap of a 1 GiB guest.
+_OVERCOMMIT = (("/proc/sys/vm/overcommit_memory", "1", "0"),)
 
 
 @dataclass(frozen=True)
@@ -60,22 +61,24 @@ class Run:
     timeout_s: float
     format: str = "tap"
     note: str = ""
+    #: (path, value, value after): written before the run and put back after it.
+    knobs: tuple[tuple[str, str, str], ...] = ()
 
 
 #: The programs, in order; time limits are for TCG on a loaded 2-core host.
 RUNS: tuple[Run, ...] = (
     Run("soft-dirty", ("soft-dirty",), 300),
     Run("pagemap_ioctl", ("pagemap_ioctl",), 900),
-    Run("mremap_test", ("mremap_test",), 900),
+    Run("mremap_test", ("mremap_test",), 900, knobs=_OVERCOMMIT),
     Run("mlock2-tests", ("mlock2-tests",), 300),
     Run("madv_populate", ("madv_populate",), 300),
     Run("mkdirty", ("mkdirty",), 300),
     Run("ksm_functional_tests", ("ksm_functional_tests",), 600),
     Run("split_huge_page_test", ("split_huge_page_test",), 600),
     Run("hugetlb-madvise", ("hugetlb-madvise",), 300, "exit",
-        "prints only on failure; its exit status is the result"),
+        "prints only on failure; its exit status is the result", knobs=_HUGETLB),
     Run("uffd-unit-tests", ("uffd-unit-tests",), 600, "uffd"),
-    Run("cow", ("cow",), 1800),
+    Run("cow", ("cow",), 1800, knobs=_HUGETLB),
     Run("khugepaged", ("khugepaged",), 1200, "khugepaged",
         "no arguments: every collapse context on anonymous memory (run_vmtests.sh's first run)"),
     Run("page-types", ("page-types", "-p", "1", "-L", "-r"), 300, "exit",
@@ -162,6 +165,10 @@ def results(run: Run, output: str, exit_code: int | None, ended: str) -> list[Ca
     return cases
 
 
+def _write(vm: VM, path: str, value: str) -> None:
+    vm.agent.call_op(Op.WRITE_FILE, path=path.encode(), data=f"{value}\n".encode(), flags=0)
+
+
 def _program(vm: VM, run: Run) -> ProgramResult:
     started = time.monotonic()
     argv = list(run.argv)
@@ -196,10 +203,11 @@ def run_arch(arch: str, image: BootImage, runs: Sequence[Run],
             try:
                 if vm is None:
                     vm = VM(config, name=f"selftests_{arch.replace('-', '_')}").launch()
-                    for path, value in BOOT_SETUP:
-                        vm.agent.call_op(Op.WRITE_FILE, path=path.encode(),
-                                         data=value.encode(), flags=0)
+                for path, value, _ in run.knobs:
+                    _write(vm, path, value)
                 result = _program(vm, run)
+                for path, _, after in run.knobs:
+                    _write(vm, path, after)
             except AgentOpError as e:
                 why = f"not run: {e}"
                 result = ProgramResult(run, results(run, "", None, why), why,
