@@ -2,7 +2,9 @@
  * EXEC_TEST: run a program of the initramfs (a kernel selftest, page-types)
  * to its end or a time limit, and report how it ended and its output.
  *
- * The program runs in a session and process group of its own, in /tmp,
+ * The program runs in a session and process group of its own, in its own
+ * directory (run_vmtests.sh runs the selftests from theirs, and
+ * ksm_functional_tests execs "./ksm_functional_tests"),
  * with stdin /dev/null, stdout and stderr one pipe, and no other descriptor
  * of the agent (the agent's port must not leak into it).  When it ends, or
  * the time is up, its whole process group is killed: a child the test left
@@ -67,8 +69,19 @@ static void run_child(const char *path, char **argv, int out_fd, int status_fd)
 	close_from_3();
 	fcntl(3, F_SETFD, FD_CLOEXEC);
 	signal(SIGPIPE, SIG_DFL);
-	if (chdir("/tmp") != 0)
-		(void)chdir("/");
+	{
+		char dir[EXEC_ARG_LEN];
+		char *slash;
+
+		snprintf(dir, sizeof(dir), "%s", path);
+		slash = strrchr(dir, '/');
+		if (slash != NULL && slash != dir)
+			*slash = 0;
+		else
+			snprintf(dir, sizeof(dir), "/");
+		if (chdir(dir) != 0)
+			(void)!chdir("/");
+	}
 	execve(path, argv, envp);
 	err = errno;
 	(void)!write(3, &err, sizeof(err));

@@ -91,9 +91,9 @@ enum agent_op {
 	OP_MREMAP = 19,
 	/* blob path, u32 argc, argc x str argv, u32 timeout_ms, u32 output_max -> u8 how, u32
 	 * value, u8 timed_out, u8 truncated, u64 elapsed_ms, blob output. Fork and execve(path,
-	 * argv) (exec.c) in a session of its own in /tmp, stdout and stderr one pipe; at its end or
-	 * timeout_ms its process group is killed; how/value as ExitHow, output its first output_max
-	 * bytes. */
+	 * argv) (exec.c) in a session of its own in path's directory, stdout and stderr one pipe;
+	 * at its end or timeout_ms its process group is killed; how/value as ExitHow, output its
+	 * first output_max bytes. */
 	OP_EXEC_TEST = 24,
 };
 

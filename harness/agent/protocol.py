@@ -396,9 +396,9 @@ LAYOUTS: dict[Op, OpLayout] = {
     Op.EXEC_TEST: _layout(
         "blob path, u32 argc, argc x str argv, u32 timeout_ms, u32 output_max",
         "u8 how, u32 value, u8 timed_out, u8 truncated, u64 elapsed_ms, blob output",
-        "fork and execve(path, argv) (exec.c) in a session of its own in /tmp, stdout and "
-        "stderr one pipe; at its end or timeout_ms its process group is killed; how/value "
-        "as ExitHow, output its first output_max bytes",
+        "fork and execve(path, argv) (exec.c) in a session of its own in path's directory, "
+        "stdout and stderr one pipe; at its end or timeout_ms its process group is killed; "
+        "how/value as ExitHow, output its first output_max bytes",
     ),
 }
 #: Ops about named processes and power, which init and procs.c handle; every
