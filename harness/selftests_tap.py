@@ -108,10 +108,12 @@ def parse_tap(text: str) -> TapRun:
     """The top-level results of ``text`` (indented subtests are kept as diagnostics).
 
     Numbers missing from a result line count on from the previous one, as TAP
-    says.  Never raises: text that is not TAP simply has no cases.
+    says; a result line seen before is dropped (see the comment).  Never
+    raises: text that is not TAP simply has no cases.
     """
     run = TapRun()
     diagnostics: list[str] = []
+    seen: set[str] = set()
     number = 0
     for raw in text.splitlines():
         line = raw.rstrip()
@@ -132,6 +134,11 @@ def parse_tap(text: str) -> TapRun:
             continue
         if (result := _RESULT.match(line)) is not None:
             number = int(result.group("number") or number + 1)
+            if line in seen:
+                # Through a pipe stdout is block-buffered: a child the test forks
+                # that calls exit() prints the parent's unflushed lines again.
+                continue
+            seen.add(line)
             run.cases.append(_result(result, number, diagnostics))
             diagnostics = []
             continue

@@ -86,3 +86,8 @@ def test_tap_program_that_ran_no_case() -> None:
     text = "TAP version 13\n# Totals: pass:0 fail:0 xfail:0 xpass:0 skip:0 error:0\n"
     cases = results(Run("p", ("p",), 1), text, 0, "exit 0")
     assert cases[0].outcome is Outcome.SKIP and "before any case" in cases[0].reason
+
+
+def test_repeated_result_lines_count_once() -> None:
+    text = "1..2\nok 1 a\nok 1 a\nok 2 b\n"
+    assert [c.name for c in parse_tap(text).cases] == ["a", "b"]
