@@ -30,6 +30,7 @@ from harness.agent.protocol import ExitHow, Op
 from harness.arches import get_profile
 from harness.errors import AgentOpError, VMError
 from harness.image import BootImage, ImageUnavailable, find_image
+from harness.page_types_peer import peer_check
 from harness.selftests_tap import KSFT_EXIT, Case, Outcome, parse_tap
 from harness.vm import VM, VMConfig
 
@@ -88,6 +89,9 @@ RUNS: tuple[Run, ...] = (
         fresh_vm=True),
     Run("page-types", ("page-types", "-p", "1", "-L", "-r"), 300, "exit",
         "the agent's own pages (pid 1), per page (-L), raw flags (-r); exit status only here"),
+    Run("page-types-peer", ("page-types",), 360, "peer",
+        "harness/page_types_peer.py: page-types' per-page lines of a process with every kind "
+        "of page against the model's decode of the same pagemap and kpageflags"),
 )
 
 
@@ -174,6 +178,14 @@ def _write(vm: VM, path: str, value: str) -> None:
     vm.agent.call_op(Op.WRITE_FILE, path=path.encode(), data=f"{value}\n".encode(), flags=0)
 
 
+def _peer(vm: VM, run: Run, arch: str) -> ProgramResult:
+    started = time.monotonic()
+    cases, output = peer_check(vm, arch)
+    failed = sum(case.outcome is not Outcome.PASS for case in cases)
+    return ProgramResult(run, cases, f"compared, {failed} differ", time.monotonic() - started,
+                         output)
+
+
 def _program(vm: VM, run: Run) -> ProgramResult:
     started = time.monotonic()
     argv = list(run.argv)
@@ -213,7 +225,7 @@ def run_arch(arch: str, image: BootImage, runs: Sequence[Run],
                     vm = VM(config, name=f"selftests_{arch.replace('-', '_')}").launch()
                 for path, value, _ in run.knobs:
                     _write(vm, path, value)
-                result = _program(vm, run)
+                result = _peer(vm, run, arch) if run.format == "peer" else _program(vm, run)
                 for path, _, after in run.knobs:
                     _write(vm, path, after)
             except AgentOpError as e:

@@ -91,3 +91,21 @@ def test_tap_program_that_ran_no_case() -> None:
 def test_repeated_result_lines_count_once() -> None:
     text = "1..2\nok 1 a\nok 1 a\nok 2 b\n"
     assert [c.name for c in parse_tap(text).cases] == ["a", "b"]
+
+
+def test_page_types_flag_string() -> None:
+    """An anonymous written page as page-types -r printed it in the x86_64 guest."""
+    from harness.page_types_peer import page_types_flags, page_types_lines
+    from sim.flags import KPF, PM
+
+    kpf = sum(1 << b for b in (KPF.UPTODATE, KPF.LRU, KPF.MMAP, KPF.ANON, KPF.SWAPBACKED,
+                               KPF.OWNER_2))
+    pme = (1 << PM.PRESENT) | (1 << PM.MMAP_EXCLUSIVE) | (1 << PM.SOFT_DIRTY) | 0x15F3
+    assert page_types_flags(kpf, pme) == "___U_l_____Ma_b___________________f_d_____1"
+    # The zero page: no FILE, no exclusive bit; reserved.
+    zero = (1 << KPF.ZERO_PAGE) | (1 << KPF.RESERVED)
+    assert page_types_flags(zero, (1 << PM.PRESENT) | (1 << PM.SOFT_DIRTY)) == \
+        "________________________z__r______f________"
+    flags = "___U_l_____Ma_b___________________f_______1"
+    out = f"voffset\toffset\tflags\n30c29\t15f3\t{flags}\n"
+    assert page_types_lines(out) == [(0x30C29, 0x15F3, flags)]
