@@ -39,14 +39,14 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Close every descriptor from 3 up (close_range(2) is 5.9+; else one by one). */
-static void close_from_3(void)
+/* Close every descriptor from 4 up (close_range(2) is 5.9+; else one by one). */
+static void close_from_4(void)
 {
 #ifdef SYS_close_range
-	if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0)
+	if (syscall(SYS_close_range, 4U, ~0U, 0U) == 0)
 		return;
 #endif
-	for (int fd = 3; fd < 1024; fd++)
+	for (int fd = 4; fd < 1024; fd++)
 		close(fd);
 }
 
@@ -64,9 +64,9 @@ static void run_child(const char *path, char **argv, int out_fd, int status_fd)
 		close(0);
 	dup2(out_fd, 1);
 	dup2(out_fd, 2);
-	/* status_fd is close-on-exec: keep it above 2 through close_from_3(). */
+	/* status_fd (close-on-exec) becomes 3; everything above it goes. */
 	dup2(status_fd, 3);
-	close_from_3();
+	close_from_4();
 	fcntl(3, F_SETFD, FD_CLOEXEC);
 	signal(SIGPIPE, SIG_DFL);
 	{
