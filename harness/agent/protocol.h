@@ -94,6 +94,12 @@ enum agent_op {
 	 * settle flags, then each read as READ_FILE makes it (no seeks, no open bits), all as
 	 * uid/gid in one child; the counts may sum to MAX_PAYLOAD - 4096 - 9n. */
 	OP_READ_FILES = 23,
+	/* blob path, u32 argc, argc x str argv, u32 timeout_ms, u32 output_max -> u8 how, u32
+	 * value, u8 timed_out, u8 truncated, u64 elapsed_ms, blob output. Fork and execve(path,
+	 * argv) (exec.c) in a session of its own in path's directory, stdout and stderr one pipe;
+	 * at its end or timeout_ms its process group is killed; how/value as ExitHow, output its
+	 * first output_max bytes. */
+	OP_EXEC_TEST = 24,
 };
 
 /* Ops any agent process performs on itself, X(op, handler): the handler is
@@ -116,7 +122,8 @@ enum agent_op {
 	X(OP_MLOCK, op_mlock) \
 	X(OP_MUNLOCK, op_munlock) \
 	X(OP_MREMAP, op_mremap) \
-	X(OP_READ_FILES, op_read_files)
+	X(OP_READ_FILES, op_read_files) \
+	X(OP_EXEC_TEST, op_exec_test)
 
 /* ReplyStatus: The status of a reply frame. */
 enum agent_status {

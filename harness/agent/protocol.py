@@ -123,6 +123,7 @@ class Op(IntEnum):
     MUNLOCK = 21
     MREMAP = 19
     READ_FILES = 23
+    EXEC_TEST = 24
 
 
 class ReplyStatus(IntEnum):
@@ -400,6 +401,13 @@ LAYOUTS: dict[Op, OpLayout] = {
         "u64 addr, u64 old_length, u64 new_length, u8 flags, u64 new_addr", "u64 addr",
         "mremap(addr, old_length, new_length, flags (RemapBits -> MREMAP_*), new_addr); "
         "the reply is the range's address afterwards",
+    ),
+    Op.EXEC_TEST: _layout(
+        "blob path, u32 argc, argc x str argv, u32 timeout_ms, u32 output_max",
+        "u8 how, u32 value, u8 timed_out, u8 truncated, u64 elapsed_ms, blob output",
+        "fork and execve(path, argv) (exec.c) in a session of its own in path's directory, "
+        "stdout and stderr one pipe; at its end or timeout_ms its process group is killed; "
+        "how/value as ExitHow, output its first output_max bytes",
     ),
 }
 #: Ops about named processes and power, which init and procs.c handle; every
