@@ -112,6 +112,8 @@ def hpage_collapse_scan_pmd(mm: MmStruct, vma: Vma, haddr: int) -> Scan:
     Each PTE: none or the zero page pass; a normal page must be anonymous
     (PAGE_ANON), on the LRU (PAGE_LRU) and have refcount == mapcount
     (is_refcount_suitable(): PAGE_COUNT).  No writable PTE: PAGE_RO.
+    A PTE-mapped large folio is checked as a whole, like a small one
+    (folio_test_lru(), is_refcount_suitable() on the folio).
     """
     mem = mm.mem
     entry = mm.pt.get_pmd(haddr)
@@ -129,8 +131,6 @@ def hpage_collapse_scan_pmd(mm: MmStruct, vma: Vma, haddr: int) -> Scan:
         head = mem.page_folio(int(entry.pfn[i]))
         if not mem.folio_test_anon(head):
             return Scan.PAGE_ANON
-        if mem.folio_test_large(head):
-            raise NotModelled("MADV_COLLAPSE of a PTE-mapped large folio")
         if not mem.test(head, PG.lru):
             return Scan.PAGE_LRU
         if mem.folio_ref_count(head) != mem.folio_mapcount(head):
@@ -146,7 +146,10 @@ def collapse_huge_page(mm: MmStruct, vma: Vma, haddr: int, table: PteTable) -> S
     hugepage_vma_revalidate() wants an anon_vma (PAGE_ANON).  Every page is
     copied (none and zero PTEs give zeroed subpages,
     __collapse_huge_page_copy()); each old page loses its PTE mapping and
-    that reference (__collapse_huge_page_copy_succeeded()); the new folio is
+    that reference (__collapse_huge_page_copy_succeeded(): folio_remove_rmap_pte()
+    and free_page_and_swap_cache() per PTE, also for a page of a large folio,
+    whose isolation reference folio_putback_lru() drops again, back on the
+    LRU; it is freed with its last mapping); the new folio is
     exclusive, on the LRU, mapped by mk_huge_pmd() +
     maybe_pmd_mkwrite(pmd_mkdirty()): young, dirty, soft-dirty.  The PTE
     table is deposited (gone from the walk).
@@ -164,10 +167,11 @@ def collapse_huge_page(mm: MmStruct, vma: Vma, haddr: int, table: PteTable) -> S
         if not bits & PTE_PRESENT or bits & PTE_SPECIAL:
             continue
         pfn = int(table.pfn[i])
+        head = mem.page_folio(pfn)
         mem.copy_content(new + i, pfn)
         table.clear(i)
-        mem.folio_remove_rmap_ptes(pfn, pfn, 1)
-        mem.folio_put(pfn)
+        mem.folio_remove_rmap_ptes(head, pfn, 1)
+        mem.folio_put(head)
     mem.set(new, PG.uptodate)
     mem.folio_add_new_anon_rmap(new, exclusive=True)
     mem.folio_add_lru(new)

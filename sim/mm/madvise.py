@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sim.mm.gup import get_user_page
+from sim.mm.huge_memory import vma_adjust_trans_huge
 from sim.mm.khugepaged import madvise_collapse
 from sim.mm.memory import zap_page_range, zap_present_pte
 from sim.mm.pageflags import PG, PG_SWAPCACHE
@@ -151,8 +152,13 @@ def do_madvise(mm: MmStruct, addr: int, nr_pages: int, advice: str | int) -> Non
 
 
 def _update_flags(mm: MmStruct, vma: Vma, lo: int, hi: int, newflags: int) -> None:
-    """madvise_update_vma(): nothing if the flags stay; else vma_modify_flags() splits/merges."""
+    """madvise_update_vma(): nothing if the flags stay; else vma_modify_flags() splits/merges.
+
+    A huge PMD the new VMA boundaries cut through is split first, as
+    __split_vma() and the merges do (vma_adjust_trans_huge()), like mlock_fixup().
+    """
     if newflags != vma.flags:
+        vma_adjust_trans_huge(mm, vma, lo, hi)
         vma = mm.vmas.modify(vma, lo, hi, newflags)
         vma.flags = newflags
 

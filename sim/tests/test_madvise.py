@@ -15,7 +15,7 @@ from sim.flags import kpf_names
 from sim.mm import Machine, MmError
 from sim.mm.madvise import MADV, advice_number
 from sim.procfs import kpage_values, pagemap_entries
-from sim.smaps import smaps, vm_flag_mnemonics
+from sim.smaps import smaps, smaps_rollup, vm_flag_mnemonics
 
 X86 = get_arch("x86_64")
 BASE = 1 << 40
@@ -126,6 +126,45 @@ def test_collapse_makes_one_pmd_mapped_thp(m: Machine) -> None:
     assert [e.pfn for e in entries] == list(range(head, head + nr))
     assert {"THP", "COMPOUND_HEAD"} <= _flags(m, head)
     assert [m.frame_tag(head + i) for i in range(4)] == [1, 2, 3, 0]
+
+
+def test_flags_advice_splitting_a_vma_splits_its_huge_pmd(m: Machine) -> None:
+    """madvise_update_vma() -> __split_vma() -> vma_adjust_trans_huge(): MADV_NOHUGEPAGE
+    of the first page cuts the VMA inside a huge PMD, which is split to PTEs first; the
+    folio stays whole (khugepaged.c collapse_full_of_compound)."""
+    p = m.spawn("main")
+    nr = X86.thp_pages
+    p.mmap(BASE, nr)
+    p.madvise(BASE, nr, "hugepage")
+    p.touch(BASE, 1, write=True)
+    assert smaps_rollup(p.mm).kb()["AnonHugePages"] == 2048
+    p.madvise(BASE, 1, "nohugepage")
+    p.madvise(BASE, nr, "nohugepage")
+    assert len(p.vmas) == 1
+    assert smaps_rollup(p.mm).kb()["AnonHugePages"] == 0
+    head = pagemap_entries(m, p, BASE, 1)[0].pfn
+    assert head is not None and {"THP", "COMPOUND_HEAD"} <= _flags(m, head)
+
+
+def test_collapse_of_a_pte_mapped_large_folio(m: Machine) -> None:
+    """hpage_collapse_scan_pmd() checks a large folio whole (LRU, is_refcount_suitable());
+    __collapse_huge_page_copy_succeeded() drops one mapping and reference per PTE: the
+    old THP, mapped by one PTE after MADV_DONTNEED of the rest, is freed."""
+    p = m.spawn("main")
+    nr = X86.thp_pages
+    p.mmap(BASE, nr)
+    p.madvise(BASE, nr, "hugepage")
+    p.touch(BASE, 1, write=True, tags=[7])
+    old = pagemap_entries(m, p, BASE, 1)[0].pfn
+    p.madvise(BASE, nr, "nohugepage")
+    p.madvise(BASE + X86.page_size, nr - 1, "dontneed")
+    assert smaps_rollup(p.mm).kb()["AnonHugePages"] == 0
+    p.madvise(BASE, nr, "hugepage")
+    p.madvise(BASE, nr, "collapse")
+    head = pagemap_entries(m, p, BASE, 1)[0].pfn
+    assert old is not None and head is not None and head != old and m.frame_freed(old)
+    assert smaps_rollup(p.mm).kb()["AnonHugePages"] == 2048
+    assert m.frame_tag(head) == 7
 
 
 def test_remove_punches_a_hole_in_every_mapping(m: Machine) -> None:
