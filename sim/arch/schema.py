@@ -92,7 +92,10 @@ class Arch:
     hugetlb_levels: tuple[str, ...] = ()
     #: Guest-physical address of the first byte of RAM (bytes; page aligned):
     #: the lowest PFN with memory is ``ram_base >> page_shift``.  0 on the PC
-    #: and pseries machines; 0x40000000 on QEMU's arm "virt" machine.
+    #: and pseries machines; 0x40000000 on QEMU's arm "virt" machine.  With
+    #: FLATMEM it is also ARCH_PFN_OFFSET, the first PFN with a struct page
+    #: (include/asm-generic/memory_model.h), whether or not the kernel counts
+    #: that page as RAM.
     ram_base: int = 0
     #: ``platform.machine()`` values of a host for which this is the native
     #: definition (with its byte order): :func:`sim.arch.host_arch`.
