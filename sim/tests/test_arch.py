@@ -45,7 +45,7 @@ def test_unknown_name_is_one_line_listing_the_choices() -> None:
     message = str(info.value)
     assert "\n" not in message
     assert message == (
-        "unknown architecture 'arm65'; known: x86_64, ppc64, ppc64-4k, i386, arm64"
+        "unknown architecture 'arm65'; known: x86_64, ppc64, ppc64-4k, i386, arm64, arm64-64k"
     )
 
 
@@ -61,7 +61,7 @@ def test_model_only_arch_has_no_build_or_boot_parts() -> None:
     message = str(MissingPartError("model-only", "QEMU machine", bootable))
     assert message == (
         "architecture 'model-only' has no QEMU machine (it exists only in the model); "
-        "with one: x86_64, ppc64, ppc64-4k, i386, arm64"
+        "with one: x86_64, ppc64, ppc64-4k, i386, arm64, arm64-64k"
     )
 
 
