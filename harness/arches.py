@@ -63,7 +63,7 @@ def guest_ram_bytes(arch: Arch) -> int | None:
     None when no data file of that name has a QEMU machine (a model-only or
     synthetic :class:`Arch`).  The model executor gives its machine at least
     this much, so a THP the guest can allocate the model can too (arm64-64k's
-    512 MiB THPs need a 4 GiB guest).
+    512 MiB THPs need a 6 GiB guest).
     """
     try:
         spec = get_spec(arch.name)
