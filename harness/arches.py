@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.arch import Arch, MissingPartError, QemuMachine, get_spec, names_with
+from sim.arch import Arch, ArchError, MissingPartError, QemuMachine, get_spec, names_with
 
-__all__ = ["PROFILE_NAMES", "ArchProfile", "get_profile"]
+__all__ = ["PROFILE_NAMES", "ArchProfile", "get_profile", "guest_ram_bytes"]
 
 #: Architectures the harness can boot (a view of sim.arch.ARCH_NAMES).
 PROFILE_NAMES: tuple[str, ...] = names_with(lambda spec: spec.qemu)
@@ -55,3 +55,18 @@ def get_profile(name: str) -> ArchProfile:
     if spec.qemu is None:
         raise MissingPartError(name, "QEMU machine", PROFILE_NAMES)
     return ArchProfile(arch=spec.model, qemu=spec.qemu)
+
+
+def guest_ram_bytes(arch: Arch) -> int | None:
+    """Bytes of RAM the QEMU machine of ``arch`` boots with (``-m``), or None.
+
+    None when no data file of that name has a QEMU machine (a model-only or
+    synthetic :class:`Arch`).  The model executor gives its machine at least
+    this much, so a THP the guest can allocate the model can too (arm64-64k's
+    512 MiB THPs need a 6 GiB guest).
+    """
+    try:
+        spec = get_spec(arch.name)
+    except ArchError:
+        return None
+    return None if spec.qemu is None else spec.qemu.memory_mib << 20

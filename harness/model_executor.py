@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from harness.arches import guest_ram_bytes
 from harness.observations import (
     CheckObservation,
     FileRead,
@@ -51,10 +52,16 @@ from sim.mm.syscall import NotModelled
 from sim.procfs import ProcError, ProcFs
 from sim.smaps import rollup_fixed_point
 
-__all__ = ["MODEL", "MODEL_RAM_BYTES", "ModelError", "ModelRun", "run_model"]
+__all__ = ["MODEL", "MODEL_RAM_BYTES", "ModelError", "ModelRun", "model_ram_bytes", "run_model"]
 
-#: The guests boot with -m 1G (THP is off below 512 MiB).
+#: The least RAM of a model machine: the guests boot with -m 1G (THP is off
+#: below 512 MiB); an arch whose guest has more gets as much (model_ram_bytes()).
 MODEL_RAM_BYTES = 1 << 30
+
+
+def model_ram_bytes(arch: Arch) -> int:
+    """Bytes of RAM for a model machine of ``arch``: MODEL_RAM_BYTES, or the guest's if more."""
+    return max(MODEL_RAM_BYTES, guest_ram_bytes(arch) or 0)
 
 
 class ModelError(RuntimeError):
@@ -67,7 +74,8 @@ class ModelRun:
 
     scenario: Scenario
     arch: Arch
-    ram_bytes: int = MODEL_RAM_BYTES
+    #: 0: :func:`model_ram_bytes` of ``arch``.
+    ram_bytes: int = 0
     facts: KernelFacts = PINNED
     layout: Layout = field(init=False)
     machine: Machine = field(init=False)
@@ -78,6 +86,7 @@ class ModelRun:
 
     def __post_init__(self) -> None:
         self.layout = plan_layout(self.scenario, self.arch)
+        self.ram_bytes = self.ram_bytes or model_ram_bytes(self.arch)
         self.machine = Machine(self.arch, ram_bytes=self.ram_bytes, facts=self.facts)
         self.procfs = ProcFs(self.machine)
         self.procs = {"main": self.machine.spawn("main", uid=0)}
@@ -277,8 +286,9 @@ def run_model(
     scenario: Scenario,
     arch: Arch,
     *,
-    ram_bytes: int = MODEL_RAM_BYTES,
+    ram_bytes: int = 0,
     facts: KernelFacts = PINNED,
 ) -> Observations:
-    """The model's observations of ``scenario`` on ``arch`` (a fresh machine with ``facts``)."""
+    """The model's observations of ``scenario`` on ``arch`` (a fresh machine with ``facts``
+    and ``ram_bytes`` of RAM; 0: :func:`model_ram_bytes`)."""
     return ModelRun(scenario, arch, ram_bytes, facts).run()

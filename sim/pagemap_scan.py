@@ -326,7 +326,9 @@ def pagemap_scan_get_args(machine: Machine, arg: PmScanArg) -> tuple[int, dict[s
     vec_len > SIZE_MAX on a 32-bit kernel -> EINVAL; vec != 0 and
     access_ok(vec, vec_len * 24 saturated) fails -> EFAULT.  Then end is
     rounded up to a page, walk_end zeroed, max_pages 0 becomes ULONG_MAX.
-    untagged_addr() is the identity on the guests (no LAM, no TBI).
+    start, end and vec go through untagged_addr() first (:meth:`Arch.untagged_addr`:
+    the identity but on arm64, whose Top Byte Ignore turns vec 1 << 63 into 0,
+    so EINVAL, not EFAULT).
     """
     a = {name: value & _U64 for name, value in vars(arg).items()}
     arch = machine.arch
@@ -340,7 +342,7 @@ def pagemap_scan_get_args(machine: Machine, arg: PmScanArg) -> tuple[int, dict[s
     if masks & ~PM_SCAN_CATEGORIES:
         return -errno.EINVAL, a
     # The fields are __u64, the kernel's locals unsigned long.
-    start, end, vec = a["start"] & ulong, a["end"] & ulong, a["vec"] & ulong
+    start, end, vec = (arch.untagged_addr(a[name] & ulong) for name in ("start", "end", "vec"))
     a["start"], a["end"], a["vec"] = start, end, vec
     if start % arch.page_size:
         return -errno.EINVAL, a

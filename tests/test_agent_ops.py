@@ -23,104 +23,119 @@ from harness.errors import AgentOpError
 from harness.khugepaged import HOLDER_PROC
 from harness.probes import kpageflags, pagemap
 from harness.process import NamedProcess
+from harness.scenario.layout import layout_base
 from sim.flags import KPF
 from sim.formats import parse_pagemap_entries
 from sim.mm.madvise import MADV
 
 pytestmark = pytest.mark.vm
 
-#: Fixed addresses far from where the kernel places the agent's own mappings.
-BASE = 0x10_0000_0000
-OTHER = 0x20_0000_0000
+
+@pytest.fixture
+def base(guest: NamedProcess) -> int:
+    """A fixed address far from the agent's own mappings on the guest's arch (bytes).
+
+    The scenarios' layout base (``min(task_size / 4, 1 TiB)``): inside every
+    arch's mmap window, 3 GiB of VA on i386 included.
+    """
+    return layout_base(guest.vm.profile.arch)
 
 
-def test_anonymous_private_write_then_read(guest: NamedProcess) -> None:
+@pytest.fixture
+def other(base: int) -> int:
+    """A second fixed address, 256 MiB above :func:`base` (still inside the layout window)."""
+    return base + (256 << 20)
+
+
+def test_anonymous_private_write_then_read(guest: NamedProcess, base: int) -> None:
     ps = guest.page_size
-    assert guest.agent.mmap(BASE, 8 * ps, target=guest.name) == BASE
-    wrote = guest.agent.touch(BASE, 8, write=True, tag=0xA000, target=guest.name)
+    assert guest.agent.mmap(base, 8 * ps, target=guest.name) == base
+    wrote = guest.agent.touch(base, 8, write=True, tag=0xA000, target=guest.name)
     assert (wrote.done, wrote.faulted) == (8, False)
-    read = guest.agent.touch(BASE, 8, write=False, target=guest.name)
+    read = guest.agent.touch(base, 8, write=False, target=guest.name)
     assert read.values == tuple(range(0xA000, 0xA008))
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["private", "shared"])
-def test_file_region_holds_its_page_index_tags(guest: NamedProcess, shared: bool) -> None:
+def test_file_region_holds_its_page_index_tags(
+    guest: NamedProcess, shared: bool, base: int
+) -> None:
     ps = guest.page_size
     guest.agent.mmap(
-        BASE, 5 * ps, backing=BackingCode.FILE, shared=shared, prot=ProtBits.READ,
+        base, 5 * ps, backing=BackingCode.FILE, shared=shared, prot=ProtBits.READ,
         file_tag=0xF11E_0000, target=guest.name,
     )  # fmt: skip
-    read = guest.agent.touch(BASE, 5, write=False, target=guest.name)
+    read = guest.agent.touch(base, 5, write=False, target=guest.name)
     assert read.values == tuple(0xF11E_0000 + i for i in range(5))
-    entries = pagemap(guest.agent, guest.vm.profile.arch, guest.pid, BASE, 5)
+    entries = pagemap(guest.agent, guest.vm.profile.arch, guest.pid, base, 5)
     assert all(e.present and e.file_shared for e in entries)
 
 
-def test_write_to_read_only_is_a_result_not_a_crash(guest: NamedProcess) -> None:
+def test_write_to_read_only_is_a_result_not_a_crash(guest: NamedProcess, base: int) -> None:
     ps = guest.page_size
-    guest.agent.mmap(BASE, 2 * ps, prot=ProtBits.READ, target=guest.name)
-    result = guest.agent.touch(BASE, 2, write=True, tag=1, target=guest.name)
+    guest.agent.mmap(base, 2 * ps, prot=ProtBits.READ, target=guest.name)
+    result = guest.agent.touch(base, 2, write=True, tag=1, target=guest.name)
     assert result.done == 0
     assert result.signal == signal.SIGSEGV
-    assert result.fault_addr == BASE
-    guest.agent.mprotect(BASE, 2 * ps, ProtBits.READ | ProtBits.WRITE, target=guest.name)
-    assert guest.agent.touch(BASE, 2, write=True, tag=1, target=guest.name).done == 2
-    guest.agent.mprotect(BASE + ps, ps, ProtBits.READ, target=guest.name)
-    result = guest.agent.touch(BASE, 2, write=True, tag=1, target=guest.name)
-    assert (result.done, result.fault_addr) == (1, BASE + ps)
+    assert result.fault_addr == base
+    guest.agent.mprotect(base, 2 * ps, ProtBits.READ | ProtBits.WRITE, target=guest.name)
+    assert guest.agent.touch(base, 2, write=True, tag=1, target=guest.name).done == 2
+    guest.agent.mprotect(base + ps, ps, ProtBits.READ, target=guest.name)
+    result = guest.agent.touch(base, 2, write=True, tag=1, target=guest.name)
+    assert (result.done, result.fault_addr) == (1, base + ps)
     assert guest.agent.ping(guest.name).pid == guest.pid
 
 
-def test_fixed_address_is_never_replaced(guest: NamedProcess) -> None:
+def test_fixed_address_is_never_replaced(guest: NamedProcess, base: int) -> None:
     ps = guest.page_size
-    guest.agent.mmap(BASE, 4 * ps, target=guest.name)
+    guest.agent.mmap(base, 4 * ps, target=guest.name)
     with pytest.raises(AgentOpError) as caught:
-        guest.agent.mmap(BASE + ps, ps, target=guest.name)
+        guest.agent.mmap(base + ps, ps, target=guest.name)
     assert caught.value.errno == errno.EEXIST
 
 
-def test_mremap_grows_moves_and_reports_errno(guest: NamedProcess) -> None:
+def test_mremap_grows_moves_and_reports_errno(guest: NamedProcess, base: int, other: int) -> None:
     ps = guest.page_size
     agent, name = guest.agent, guest.name
-    agent.mmap(BASE, 2 * ps, target=name)
-    agent.touch(BASE, 2, write=True, tag=0xB000, target=name)
-    assert agent.mremap(BASE, 2 * ps, 4 * ps, RemapBits(0), target=name) == BASE
-    agent.mmap(BASE + 5 * ps, ps, target=name)
+    agent.mmap(base, 2 * ps, target=name)
+    agent.touch(base, 2, write=True, tag=0xB000, target=name)
+    assert agent.mremap(base, 2 * ps, 4 * ps, RemapBits(0), target=name) == base
+    agent.mmap(base + 5 * ps, ps, target=name)
     with pytest.raises(AgentOpError) as caught:  # page 5 is mapped: no room to grow in place
-        agent.mremap(BASE, 4 * ps, 6 * ps, RemapBits(0), target=name)
+        agent.mremap(base, 4 * ps, 6 * ps, RemapBits(0), target=name)
     assert caught.value.errno == errno.ENOMEM
-    moved = agent.mremap(BASE, 2 * ps, 2 * ps, RemapBits.MAYMOVE | RemapBits.FIXED, OTHER,
+    moved = agent.mremap(base, 2 * ps, 2 * ps, RemapBits.MAYMOVE | RemapBits.FIXED, other,
                          target=name)
-    assert moved == OTHER
-    assert agent.touch(OTHER, 2, write=False, target=name).values == (0xB000, 0xB001)
+    assert moved == other
+    assert agent.touch(other, 2, write=False, target=name).values == (0xB000, 0xB001)
     with pytest.raises(AgentOpError) as caught:
-        agent.mremap(OTHER, ps, ps, RemapBits.FIXED, BASE, target=name)  # FIXED needs MAYMOVE
+        agent.mremap(other, ps, ps, RemapBits.FIXED, base, target=name)  # FIXED needs MAYMOVE
     assert caught.value.errno == errno.EINVAL
 
 
-def test_munmap_and_madvise_dontneed(guest: NamedProcess) -> None:
+def test_munmap_and_madvise_dontneed(guest: NamedProcess, base: int) -> None:
     ps = guest.page_size
-    guest.agent.mmap(BASE, 4 * ps, target=guest.name)
-    guest.agent.touch(BASE, 4, write=True, tag=0x55, target=guest.name)
-    guest.agent.madvise(BASE, 2 * ps, MADV.DONTNEED, target=guest.name)
-    assert guest.agent.touch(BASE, 4, write=False, target=guest.name).values == (0, 0, 0x57, 0x58)
-    guest.agent.munmap(BASE, 4 * ps, target=guest.name)
-    gone = guest.agent.touch(BASE, 1, write=False, target=guest.name)
+    guest.agent.mmap(base, 4 * ps, target=guest.name)
+    guest.agent.touch(base, 4, write=True, tag=0x55, target=guest.name)
+    guest.agent.madvise(base, 2 * ps, MADV.DONTNEED, target=guest.name)
+    assert guest.agent.touch(base, 4, write=False, target=guest.name).values == (0, 0, 0x57, 0x58)
+    guest.agent.munmap(base, 4 * ps, target=guest.name)
+    gone = guest.agent.touch(base, 1, write=False, target=guest.name)
     assert gone.faulted and gone.done == 0
 
 
-def test_madvise_passes_the_raw_advice_number(guest: NamedProcess) -> None:
+def test_madvise_passes_the_raw_advice_number(guest: NamedProcess, base: int) -> None:
     """The agent hands any C int to madvise(): the kernel's answer is the errno."""
     ps = guest.page_size
-    guest.agent.mmap(BASE, ps, target=guest.name)
-    guest.agent.madvise(BASE, ps, MADV.WIPEONFORK, target=guest.name)
-    assert "wf" in _vm_flags(guest, BASE)
+    guest.agent.mmap(base, ps, target=guest.name)
+    guest.agent.madvise(base, ps, MADV.WIPEONFORK, target=guest.name)
+    assert "wf" in _vm_flags(guest, base)
     for advice in (MADV.GUARD_INSTALL, -1, 1000):
         with pytest.raises(AgentOpError) as caught:
-            guest.agent.madvise(BASE, ps, advice, target=guest.name)
+            guest.agent.madvise(base, ps, advice, target=guest.name)
         assert caught.value.errno == errno.EINVAL, advice
     with pytest.raises(AgentOpError, match="no C int"):
-        guest.agent.madvise(BASE, ps, 1 << 31, target=guest.name)
+        guest.agent.madvise(base, ps, 1 << 31, target=guest.name)
 
 
 def _vm_flags(guest: NamedProcess, vaddr: int) -> list[str]:
@@ -131,19 +146,19 @@ def _vm_flags(guest: NamedProcess, vaddr: int) -> list[str]:
     return block.split("VmFlags:", 1)[1].splitlines()[0].split()
 
 
-def test_fork_shares_then_copies_on_write(guest: NamedProcess) -> None:
+def test_fork_shares_then_copies_on_write(guest: NamedProcess, base: int, other: int) -> None:
     ps, agent = guest.page_size, guest.agent
-    agent.mmap(BASE, 2 * ps, target=guest.name)
-    agent.mmap(OTHER, ps, shared=True, target=guest.name)
-    agent.touch(BASE, 2, write=True, tag=0x100, target=guest.name)
+    agent.mmap(base, 2 * ps, target=guest.name)
+    agent.mmap(other, ps, shared=True, target=guest.name)
+    agent.touch(base, 2, write=True, tag=0x100, target=guest.name)
     child = f"{guest.name}c"
     child_pid = agent.fork(child, target=guest.name)
     assert agent.getpid(child) == child_pid != guest.pid
-    assert agent.touch(BASE, 2, write=False, target=child).values == (0x100, 0x101)
-    agent.touch(BASE, 1, write=True, tag=0x200, target=child)
-    agent.touch(OTHER, 1, write=True, tag=0x300, target=child)
-    assert agent.touch(BASE, 2, write=False, target=guest.name).values == (0x100, 0x101)
-    assert agent.touch(OTHER, 1, write=False, target=guest.name).values == (0x300,)
+    assert agent.touch(base, 2, write=False, target=child).values == (0x100, 0x101)
+    agent.touch(base, 1, write=True, tag=0x200, target=child)
+    agent.touch(other, 1, write=True, tag=0x300, target=child)
+    assert agent.touch(base, 2, write=False, target=guest.name).values == (0x100, 0x101)
+    assert agent.touch(other, 1, write=False, target=guest.name).values == (0x300,)
     assert agent.list_processes()[child] == child_pid
 
 
@@ -240,7 +255,10 @@ def test_unaligned_kpageflags_read_is_einval(guest: NamedProcess) -> None:
 
 
 def test_write_file_sets_a_knob(guest: NamedProcess) -> None:
+    arch = guest.vm.profile.arch
     path = "/sys/kernel/mm/transparent_hugepage/enabled"
+    if arch.thp_level is None:
+        pytest.skip(f"{arch.name} has no THP (CONFIG_TRANSPARENT_HUGEPAGE off): no {path}")
     before = guest.agent.read_file(path, 256).data.decode()
     assert guest.agent.write_file(path, "madvise") == len("madvise")
     assert "[madvise]" in guest.agent.read_file(path, 256).data.decode()
@@ -251,34 +269,49 @@ def test_write_file_sets_a_knob(guest: NamedProcess) -> None:
     assert caught.value.errno == errno.EINVAL
 
 
-def test_clear_refs_clears_soft_dirty(guest: NamedProcess) -> None:
+def test_write_file_sets_a_sysctl(guest: NamedProcess) -> None:
+    """A knob every kernel has (with or without THP): proc_dointvec() parses one write()."""
+    path = "/proc/sys/vm/overcommit_ratio"
+    before = guest.agent.read_file(path, 64).data.decode().strip()
+    wanted = "51" if before != "51" else "52"
+    try:
+        assert guest.agent.write_file(path, wanted) == len(wanted)
+        assert guest.agent.read_file(path, 64).data.decode() == f"{wanted}\n"
+        with pytest.raises(AgentOpError) as caught:
+            guest.agent.write_file(path, "nonsense")
+        assert caught.value.errno == errno.EINVAL
+    finally:
+        guest.agent.write_file(path, before)
+
+
+def test_clear_refs_clears_soft_dirty(guest: NamedProcess, base: int) -> None:
     arch, ps = guest.vm.profile.arch, guest.page_size
-    guest.agent.mmap(BASE, ps, target=guest.name)
-    guest.agent.touch(BASE, 1, write=True, tag=1, target=guest.name)
-    (entry,) = pagemap(guest.agent, arch, guest.pid, BASE, 1)
+    guest.agent.mmap(base, ps, target=guest.name)
+    guest.agent.touch(base, 1, write=True, tag=1, target=guest.name)
+    (entry,) = pagemap(guest.agent, arch, guest.pid, base, 1)
     if not entry.soft_dirty:
         pytest.skip("the kernel does not track soft-dirty (CONFIG_MEM_SOFT_DIRTY unset)")
     guest.agent.clear_refs(4, target=guest.name)
-    (entry,) = pagemap(guest.agent, arch, guest.pid, BASE, 1)
+    (entry,) = pagemap(guest.agent, arch, guest.pid, base, 1)
     assert entry.present and not entry.soft_dirty
 
 
-def test_settle_puts_new_pages_on_the_lru(guest: NamedProcess) -> None:
+def test_settle_puts_new_pages_on_the_lru(guest: NamedProcess, base: int) -> None:
     """Faulted pages wait in a per-CPU batch (no PG_lru) until a drain."""
     arch, ps = guest.vm.profile.arch, guest.page_size
-    guest.agent.mmap(BASE, 4 * ps, target=guest.name)
-    guest.agent.touch(BASE, 4, write=True, tag=1, target=guest.name)
+    guest.agent.mmap(base, 4 * ps, target=guest.name)
+    guest.agent.touch(base, 4, write=True, tag=1, target=guest.name)
     guest.agent.settle()
-    for entry in pagemap(guest.agent, arch, guest.pid, BASE, 4):
+    for entry in pagemap(guest.agent, arch, guest.pid, base, 4):
         assert entry.pfn is not None
         (flags,) = kpageflags(guest.agent, arch, entry.pfn, 1)
         assert flags & (1 << KPF.LRU), f"PFN {entry.pfn:#x} flags {flags:#x}"
 
 
-def test_fork_as_an_unprivileged_user(guest: NamedProcess) -> None:
+def test_fork_as_an_unprivileged_user(guest: NamedProcess, base: int) -> None:
     agent, arch, ps = guest.agent, guest.vm.profile.arch, guest.page_size
-    agent.mmap(BASE, ps, target=guest.name)
-    agent.touch(BASE, 1, write=True, tag=7, target=guest.name)
+    agent.mmap(base, ps, target=guest.name)
+    agent.touch(base, 1, write=True, tag=7, target=guest.name)
     user = f"{guest.name}u"
     pid = agent.fork(user, target=guest.name, uid=1000)
     status = agent.read_file("/proc/self/status", 4096, target=user).data.decode()
@@ -287,7 +320,7 @@ def test_fork_as_an_unprivileged_user(guest: NamedProcess) -> None:
     assert fields["Gid"].split() == ["0"] * 4
     assert int(fields["CapEff"], 16) == 0
     # Dumpable again: it reads its own pagemap, flags without the PFN.
-    own = agent.read_file(f"/proc/{pid}/pagemap", 8, offset=(BASE // ps) * 8, target=user)
+    own = agent.read_file(f"/proc/{pid}/pagemap", 8, offset=(base // ps) * 8, target=user)
     assert own.ok, own.describe()
     (entry,) = parse_pagemap_entries(arch, own.data)
     assert entry.present and entry.pfn == 0
@@ -301,7 +334,9 @@ def _ids(guest: NamedProcess, name: str) -> dict[str, list[str]]:
     return {key: fields[key].split() for key in ("Uid", "Gid", "CapEff")}
 
 
-def test_unprivileged_process_forks_named_children(guest: NamedProcess) -> None:
+def test_unprivileged_process_forks_named_children(
+    guest: NamedProcess, base: int, other: int
+) -> None:
     """Issue 16: a uid-1000 process forks, its children serve every op and exit.
 
     The forking process makes the pipes; init takes its ends with
@@ -309,8 +344,8 @@ def test_unprivileged_process_forks_named_children(guest: NamedProcess) -> None:
     access to init: EACCES once the forking process had left uid 0).
     """
     agent, arch, ps = guest.agent, guest.vm.profile.arch, guest.page_size
-    agent.mmap(BASE, 2 * ps, target=guest.name)
-    agent.touch(BASE, 2, write=True, tag=0x70, target=guest.name)
+    agent.mmap(base, 2 * ps, target=guest.name)
+    agent.touch(base, 2, write=True, tag=0x70, target=guest.name)
     user, child, grandchild = f"{guest.name}u", f"{guest.name}g", f"{guest.name}h"
     agent.fork(user, target=guest.name, uid=1000)
     child_pid = agent.fork(child, target=user)
@@ -321,22 +356,22 @@ def test_unprivileged_process_forks_named_children(guest: NamedProcess) -> None:
         assert _ids(guest, name) == unprivileged, name
     assert agent.list_processes()[grandchild] == grandchild_pid
     # Every op in the grandchild: its copy of the region, a new one, COW.
-    assert agent.touch(BASE, 2, write=False, target=grandchild).values == (0x70, 0x71)
-    agent.touch(BASE, 1, write=True, tag=0x90, target=grandchild)
-    agent.mmap(OTHER, ps, target=grandchild)
-    agent.touch(OTHER, 1, write=True, tag=0x91, target=grandchild)
-    agent.mprotect(OTHER, ps, ProtBits.READ, target=grandchild)
-    agent.madvise(BASE + ps, ps, MADV.DONTNEED, target=grandchild)
+    assert agent.touch(base, 2, write=False, target=grandchild).values == (0x70, 0x71)
+    agent.touch(base, 1, write=True, tag=0x90, target=grandchild)
+    agent.mmap(other, ps, target=grandchild)
+    agent.touch(other, 1, write=True, tag=0x91, target=grandchild)
+    agent.mprotect(other, ps, ProtBits.READ, target=grandchild)
+    agent.madvise(base + ps, ps, MADV.DONTNEED, target=grandchild)
     agent.clear_refs(4, target=grandchild)
-    assert agent.touch(BASE, 2, write=False, target=child).values == (0x70, 0x71)
+    assert agent.touch(base, 2, write=False, target=child).values == (0x70, 0x71)
     # Observed by uid 1000: flags without PFNs.
-    own = agent.read_file(f"/proc/{grandchild_pid}/pagemap", 8, offset=(OTHER // ps) * 8, uid=1000,
+    own = agent.read_file(f"/proc/{grandchild_pid}/pagemap", 8, offset=(other // ps) * 8, uid=1000,
                           gid=0)
     assert own.ok, own.describe()
     (entry,) = parse_pagemap_entries(arch, own.data)
     assert entry.present and entry.pfn == 0
     # Observed by root: the PFNs.
-    assert all(e.pfn for e in pagemap(agent, arch, grandchild_pid, BASE, 1))
+    assert all(e.pfn for e in pagemap(agent, arch, grandchild_pid, base, 1))
     exited = agent.exit(grandchild, 3)
     assert (exited.pid, exited.exited, exited.value) == (grandchild_pid, True, 3)
     # The kernel refuses a uid change without CAP_SETUID; the half-born child is reaped.

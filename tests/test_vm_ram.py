@@ -14,10 +14,15 @@ import pytest
 from harness.agent.protocol import BackingCode, ProtBits
 from harness.probes import pagemap
 from harness.process import NamedProcess
+from harness.scenario.layout import layout_base
 
 pytestmark = pytest.mark.vm
 
-BASE = 0x10_0000_0000
+
+@pytest.fixture
+def base(guest: NamedProcess) -> int:
+    """A fixed address inside the guest arch's mmap window (the scenarios' layout base)."""
+    return layout_base(guest.vm.profile.arch)
 
 
 def _ram_u64(guest: NamedProcess, pfn: int) -> int:
@@ -25,12 +30,12 @@ def _ram_u64(guest: NamedProcess, pfn: int) -> int:
     return int.from_bytes(guest.vm.ram.page(pfn)[:8], "little" if arch.little_endian else "big")
 
 
-def test_written_tags_are_in_guest_ram(guest: NamedProcess) -> None:
+def test_written_tags_are_in_guest_ram(guest: NamedProcess, base: int) -> None:
     arch, pages = guest.vm.profile.arch, 6
     tag = secrets.randbits(63)
-    guest.agent.mmap(BASE, pages * guest.page_size, target=guest.name)
-    assert guest.agent.touch(BASE, pages, write=True, tag=tag, target=guest.name).done == pages
-    entries = pagemap(guest.agent, arch, guest.pid, BASE, pages)
+    guest.agent.mmap(base, pages * guest.page_size, target=guest.name)
+    assert guest.agent.touch(base, pages, write=True, tag=tag, target=guest.name).done == pages
+    entries = pagemap(guest.agent, arch, guest.pid, base, pages)
     pfns = [e.pfn for e in entries]
     assert all(e.present for e in entries) and len(set(pfns)) == pages
     for k, pfn in enumerate(pfns):
@@ -38,30 +43,30 @@ def test_written_tags_are_in_guest_ram(guest: NamedProcess) -> None:
         assert _ram_u64(guest, pfn) == tag + k, f"page {k} at PFN {pfn:#x}"
 
 
-def test_file_pages_hold_their_index_in_guest_ram(guest: NamedProcess) -> None:
+def test_file_pages_hold_their_index_in_guest_ram(guest: NamedProcess, base: int) -> None:
     arch, pages = guest.vm.profile.arch, 3
     file_tag = secrets.randbits(62)
     guest.agent.mmap(
-        BASE, pages * guest.page_size, backing=BackingCode.FILE, prot=ProtBits.READ,
+        base, pages * guest.page_size, backing=BackingCode.FILE, prot=ProtBits.READ,
         file_tag=file_tag, target=guest.name,
     )  # fmt: skip
-    guest.agent.touch(BASE, pages, write=False, target=guest.name)
-    for k, entry in enumerate(pagemap(guest.agent, arch, guest.pid, BASE, pages)):
+    guest.agent.touch(base, pages, write=False, target=guest.name)
+    for k, entry in enumerate(pagemap(guest.agent, arch, guest.pid, base, pages)):
         assert entry.pfn is not None
         assert _ram_u64(guest, entry.pfn) == file_tag + k
 
 
-def test_copy_on_write_moves_the_child_to_a_new_frame(guest: NamedProcess) -> None:
+def test_copy_on_write_moves_the_child_to_a_new_frame(guest: NamedProcess, base: int) -> None:
     arch, agent = guest.vm.profile.arch, guest.agent
-    agent.mmap(BASE, guest.page_size, target=guest.name)
-    agent.touch(BASE, 1, write=True, tag=0x1111, target=guest.name)
+    agent.mmap(base, guest.page_size, target=guest.name)
+    agent.touch(base, 1, write=True, tag=0x1111, target=guest.name)
     child = f"{guest.name}c"
     child_pid = agent.fork(child, target=guest.name)
-    (before,) = pagemap(agent, arch, child_pid, BASE, 1)
-    (parent,) = pagemap(agent, arch, guest.pid, BASE, 1)
+    (before,) = pagemap(agent, arch, child_pid, base, 1)
+    (parent,) = pagemap(agent, arch, guest.pid, base, 1)
     assert before.pfn == parent.pfn  # shared until written
-    agent.touch(BASE, 1, write=True, tag=0x2222, target=child)
-    (after,) = pagemap(agent, arch, child_pid, BASE, 1)
+    agent.touch(base, 1, write=True, tag=0x2222, target=child)
+    (after,) = pagemap(agent, arch, child_pid, base, 1)
     assert after.pfn is not None and parent.pfn is not None and after.pfn != parent.pfn
     assert _ram_u64(guest, parent.pfn) == 0x1111
     assert _ram_u64(guest, after.pfn) == 0x2222

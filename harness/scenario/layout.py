@@ -42,11 +42,17 @@ __all__ = [
     "Span",
     "layout_alignment",
     "layout_base",
+    "layout_span",
     "plan_layout",
 ]
 
-#: Every region of a scenario lies in [layout_base, layout_base + LAYOUT_SPAN).
+#: The least layout window (bytes): on an arch whose THP is 2 MiB or none
+#: (every arch but arm64-64k) every region of a scenario lies in
+#: [layout_base, layout_base + LAYOUT_SPAN); :func:`layout_span` gives each arch's.
 LAYOUT_SPAN = 1 << 30
+
+#: THP-sized slots in the window: 1 GiB of 2 MiB THPs.
+_WINDOW_THPS = 512
 
 
 def layout_alignment(arch: Arch) -> int:
@@ -59,6 +65,17 @@ def layout_alignment(arch: Arch) -> int:
     """
     table_span = 1 << arch.level_shifts[-2] if len(arch.levels) > 1 else arch.page_size
     return max(table_span, arch.thp_pages * arch.page_size, arch.page_size)
+
+
+def layout_span(arch: Arch) -> int:
+    """Bytes of the layout window from :func:`layout_base`: every region lies inside.
+
+    ``max(LAYOUT_SPAN, 512 THPs)``: 1 GiB where a THP is 2 MiB (or absent:
+    i386 keeps 1 GiB of its 3 GiB), 256 GiB with arm64-64k's 512 MiB THP, so
+    a scenario's regions and the THP-sized gaps between them fit on every
+    arch.  Virtual address space costs nothing; only touched pages take RAM.
+    """
+    return max(LAYOUT_SPAN, _WINDOW_THPS * arch.thp_pages * arch.page_size)
 
 
 def layout_base(arch: Arch) -> int:
@@ -407,7 +424,7 @@ def _mmap(ranges: _Ranges, step: Mmap) -> None:
             f"{ranges.layout.scenario.path}: {step.label}: "
             f"region {placement.region!r} ends at {reserved_end:#x}, beyond the layout limit "
             f"{ranges.limit:#x} on {ranges.layout.arch.name} "
-            f"(all regions together must fit in {LAYOUT_SPAN >> 20} MiB)"
+            f"(all regions together must fit in {layout_span(ranges.layout.arch) >> 20} MiB)"
         )
     ranges.sizes[step.region] = n
     mine = ranges.mapped[step.proc]
@@ -585,7 +602,7 @@ def _pages_in(placement: Placement, lo: int, hi: int) -> tuple[int, int]:
 def _check_ranges(layout: Layout) -> None:
     """Sizes and page ranges on ``layout.arch``: in the region, and mapped where used."""
     arch = layout.arch
-    ranges = _Ranges(layout, min(layout_base(arch) + LAYOUT_SPAN, arch.task_size))
+    ranges = _Ranges(layout, min(layout_base(arch) + layout_span(arch), arch.task_size))
     for step in layout.scenario.steps:
         try:
             RANGES(ranges, step)

@@ -43,7 +43,7 @@ def test_model_only_arch_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) ->
         get_profile("model-only")
     assert "\n" not in str(info.value)
     assert str(info.value).startswith("architecture 'model-only' has no QEMU machine")
-    known = r"known: x86_64, ppc64, ppc64-4k, i386, arm64$"
+    known = r"known: x86_64, ppc64, ppc64-4k, i386, arm64, arm64-64k$"
     with pytest.raises(UnknownArchError, match=known):
         get_profile("sparc")
 

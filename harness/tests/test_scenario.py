@@ -32,6 +32,7 @@ from harness.scenario import (
     file_tag,
     layout_alignment,
     layout_base,
+    layout_span,
     load_scenario,
     parse_scenario,
     plan_layout,
@@ -68,19 +69,21 @@ def test_catalog_loads() -> None:
             assert on_arch.checked_on == ({arch.name} if applies else set())
 
 
-#: An architecture with a 512 MiB THP (arm64 with 64K pages has one: PMD_SHIFT 29).
+#: An architecture with a 512 MiB THP (arm64 with 64K pages has one: PMD_SHIFT 29)
+#: and 4 GiB of VA: its layout window is [1 GiB, 4 GiB), cut by the task size.
 BIG_THP = dataclasses.replace(
     get_arch("x86_64"), name="big-thp", page_shift=16, levels=(6, 13, 13),
-    level_names=("pgd", "pmd", "pte"), thp_level="pmd", task_size=1 << 48,
+    level_names=("pgd", "pmd", "pte"), thp_level="pmd", task_size=1 << 32,
 )
 
 
 def test_range_checks_run_for_the_planned_arch_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A ``2*thp`` region is 1 GiB on BIG_THP: the next region is beyond the
-    layout window there, fine elsewhere.  Registering such an architecture must not make the file
-    fail to load for the others: only the arch being planned is checked."""
+    """A ``5*thp`` region is 2.5 GiB on BIG_THP: the next region is beyond the
+    layout window there (its VA ends at 4 GiB), fine elsewhere (arm64-64k's window
+    is 256 GiB).  Registering such an architecture must not make the file fail to
+    load for the others: only the arch being planned is checked."""
     assert BIG_THP.thp_pages * BIG_THP.page_size == 512 << 20
     real_get_arch, known = sim_arch.get_arch, ARCH_NAMES
     # Registered wherever the registry is looked at (the loader must not look).
@@ -92,14 +95,14 @@ def test_range_checks_run_for_the_planned_arch_only(
                 BIG_THP if name == BIG_THP.name else real_get_arch(name)))
     path = tmp_path / "two_thp.json"
     path.write_text(json.dumps(scenario(
-        {**MMAP_A, "pages": "2*thp"}, {**MMAP_A, "region": "b", "pages": 1},
+        {**MMAP_A, "pages": "5*thp"}, {**MMAP_A, "region": "b", "pages": 1},
         {"op": "write", "region": "a", "pages": [0, "thp+1"]}, {"op": "check"},
     )))
     for name in known:
         arch = real_get_arch(name)
         loaded = load_scenario(path, arch)
         if arch.thp_pages:
-            assert plan_layout(loaded, arch)["a"].pages == 2 * arch.thp_pages
+            assert plan_layout(loaded, arch)["a"].pages == 5 * arch.thp_pages
     loaded = load_scenario(path)
     assert not loaded.checked_on
     with pytest.raises(ScenarioError, match=r"step 1 \(mmap\): region 'b' ends at .* on big-thp"):
@@ -356,7 +359,9 @@ def test_thp_scenario_is_skipped_without_thp() -> None:
 def test_layout(arch: Any) -> None:
     align = layout_alignment(arch)
     base = layout_base(arch)
-    assert base % align == 0 and base + LAYOUT_SPAN <= arch.task_size
+    span = layout_span(arch)
+    assert base % align == 0 and base + span <= arch.task_size
+    assert span >= LAYOUT_SPAN and span >= 512 * arch.thp_pages * arch.page_size
     if arch.thp_pages:
         assert align == arch.thp_pages * arch.page_size
     for path in sorted(CATALOG.glob("*.json")):

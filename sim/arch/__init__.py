@@ -75,7 +75,7 @@ class MissingPartError(ArchError):
 
 
 #: Names accepted by every command of the project (``--arch``): one per data file.
-ARCH_NAMES: tuple[str, ...] = ("x86_64", "ppc64", "ppc64-4k", "i386", "arm64")
+ARCH_NAMES: tuple[str, ...] = ("x86_64", "ppc64", "ppc64-4k", "i386", "arm64", "arm64-64k")
 
 
 def _discover() -> dict[str, ArchSpec]:

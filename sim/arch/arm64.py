@@ -35,6 +35,9 @@ SPEC = ArchSpec(
         # Block mappings at PMD (2M) and PUD (1G) (arch/arm64/mm/hugetlbpage.c:
         # arch_hugetlb_valid_size(); the contiguous 64K and 32M sizes are not levels).
         hugetlb_levels=("pmd", "pud"),
+        # Top Byte Ignore: untagged_addr() drops bits 56-63 of user pointers
+        # (arch/arm64/include/asm/memory.h), e.g. of PAGEMAP_SCAN's start, end, vec.
+        untag_top_byte=True,
         ram_base=VIRT_RAM_BASE,
         host_machines=("aarch64", "arm64"),
     ),

@@ -35,6 +35,12 @@ SPEC = ArchSpec(
         soft_dirty=False,
         # 4M PSE pages in the PGD (HPAGE_SHIFT = PMD_SHIFT = 22 without PAE).
         hugetlb_levels=("pgd",),
+        # Also ARCH_PFN_OFFSET (FLATMEM; x86 keeps the asm-generic 0): PFN 0 has
+        # a struct page.  trim_bios_range() (arch/x86/kernel/setup.c) makes the
+        # BIOS's first page E820 reserved, so memblock and /proc/iomem's System
+        # RAM start at PFN 1, and memmap_init() gives PFN 0 a reserved page
+        # (init_unavailable_range(): PG_reserved, refcount 1), as the SPARSEMEM
+        # x86_64 kernel does in its present section 0.
         ram_base=0,
         host_machines=("i686", "i386"),
     ),
@@ -61,7 +67,10 @@ SPEC = ArchSpec(
         # qemu32: PSE (4M hugetlb pages) and no long mode.
         cpu="qemu32",
         console="ttyS0",
-        kernel_cmdline=("panic=-1", "oops=panic"),
+        # no_timer_check: check_timer() (arch/x86/kernel/apic/io_apic.c) waits a
+        # few jiffies for the IO-APIC timer and panics when TCG on a loaded host
+        # is too slow to deliver them ("IO-APIC + timer doesn't work!").
+        kernel_cmdline=("panic=-1", "oops=panic", "no_timer_check"),
         extra_args=("-device", "pvpanic"),
         virtio_serial_device="virtio-serial-pci",
         # Without HIGHMEM the kernel maps at most 896 MiB of RAM (lowmem).

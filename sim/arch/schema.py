@@ -92,8 +92,16 @@ class Arch:
     hugetlb_levels: tuple[str, ...] = ()
     #: Guest-physical address of the first byte of RAM (bytes; page aligned):
     #: the lowest PFN with memory is ``ram_base >> page_shift``.  0 on the PC
-    #: and pseries machines; 0x40000000 on QEMU's arm "virt" machine.
+    #: and pseries machines; 0x40000000 on QEMU's arm "virt" machine.  With
+    #: FLATMEM it is also ARCH_PFN_OFFSET, the first PFN with a struct page
+    #: (include/asm-generic/memory_model.h), whether or not the kernel counts
+    #: that page as RAM.
     ram_base: int = 0
+    #: untagged_addr() clears the top byte of a user pointer whose bit 55 is
+    #: clear: arm64's Top Byte Ignore, ``addr & sign_extend64(addr, 55)``
+    #: (arch/arm64/include/asm/memory.h), so 1 << 63 reads as 0.  Elsewhere
+    #: untagged_addr() is the identity (include/linux/uaccess.h; x86 without LAM).
+    untag_top_byte: bool = False
     #: ``platform.machine()`` values of a host for which this is the native
     #: definition (with its byte order): :func:`sim.arch.host_arch`.
     host_machines: tuple[str, ...] = ()
@@ -168,6 +176,12 @@ class Arch:
     def kpagemap_entry_size(self) -> int:
         """KPMSIZE: a (flags, count) pair of unsigned long."""
         return 2 * self.word_size
+
+    def untagged_addr(self, addr: int) -> int:
+        """untagged_addr() of a 64-bit ``addr``: itself, or without arm64's tag byte."""
+        if not self.untag_top_byte or addr >> 55 & 1:
+            return addr
+        return addr & ((1 << 56) - 1)
 
     @property
     def ram_base_pfn(self) -> int:

@@ -176,13 +176,19 @@ class PhysMem:
 
         init_unavailable_range() (mm/mm_init.c) initialises the struct pages of
         a present section's holes and marks them PG_reserved; a section without
-        RAM has no memmap and pfn_to_online_page() returns NULL (FLATMEM: every
-        PFN from ARCH_PFN_OFFSET, the first RAM PFN, below max_pfn has a struct
-        page: pfn_valid() in include/asm-generic/memory_model.h).
+        RAM has no memmap and pfn_to_online_page() returns NULL.  memmap_init()
+        starts its hole at PFN 0, so the holes below the first RAM range count
+        too (x86's PFN 0, a BIOS page e820 calls reserved: trim_bios_range()
+        in arch/x86/kernel/setup.c; it is not System RAM in /proc/iomem).
+
+        FLATMEM: every PFN from ARCH_PFN_OFFSET below max_pfn has a struct page
+        (pfn_valid() in include/asm-generic/memory_model.h).  ARCH_PFN_OFFSET
+        is the arch's :attr:`Arch.ram_base_pfn` (0 on x86, the asm-generic
+        default), not the first PFN of the RAM ranges given.
         """
         per_section = self.arch.pages_per_section
         if per_section is None:
-            self.state[min(start for start, _ in ram) : self.max_pfn] = FrameState.RESERVED
+            self.state[self.arch.ram_base_pfn : self.max_pfn] = FrameState.RESERVED
             return
         for start, end in ram:
             first = start // per_section * per_section

@@ -20,8 +20,9 @@ from sim.arch import (
     names_with,
 )
 from sim.flags import KPF
+from sim.formats import parse_kpagemap_entries
 from sim.mm.machine import Machine
-from sim.procfs import kpage_values, pagemap_entries
+from sim.procfs import kpage_values, pagemap_entries, read
 
 ARM_VIRT_RAM = 0x4000_0000  # QEMU's arm "virt" machine puts RAM at 1 GiB
 
@@ -44,7 +45,7 @@ def test_unknown_name_is_one_line_listing_the_choices() -> None:
     message = str(info.value)
     assert "\n" not in message
     assert message == (
-        "unknown architecture 'arm65'; known: x86_64, ppc64, ppc64-4k, i386, arm64"
+        "unknown architecture 'arm65'; known: x86_64, ppc64, ppc64-4k, i386, arm64, arm64-64k"
     )
 
 
@@ -60,7 +61,7 @@ def test_model_only_arch_has_no_build_or_boot_parts() -> None:
     message = str(MissingPartError("model-only", "QEMU machine", bootable))
     assert message == (
         "architecture 'model-only' has no QEMU machine (it exists only in the model); "
-        "with one: x86_64, ppc64, ppc64-4k, i386, arm64"
+        "with one: x86_64, ppc64, ppc64-4k, i386, arm64, arm64-64k"
     )
 
 
@@ -122,6 +123,25 @@ def test_model_pfns_start_at_the_ram_base(arch: Arch) -> None:
         assert kpage_values(m, "/proc/kpageflags", pfn) == 1 << KPF.NOPAGE
         assert kpage_values(m, "/proc/kpagecount", pfn) == 0
     assert kpage_values(m, "/proc/kpageflags", first) & (1 << KPF.RESERVED)
+
+
+@pytest.mark.parametrize("name", ["i386", "x86_64"])
+def test_x86_pfn_0_is_a_reserved_page_outside_system_ram(name: str) -> None:
+    """The PC's RAM as /proc/iomem lists it (System RAM from 0x1000: trim_bios_range()
+    made the BIOS page reserved) still gives PFN 0 a struct page: PG_reserved, count 1
+    (memmap_init()'s hole from PFN 0; FLATMEM's ARCH_PFN_OFFSET is 0 on i386):
+    kpageflags KPF_RESERVED, mapcount 0, page_count() 1 in kpagemap's slot 1."""
+    arch = get_arch(name)
+    m = Machine(arch, ram=[(0x1000, 0x9F000), (0x10_0000, 64 << 20)])
+    assert kpage_values(m, "/proc/kpageflags", 0) == 1 << KPF.RESERVED
+    assert kpage_values(m, "/proc/kpagecount", 0) == 0
+    slot = arch.kpagemap_entry_size
+    pfn_0 = parse_kpagemap_entries(arch, read(m, "/proc/kpagemap", slot, slot))
+    # KPF_RESERVED is bit 32: beyond a 4-byte kpagemap flags word (the patch's choice).
+    word_mask = (1 << (8 * arch.word_size)) - 1
+    assert pfn_0 == [((1 << KPF.RESERVED) & word_mask, 1)]
+    # The 640K-1M hole between the ranges is reserved memmap too.
+    assert kpage_values(m, "/proc/kpageflags", 0xA0) == 1 << KPF.RESERVED
 
 
 def test_explicit_ram_ranges_still_win() -> None:

@@ -83,6 +83,7 @@ HEADERS = {
     "ppc64-4k": b"\x00\x0c\x08\x10" + bytes(12),
     "i386": b"\x01\x0c\x04\x08" + bytes(4),
     "arm64": b"\x01\x0c\x08\x10" + bytes(12),
+    "arm64-64k": b"\x01\x10\x08\x10" + bytes(12),
 }
 
 

@@ -159,6 +159,22 @@ def test_bad_arguments(fields: dict[str, int], err: int) -> None:
     assert got == ScanResult(-err, 0x1234)  # nothing written back
 
 
+def test_arm64_top_byte_ignore() -> None:
+    """arm64's untagged_addr() clears bits 56-63 where bit 55 is clear: vec 1 << 63 is
+    vec 0 (EINVAL with a vec_len), a tagged start/end scans the untagged range, and
+    addresses with bit 55 set (kernel ones) keep their tag (EFAULT)."""
+    arm64 = get_arch("arm64")
+    assert arm64.untagged_addr(1 << 63) == 0 and X86.untagged_addr(1 << 63) == 1 << 63
+    assert arm64.untagged_addr((1 << 64) - 4096) == (1 << 64) - 4096
+    m, p, base = _setup(arm64)
+    assert _scan(m, p, base, walk_end=0x1234, vec=1 << 63) == ScanResult(-errno.EINVAL, 0x1234)
+    tag = 0x5A << 56
+    tagged = _scan(m, p, base | tag, end=(base + 16 * 4096) | tag, vec=VEC | tag)
+    assert tagged == _scan(m, p, base)
+    kernel = _scan(m, p, base, walk_end=0x1234, vec=0xFF80_0000_0000_0000)
+    assert kernel == ScanResult(-errno.EFAULT, 0x1234)
+
+
 def test_unaligned_end_is_rounded_up_and_an_empty_range_returns_zero() -> None:
     m, p, base = _setup()
     got = _scan(m, p, base, end=base + 4096 + 1, return_mask=int(P))
