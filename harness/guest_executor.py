@@ -62,7 +62,6 @@ from harness.observations import (
 )
 from harness.scan_step import scan_arg, scan_outcome
 from harness.scenario import (
-    LAYOUT_SPAN,
     AnyStep,
     Check,
     ClearRefs,
@@ -82,6 +81,7 @@ from harness.scenario import (
     StepHandlers,
     Touch,
     layout_base,
+    layout_span,
     plan_layout,
 )
 from harness.vm import VM
@@ -152,7 +152,7 @@ def clear_zero_page_referenced(vm: VM, flags_read: BatchReadReply | None = None)
     """
     agent, arch = vm.agent, vm.profile.arch
     page = arch.page_size
-    scratch = layout_base(arch) + LAYOUT_SPAN  # no region's range reaches it
+    scratch = layout_base(arch) + layout_span(arch)  # no region's range reaches it
 
     def toggle() -> int:
         agent.mmap(scratch, page, prot=ProtBits.READ, map_bits=MapBits.POPULATE)

@@ -58,6 +58,14 @@ def madvise_collapse(mm: MmStruct, vma: Vma, start: int, end: int) -> None:
     number of none or zero-page PTEs and shared pages collapse.  Success
     unless some range failed; then madvise_collapse_errno() of the last
     failure (EAGAIN for refcount/LRU, ENOMEM for allocation, else EINVAL).
+
+    A range inside one PMD range that does not start at its start (hstart,
+    rounded up, beyond hend, rounded down) is EINVAL: the kernel compares
+    ``thps`` with ``(hend - hstart) >> HPAGE_PMD_SHIFT`` in unsigned long,
+    which wraps to a huge count no THP total matches, and madvise_collapse_errno()
+    of the initial SCAN_FAIL is EINVAL.  A range that starts at a PMD boundary
+    and ends inside it has hstart == hend: nothing to do, success.  (Found by
+    harness fuzz: ``madv_collapse_inside_one_pmd.json``.)
     """
     if not thp_vma_allowable_collapse(mm, vma):
         raise MmError(errno.EINVAL, "madvise: MADV_COLLAPSE not allowed on this VMA")
@@ -76,7 +84,10 @@ def madvise_collapse(mm: MmStruct, vma: Vma, start: int, end: int) -> None:
             if result not in _GO_ON:
                 break
         addr += size
-    if hend > hstart and thps != (hend - hstart) // size:
+    if hend < hstart:
+        raise MmError(errno.EINVAL, "madvise: MADV_COLLAPSE of a range inside one PMD range "
+                      "(unsigned hend - hstart wraps)")
+    if thps != (hend - hstart) // size:
         assert last is not None
         err = _ERRNO.get(last, errno.EINVAL)
         raise MmError(err, f"madvise: MADV_COLLAPSE failed ({last.name})")

@@ -128,6 +128,25 @@ def test_collapse_makes_one_pmd_mapped_thp(m: Machine) -> None:
     assert [m.frame_tag(head + i) for i in range(4)] == [1, 2, 3, 0]
 
 
+@pytest.mark.parametrize(("first", "end", "err"), [
+    (1, 2, errno.EINVAL),  # inside one PMD range, not from its start: hend < hstart
+    (0, 1, None),  # from its start: hstart == hend, nothing to do
+    (1, 512, None),  # not from its start but up to its end: hstart == hend again
+])
+def test_collapse_of_less_than_a_pmd_range(m: Machine, first: int, end: int,
+                                          err: int | None) -> None:
+    """madvise_collapse(): ``thps == (hend - hstart) >> HPAGE_PMD_SHIFT`` in unsigned long."""
+    p = m.spawn("main")
+    nr = X86.thp_pages
+    p.mmap(BASE, nr, locked=True)  # populated: the VMA has its anon_vma
+    if err is None:
+        p.madvise(BASE + first * X86.page_size, end - first, "collapse")
+        return
+    with pytest.raises(MmError) as caught:
+        p.madvise(BASE + first * X86.page_size, end - first, "collapse")
+    assert caught.value.errno == err
+
+
 def test_flags_advice_splitting_a_vma_splits_its_huge_pmd(m: Machine) -> None:
     """madvise_update_vma() -> __split_vma() -> vma_adjust_trans_huge(): MADV_NOHUGEPAGE
     of the first page cuts the VMA inside a huge PMD, which is split to PTEs first; the
