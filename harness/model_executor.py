@@ -185,7 +185,9 @@ def _mmap(run: ModelRun, step: Mmap) -> None:
             tags=run.layout.file_tags(step.region), owner=proc.creds,
         )
     elif step.kind == "memfd":
-        file = run.machine.create_memfd(placement.pages, MEMFD_PATH, owner=run.procs[step.proc].creds)
+        file = run.machine.create_memfd(
+            placement.pages, MEMFD_PATH, owner=run.procs[step.proc].creds
+        )
     try:
         run.procs[step.proc].mmap(
             placement.vaddr, placement.pages, step.kind, step.share, step.prot, file=file,

@@ -32,11 +32,11 @@ from sim.mm.vma import VM, Vma
 
 __all__ = [
     "ALL_CAPS",
+    "REGION_FILE_MODE",
     "Credentials",
     "Machine",
     "MmError",
     "Process",
-    "REGION_FILE_MODE",
     "TouchResult",
     "parse_prot",
 ]

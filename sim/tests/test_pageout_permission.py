@@ -13,7 +13,7 @@ import pytest
 from sim.arch import get_arch
 from sim.flags import kpf_names
 from sim.mm import Credentials, Machine
-from sim.mm.facts import FACTS_6_1
+from sim.mm.facts import FACTS_6_1, PINNED, KernelFacts
 from sim.procfs import kpage_values, pagemap_entries
 
 X86 = get_arch("x86_64")
@@ -21,7 +21,8 @@ BASE = 1 << 40
 PAGE = X86.page_size
 
 
-def _flags(m: Machine, pfn: int) -> set[str]:
+def _flags(m: Machine, pfn: int | None) -> set[str]:
+    assert pfn is not None
     return set(kpf_names(kpage_values(m, "/proc/kpageflags", pfn)))
 
 
@@ -44,7 +45,7 @@ def test_foreign_private_file_page_stays_mapped() -> None:
 
 
 def test_owner_pages_out_its_file() -> None:
-    """The same file owned by the child's uid: try_to_unmap() unmaps it (dirty shmem: stays cached)."""
+    """The same file owned by the child's uid: try_to_unmap() unmaps it (dirty: stays cached)."""
     m = Machine(X86, ram_bytes=256 << 20)
     main = m.spawn("main")
     f = m.create_file(1, tags=[7], owner=Credentials.user(1000))
@@ -67,12 +68,11 @@ def test_memfd_is_anyones_to_page_out() -> None:
     assert not pagemap_entries(m, child, BASE, 1)[0].present
 
 
-@pytest.mark.parametrize(("facts", "cow_active"), [(None, True), (FACTS_6_1, False)])
-def test_foreign_private_file_cow_page(facts: object, cow_active: bool) -> None:
+@pytest.mark.parametrize(("facts", "cow_active"), [(PINNED, True), (FACTS_6_1, False)])
+def test_foreign_private_file_cow_page(facts: KernelFacts, cow_active: bool) -> None:
     """6.12 pages out the COW (anonymous) page of the foreign private file VMA: no swap, so
     it is activated; 6.1's can_do_pageout() leaves the whole VMA alone."""
-    m = Machine(X86, ram_bytes=256 << 20) if facts is None else Machine(
-        X86, ram_bytes=256 << 20, facts=FACTS_6_1)
+    m = Machine(X86, ram_bytes=256 << 20, facts=facts)
     main = m.spawn("main")
     f = m.create_file(2, tags=[7, 8])
     main.mmap(BASE, 2, kind="file", share="private", file=f)
