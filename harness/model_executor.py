@@ -177,13 +177,17 @@ def _mmap(run: ModelRun, step: Mmap) -> None:
     if step.kind == "file":
         # The agent's file: /tmp/pmh-region-<pid>-<vaddr>, unlinked at once
         # (create_region_file() in harness/agent/ops.c); smaps shows d_path().
-        pid = run.procs[step.proc].pid
+        # It belongs to the process that creates it (i_uid = its fsuid), which
+        # MADV_PAGEOUT asks about (can_do_file_pageout()).
+        proc = run.procs[step.proc]
         file = run.machine.create_file(
-            placement.pages, name=f"/tmp/pmh-region-{pid}-{placement.vaddr:x} (deleted)",
-            tags=run.layout.file_tags(step.region),
+            placement.pages, name=f"/tmp/pmh-region-{proc.pid}-{placement.vaddr:x} (deleted)",
+            tags=run.layout.file_tags(step.region), owner=proc.creds,
         )
     elif step.kind == "memfd":
-        file = run.machine.create_memfd(placement.pages, MEMFD_PATH)
+        file = run.machine.create_memfd(
+            placement.pages, MEMFD_PATH, owner=run.procs[step.proc].creds
+        )
     try:
         run.procs[step.proc].mmap(
             placement.vaddr, placement.pages, step.kind, step.share, step.prot, file=file,

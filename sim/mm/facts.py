@@ -147,6 +147,14 @@ class KernelFacts:
     #: VM_FAULT_RETRY properly" (6.9) do_madvise() calls madvise_populate()
     #: on the whole range: it stops at the first hole with ENOMEM.
     populate_walks_vmas: bool = False
+    #: MADV_PAGEOUT of a private file VMA whose file the caller may not page
+    #: out (can_do_file_pageout(), mm/madvise.c: not its owner, no CAP_FOWNER,
+    #: no write permission) pages out the VMA's anonymous (COW) folios and
+    #: leaves its page-cache folios alone (madvise_cold_or_pageout_pte_range()'s
+    #: pageout_anon_only_filter): 6.12.  6.1's madvise_pageout() returns at
+    #: once for such a VMA (can_do_pageout()), anonymous folios included.
+    #: Both return at once for a shared file VMA.
+    pageout_private_file_anon_only: bool = True
     #: split_folio() of an anonymous THP maps its all-zero pages to the shared
     #: zero page and frees them (remap_page(RMP_USE_SHARED_ZEROPAGE),
     #: try_to_map_unused_to_zeropage(): "mm: remap unused subpages to shared
@@ -203,6 +211,7 @@ FACTS_6_1 = KernelFacts(
     mlock_batch_size=15,
     smaps_lockonfault_mnemonic="??",
     pageout_clears_young=True,
+    pageout_private_file_anon_only=False,
     populate_walks_vmas=True,
     split_remaps_zero_pages=False,
     rand_read_has_recency=True,
@@ -228,6 +237,7 @@ SCENARIO_OF_FACT: Mapping[str, str] = MappingProxyType({
     "mlock_batch_size": "mlock_batch",
     "smaps_lockonfault_mnemonic": "mlock_onfault",
     "pageout_clears_young": "madv_cold_pageout",
+    "pageout_private_file_anon_only": "madv_pageout_file_not_owner",
     "populate_walks_vmas": "madv_populate",
     "split_remaps_zero_pages": "madv_thp_split",
     "rand_read_has_recency": "madv_random",

@@ -32,6 +32,7 @@ from sim.mm.vma import VM, Vma
 
 __all__ = [
     "ALL_CAPS",
+    "REGION_FILE_MODE",
     "Credentials",
     "Machine",
     "MmError",
@@ -43,8 +44,12 @@ __all__ = [
 #: The capabilities the model looks at (a root process has them all).
 ALL_CAPS: frozenset[str] = frozenset(
     {"CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH",
-     "CAP_IPC_LOCK"}
+     "CAP_IPC_LOCK", "CAP_FOWNER"}
 )
+
+#: Permission bits the agent creates a "file" region's file with
+#: (create_region_file() in harness/agent/ops.c: open(..., 0600)).
+REGION_FILE_MODE = 0o600
 
 _PROTS = {"none": 0, "r": int(VM.READ), "rw": int(VM.READ | VM.WRITE)}
 
@@ -82,6 +87,29 @@ class Credentials:
     def capable(self, cap: str) -> bool:
         """capable(cap)."""
         return cap in self.caps
+
+    def may_write(self, file: ShmemFile) -> bool:
+        """file_permission(file, MAY_WRITE) == 0 on a regular file: generic_permission()
+        (fs/namei.c) picks the owner, group or other write bit of i_mode (acl_permission_check(),
+        no ACLs on the guest's tmpfs, no supplementary groups), else CAP_DAC_OVERRIDE."""
+        if self.uid == file.uid:
+            bit = 0o200
+        elif self.gid == file.gid:
+            bit = 0o020
+        else:
+            bit = 0o002
+        return bool(file.mode & bit) or self.capable("CAP_DAC_OVERRIDE")
+
+    def can_do_file_pageout(self, file: ShmemFile) -> bool:
+        """can_do_file_pageout() (mm/madvise.c) for a VMA of ``file``: file_owner_or_capable()
+        (inode_owner_or_capable(): the fsuid owns it, or CAP_FOWNER) or :meth:`may_write`.
+
+        A uid the agent dropped to owns none of root's files, and the agent's
+        region files are 0600: such a process may page out their page cache
+        only if it created the file itself.  memfds and shared anonymous
+        memory are 0777 (:data:`~sim.mm.shmem.SHMEM_SETUP_MODE`): anyone may.
+        """
+        return self.uid == file.uid or self.capable("CAP_FOWNER") or self.may_write(file)
 
 
 @dataclass(frozen=True)
@@ -225,7 +253,10 @@ class Process:
         self._live().mprotect(addr, nr_pages, parse_prot(prot))
 
     def madvise(self, addr: int, nr_pages: int, advice: str | int) -> None:
-        self._live().madvise(addr, nr_pages, advice)
+        """madvise(addr, len, advice) with this process's credentials (MADV_PAGEOUT asks
+        :meth:`Credentials.can_do_file_pageout` of each file VMA)."""
+        self._live().madvise(addr, nr_pages, advice,
+                             can_do_file_pageout=self.creds.can_do_file_pageout)
 
     def mlock(self, addr: int, nr_pages: int, onfault: bool = False) -> None:
         """mlock(addr, len), or mlock2(addr, len, MLOCK_ONFAULT) with ``onfault``.
@@ -308,23 +339,31 @@ class Machine:
         return self._new_process(name, creds)
 
     def create_file(
-        self, nr_pages: int, name: str | None = None, tags: Sequence[int | None] | None = None
+        self, nr_pages: int, name: str | None = None, tags: Sequence[int | None] | None = None,
+        owner: Credentials | None = None,
     ) -> ShmemFile:
         """A tmpfs file of ``nr_pages`` pages written by the agent, one write() per page.
 
-        ``tags[i]`` is the first u64 of page i (default 0).
+        ``tags[i]`` is the first u64 of page i (default 0).  The file belongs
+        to ``owner`` (default root), mode :data:`REGION_FILE_MODE`.
         """
         if nr_pages <= 0:
             raise ValueError(f"a file needs at least one page, not {nr_pages}")
         if tags is not None and len(tags) != nr_pages:
             raise ValueError(f"{len(tags)} tags for {nr_pages} pages")
-        file = self._new_shmem(nr_pages, name or f"file{len(self.files)}", anonymous=False)
+        owner = owner or Credentials.root()
+        file = ShmemFile(self.mem, next(self._inodes), nr_pages, name or f"file{len(self.files)}",
+                         anonymous=False, uid=owner.uid, gid=owner.gid, mode=REGION_FILE_MODE)
         file.write_initial(list(tags) if tags is not None else [0] * nr_pages)
         self.files.append(file)
         return file
 
-    def create_memfd(self, nr_pages: int, name: str) -> ShmemFile:
+    def create_memfd(
+        self, nr_pages: int, name: str, owner: Credentials | None = None
+    ) -> ShmemFile:
         """memfd_create() + ftruncate(): an unlinked shmem file of ``nr_pages`` holes.
+
+        It belongs to ``owner`` (default root) with mode 0777 (__shmem_file_setup()).
 
         ``name`` is what smaps shows (d_path(): ``/memfd:NAME (deleted)``).
         Its pages are allocated by faults (shmem_fault(), SGP_CACHE); it dies
@@ -332,8 +371,9 @@ class Machine:
         """
         if nr_pages <= 0:
             raise ValueError(f"a memfd needs at least one page, not {nr_pages}")
+        owner = owner or Credentials.root()
         file = ShmemFile(self.mem, next(self._inodes), nr_pages, name, anonymous=False,
-                         unlinked=True)
+                         unlinked=True, uid=owner.uid, gid=owner.gid)
         self.files.append(file)
         return file
 

@@ -50,7 +50,24 @@ if TYPE_CHECKING:
     from sim.mm.mm_struct import MmStruct
     from sim.mm.shmem import ShmemFile
 
-__all__ = ["ADVICE", "MADV", "advice_number", "do_madvise"]
+__all__ = [
+    "ADVICE",
+    "MADV",
+    "FilePageoutCheck",
+    "advice_number",
+    "do_madvise",
+    "root_can_do_file_pageout",
+]
+
+#: can_do_file_pageout() (mm/madvise.c) of the calling task for a VMA's file:
+#: True when it owns the file, has CAP_FOWNER, or may write it
+#: (:meth:`sim.mm.machine.Credentials.can_do_file_pageout`).
+FilePageoutCheck = Callable[["ShmemFile"], bool]
+
+
+def root_can_do_file_pageout(file: ShmemFile) -> bool:
+    """can_do_file_pageout() of a root task: CAP_FOWNER, so always True."""
+    return True
 
 
 class MADV(IntEnum):
@@ -110,8 +127,14 @@ def advice_number(advice: str | int) -> int:
         raise ValueError(f"madvise: unknown advice {advice!r}") from None
 
 
-def do_madvise(mm: MmStruct, addr: int, nr_pages: int, advice: str | int) -> None:
+def do_madvise(
+    mm: MmStruct, addr: int, nr_pages: int, advice: str | int,
+    *, can_do_file_pageout: FilePageoutCheck = root_can_do_file_pageout,
+) -> None:
     """do_madvise(): validate the advice, then madvise_populate() or madvise_walk_vmas().
+
+    ``can_do_file_pageout`` answers can_do_file_pageout() for the calling
+    task (MADV_PAGEOUT only; default: a root task).
 
     EINVAL for an advice madvise_behavior_valid() refuses (any number 6.12
     does not know, e.g. 102 = MADV_GUARD_INSTALL).  madvise_walk_vmas()
@@ -140,7 +163,11 @@ def do_madvise(mm: MmStruct, addr: int, nr_pages: int, advice: str | int) -> Non
             if start >= end:
                 break
         hi = min(end, vma.end)
-        visit(mm, vma, start, hi, MADV(behavior))
+        if behavior == MADV.PAGEOUT:
+            _cold_or_pageout(mm, vma, start, hi, MADV.PAGEOUT,
+                             can_do_file_pageout=can_do_file_pageout)
+        else:
+            visit(mm, vma, start, hi, MADV(behavior))
         start = hi
     if gap:
         raise MmError(errno.ENOMEM, f"madvise: [{addr:#x}, {end:#x}) has unmapped pages")
@@ -334,7 +361,10 @@ def _mark_lazyfree(mm: MmStruct, head: int) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _cold_or_pageout(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
+def _cold_or_pageout(
+    mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV,
+    *, can_do_file_pageout: FilePageoutCheck = root_can_do_file_pageout,
+) -> None:
     """madvise_cold() / madvise_pageout() -> madvise_cold_or_pageout_pte_range().
 
     A huge PMD (not the huge zero folio, not mapped shared): partly in the
@@ -353,10 +383,22 @@ def _cold_or_pageout(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -
     clean one leaves the page cache (__remove_mapping()) and is freed.  Not
     modelled: a large lazyfree folio.  EINVAL on a VM_LOCKED VMA
     (can_madv_lru_vma()); lru_add_drain() first (the mlock batch too).
+
+    PAGEOUT of a file VMA (not vma_is_anonymous(), shared anonymous memory
+    included) whose file the caller may not page out (``can_do_file_pageout``
+    false: neither owner nor CAP_FOWNER nor write permission): madvise_pageout()
+    returns at once for a VM_MAYSHARE VMA (no drain either); for a private one
+    the walk runs with pageout_anon_only_filter and leaves every page-cache
+    folio alone (mapped, PG_referenced kept), paging out only the anonymous
+    (COW) folios.  6.1's madvise_pageout() returns at once for both
+    (``facts.pageout_private_file_anon_only`` false; can_do_pageout()).
     """
     if vma.flags & VM_LOCKED:
         raise MmError(errno.EINVAL, f"madvise: advice {int(behavior)} on a VM_LOCKED VMA")
     pageout = behavior == MADV.PAGEOUT
+    anon_only = pageout and vma.file is not None and not can_do_file_pageout(vma.file)
+    if anon_only and (vma.flags & VM_MAYSHARE or not mm.ctx.facts.pageout_private_file_anon_only):
+        return
     mem = mm.mem
     mem.mlock_drain_local()
     for base, entry, elo, ehi in mm.pt.pmd_ranges(lo, hi):
@@ -364,6 +406,8 @@ def _cold_or_pageout(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -
             if mem.is_huge_zero_folio(entry.pfn) or _likely_mapped_shared(mm, entry.pfn):
                 continue
             head = entry.pfn
+            if anon_only and not mem.folio_test_anon(head):
+                continue
             if elo == base and ehi == base + mm.pmd_size:
                 if not pageout:
                     entry.bits &= ~PTE_YOUNG
@@ -379,6 +423,8 @@ def _cold_or_pageout(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -
         for i, head, nr in _pte_folios(mm, entry, base, elo, ehi):
             if not mem.test(head, PG.lru) or mem.folio_mapcount(head) != mem.folio_nr_pages(head):
                 continue
+            if anon_only and not mem.folio_test_anon(head):
+                continue  # pageout_anon_only_filter
             if not pageout or mm.ctx.facts.pageout_clears_young:
                 entry.bits[i : i + nr] &= np.uint32(~PTE_YOUNG & 0xFFFFFFFF)
             if not pageout:

@@ -111,9 +111,12 @@ class MmStruct:
         """mprotect(): see mprotect.do_mprotect_pkey()."""
         mprotect.do_mprotect_pkey(self, addr, nr_pages, prot)
 
-    def madvise(self, addr: int, nr_pages: int, advice: str | int) -> None:
+    def madvise(
+        self, addr: int, nr_pages: int, advice: str | int,
+        *, can_do_file_pageout: madvise.FilePageoutCheck = madvise.root_can_do_file_pageout,
+    ) -> None:
         """madvise(): see madvise.do_madvise()."""
-        madvise.do_madvise(self, addr, nr_pages, advice)
+        madvise.do_madvise(self, addr, nr_pages, advice, can_do_file_pageout=can_do_file_pageout)
 
     def mlock(self, addr: int, nr_pages: int, onfault: bool, cap_ipc_lock: bool) -> None:
         """mlock() / mlock2(MLOCK_ONFAULT): see mlock.do_mlock()."""

@@ -14,21 +14,33 @@ from collections.abc import Sequence
 from sim.mm.memmap import PhysMem
 from sim.mm.pageflags import PG
 
-__all__ = ["ShmemFile", "ShmemSigbus"]
+__all__ = ["SHMEM_SETUP_MODE", "ShmemFile", "ShmemSigbus"]
 
 
 class ShmemSigbus(Exception):
     """A fault beyond i_size: shmem_get_folio_gfp() returns -EINVAL -> VM_FAULT_SIGBUS."""
 
 
+#: i_mode permission bits of an inode __shmem_file_setup() makes (memfd_create(),
+#: shared anonymous memory): S_IRWXUGO, no umask.
+SHMEM_SETUP_MODE = 0o777
+
+
 class ShmemFile:
-    """One shmem inode: its size and page cache (index -> PFN)."""
+    """One shmem inode: its size, owner and mode, and page cache (index -> PFN).
+
+    ``uid``/``gid`` are i_uid/i_gid (the creator's fsuid/fsgid,
+    inode_init_owner()); ``mode`` the permission bits of i_mode.
+    """
 
     def __init__(
         self, mem: PhysMem, inode: int, nr_pages: int, name: str, anonymous: bool,
-        unlinked: bool = False,
+        unlinked: bool = False, *, uid: int = 0, gid: int = 0, mode: int = SHMEM_SETUP_MODE,
     ) -> None:
         self.mem = mem
+        self.uid = uid
+        self.gid = gid
+        self.mode = mode
         self.inode = inode
         self.nr_pages = nr_pages  # i_size in pages
         self.name = name
