@@ -130,8 +130,8 @@ class KernelFacts:
     #: PageTransCompound() pages and its munlock_vma_page() ignores PTE unmaps of
     #: them (mm/mlock.c, mm/internal.h of both trees).
     mlock_pte_mapped_large_folios: bool = True
-    #: Slots of the per-CPU mlock batch before it drains itself: PAGEVEC_SIZE,
-    #: 31 in 6.12 (folio_batch), 15 in 6.1 (pagevec).
+    #: Slots of the per-CPU mlock batch, and of the lru_add batch, before each
+    #: drains itself: PAGEVEC_SIZE, 31 in 6.12 (folio_batch), 15 in 6.1 (pagevec).
     mlock_batch_size: int = 31
     #: show_smap_vma_flags()'s word for VM_LOCKONFAULT: 6.12 has "lf"; 6.1's
     #: table has no entry for the bit, so it prints the default "??".

@@ -59,7 +59,7 @@ def populate_vma_page_range(mm: MmStruct, vma: Vma, start: int, end: int) -> Non
     addr = start
     while addr < end:
         addr += get_user_page(mm, vma, addr, end, write)
-    mm.mem.mlock_drain_local()
+    mm.mem.lru_add_drain()
 
 
 def get_user_page(mm: MmStruct, vma: Vma, addr: int, end: int, write: bool) -> int:

@@ -435,9 +435,9 @@ class Machine:
         return 0 <= pfn < self.mem.max_dump_pfn and bool(self.mem.freed[pfn])
 
     def lru_add_drain(self) -> None:
-        """lru_add_drain() on the one CPU: the mlock batch is applied (the lru_add
-        batch is always taken as drained).  The harness drains before each check."""
-        self.mem.mlock_drain_local()
+        """lru_add_drain() on the one CPU: the lru_add batch, then the mlock batch
+        (:meth:`PhysMem.lru_add_drain`).  The harness drains before each check."""
+        self.mem.lru_add_drain()
 
     def stable_page_flags(self, pfns: Sequence[int] | np.ndarray) -> list[int]:
         """stable_page_flags() of each PFN (below max_dump_pfn)."""

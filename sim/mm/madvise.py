@@ -248,7 +248,7 @@ def _dontneed(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
     """madvise_dontneed_single_vma(): zap_page_range_single() (which starts with
     lru_add_drain(): the mlock batch too), page tables kept."""
     _dontneed_free_valid_vma(vma, behavior)
-    mm.mem.mlock_drain_local()
+    mm.mem.lru_add_drain()
     zap_page_range(mm, vma, lo, hi)
 
 
@@ -272,7 +272,7 @@ def _free(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
     if vma.file is not None:
         raise MmError(errno.EINVAL, "madvise: MADV_FREE needs an anonymous VMA")
     mem = mm.mem
-    mem.mlock_drain_local()  # madvise_free_single_vma(): lru_add_drain()
+    mem.lru_add_drain()  # madvise_free_single_vma(): lru_add_drain()
     for base, entry, elo, ehi in mm.pt.pmd_ranges(lo, hi):
         if isinstance(entry, HugePmd):
             if mem.is_huge_zero_folio(entry.pfn) or _likely_mapped_shared(mm, entry.pfn):
@@ -400,7 +400,7 @@ def _cold_or_pageout(
     if anon_only and (vma.flags & VM_MAYSHARE or not mm.ctx.facts.pageout_private_file_anon_only):
         return
     mem = mm.mem
-    mem.mlock_drain_local()
+    mem.lru_add_drain()
     for base, entry, elo, ehi in mm.pt.pmd_ranges(lo, hi):
         if isinstance(entry, HugePmd):
             if mem.is_huge_zero_folio(entry.pfn) or _likely_mapped_shared(mm, entry.pfn):
@@ -507,7 +507,7 @@ def _willneed(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
     """madvise_willneed() with CONFIG_SWAP: anonymous VMAs walk for swap entries
     (swapin_walk_ops), shmem ones shmem_swapin_range(); with no swap device
     there is none, so nothing changes but lru_add_drain() (the mlock batch too)."""
-    mm.mem.mlock_drain_local()
+    mm.mem.lru_add_drain()
 
 
 def _remove(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
@@ -561,7 +561,7 @@ def shmem_punch_hole(mm: MmStruct, file: ShmemFile, first: int, end: int) -> Non
 def _collapse(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
     """madvise_collapse() (mm/khugepaged.c): see :func:`sim.mm.khugepaged.madvise_collapse`;
     it starts with lru_add_drain_all() (the mlock batch too)."""
-    mm.mem.mlock_drain_local()
+    mm.mem.lru_add_drain()
     madvise_collapse(mm, vma, lo, hi)
 
 

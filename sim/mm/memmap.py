@@ -156,8 +156,15 @@ class PhysMem:
         self.mlock_count: dict[int, int] = {}
         #: The per-CPU mlock_fbatch (mm/mlock.c): (head PFN, what) queued by
         #: mlock_folio() ("lru"), mlock_new_folio() ("new") and munlock_folio()
-        #: ("munlock"), applied in order by mlock_drain_local().
+        #: ("munlock"), applied in order by mlock_folio_batch().
         self.mlock_fbatch: list[tuple[int, str]] = []
+        #: The per-CPU lru_add batch (cpu_fbatches.lru_add, mm/swap.c): head
+        #: PFNs queued by folio_add_lru(), in order; -1 keeps the slot of a folio
+        #: the model freed meanwhile (the kernel's batch holds a reference, so
+        #: the folio stays queued until the batch drains).  Its flags are taken
+        #: as applied at once (PG_lru set); it only counts where mlock looks at
+        #: the LRU (__mlock_folio(), __munlock_folio(), lru_add()).
+        self.lru_add_fbatch: list[int] = []
 
         # The shared zero page: a reserved kernel page (empty_zero_page).
         reserved_pfns = np.flatnonzero(reserved_mask)
@@ -297,6 +304,8 @@ class PhysMem:
         self.mlock_count.pop(head, None)
         if self.mlock_fbatch:
             self.mlock_fbatch = [(h, what) for h, what in self.mlock_fbatch if h != head]
+        if head in self.lru_add_fbatch:
+            self.lru_add_fbatch = [-1 if h == head else h for h in self.lru_add_fbatch]
         if self.reuse_frames:
             self._hint = min(self._hint, head)
 
@@ -435,14 +444,43 @@ class PhysMem:
     # ------------------------------------------------------------------
 
     def folio_add_lru(self, head: int) -> None:
-        """folio_add_lru() as seen after the per-CPU batch is drained.
+        """folio_add_lru() (mm/swap.c): the folio joins the per-CPU lru_add batch.
 
-        lru_add() clears PG_unevictable for an evictable folio and sets
-        PG_lru; without MGLRU, PG_active stays as it was.  The batch's own
-        reference is gone once drained.
+        Its flags are set as lru_add() will set them (PG_unevictable cleared,
+        PG_lru set; without MGLRU PG_active stays as it was; the batch's own
+        reference is not counted), but it stays queued in ``lru_add_fbatch``
+        until the batch drains: the entry that fills its 31 slots (PAGEVEC_SIZE)
+        or a large folio drains it at once (folio_batch_add_and_move()), else
+        lru_add_drain().  While queued it is off the LRU for mlock
+        (:meth:`_on_lru`).
         """
         self.clear(head, PG.unevictable)
         self.set(head, PG.lru)
+        self.lru_add_fbatch.append(head)
+        if len(self.lru_add_fbatch) >= self.facts.mlock_batch_size or self.order[head]:
+            self._lru_add_batch_move()
+
+    def _lru_add_batch_move(self) -> None:
+        """folio_batch_move_lru(lru_add) (mm/swap.c): lru_add() of each queued folio.
+
+        Evictable: as folio_add_lru() left it.  Mlocked meanwhile (its mlock
+        batch drained first and __mlock_folio() found it off the LRU): culled
+        to the unevictable list with PG_active cleared and mlock_count 0, not 1
+        ("it is safe to clear mlock_count"): the kernel then undercounts, and
+        the next munlock from any VMA clears PG_mlocked.
+        """
+        batch, self.lru_add_fbatch = self.lru_add_fbatch, []
+        for head in batch:
+            if head < 0 or self._evictable(head):
+                continue
+            self.clear(head, PG.active)
+            self.set(head, PG.unevictable)
+            self.mlock_count[head] = 0
+
+    def _on_lru(self, head: int) -> bool:
+        """folio_test_lru() as the mlock batch sees it: PG_lru and not still
+        queued in the lru_add batch."""
+        return self.test(head, PG.lru) and head not in self.lru_add_fbatch
 
     def folio_mark_accessed(self, head: int) -> None:
         """folio_mark_accessed() (mm/swap.c), activation taken as done.
@@ -463,15 +501,15 @@ class PhysMem:
             # Off the LRU (the zero page, a new folio waiting in the mlock
             # batch) __lru_cache_activate_folio() finds it in no lru_add batch:
             # only PG_referenced is cleared.  (A folio still in the lru_add
-            # batch would get PG_active there; the model has none: the batch is
-            # taken as drained at once, and the agent drains it after writing
-            # a file region's pages, sim/MODEL.md.)
+            # batch would get PG_active there; the model applies that batch's
+            # flags at once and keeps it only for mlock, and the agent drains it
+            # after writing a file region's pages, sim/MODEL.md.)
             if flags & _PG_LRU:
                 self.set(head, PG.active)
             self.clear(head, PG.referenced)
 
     # ------------------------------------------------------------------
-    # mlock (mm/mlock.c, mm/swap.c): the per-CPU mlock batch
+    # mlock (mm/mlock.c, mm/swap.c): the per-CPU mlock and lru_add batches
     # ------------------------------------------------------------------
 
     def folio_add_lru_vma(self, head: int, vma_flags: int, vm_locked: int) -> None:
@@ -505,15 +543,19 @@ class PhysMem:
         drains it at once (mlock_folio_batch())."""
         self.mlock_fbatch.append((head, what))
         if len(self.mlock_fbatch) >= self.facts.mlock_batch_size or self.order[head]:
-            self.mlock_drain_local()
+            self._mlock_folio_batch()
 
-    def mlock_drain_local(self) -> None:
-        """mlock_drain_local() -> mlock_folio_batch(): each queued folio in order.
+    def lru_add_drain(self) -> None:
+        """lru_add_drain() -> lru_add_drain_cpu() (mm/swap.c) on the one CPU: the
+        lru_add batch first, mlock_drain_local() last.  The model calls it
+        wherever the kernel calls lru_add_drain(), and before each check."""
+        if self.lru_add_fbatch:
+            self._lru_add_batch_move()
+        self._mlock_folio_batch()
 
-        lru_add_drain() ends with it, so the model calls it wherever the
-        kernel calls lru_add_drain() (the lru_add batch itself is taken as
-        drained at once, sim/MODEL.md).
-        """
+    def _mlock_folio_batch(self) -> None:
+        """mlock_folio_batch() (mm/mlock.c): each queued folio in order; the
+        lru_add batch is left as it is (a folio still there is off the LRU)."""
         batch, self.mlock_fbatch = self.mlock_fbatch, []
         for head, what in batch:
             if what == "lru":
@@ -529,7 +571,7 @@ class PhysMem:
 
     def _mlock_lru_folio(self, head: int) -> None:
         """__mlock_folio(): onto the unevictable list (PG_active cleared), mlock_count."""
-        if not self.test(head, PG.lru):
+        if not self._on_lru(head):
             return  # folio_test_clear_lru() failed: nothing to do off the LRU
         if self._evictable(head):
             self.clear(head, PG.unevictable)
@@ -551,7 +593,7 @@ class PhysMem:
     def _munlock_folio_drained(self, head: int) -> None:
         """__munlock_folio(): one mlock fewer; the last clears PG_mlocked and
         moves the folio back to an evictable list (PG_active stays clear)."""
-        isolated = self.test(head, PG.lru)
+        isolated = self._on_lru(head)
         if isolated and self.test(head, PG.unevictable):
             count = self.mlock_count.get(head, 0)
             if count:

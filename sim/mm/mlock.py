@@ -137,10 +137,10 @@ def mlock_fixup(mm: MmStruct, vma: Vma, start: int, end: int, newflags: int) -> 
 def mlock_vma_pages_range(mm: MmStruct, vma: Vma, start: int, end: int) -> None:
     """mlock_vma_pages_range(): lru_add_drain(), mlock_pte_range() over [start, end)
     with the VMA's new flags, lru_add_drain()."""
-    mm.mem.mlock_drain_local()
+    mm.mem.lru_add_drain()
     for base, entry, lo, hi in mm.pt.pmd_ranges(start, end):
         mlock_pte_range(mm, vma, base, entry, lo, hi)
-    mm.mem.mlock_drain_local()
+    mm.mem.lru_add_drain()
 
 
 def mlock_pte_range(mm: MmStruct, vma: Vma, base: int, entry: PmdEntry, lo: int, hi: int) -> None:

@@ -112,7 +112,7 @@ def do_munmap(mm: MmStruct, addr: int, nr_pages: int) -> None:
     # vms_gather_munmap_vmas() counts the locked pages; unmap_region() starts
     # with lru_add_drain().
     mm.locked_vm -= sum(v.nr_pages() for v in victims if v.flags & VM_LOCKED)
-    mm.mem.mlock_drain_local()
+    mm.mem.lru_add_drain()
     for vma in victims:
         zap_page_range(mm, vma, vma.start, vma.end)
     for vma in victims:
@@ -147,7 +147,7 @@ def remove_vma(vma: Vma) -> None:
 
 def exit_mmap(mm: MmStruct) -> None:
     """exit_mmap(): unmap every VMA, free all page tables, drop file and huge-zero references."""
-    mm.mem.mlock_drain_local()  # lru_add_drain()
+    mm.mem.lru_add_drain()  # lru_add_drain()
     for vma in mm.vmas:
         zap_page_range(mm, vma, vma.start, vma.end)
     for vma in mm.vmas:

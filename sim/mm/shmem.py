@@ -84,7 +84,7 @@ class ShmemFile:
         cache's.  A second write() to a page would find it referenced and
         activate it (folio_mark_accessed()), so each page is written once.
         The agent then drains the LRU batches (sim/MODEL.md), so every page is
-        on the LRU before it is mapped, as folio_add_lru() here has it.
+        on the LRU before it is mapped: lru_add_drain() here too.
         """
         mem = self.mem
         for index, tag in enumerate(tags):
@@ -94,6 +94,7 @@ class ShmemFile:
             mem.folio_mark_dirty(pfn)
             mem.write_tag(pfn, tag)
             mem.folio_put(pfn)
+        mem.lru_add_drain()
         self.nr_pages = max(self.nr_pages, len(tags))
 
     def get_folio_for_fault(self, index: int) -> int:
