@@ -16,6 +16,7 @@ from sim.mm.memmap import OutOfMemory
 from sim.mm.pageflags import PG
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_PRESENT, PTE_SPECIAL, PTE_WRITE, mkyoung_dirty_write
+from sim.mm.rmap import folio_add_lru_vma, munlock_vma_folio
 from sim.mm.syscall import MmError, NotModelled
 from sim.mm.vma import VM_NOHUGEPAGE, Vma
 
@@ -161,7 +162,8 @@ def collapse_huge_page(mm: MmStruct, vma: Vma, haddr: int, table: PteTable) -> S
     and free_page_and_swap_cache() per PTE, also for a page of a large folio,
     whose isolation reference folio_putback_lru() drops again, back on the
     LRU; it is freed with its last mapping); the new folio is
-    exclusive, on the LRU, mapped by mk_huge_pmd() +
+    exclusive, on the LRU (folio_add_lru_vma(): mlocked in a VM_LOCKED VMA, and
+    each old page munlocked as its PTE goes), mapped by mk_huge_pmd() +
     maybe_pmd_mkwrite(pmd_mkdirty()): young, dirty, soft-dirty.  The PTE
     table is deposited (gone from the walk).
     """
@@ -182,9 +184,12 @@ def collapse_huge_page(mm: MmStruct, vma: Vma, haddr: int, table: PteTable) -> S
         mem.copy_content(new + i, pfn)
         table.clear(i)
         mem.folio_remove_rmap_ptes(head, pfn, 1)
+        munlock_vma_folio(mem, head, vma)  # the end of __folio_remove_rmap()
         mem.folio_put(head)
     mem.set(new, PG.uptodate)
     mem.folio_add_new_anon_rmap(new, exclusive=True)
-    mem.folio_add_lru(new)
+    # folio_add_lru_vma(): in a VM_LOCKED VMA the new THP is mlock_new_folio()ed
+    # (found by harness fuzz on ppc64-4k: madv_collapse_locked.json).
+    folio_add_lru_vma(mem, new, vma)
     mm.pt.set_pmd(haddr, HugePmd(new, mkyoung_dirty_write(PTE_PRESENT, vma, mm.ctx.soft_dirty)))
     return Scan.SUCCEED

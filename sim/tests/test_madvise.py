@@ -147,6 +147,18 @@ def test_collapse_of_less_than_a_pmd_range(m: Machine, first: int, end: int,
     assert caught.value.errno == err
 
 
+def test_collapse_in_a_locked_vma_mlocks_the_new_thp(m: Machine) -> None:
+    """collapse_huge_page() -> folio_add_lru_vma(): mlock_new_folio() in a VM_LOCKED VMA."""
+    p = m.spawn("main")
+    nr = X86.thp_pages
+    p.mmap(BASE, nr)
+    p.mlock(BASE, nr)
+    p.madvise(BASE, nr, "collapse")
+    m.mem.lru_add_drain()
+    head = pagemap_entries(m, p, BASE, 1)[0].pfn
+    assert head is not None and {"THP", "MLOCKED", "UNEVICTABLE"} <= _flags(m, head)
+
+
 def test_flags_advice_splitting_a_vma_splits_its_huge_pmd(m: Machine) -> None:
     """madvise_update_vma() -> __split_vma() -> vma_adjust_trans_huge(): MADV_NOHUGEPAGE
     of the first page cuts the VMA inside a huge PMD, which is split to PTEs first; the
