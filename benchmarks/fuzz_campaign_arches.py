@@ -60,6 +60,8 @@ def run_arch(arch: str, args: argparse.Namespace) -> dict[str, Any]:
     ]  # fmt: skip
     print(f"fuzz campaign: {arch} for {args.seconds:.0f} s ({args.workers} worker(s))",
           file=sys.stderr, flush=True)
+    # A summary left by an earlier campaign must not stand in for this one's.
+    (args.out / arch / f"{arch}.summary.json").unlink(missing_ok=True)
     child = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         out, _ = child.communicate(timeout=args.seconds + SLACK_S)
@@ -70,10 +72,27 @@ def run_arch(arch: str, args: argparse.Namespace) -> dict[str, Any]:
         raise
     if child.returncode not in (0, 1):
         return {"error": f"harness fuzz exited with status {child.returncode}"}
+    return load_summary(args.out / arch, arch, out)
+
+
+def load_summary(directory: Path, arch: str, out: str = "") -> dict[str, Any]:
+    """``harness fuzz``'s summary of one arch: the file it wrote under ``--out``
+    (``ARCH.summary.json``), else the JSON it printed, else ``{"error": one line}``.
+
+    The file first: the ppc64 campaign of 2026-12-01 printed something besides its
+    JSON (four findings shrunk) and its row was lost although the file was complete.
+    """
+    path = directory / f"{arch}.summary.json"
+    try:
+        loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return loaded
+    except (OSError, json.JSONDecodeError):
+        pass
     try:
         summary: dict[str, Any] = json.loads(out)
     except json.JSONDecodeError:
-        return {"error": "harness fuzz printed no JSON summary"}
+        first = out.strip().splitlines()[0][:80] if out.strip() else "nothing"
+        return {"error": f"harness fuzz printed no JSON summary (its output began: {first!r})"}
     return summary
 
 
