@@ -118,11 +118,13 @@ class World:
         try:
             f = open_proc(self.machine, path, reader)
         except ProcReadError as e:
-            return ReadFileReply(ReadStage.OPEN, e.errno, (), 0, b"")
+            return ReadFileReply(ReadStage.OPEN, e.errno, b"", seek_results=(), final_pos=0)
         try:
-            return ReadFileReply(ReadStage.NONE, 0, (), f.pos, f.pread(offset, count))
+            return ReadFileReply(
+                ReadStage.NONE, 0, f.pread(offset, count), seek_results=(), final_pos=f.pos
+            )
         except ProcReadError as e:
-            return ReadFileReply(ReadStage.READ, e.errno, (), f.pos, b"")
+            return ReadFileReply(ReadStage.READ, e.errno, b"", seek_results=(), final_pos=f.pos)
 
 
 def _frame(raw: int) -> int | None:

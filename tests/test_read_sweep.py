@@ -83,14 +83,16 @@ class Probe:
         try:
             f = open_proc(machine, path, reader)
         except ProcReadError as e:
-            return ReadFileReply(ReadStage.OPEN, e.errno, (), 0, b"")
+            return ReadFileReply(ReadStage.OPEN, e.errno, b"", seek_results=(), final_pos=0)
         results: list[int] = []
         for whence, offset in self.seeks:
             try:
                 results.append(f.lseek(offset, int(whence)))
             except ProcReadError as e:
                 results.append(-e.errno)
-                return ReadFileReply(ReadStage.SEEK, e.errno, tuple(results), f.pos, b"")
+                return ReadFileReply(
+                    ReadStage.SEEK, e.errno, b"", seek_results=tuple(results), final_pos=f.pos
+                )
         data, stage, err = b"", ReadStage.NONE, 0
         while len(data) < self.count:
             try:
@@ -101,7 +103,7 @@ class Probe:
             data += chunk
             if not chunk or not self.loop:
                 break
-        return ReadFileReply(stage, err, tuple(results), f.pos, data)
+        return ReadFileReply(stage, err, data, seek_results=tuple(results), final_pos=f.pos)
 
     def _read_once(self, f: ProcFile, got: int) -> bytes:
         if self.offset is not None:

@@ -121,26 +121,6 @@ class TouchReply:
 
 
 @dataclass(frozen=True)
-class ReadFileReply:
-    """Outcome of READ_FILE: the bytes, or where and why it stopped."""
-
-    stage: ReadStage
-    errno: int
-    seek_results: tuple[int, ...]
-    final_pos: int
-    data: bytes
-
-    @property
-    def ok(self) -> bool:
-        return self.stage is ReadStage.NONE
-
-    def describe(self) -> str:
-        if self.ok:
-            return f"{len(self.data)} bytes, position {self.final_pos}"
-        return f"{self.stage.name.lower()} failed: {errno_text(self.errno)}"
-
-
-@dataclass(frozen=True)
 class BatchRead:
     """One read of a READ_FILES batch: open ``path`` read-only, read, close.
 
@@ -171,6 +151,20 @@ class BatchReadReply:
         if self.ok:
             return f"{len(self.data)} bytes"
         return f"{self.stage.name.lower()} failed: {errno_text(self.errno)}"
+
+
+@dataclass(frozen=True)
+class ReadFileReply(BatchReadReply):
+    """Outcome of READ_FILE: as one READ_FILES read, plus each seek's result and the
+    position after the read."""
+
+    seek_results: tuple[int, ...]
+    final_pos: int
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"{len(self.data)} bytes, position {self.final_pos}"
+        return super().describe()
 
 
 #: Most reads of one READ_FILES request (the agent's MAX_BATCH_READS).
@@ -511,8 +505,8 @@ class AgentClient:
             pread=int(offset is not None), pread_offset=offset or 0, count=count, loop=int(loop),
         )
         return ReadFileReply(
-            ReadStage(got["stage"]), got["errno"], got["seek_results"], got["final_pos"],
-            got["data"],
+            ReadStage(got["stage"]), got["errno"], got["data"],
+            seek_results=got["seek_results"], final_pos=got["final_pos"],
         )
 
     def read_files(

@@ -176,6 +176,23 @@ static int read_in_child(struct read_job *job, struct reply *rep)
 	return in_child(read_as_user, job, rep, "read_file");
 }
 
+/* A gid left as UID_KEEP follows a given uid (the reader's own group). */
+static uint32_t gid_for(uint32_t uid, uint32_t gid)
+{
+	return uid != UID_KEEP && gid == UID_KEEP ? uid : gid;
+}
+
+/* The buffer a read fills; 0, or -1 with the reply saying why (as "what: ..."). */
+static int alloc_read_data(struct read_job *job, struct reply *rep, const char *what)
+{
+	job->data = malloc(job->count ? (size_t)job->count : 1);
+	if (job->data)
+		return 0;
+	reply_fail(rep, ST_ERRNO, ENOMEM, "%s: no memory for %llu bytes", what,
+		   (unsigned long long)job->count);
+	return -1;
+}
+
 static int decode_open_flags(uint32_t bits)
 {
 	if (bits & ~(uint32_t)OPEN_BIT_NONBLOCK)
@@ -215,8 +232,7 @@ static int decode_read_job(struct request *req, struct reply *rep, struct read_j
 			   FRAME_MAX_PAYLOAD - 4096);
 		return -1;
 	}
-	if (job->uid != UID_KEEP && job->gid == UID_KEEP)
-		job->gid = job->uid;
+	job->gid = gid_for(job->uid, job->gid);
 	return 0;
 }
 
@@ -244,12 +260,8 @@ void op_read_file(struct request *req, struct reply *rep)
 	}
 	if (decode_read_job(req, rep, job) != 0)
 		goto out;
-	job->data = malloc(job->count ? (size_t)job->count : 1);
-	if (!job->data) {
-		reply_fail(rep, ST_ERRNO, ENOMEM, "read_file: no memory for %llu bytes",
-			   (unsigned long long)job->count);
+	if (alloc_read_data(job, rep, "read_file") != 0)
 		goto out;
-	}
 	if (job->uid == UID_KEEP)
 		run_read(job);
 	else if (read_in_child(job, rep) != 0)
@@ -335,15 +347,10 @@ static int decode_batch(struct request *req, struct reply *rep, struct read_batc
 			   (unsigned long long)total, FRAME_MAX_PAYLOAD - 4096 - 9 * batch->n);
 		return -1;
 	}
-	if (batch->uid != UID_KEEP && batch->gid == UID_KEEP)
-		batch->gid = batch->uid;
+	batch->gid = gid_for(batch->uid, batch->gid);
 	for (i = 0; i < batch->n; i++) {
-		batch->jobs[i].data = malloc(batch->jobs[i].count ? (size_t)batch->jobs[i].count : 1);
-		if (!batch->jobs[i].data) {
-			reply_fail(rep, ST_ERRNO, ENOMEM, "read_files: no memory for %llu bytes",
-				   (unsigned long long)batch->jobs[i].count);
+		if (alloc_read_data(&batch->jobs[i], rep, "read_files") != 0)
 			return -1;
-		}
 	}
 	return 0;
 }
@@ -524,8 +531,7 @@ void op_pagemap_scan(struct request *req, struct reply *rep)
 		memset(job->vec, SCAN_VEC_FILL, job->vec_bytes);
 		job->arg.vec = (uint64_t)(uintptr_t)job->vec;
 	}
-	if (job->uid != UID_KEEP && job->gid == UID_KEEP)
-		job->gid = job->uid;
+	job->gid = gid_for(job->uid, job->gid);
 	if (job->uid == UID_KEEP)
 		run_scan(job);
 	else if (in_child(scan_as_user, job, rep, "pagemap_scan") != 0)

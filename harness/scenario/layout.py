@@ -472,13 +472,7 @@ def _madvise(ranges: _Ranges, step: Madvise) -> None:
     if not step.holes:
         _mapped_range(ranges, step)
         return
-    first, end = step.pages.resolve(ranges.layout.arch)
-    n = ranges.sizes[step.region]
-    if not 0 <= first < end <= n:
-        raise _RangeError(
-            f"pages {step.pages} is not a non-empty range inside region {step.region!r} "
-            f"of {n} pages"
-        )
+    _range_in_region(ranges, step)
 
 
 @RANGES.on(Munmap)
@@ -490,13 +484,7 @@ def _munmap(ranges: _Ranges, step: Munmap) -> None:
 @RANGES.on(PagemapScan)
 def _scan(ranges: _Ranges, step: PagemapScan) -> None:
     """A scan may cover unmapped pages (they are holes to it): inside the region is enough."""
-    first, end = step.pages.resolve(ranges.layout.arch)
-    n = ranges.sizes[step.region]
-    if not 0 <= first < end <= n:
-        raise _RangeError(
-            f"pages {step.pages} = [{first}, {end}) is not a non-empty range inside region "
-            f"{step.region!r} of {n} pages"
-        )
+    _range_in_region(ranges, step)
     if step.max_pages.resolve(ranges.layout.arch) < 0:
         raise _RangeError(f"max_pages {step.max_pages} is negative")
 
@@ -506,8 +494,9 @@ def _fork(ranges: _Ranges, step: Fork) -> None:
     ranges.mapped[step.child] = {r: runs.copy() for r, runs in ranges.mapped[step.proc].items()}
 
 
-def _mapped_range(ranges: _Ranges, step: RangeStep) -> tuple[_PageRuns, int, int]:
-    """The runs of the step's region, and its [first, end): inside the region and mapped."""
+def _range_in_region(ranges: _Ranges, step: RangeStep) -> tuple[int, int, str]:
+    """The step's [first, end) in pages, and how to show it; _RangeError unless it is a
+    non-empty range inside the region."""
     first, end = step.pages.resolve(ranges.layout.arch)
     n = ranges.sizes[step.region]
     shown = f"pages {step.pages}"
@@ -517,6 +506,12 @@ def _mapped_range(ranges: _Ranges, step: RangeStep) -> tuple[_PageRuns, int, int
         raise _RangeError(
             f"{shown} is not a non-empty range inside region {step.region!r} of {n} pages"
         )
+    return first, end, shown
+
+
+def _mapped_range(ranges: _Ranges, step: RangeStep) -> tuple[_PageRuns, int, int]:
+    """The runs of the step's region, and its [first, end): inside the region and mapped."""
+    first, end, shown = _range_in_region(ranges, step)
     runs = ranges.mapped[step.proc][step.region]
     hole = runs.first_hole(first, end)
     if hole is not None:

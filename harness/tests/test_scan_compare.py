@@ -88,7 +88,7 @@ def test_compare_reports_each_part_of_a_scan() -> None:
         ({"categories": ["PRESENTS"]}, "categories: 'PRESENTS' is not one of WPALLOWED"),
         ({"vec_len": 0}, "vec_len 0 is not an integer 1..65536"),
         ({"flags": "WP_MATCHING"}, "flags 'WP_MATCHING' is not a list"),
-        ({"pages": [0, 9]}, "pages [0, 9) = [0, 9) is not a non-empty range inside region"),
+        ({"pages": [0, 9]}, "pages [0, 9) is not a non-empty range inside region"),
         ({"max_pages": -1}, "max_pages -1 is negative"),
         ({"max_pages": "thp-100000"}, "max_pages thp-100000 is negative"),
     ],

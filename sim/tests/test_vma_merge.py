@@ -14,7 +14,7 @@ import pytest
 from sim.arch import get_arch
 from sim.flags import kpf_names
 from sim.mm import PINNED, Machine, MmError, Process
-from sim.mm.facts import FACTS_6_1
+from sim.mm.facts import FACTS_6_1, KernelFacts
 from sim.mm.vma import VM_LOCKED, VM_SOFTDIRTY
 from sim.procfs import kpage_values, pagemap_entries
 
@@ -61,27 +61,24 @@ def test_adjacent_mmaps_of_other_kinds_do_not_merge(m: Machine) -> None:
     assert ranges(p) == [(0, 4), (4, 6), (6, 8), (8, 10), (10, 12)]
 
 
-def test_incompatible_anon_vmas_merge_on_one_side_only(m: Machine) -> None:
-    """is_mergeable_anon_vma(): a new range between two VMAs with their own anon_vmas joins prev."""
+@pytest.mark.parametrize(("facts", "expected"), [
+    # is_mergeable_anon_vma(): 6.12 joins the new range to prev only.
+    (PINNED, [(0, 8), (8, 12)]),
+    # 6.1's mmap_region() checks next first, then prev against next's anon_vma.
+    (FACTS_6_1, [(0, 4), (4, 12)]),
+])
+def test_a_range_between_incompatible_anon_vmas_merges_on_one_side(
+    facts: KernelFacts, expected: list[tuple[int, int]]
+) -> None:
+    """A new range between two VMAs with anon_vmas of their own merges with one of them."""
+    m = Machine(X86, ram_bytes=256 << 20, facts=facts)
     p = m.spawn("p")
     p.mmap(at(0), 4)
     p.touch(at(0), 4, write=True)
     p.mmap(at(8), 4)
     p.touch(at(8), 4, write=True)
     p.mmap(at(4), 4)
-    assert ranges(p) == [(0, 8), (8, 12)]
-
-
-def test_6_1_extends_next_when_the_neighbours_anon_vmas_differ() -> None:
-    """6.1's mmap_region() checks next first, then prev against next's anon_vma."""
-    m = Machine(X86, ram_bytes=256 << 20, facts=FACTS_6_1)
-    p = m.spawn("p")
-    p.mmap(at(0), 4)
-    p.touch(at(0), 4, write=True)
-    p.mmap(at(8), 4)
-    p.touch(at(8), 4, write=True)
-    p.mmap(at(4), 4)
-    assert ranges(p) == [(0, 4), (4, 12)]
+    assert ranges(p) == expected
 
 
 def test_mapping_into_a_hole_merges_both_pieces_and_redirties(m: Machine) -> None:
