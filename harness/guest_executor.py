@@ -16,9 +16,11 @@ What the model assumes of the guest (sim/MODEL.md) and how it is made true:
 * per-CPU LRU batches drained before every check: SETTLE(DRAIN_LRU), one
   vCPU (the profiles boot ``-smp 1``);
 * in a scenario that locks memory, the lru_add and mlock batches empty when
-  each step starts and drained after it: SETTLE(DRAIN_LRU) sent to the
-  step's own process just before the step (its first-touch faults on the
-  agent's code and buffers have queued folios by then) and to init after it;
+  each step starts and drained after it: SETTLE(DRAIN_BEFORE_OPS) makes
+  ``main`` and every process it forks drain in the op's own request, after
+  reading it and just before the system call (first-touch faults on the
+  agent's code and buffers have queued folios by then), and SETTLE(DRAIN_LRU)
+  to init drains after each step;
 * khugepaged quiescent: :func:`prepare_guest` sets its scan interval to a
   day and spends its registration wake-up on a holder process
   (:mod:`harness.khugepaged`); every run checks ``pages_collapsed`` did not
@@ -308,19 +310,23 @@ class GuestRun:
         try:
             self._spawn("main")
             drain = self.scenario.locks_memory
+            if drain:
+                # The model starts every step with both batches empty.  The
+                # process's own faults (COW of the agent's stack and buffers
+                # after its fork, its reads of the request) queue folios on the
+                # lru_add batch before the step's system call; a MAP_LOCKED or
+                # mlock populate of new shmem folios then drains the mlock batch
+                # while its last folios still wait there, off the LRU:
+                # __mlock_folio() skips them and lru_add() culls them with
+                # mlock_count 0, so one munlock of two clears PG_mlocked.  So
+                # main (and every process it forks: they inherit the setting)
+                # drains once each request is read, just before its op; a drain
+                # sent as a request of its own left a window in which another
+                # task could queue a folio (seen once on ppc64-4k).
+                self.agent.settle(
+                    SettleFlags.DRAIN_LRU | SettleFlags.DRAIN_BEFORE_OPS, target=self.names["main"]
+                )
             for step in self.scenario.steps:
-                proc = getattr(step, "proc", None)
-                if drain and proc in self.names:
-                    # The model starts every step with both batches empty.  The
-                    # process's own faults (COW of the agent's stack and buffers
-                    # after its fork) queue folios on the lru_add batch before
-                    # the step's system call; a MAP_LOCKED or mlock populate of
-                    # new shmem folios then drains the mlock batch while its
-                    # last folios still wait there, off the LRU: __mlock_folio()
-                    # skips them and lru_add() culls them with mlock_count 0, so
-                    # one munlock of two clears PG_mlocked.  Draining in that
-                    # process, once its request is read, empties both.
-                    self.agent.settle(SettleFlags.DRAIN_LRU, target=self.names[proc])
                 self.outcomes.append(self.step(step))
                 if drain:
                     # A munlock queued by one step (a munmap, an exit) is applied

@@ -93,6 +93,9 @@ int args_ok(struct request *req, struct reply *rep);
 /* Operations any agent process performs on itself (ops.c, files.c): one
  * handler per op listed in protocol.h's AGENT_COMMON_OPS. */
 int handle_common_op(struct request *req, struct reply *rep);
+/* Set by SETTLE(DRAIN_BEFORE_OPS): a named process drains before each op it serves. */
+extern int drain_before_ops;
+
 /* SETTLE's work (SettleFlags): 0, or -1 with the reply saying why (as "what: ..."). */
 int settle(uint32_t flags, struct reply *rep, const char *what);
 #define DECLARE_OP_HANDLER(op, handler) void handler(struct request *req, struct reply *rep);

@@ -492,9 +492,11 @@ static int drain_lru_batches(void)
 	return munmap(p, ps);
 }
 
+int drain_before_ops;
+
 int settle(uint32_t flags, struct reply *rep, const char *what)
 {
-	if (flags & ~(uint32_t)(SETTLE_DRAIN_LRU | SETTLE_SYNC)) {
+	if (flags & ~(uint32_t)(SETTLE_DRAIN_LRU | SETTLE_SYNC | SETTLE_DRAIN_BEFORE_OPS)) {
 		reply_fail(rep, ST_BAD_REQUEST, 0, "%s: unknown settle flags %#x", what, flags);
 		return -1;
 	}
@@ -504,6 +506,8 @@ int settle(uint32_t flags, struct reply *rep, const char *what)
 		reply_fail(rep, ST_ERRNO, errno, "%s: drain: %s", what, strerror(errno));
 		return -1;
 	}
+	if (flags & SETTLE_DRAIN_BEFORE_OPS)
+		drain_before_ops = 1;
 	return 0;
 }
 

@@ -352,7 +352,8 @@ static void serve_channel(struct channel ch)
 		}
 		close_handover(); /* init has its copies by now */
 		buf_init(&rep.payload);
-		if (decode_request(&in, &req, &rep) == 0) {
+		if (decode_request(&in, &req, &rep) == 0 &&
+		    (!drain_before_ops || settle(SETTLE_DRAIN_LRU, &rep, "drain before op") == 0)) {
 			if (req.op == OP_FORK) {
 				child_fork(&req, &rep, ch);
 			} else if (req.op == OP_EXIT) {

@@ -156,6 +156,7 @@ enum {
 enum {
 	SETTLE_DRAIN_LRU = 1,
 	SETTLE_SYNC = 2,
+	SETTLE_DRAIN_BEFORE_OPS = 4,
 };
 /* CrashKind: How CRASH breaks the target (or the kernel). */
 enum {

@@ -177,6 +177,11 @@ class SettleFlags(IntFlag):
     #: lru_add_drain() on the agent's CPU (munmap of an untouched scratch VMA).
     DRAIN_LRU = 1
     SYNC = 2
+    #: From now on the process that serves this SETTLE (and every process it
+    #: forks later) drains its CPU's LRU batches before each op it serves, once
+    #: the request is read: nothing else runs between that drain and the op's
+    #: system call, so the batches are as empty as the model assumes.
+    DRAIN_BEFORE_OPS = 4
 
 
 class CrashKind(IntEnum):
