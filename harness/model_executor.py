@@ -10,7 +10,7 @@ reader uid.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from harness.arches import guest_ram_bytes
@@ -91,12 +91,15 @@ class ModelRun:
         self.procfs = ProcFs(self.machine)
         self.procs = {"main": self.machine.spawn("main", uid=0)}
 
-    def run(self) -> Observations:
+    def run(self, after_step: Callable[[ModelRun], None] | None = None) -> Observations:
+        """Every step in order; ``after_step`` (if given) sees the run after each one."""
         drain = self.scenario.locks_memory
         for step in self.scenario.steps:
             self.outcomes.append(self.step(step))
             if drain:
                 self.machine.lru_add_drain()  # as the guest's SETTLE(DRAIN_LRU) after it
+            if after_step is not None:
+                after_step(self)
         return Observations(
             scenario=self.scenario.name,
             arch=self.arch.name,

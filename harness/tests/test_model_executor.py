@@ -7,7 +7,8 @@ per scenario and arch does all of it on one model run: the run is the cost.
 The perturbations exercise the comparison, whose only arch inputs are the
 byte order and the word size, so they run on one arch of each kind
 (:data:`FORMAT_ARCHES`); the determinism re-run is the model's own property,
-checked on x86_64.
+checked on x86_64.  On an arch with THP the run also counts the THPs it holds at
+once, which must fit the guest's free blocks (test_model_ram.PeakThps).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import pytest
 
 from harness.compare import compare
 from harness.differences import KpfFlags
-from harness.model_executor import ModelError, run_model
+from harness.model_executor import ModelError, ModelRun, run_model
 from harness.observations import Observations, ReadResult
 from harness.report import ScenarioResult, render_text
 from harness.scenario import Scenario, load_scenario
 from harness.tests import synth
+from harness.tests.test_model_ram import PeakThps
 from sim.arch import ARCH_NAMES, Arch, get_arch
 from sim.flags import KPF, PM
 from sim.formats import build_u64s, parse_u64s
@@ -46,7 +48,10 @@ def test_model_run(path: Path, arch_name: str) -> None:
     reason = scenario.unsupported_reason(arch)
     if reason:
         pytest.skip(reason)
-    obs = run_model(scenario, arch)
+    peaks = PeakThps(arch) if arch.thp_pages else None
+    obs = ModelRun(scenario, arch).run(peaks.after_step if peaks else None)
+    if peaks:
+        peaks.check(scenario.name, arch)
     _agrees_with_itself(scenario, arch, obs)
     if arch_name == "x86_64":
         assert run_model(scenario, arch) == obs, "the model is deterministic"
