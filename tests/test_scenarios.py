@@ -42,19 +42,11 @@ SOFT_DIRTY_FACTS = frozenset({"vma_merge_propagates_softdirty"})
 SCENARIO_FILES = sorted(SCENARIO_DIR.glob("*.json"))
 #: Scenarios whose guest side the harness cannot yet make deterministic, and why
 #: (an open problem, not an agreement: `python -m harness run` still runs them).
-NOT_YET_DETERMINISTIC = {
-    "mlock_shared_fork_munlock": (
-        "which pages lose MLOCKED depends on how full the per-CPU lru_add batch is when the "
-        "step starts; the agent drains it in the step's process first, but in one CI run on "
-        "ppc64-4k every 31st page was off by one (another task on the vCPU queued a folio "
-        "in between): open, see sim/MODEL.md (mlock and the lru_add batch)"
-    ),
-}
 
 
 def _run(scenario: Scenario, vm: VM) -> tuple[Observations, Observations]:
     arch = vm.profile.arch
-    reason = scenario.unsupported_reason(arch) or NOT_YET_DETERMINISTIC.get(scenario.name)
+    reason = scenario.unsupported_reason(arch)
     if reason is not None:
         pytest.skip(reason)
     return run_model(scenario, arch, facts=_facts(vm)), run_guest(scenario, vm)
