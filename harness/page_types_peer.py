@@ -12,12 +12,22 @@ walk_vma(), walk_pfn(), expand_overloaded_flags(), page_flag_name()).  The
 two listings must be equal line for line: voffset, offset (PFN, or swap
 offset), flag letters.  Differences are cases that fail, with the first few
 lines that differ.
+
+And its whole-PFN summary (:func:`summary_check`): the harness reads all of
+/proc/kpageflags once, writes those bytes to a file in the guest, and runs
+``page-types -F FILE`` over them twice (raw flags ``-r``, and the default
+well-known flags); each summary (one row per distinct flags value: pages, MB,
+short and long names, and the total) must equal the one our decode of the same
+bytes renders (:func:`summary_rows`).  Reading a snapshot, not the live file,
+makes the comparison exact: the guest's kernel pages change flags all the time.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from harness.agent.protocol import BackingCode, Op
 from harness.selftests_tap import Case, Outcome
@@ -26,8 +36,9 @@ from sim.arch import Arch, get_arch
 from sim.flags import KPF, PM
 from sim.formats import parse_u64s
 
-__all__ = ["PAGE_TYPES_BITS", "Line", "our_lines", "page_types_flags", "page_types_lines",
-           "peer_check"]
+__all__ = ["PAGE_TYPES_BITS", "PAGE_TYPES_LONG_NAMES", "Line", "SummaryRow", "our_lines",
+           "page_types_flags", "page_types_lines", "page_types_summary", "peer_check",
+           "summary_check", "summary_rows"]
 
 #: page-types' page_flag_names[] (tools/mm/page-types.c): bit -> letter, in bit
 #: order (its flag string has one character per named bit).  Bits 47-63 are its
@@ -51,6 +62,26 @@ PAGE_TYPES_BITS: dict[int, str] = {
     63: "1",  # MMAP_EXCLUSIVE (pagemap bit 56)
 }
 _ANON_EXCLUSIVE, _READAHEAD, _SLUB_FROZEN, _SLUB_DEBUG = 47, 48, 50, 51
+
+#: page-types' long flag names (page_flag_longname(): the text after "X:" of
+#: page_flag_names[]), for the summary's long-symbolic-flags column.
+PAGE_TYPES_LONG_NAMES: dict[int, str] = {
+    KPF.LOCKED: "locked", KPF.ERROR: "error", KPF.REFERENCED: "referenced",
+    KPF.UPTODATE: "uptodate", KPF.DIRTY: "dirty", KPF.LRU: "lru", KPF.ACTIVE: "active",
+    KPF.SLAB: "slab", KPF.WRITEBACK: "writeback", KPF.RECLAIM: "reclaim", KPF.BUDDY: "buddy",
+    KPF.MMAP: "mmap", KPF.ANON: "anonymous", KPF.SWAPCACHE: "swapcache",
+    KPF.SWAPBACKED: "swapbacked", KPF.COMPOUND_HEAD: "compound_head",
+    KPF.COMPOUND_TAIL: "compound_tail", KPF.HUGE: "huge", KPF.UNEVICTABLE: "unevictable",
+    KPF.HWPOISON: "hwpoison", KPF.NOPAGE: "nopage", KPF.KSM: "ksm", KPF.THP: "thp",
+    KPF.OFFLINE: "offline", KPF.ZERO_PAGE: "zero_page", KPF.IDLE: "idle_page",
+    KPF.PGTABLE: "pgtable", KPF.RESERVED: "reserved", KPF.MLOCKED: "mlocked",
+    KPF.OWNER_2: "owner_2", KPF.PRIVATE: "private", KPF.PRIVATE_2: "private_2",
+    KPF.OWNER_PRIVATE: "owner_private", KPF.ARCH: "arch", KPF.SOFTDIRTY: "softdirty",
+    KPF.ARCH_2: "arch_2", 47: "anon_exclusive", 48: "readahead", 50: "slub_frozen",
+    51: "slub_debug", 61: "file", 62: "swap", 63: "mmap_exclusive",
+}
+#: well_known_flags(): bits 32-47 are for kernel hackers; compound bits show only on hugetlb.
+_HACKERS_BITS = 0xFFFF << 32
 _FILE, _SWAP, _MMAP_EXCLUSIVE = 61, 62, 63
 
 #: (virtual page number, PFN or swap offset, flag letters): one page-types -L line.
@@ -65,8 +96,14 @@ def page_types_flags(kpageflags: int, pme: int) -> str:
     """page-types -r's flag string of one page: expand_overloaded_flags(), page_flag_name().
 
     ``kpageflags``: the /proc/kpageflags u64 (0 for a swapped page); ``pme``:
-    the page's /proc/PID/pagemap u64.
+    the page's /proc/PID/pagemap u64.  Raises ValueError for a bit page-types
+    has no name for (page-types itself stops there).
     """
+    return _flag_name(_expand_overloaded(kpageflags, pme))
+
+
+def _expand_overloaded(kpageflags: int, pme: int) -> int:
+    """page-types.c expand_overloaded_flags(): the -r view of one page's flags."""
     flags = kpageflags
     if flags & _bit(KPF.ANON) and flags & _bit(KPF.OWNER_2):
         flags ^= _bit(KPF.OWNER_2) | _bit(_ANON_EXCLUSIVE)
@@ -81,11 +118,75 @@ def page_types_flags(kpageflags: int, pme: int) -> str:
                         (PM.MMAP_EXCLUSIVE, _MMAP_EXCLUSIVE)):
         if pme & _bit(pm_bit):
             flags |= _bit(bit)
+    return flags
+
+
+def _well_known(kpageflags: int) -> int:
+    """page-types.c well_known_flags(): the default (not -r) view of one page's flags."""
+    flags = kpageflags & ~_HACKERS_BITS
+    compound = _bit(KPF.COMPOUND_HEAD) | _bit(KPF.COMPOUND_TAIL)
+    if flags & compound and not flags & _bit(KPF.HUGE):
+        flags &= ~compound
+    return flags
+
+
+def _flag_name(flags: int) -> str:
+    """page-types.c page_flag_name(): one letter or '_' per named bit, in bit order."""
     unknown = flags & ~sum(_bit(b) for b in PAGE_TYPES_BITS)
     if unknown:
         raise ValueError(f"flag bits {unknown:#x} have no page-types name (it would stop)")
     return "".join(letter if flags >> bit & 1 else "_"
                    for bit, letter in sorted(PAGE_TYPES_BITS.items()))
+
+
+def _flag_longname(flags: int) -> str:
+    """page-types.c page_flag_longname(): the names of the set bits, comma-separated."""
+    return ",".join(name for bit, name in sorted(PAGE_TYPES_LONG_NAMES.items())
+                    if flags >> bit & 1)
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One row of page-types' summary (show_summary()): a flags value and its pages."""
+
+    flags: int
+    pages: int
+    mib: int
+    short: str
+    long: str
+
+
+def summary_rows(kpageflags: Sequence[int], page_size: int, *, raw: bool
+                 ) -> tuple[list[SummaryRow], int]:
+    """The summary page-types prints for a kpageflags file (walk_pfn() over every PFN,
+    ``pme`` 0): rows sorted by flags value, and the total pages.
+
+    ``raw``: ``-r`` (expand_overloaded_flags()), else well_known_flags().
+    ``page_size`` in bytes (pages2mb()).  Raises ValueError as page_types_flags().
+    """
+    counts = Counter(_expand_overloaded(f, 0) if raw else _well_known(f) for f in kpageflags)
+    rows = [SummaryRow(flags, n, n * page_size >> 20, _flag_name(flags), _flag_longname(flags))
+            for flags, n in sorted(counts.items())]
+    return rows, len(kpageflags)
+
+
+_SUMMARY_ROW = re.compile(
+    r"^0x([0-9a-f]{16})\t\s*(\d+)\s+(\d+)  (\S+)\t(\S*)$")
+_SUMMARY_TOTAL = re.compile(r"^\s+total\t\s*(\d+)\s+(\d+)$")
+
+
+def page_types_summary(output: str) -> tuple[list[SummaryRow], int | None]:
+    """page-types' summary rows (sorted by flags value, as :func:`summary_rows`) and its
+    total pages (None: no total line)."""
+    rows = []
+    total = None
+    for line in output.splitlines():
+        if (m := _SUMMARY_ROW.match(line)) is not None:
+            rows.append(SummaryRow(int(m.group(1), 16), int(m.group(2)), int(m.group(3)),
+                                   m.group(4), m.group(5)))
+        elif (t := _SUMMARY_TOTAL.match(line)) is not None:
+            total = int(t.group(1))
+    return sorted(rows, key=lambda row: row.flags), total
 
 
 def our_lines(vmas: Sequence[tuple[int, Sequence[int]]], kpageflags: Sequence[int]) -> list[Line]:
@@ -170,7 +271,58 @@ def peer_check(vm: VM, arch: str) -> tuple[list[Case], str]:
         if case.outcome is Outcome.PASS and got:
             case = Case(case.number, f"{label}: {got[0][2]}", Outcome.PASS)
         cases.append(case)
+    summary_cases, summary_output = summary_check(vm, arch)
+    cases += summary_cases
+    output += summary_output
     return [Case(i + 1, c.name, c.outcome, c.reason) for i, c in enumerate(cases)], output
+
+
+#: Where summary_check() puts its snapshot of /proc/kpageflags (the agent's tmpfs).
+_SNAPSHOT = "/tmp/pt-kpageflags"
+
+
+def summary_check(vm: VM, arch: str) -> tuple[list[Case], str]:
+    """page-types' whole-PFN summary of a /proc/kpageflags snapshot against ours.
+
+    Two cases: raw flags (``-r``) and well-known flags; each passes when every
+    row (flags value, pages, MB, short and long names) and the total are equal.
+    Returns the cases and page-types' two outputs.  Raises the agent's errors.
+    """
+    agent = vm.agent
+    model = get_arch(arch)
+    data = agent.read_file("/proc/kpageflags", 1 << 25, timeout=120).data
+    agent.write_file(_SNAPSHOT, data, create=True)
+    kpageflags = parse_u64s(model, data)
+    cases, outputs = [], []
+    try:
+        for raw in (True, False):
+            argv = ["page-types", "-F", _SNAPSHOT, *(["-r"] if raw else [])]
+            ran = agent.call_op(
+                Op.EXEC_TEST, timeout=360, path=b"/selftests/page-types", argv=argv,
+                timeout_ms=300_000, output_max=1 << 20,
+            )
+            output = ran["output"].decode(errors="replace")
+            outputs.append(f"\n$ {' '.join(argv)}\n{output}")
+            theirs, total = page_types_summary(output)
+            ours, our_total = summary_rows(kpageflags, 1 << model.page_shift, raw=raw)
+            label = (f"whole-PFN summary of {len(kpageflags)} PFNs, "
+                     f"{'raw' if raw else 'well-known'} flags")
+            cases.append(_compare_summary(label, theirs, total, ours, our_total))
+    finally:
+        agent.write_file(_SNAPSHOT, b"", create=True)  # give the snapshot's pages back
+    return cases, "".join(outputs)
+
+
+def _compare_summary(label: str, theirs: Sequence[SummaryRow], total: int | None,
+                     ours: Sequence[SummaryRow], our_total: int) -> Case:
+    if list(theirs) == list(ours) and total == our_total:
+        return Case(0, f"{label} ({len(ours)} flag sets)", Outcome.PASS)
+    differ = [*(f"page-types {r}" for r in theirs if r not in ours),
+              *(f"ours {r}" for r in ours if r not in theirs)][:4]
+    if total != our_total:
+        differ.insert(0, f"total: page-types {total}, ours {our_total}")
+    return Case(0, f"{label} (page-types {len(theirs)} rows, ours {len(ours)})",
+                Outcome.FAIL, "; ".join(differ))
 
 
 def _observe(vm: VM, model: Arch, pid: int, page: int) -> dict[int, Line]:

@@ -109,3 +109,29 @@ def test_page_types_flag_string() -> None:
     flags = "___U_l_____Ma_b___________________f_______1"
     out = f"voffset\toffset\tflags\n30c29\t15f3\t{flags}\n"
     assert page_types_lines(out) == [(0x30C29, 0x15F3, flags)]
+
+
+def test_page_types_summary_replays() -> None:
+    """page-types' two summaries of one kpageflags snapshot of the x86_64 guest (raw and
+    well-known flags), replayed: the raw rows give the snapshot's multiset of flags words
+    back (anon_exclusive is OWNER_2 on an anonymous page), and our summaries of that
+    multiset must print both recorded summaries row for row."""
+    from harness.page_types_peer import page_types_summary, summary_rows
+    from sim.flags import KPF
+
+    text = (DATA / "page-types-summary-x86_64.txt").read_text()
+    raw_text, _, known_text = text.partition("$ page-types -F /tmp/pt-kpageflags\n")
+    raw_rows, raw_total = page_types_summary(raw_text)
+    known_rows, known_total = page_types_summary(known_text)
+    assert raw_total == known_total == 262144 and len(raw_rows) == 21 and len(known_rows) == 15
+    snapshot = []
+    for row in raw_rows:
+        word = row.flags
+        if word >> 47 & 1:
+            word ^= (1 << 47) | (1 << KPF.OWNER_2)
+        snapshot += [word] * row.pages
+    assert summary_rows(snapshot, 4096, raw=True) == (raw_rows, raw_total)
+    assert summary_rows(snapshot, 4096, raw=False) == (known_rows, known_total)
+    # A wrong long name shows: the reserved zero page's row names both bits.
+    zero = next(r for r in raw_rows if r.short.count("_") == len(r.short) - 2 and "z" in r.short)
+    assert zero.long == "zero_page,reserved"
