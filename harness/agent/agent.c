@@ -148,9 +148,15 @@ void power_off(void)
 {
 	sync();
 	if (getpid() == 1) {
-		agent_log("powering off");
-		reboot(RB_POWER_OFF);
-		agent_log("reboot(RB_POWER_OFF): %s", strerror(errno));
+		/*
+		 * A reset, not a power-off: QEMU runs every guest with -no-reboot,
+		 * so a reset ends it on every machine, and a reset needs no
+		 * firmware power-off path (the PC's is ACPI S5, which the x86
+		 * kernels do not build; without it RB_POWER_OFF only halts).
+		 */
+		agent_log("powering off (reset; QEMU has -no-reboot)");
+		reboot(RB_AUTOBOOT);
+		agent_log("reboot(RB_AUTOBOOT): %s", strerror(errno));
 		for (;;)
 			pause();
 	}
