@@ -54,6 +54,7 @@ from harness.agent.protocol import (
     SettleFlags,
 )
 from harness.errors import AgentOpError, VMError
+from harness.hugetlb_pool import HugetlbPoolError, check_hugetlb_pool
 from harness.khugepaged import hold_khugepaged
 from harness.observations import (
     CheckObservation,
@@ -305,6 +306,12 @@ class GuestRun:
                 raise GuestExecutorError(f"cannot read {_COLLAPSED}: {got.describe()}")
             collapsed = int(got.data)
         clear_zero_page_referenced(self.vm, replies[0] if replies else None)
+        if self.scenario.uses_hugetlb:
+            # The model starts with the whole boot pool free.
+            try:
+                check_hugetlb_pool(self.arch, lambda path: _read_text(self.agent, path))
+            except HugetlbPoolError as e:
+                raise GuestExecutorError(str(e)) from None
         try:
             self._spawn("main")
             drain = self.scenario.locks_memory
@@ -463,7 +470,10 @@ GUEST.on(Check)(record_check)
 
 
 #: A scenario's region kind is the agent's backing of the same name.
-_BACKINGS = {"anon": BackingCode.ANON, "file": BackingCode.FILE, "memfd": BackingCode.MEMFD}
+_BACKINGS = {
+    "anon": BackingCode.ANON, "file": BackingCode.FILE, "memfd": BackingCode.MEMFD,
+    "hugetlb": BackingCode.HUGETLB,
+}
 
 
 @GUEST.on(Mmap)
