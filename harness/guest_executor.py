@@ -54,7 +54,7 @@ from harness.agent.protocol import (
     SettleFlags,
 )
 from harness.errors import AgentOpError, VMError
-from harness.hugetlb_pool import HugetlbPoolError, check_hugetlb_pool
+from harness.hugetlb_pool import HugetlbPoolError, refill_hugetlb_pool
 from harness.khugepaged import hold_khugepaged
 from harness.observations import (
     CheckObservation,
@@ -307,9 +307,10 @@ class GuestRun:
             collapsed = int(got.data)
         clear_zero_page_referenced(self.vm, replies[0] if replies else None)
         if self.scenario.uses_hugetlb:
-            # The model starts with the whole boot pool free.
+            # The model starts with the whole boot pool free and clean.
             try:
-                check_hugetlb_pool(self.arch, lambda path: _read_text(self.agent, path))
+                refill_hugetlb_pool(self.arch, lambda path: _read_text(self.agent, path),
+                                    self.agent.write_file)
             except HugetlbPoolError as e:
                 raise GuestExecutorError(str(e)) from None
         try:

@@ -85,6 +85,14 @@ class Hstate:
     nr_huge_pages: int
     free_huge_pages: int = field(init=False)
     resv_huge_pages: int = 0
+    #: The pages freed back to the pool, most recent last, as PG_dirty of each:
+    #: enqueue_hugetlb_folio() puts a freed page at the head of the free list
+    #: and dequeue_hugetlb_folio_node_exact() takes the head (LIFO), and
+    #: free_huge_folio() leaves PG_dirty set (an anonymous folio zapped through a
+    #: dirty entry, __unmap_hugepage_range()).  Below them lie the pages never
+    #: used since the pool was filled, clean (the harness refills the guest's
+    #: pool before each scenario: harness/hugetlb_pool.py).
+    recycled: list[bool] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.free_huge_pages = self.nr_huge_pages
@@ -148,6 +156,9 @@ class HugetlbFile(ShmemFile):
         """
         mem = self.mem
         for head in self.cache.values():
+            # hugetlb_delete_from_page_cache(): PG_dirty and PG_uptodate cleared.
+            mem.clear(head, PG.dirty)
+            mem.clear(head, PG.uptodate)
             mem.file_id[head] = 0
             hugetlb_folio_put(mem, self.hstate, head, self.hstate.nr_pages)
         self.cache.clear()
@@ -250,6 +261,8 @@ def alloc_hugetlb_folio(mm: MmStruct, vma: Vma, index: int, avoid_reserve: bool)
     mem = mm.mem
     head = mem.alloc_folio(hstate.order)
     mem.hugetlb[head] = True
+    if hstate.recycled and hstate.recycled.pop():
+        mem.set(head, PG.dirty)  # what the page's last user left
     return head
 
 
@@ -258,9 +271,11 @@ def hugetlb_folio_put(mem: PhysMem, hstate: Hstate, head: int, nr: int = 1) -> N
     (free_huge_folio() -> enqueue_hugetlb_folio(); the model's frames are not
     reused, the guest's free list hands the page out again)."""
     last = mem.folio_ref_count(head) == nr
+    dirty = mem.test(head, PG.dirty)
     mem.folio_put(head, nr)
     if last:
         hstate.free_huge_pages += 1
+        hstate.recycled.append(dirty)
 
 
 def _hugetlb_add_new_anon_rmap(mem: PhysMem, head: int) -> None:
@@ -453,7 +468,9 @@ def unmap_hugepage_range(mm: MmStruct, vma: Vma, start: int, end: int) -> None:
             continue
         mm.pt.clear_pmd(addr)
         head = entry.pfn
-        if entry.bits & PTE_DIRTY and not mem.folio_test_anon(head):
+        if entry.bits & PTE_DIRTY:
+            # set_page_dirty() of any folio, anonymous ones too: a private
+            # page a child unmaps stays PG_dirty in the parent.
             mem.set(head, PG.dirty)
         _hugetlb_remove_rmap(mem, head)
         if not file.shared and mm is file.owner and mem.folio_test_anon(head):
