@@ -79,7 +79,6 @@ def refill_hugetlb_pool(arch: Arch, read_text: _Reader, write_text: _Writer) -> 
     all again, e.g. when its memory is fragmented)."""
     if not arch.hugetlb_page_pages:
         return
-    check_hugetlb_pool(arch, read_text)
     path = f"{hugetlb_sysfs_dir(arch)}/nr_hugepages"
     write_text(path, "0\n")
     write_text(path, f"{arch.hugetlb_pages}\n")
