@@ -11,8 +11,7 @@ sum, show_smaps_rollup() the same of the sum over every VMA, so the rollup
 can exceed the sum of the per-VMA kB values.
 
 What the model's regions never have, and the model therefore prints as 0:
-swap (Swap, SwapPss: the guests have no swap device), hugetlb
-(Shared/Private_Hugetlb), KSM (no MADV_MERGEABLE), PMD-mapped
+swap (Swap, SwapPss: the guests have no swap device), KSM (no MADV_MERGEABLE), PMD-mapped
 shmem or file folios (shmem_enabled = never; tmpfs is order 0).
 :func:`render_smaps` and :func:`render_rollup` print the text exactly as
 show_smap() and show_smaps_rollup() do (:mod:`sim.smaps_format`).
@@ -234,6 +233,7 @@ def smaps_hugetlb_range(
 
 
 SMAPS_OPS = MmWalkOps(pmd_entry=smaps_pte_range, hugetlb_entry=smaps_hugetlb_range)
+"""smaps_walk_ops: hugetlb pages only in Shared/Private_Hugetlb (smaps_hugetlb_range())."""
 
 
 def smap_gather_stats(mm: MmStruct, vma: Vma) -> MemSizeStats:
