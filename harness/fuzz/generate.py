@@ -112,6 +112,8 @@ PENDING_KEYS: dict[tuple[str, str], str] = {}
 #: never runs short (the model does not predict that: sim/mm/hugetlb.py).
 MAX_HUGETLB_REGIONS = 2
 HUGETLB_SIZES = ("huge", "2*huge")
+#: An anonymous mmap is a hugetlb one with odds 1 : HUGETLB_ODDS - 1.
+HUGETLB_ODDS = 8
 #: Range ops the model does not follow on hugetlb regions (harness/model_executor.py
 #: NOT_ON_HUGETLB): never drawn on one.
 NOT_ON_HUGETLB = frozenset({"mprotect", "mremap", "mlock", "munlock", "pagemap_scan"})
@@ -429,14 +431,17 @@ def _draw_huge_range(
 
 
 def _draw_kind(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
-    """A backing; ``hugetlb`` (where the arch has a pool, up to MAX_HUGETLB_REGIONS)
-    makes the region ``huge`` or ``2*huge`` pages."""
-    kinds: list[str] = ["anon", "file", "memfd"]
-    if state.arch.hugetlb_page_pages and len(state.hugetlb_regions) < MAX_HUGETLB_REGIONS:
-        kinds.append("hugetlb")
-    kind = draw(st.sampled_from(kinds))
-    if kind == "hugetlb":
+    """A backing, as the ``Literal`` lists them but ``hugetlb``; then an anonymous one
+    becomes ``hugetlb`` one time in HUGETLB_ODDS (where the arch has a pool, up to
+    MAX_HUGETLB_REGIONS), ``huge`` or ``2*huge`` pages.  Drawing it second keeps the
+    choices of every other scenario where they were (and "not hugetlb", the 0, is
+    what shrinking prefers)."""
+    kind = draw(st.sampled_from(("anon", "file", "memfd")))
+    if (kind == "anon" and state.arch.hugetlb_page_pages
+            and len(state.hugetlb_regions) < MAX_HUGETLB_REGIONS
+            and draw(st.integers(0, HUGETLB_ODDS - 1)) == HUGETLB_ODDS - 1):
         step["pages"] = draw(st.sampled_from(HUGETLB_SIZES))
+        return "hugetlb"
     return kind
 
 
