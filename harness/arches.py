@@ -41,8 +41,11 @@ class ArchProfile:
         return self.arch.page_size
 
     def command_line_for_kernel(self, extra: tuple[str, ...] = ()) -> str:
-        """The kernel command line: console=, the machine's options, then ``extra``."""
-        return " ".join((f"console={self.qemu.console}", *self.qemu.kernel_cmdline, *extra))
+        """The kernel command line: console=, the machine's options, the hugetlb pool
+        (``hugepages=N`` of the default size, :attr:`sim.arch.Arch.hugetlb_pages`),
+        then ``extra``."""
+        pool = (f"hugepages={self.arch.hugetlb_pages}",) if self.arch.hugetlb_pages else ()
+        return " ".join((f"console={self.qemu.console}", *self.qemu.kernel_cmdline, *pool, *extra))
 
 
 def get_profile(name: str) -> ArchProfile:

@@ -56,6 +56,7 @@ from harness.agent.protocol import (
     SettleFlags,
 )
 from harness.errors import AgentOpError, VMError
+from harness.hugetlb_pool import HugetlbPoolError, check_hugetlb_pool, refill_hugetlb_pool
 from harness.khugepaged import hold_khugepaged
 from harness.observations import (
     CheckObservation,
@@ -226,8 +227,9 @@ def _selected(text: str) -> str:
 def prepare_guest(vm: VM) -> GuestSetup:
     """Make the guest what the model assumes; the setup found.
 
-    Once per VM: THP knobs as the model's facts say (ScenarioError-like one
-    line if not), khugepaged's scan interval set to a day.  Every call: the
+    Once per VM: the hugetlb pool the kernel command line reserved
+    (:mod:`harness.hugetlb_pool`), THP knobs as the model's facts say
+    (ScenarioError-like one line if not), khugepaged's scan interval set to a day.  Every call: the
     khugepaged holder alive (:func:`harness.khugepaged.hold_khugepaged`, one
     LIST round trip when it is).  A kernel without THP (no ``enabled`` file)
     is accepted: scenarios that need THP do not run there.
@@ -238,6 +240,11 @@ def prepare_guest(vm: VM) -> GuestSetup:
             hold_khugepaged(vm)
         return known
     agent = vm.agent
+    try:
+        # The boot reservation (hugepages=N on the command line), once per VM.
+        check_hugetlb_pool(vm.profile.arch, lambda path: _read_text(agent, path))
+    except HugetlbPoolError as e:
+        raise GuestExecutorError(f"hugetlb pool at boot: {e}") from None
     enabled = _read_text(agent, f"{_THP}/enabled")
     if enabled is None:
         setup = GuestSetup(thp=False)
@@ -307,6 +314,13 @@ class GuestRun:
                 raise GuestExecutorError(f"cannot read {_COLLAPSED}: {got.describe()}")
             collapsed = int(got.data)
         clear_zero_page_referenced(self.vm, replies[0] if replies else None)
+        if self.scenario.uses_hugetlb:
+            # The model starts with the whole boot pool free and clean.
+            try:
+                refill_hugetlb_pool(self.arch, lambda path: _read_text(self.agent, path),
+                                    lambda path, text: self.agent.write_file(path, text))
+            except HugetlbPoolError as e:
+                raise GuestExecutorError(str(e)) from None
         try:
             self._spawn("main")
             drain = self.scenario.locks_memory
@@ -469,7 +483,10 @@ GUEST.on(Check)(record_check)
 
 
 #: A scenario's region kind is the agent's backing of the same name.
-_BACKINGS = {"anon": BackingCode.ANON, "file": BackingCode.FILE, "memfd": BackingCode.MEMFD}
+_BACKINGS = {
+    "anon": BackingCode.ANON, "file": BackingCode.FILE, "memfd": BackingCode.MEMFD,
+    "hugetlb": BackingCode.HUGETLB,
+}
 
 
 @GUEST.on(Mmap)

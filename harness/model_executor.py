@@ -68,6 +68,12 @@ class ModelError(RuntimeError):
     """The model cannot run a step (a gap in the model, not a kernel result)."""
 
 
+#: Range ops the model does not follow on a hugetlb region (sim/mm/hugetlb.py):
+#: hugetlb_change_protection(), mremap of hugetlb VMAs, mlock's hugetlb paths,
+#: pagemap_scan_hugetlb_entry().
+NOT_ON_HUGETLB = (Mprotect, Mremap, Mlock, Munlock, PagemapScan)
+
+
 @dataclass
 class ModelRun:
     """One scenario on one fresh model machine."""
@@ -83,6 +89,8 @@ class ModelRun:
     procs: dict[str, Process] = field(init=False, default_factory=dict)
     outcomes: list[StepOutcome] = field(init=False, default_factory=list)
     checks: list[CheckObservation] = field(init=False, default_factory=list)
+    #: Regions mapped with MAP_HUGETLB.
+    hugetlb_regions: set[str] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self.layout = plan_layout(self.scenario, self.arch)
@@ -90,6 +98,7 @@ class ModelRun:
         self.machine = Machine(self.arch, ram_bytes=self.ram_bytes, facts=self.facts)
         self.procfs = ProcFs(self.machine)
         self.procs = {"main": self.machine.spawn("main", uid=0)}
+        self.hugetlb_regions = {s.region for s in self.scenario.regions if s.kind == "hugetlb"}
 
     def run(self, after_step: Callable[[ModelRun], None] | None = None) -> Observations:
         """Every step in order; ``after_step`` (if given) sees the run after each one."""
@@ -110,11 +119,19 @@ class ModelRun:
         )
 
     def step(self, step: AnyStep) -> StepOutcome:
-        """Apply one step; a system call the kernel would fail becomes its errno."""
+        """Apply one step; a system call the kernel would fail becomes its errno.
+
+        ModelError for a step the model does not follow (NotModelled, and the
+        ops it does not follow on hugetlb regions: :data:`NOT_ON_HUGETLB`).
+        """
+        if isinstance(step, NOT_ON_HUGETLB) and step.region in self.hugetlb_regions:
+            raise ModelError(f"{step.label}: not modelled: {step.op} of a hugetlb region")
         try:
             return self.apply(step)
         except MmError as e:
             return StepOutcome(step.index, "error", errno=e.errno)
+        except NotModelled as e:
+            raise ModelError(f"{step.label}: not modelled: {e}") from None
         except OutOfMemory:
             # Not a result to compare: the guest would OOM-kill the process
             # (or the agent) long before, at a point the model does not know.
@@ -232,10 +249,7 @@ def _mprotect(run: ModelRun, step: Mprotect) -> None:
 @MODEL.on(Madvise)
 def _madvise(run: ModelRun, step: Madvise) -> None:
     span = run.layout.span(step)
-    try:
-        run.procs[step.proc].madvise(span.vaddr, span.pages, step.advice)
-    except NotModelled as e:
-        raise ModelError(f"{step.label}: not modelled: {e}") from None
+    run.procs[step.proc].madvise(span.vaddr, span.pages, step.advice)
 
 
 @MODEL.on(Mremap)

@@ -14,6 +14,12 @@ way walk_page_range() does:
   must handle pmd_trans_huge().  Callbacks may treat a whole table slice at once.
 * ``pte_entry(table, index, addr, next, walk)``: each PTE of a table, when the
   walker descends (a huge leaf is split first, as walk_pmd_range() does).
+* ``hugetlb_entry(entry, hmask, addr, next, walk)``: in a hugetlb VMA, each
+  huge page's entry (a :class:`~sim.mm.pagetable.HugePmd`, or None where no
+  page is mapped: the kernel hands over a none entry when the table exists
+  and calls ``pte_hole(addr, next, -1)`` when it does not; the model passes
+  None for both, which every caller treats alike).  A hugetlb VMA is walked
+  only by ops with a ``hugetlb_entry`` (walk_hugetlb_range()); the others skip it.
 
 A non-zero return stops the walk and is returned.
 """
@@ -45,6 +51,7 @@ class Action(Enum):
 PmdCallback = Callable[[PteTable | HugePmd, int, int, "MmWalk"], int]
 PteCallback = Callable[[PteTable, int, int, int, "MmWalk"], int]
 HoleCallback = Callable[[int, int, int, "MmWalk"], int]
+HugetlbCallback = Callable[[HugePmd | None, int, int, int, "MmWalk"], int]
 TestCallback = Callable[[int, int, "MmWalk"], int]
 
 
@@ -56,6 +63,7 @@ class MmWalkOps:
     pte_entry: PteCallback | None = None
     pte_hole: HoleCallback | None = None
     test_walk: TestCallback | None = None
+    hugetlb_entry: HugetlbCallback | None = None
 
 
 @dataclass
@@ -150,6 +158,36 @@ def _walk_pte_range(table: PteTable, addr: int, end: int, walk: MmWalk) -> int:
     return 0
 
 
+def _walk_hugetlb_range(start: int, end: int, walk: MmWalk) -> int:
+    """walk_hugetlb_range(): ``hugetlb_entry`` for each huge page of [start, end) in a
+    hugetlb VMA (the huge page size is the default hstate's)."""
+    mm = walk.mm
+    hugetlb_entry = walk.ops.hugetlb_entry
+    hstate = mm.ctx.hstate
+    if hugetlb_entry is None or hstate is None:
+        return 0
+    size = mm.page_size << hstate.order
+    hmask = ~(size - 1)
+    addr = start
+    while addr < end:
+        nxt = min((addr & hmask) + size, end)
+        entry = mm.pt.get_pmd(addr & hmask)
+        err = hugetlb_entry(entry if isinstance(entry, HugePmd) else None, hmask, addr, nxt, walk)
+        if err:
+            return err
+        addr = nxt
+    return 0
+
+
+def _walk_vma_range(start: int, end: int, walk: MmWalk) -> int:
+    """__walk_page_range(): walk_hugetlb_range() for a hugetlb VMA (only with a
+    hugetlb_entry), else the table levels."""
+    assert walk.vma is not None
+    if walk.vma.hugetlb:
+        return _walk_hugetlb_range(start, end, walk)
+    return _walk_levels(walk.mm.pt.root, 0, start, end, walk)
+
+
 def _walk_page_test(start: int, end: int, walk: MmWalk) -> int:
     """walk_page_test(): the caller's test_walk (the model has no VM_PFNMAP VMAs)."""
     if walk.ops.test_walk is not None:
@@ -183,7 +221,7 @@ def walk_page_range(
             if err > 0:
                 err = 0  # skip this VMA: positive values only steer the walk
             elif err == 0:
-                err = _walk_levels(mm.pt.root, 0, start, nxt, walk)
+                err = _walk_vma_range(start, nxt, walk)
         if err:
             break
         start = nxt
@@ -195,4 +233,4 @@ def walk_page_range(
 def walk_page_vma(vma: Vma, mm: MmStruct, ops: MmWalkOps, private: Any) -> int:
     """walk_page_vma(): walk one whole VMA."""
     walk = MmWalk(ops=ops, mm=mm, private=private, vma=vma)
-    return _walk_levels(mm.pt.root, 0, vma.start, vma.end, walk)
+    return _walk_vma_range(vma.start, vma.end, walk)

@@ -327,6 +327,15 @@ class PagemapRead:
         default_factory=list
     )
     huge: list[tuple[int, int, int, int, bool]] = field(default_factory=list)
+    #: Runs of consecutive frames with one flags word (hugetlb pages): (pos, n, flags, pfn).
+    frames: list[tuple[int, int, np.uint64, int]] = field(default_factory=list)
+
+    def add_frames(self, n: int, flags: np.uint64, first_pfn: int) -> None:
+        """add_to_pagemap() of ``n`` entries with ``flags`` and frames ``first_pfn`` on
+        (the PFN only if show_pfn)."""
+        if n > 0:
+            self.frames.append((self.pos, n, flags, first_pfn))
+            self.pos += n
 
     def add_fill(self, n: int, value: np.uint64) -> None:
         """add_to_pagemap() of ``n`` equal entries."""
@@ -351,6 +360,10 @@ class PagemapRead:
         out = np.zeros(self.pos, dtype=np.uint64)
         for offset, n, value in self.fills:
             out[offset : offset + n] = value
+        for offset, n, value, first in self.frames:
+            out[offset : offset + n] = value
+            if self.show_pfn:
+                out[offset : offset + n] |= np.arange(first, first + n, dtype=np.uint64)
         if self.ptes:
             lengths = np.array([seg[1].shape[0] for seg in self.ptes], dtype=np.int64)
             positions = _positions([seg[0] for seg in self.ptes], lengths)
@@ -473,6 +486,40 @@ def pagemap_pmd_range(entry: PteTable | HugePmd, addr: int, end: int, walk: MmWa
     return 0
 
 
+def pagemap_hugetlb_range(
+    entry: HugePmd | None, hmask: int, addr: int, end: int, walk: MmWalk
+) -> int:
+    """pagemap_hugetlb_range(): one flags word for the whole huge page.
+
+    * PM_SOFT_DIRTY from the VMA's VM_SOFTDIRTY only (6.12 reads no soft-dirty
+      bit of a hugetlb entry: a page written after clear_refs 4 reads clean);
+    * a present entry: PM_FILE if the folio is not anonymous (shared
+      mappings: page-cache folios), PM_MMAP_EXCLUSIVE unless
+      folio_likely_mapped_shared() (for hugetlb: folio_mapcount() > 1; no PMD
+      sharing below PUD-sized shared mappings, hugetlb_pmd_shared()),
+      PM_PRESENT, and the PFN pte_pfn() + the page's index in the huge page.
+    """
+    pm: PagemapRead = walk.private
+    mm = walk.mm
+    vma = walk.vma
+    assert vma is not None
+    shift = mm.arch.page_shift
+    n = (end - addr) >> shift
+    flags = _PM_SOFT_DIRTY if vma.softdirty else np.uint64(0)
+    if entry is None or not entry.bits & PTE_PRESENT:
+        pm.add_fill(n, flags)
+        return 0
+    mem = mm.mem
+    head = mem.page_folio(entry.pfn)
+    if not mem.folio_test_anon(head):
+        flags |= _PM_FILE
+    if mem.folio_mapcount(head) <= 1:
+        flags |= _PM_EXCLUSIVE
+    flags |= _PM_PRESENT
+    pm.add_frames(n, flags, entry.pfn + ((addr & ~hmask) >> shift))
+    return 0
+
+
 def _precise_mapcount(machine: Machine, pages: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """folio_precise_page_mapcount() of each page."""
     mem = machine.mem
@@ -483,7 +530,9 @@ def _precise_mapcount(machine: Machine, pages: npt.NDArray[np.int64]) -> npt.NDA
     return result
 
 
-PAGEMAP_OPS = MmWalkOps(pmd_entry=pagemap_pmd_range, pte_hole=pagemap_pte_hole)
+PAGEMAP_OPS = MmWalkOps(
+    pmd_entry=pagemap_pmd_range, pte_hole=pagemap_pte_hole, hugetlb_entry=pagemap_hugetlb_range
+)
 
 
 def pagemap_read(

@@ -11,8 +11,7 @@ sum, show_smaps_rollup() the same of the sum over every VMA, so the rollup
 can exceed the sum of the per-VMA kB values.
 
 What the model's regions never have, and the model therefore prints as 0:
-swap (Swap, SwapPss: the guests have no swap device), hugetlb
-(Shared/Private_Hugetlb), KSM (no MADV_MERGEABLE), PMD-mapped
+swap (Swap, SwapPss: the guests have no swap device), KSM (no MADV_MERGEABLE), PMD-mapped
 shmem or file folios (shmem_enabled = never; tmpfs is order 0).
 :func:`render_smaps` and :func:`render_rollup` print the text exactly as
 show_smap() and show_smaps_rollup() do (:mod:`sim.smaps_format`).
@@ -215,7 +214,26 @@ def _account_entry(
                   locked)
 
 
-SMAPS_OPS = MmWalkOps(pmd_entry=smaps_pte_range)
+def smaps_hugetlb_range(
+    entry: HugePmd | None, hmask: int, addr: int, end: int, walk: MmWalk
+) -> int:
+    """smaps_hugetlb_range(): a mapped huge page counts whole, in Private_Hugetlb unless
+    folio_likely_mapped_shared() (hugetlb: folio_mapcount() > 1), then Shared_Hugetlb.
+    Nothing else (Rss, Pss, ...) counts hugetlb pages."""
+    if entry is None or not entry.bits & PTE_PRESENT:
+        return 0
+    mss: MemSizeStats = walk.private
+    mem = walk.mm.mem
+    size = (~hmask + 1) & ((1 << 64) - 1)
+    if mem.folio_mapcount(mem.page_folio(entry.pfn)) > 1:
+        mss.shared_hugetlb += size
+    else:
+        mss.private_hugetlb += size
+    return 0
+
+
+SMAPS_OPS = MmWalkOps(pmd_entry=smaps_pte_range, hugetlb_entry=smaps_hugetlb_range)
+"""smaps_walk_ops: hugetlb pages only in Shared/Private_Hugetlb (smaps_hugetlb_range())."""
 
 
 def smap_gather_stats(mm: MmStruct, vma: Vma) -> MemSizeStats:
@@ -313,14 +331,21 @@ def smap_blocks(
     for vma in mm.each_vma():
         mss = smap_gather_stats(mm, vma)
         path = None
-        if vma.file is not None and vma.file.anonymous:
+        # vma_kernel_pagesize() / vma_mmu_pagesize() (powerpc radix: the same):
+        # the huge page size in a hugetlb VMA.
+        kb = page_kb
+        if vma.hugetlb and mm.ctx.hstate is not None:
+            kb = (mm.page_size << mm.ctx.hstate.order) >> 10
+        if vma.hugetlb and vma.file is not None:
+            path = vma.file.name  # HUGETLB_ANON_PATH
+        elif vma.file is not None and vma.file.anonymous:
             path = SHMEM_ZERO_PATH
         elif vma.file is not None:
             path = (path_of or {}).get(vma.file.inode, vma.file.name)
         values = {
             "Size": (vma.end - vma.start) >> 10,
-            "KernelPageSize": page_kb,
-            "MMUPageSize": page_kb,
+            "KernelPageSize": kb,
+            "MMUPageSize": kb,
             **mss.kb(rollup=False, facts=facts),
         }
         blocks.append(SmapsBlock(
@@ -336,6 +361,8 @@ def smap_blocks(
 _MNEMONICS = {
     0: "rd", 1: "wr", 2: "ex", 3: "sh", 4: "mr", 5: "mw", 6: "me", 7: "ms",
     13: "lo", 19: "lf", 20: "ac", 21: "nr", 27: "sd", 29: "hg", 30: "nh",
+    # hugetlbfs_file_mmap(): VM_DONTEXPAND, VM_HUGETLB.
+    18: "de", 22: "ht",
     # madvise(): MADV_SEQUENTIAL/RANDOM, DONTFORK, WIPEONFORK, DONTDUMP, MERGEABLE.
     15: "sr", 16: "rr", 17: "dc", 25: "wf", 26: "dd", 31: "mg",
 }

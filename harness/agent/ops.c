@@ -205,7 +205,7 @@ void op_mmap(struct request *req, struct reply *rep)
 
 	if (!args_ok(req, rep) || !range_ok(rep, addr, len))
 		return;
-	if (kind > REGION_MEMFD || shared > 1 || (prot & ~7u) ||
+	if (kind > REGION_HUGETLB || shared > 1 || (prot & ~7u) ||
 	    (bits & ~(MAP_BIT_FIXED | MAP_BIT_POPULATE | MAP_BIT_LOCKED))) {
 		reply_fail(rep, ST_BAD_REQUEST, 0,
 			   "mmap: kind %u, shared %u, prot %#x, map bits %#x out of range",
@@ -218,6 +218,8 @@ void op_mmap(struct request *req, struct reply *rep)
 		((bits & MAP_BIT_LOCKED) ? MAP_LOCKED : 0);
 	if (kind == REGION_ANON)
 		flags |= MAP_ANONYMOUS;
+	else if (kind == REGION_HUGETLB)
+		flags |= MAP_ANONYMOUS | MAP_HUGETLB;
 	else if (kind == REGION_MEMFD) {
 		if ((fd = create_region_memfd(rep, len)) < 0)
 			return;

@@ -32,7 +32,8 @@ enum agent_op {
 	 * addr. MAP_FIXED_NOREPLACE at addr (MAP_FIXED with MapBits.FIXED); a FILE region is backed
 	 * by a file of its own on tmpfs (unlinked at once): the first 8 bytes of file page i hold
 	 * file_tag + i (u64, guest byte order), the rest of the page is zero; a MEMFD region by
-	 * memfd_create("pmh") of length bytes, no page written. */
+	 * memfd_create("pmh") of length bytes, no page written; a HUGETLB region is MAP_ANONYMOUS |
+	 * MAP_HUGETLB (pages of the default huge page size). */
 	OP_MMAP = 3,
 	/* u64 addr, u64 length -> () */
 	OP_MUNMAP = 4,
@@ -145,6 +146,7 @@ enum {
 	REGION_ANON = 0,
 	REGION_FILE = 1,
 	REGION_MEMFD = 2,
+	REGION_HUGETLB = 3,
 };
 /* MapBits: MMAP's mmap() flags beyond MAP_PRIVATE/MAP_SHARED and MAP_ANONYMOUS. */
 enum {

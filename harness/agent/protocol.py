@@ -152,6 +152,7 @@ class BackingCode(IntEnum):
     ANON = 0
     FILE = 1
     MEMFD = 2  # memfd_create("pmh") + ftruncate(length), closed after the mmap()
+    HUGETLB = 3  # MAP_ANONYMOUS | MAP_HUGETLB (the default huge page size)
 
 
 class MapBits(IntFlag):
@@ -348,7 +349,8 @@ LAYOUTS: dict[Op, OpLayout] = {
         "MAP_FIXED_NOREPLACE at addr (MAP_FIXED with MapBits.FIXED); a FILE region is backed "
         "by a file of its own on tmpfs (unlinked at once): the first 8 bytes of file page i "
         "hold file_tag + i (u64, guest byte order), the rest of the page is zero; a MEMFD "
-        "region by memfd_create(\"pmh\") of length bytes, no page written",
+        "region by memfd_create(\"pmh\") of length bytes, no page written; a HUGETLB region "
+        "is MAP_ANONYMOUS | MAP_HUGETLB (pages of the default huge page size)",
     ),
     Op.MUNMAP: _layout("u64 addr, u64 length", ""),
     Op.MPROTECT: _layout("u64 addr, u64 length, u8 prot", ""),

@@ -106,6 +106,20 @@ FLAG_ODDS = {"locked": 8}
 #: Keys the generator leaves out for now, and why (each needs a model not yet
 #: there): empty since the mlock model arrived for MAP_LOCKED.
 PENDING_KEYS: dict[tuple[str, str], str] = {}
+#: hugetlb regions per scenario, and their sizes: with at most 5 processes each
+#: copying every private huge page on a write (hugetlb_wp()), at most
+#: 2 * 2 * 5 = 20 of the guests' 32 huge pages are ever in use, so the pool
+#: never runs short (the model does not predict that: sim/mm/hugetlb.py).
+MAX_HUGETLB_REGIONS = 2
+HUGETLB_SIZES = ("huge", "2*huge")
+#: An anonymous mmap is a hugetlb one with odds 1 : HUGETLB_ODDS - 1.
+HUGETLB_ODDS = 8
+#: Range ops the model does not follow on hugetlb regions (harness/model_executor.py
+#: NOT_ON_HUGETLB): never drawn on one.
+NOT_ON_HUGETLB = frozenset({"mprotect", "mremap", "mlock", "munlock", "pagemap_scan"})
+#: madvise advice on a hugetlb region: what madvise_dontneed_free_valid_vma() decides
+#: (the other advice the model does not follow there), and numbers 6.12 refuses first.
+HUGETLB_ADVICE = ("dontneed", "free", 102, -1)
 #: A scenario goes on after each step with odds _GO_ON : 1 (about 12 steps on average).
 _GO_ON = 11
 #: THP-relative bounds are written symbolically when within this many pages of a multiple.
@@ -144,6 +158,10 @@ class GeneratorState:
     #: Regions backed by shmem (a file, memfd or shared anonymous memory): MADV_COLLAPSE
     #: there takes hpage_collapse_scan_file(), which the model does not follow.
     shmem_regions: set[str] = field(default_factory=set)
+    #: MAP_HUGETLB regions: their ranges are whole huge pages for munmap, nothing is
+    #: placed in their address range (``at``, mremap ``to``) and they are placed
+    #: nowhere else, and the ops in NOT_ON_HUGETLB leave them alone.
+    hugetlb_regions: set[str] = field(default_factory=set)
     #: (process, region) of the step just applied when it mapped a private anonymous
     #: region of a THP or more at its own range (THP-aligned): the next step may be
     #: MADV_HUGEPAGE on all of it (:func:`_next_step`).
@@ -156,8 +174,19 @@ class GeneratorState:
     def alive(self) -> list[str]:
         return list(self.uids)
 
-    def procs_with_pages(self) -> list[str]:
-        return [p for p in self.alive if any(self.mapped[p].values())]
+    def procs_with_pages(self, op: str | None = None) -> list[str]:
+        """Processes with a mapped page in a region ``op`` may work on."""
+        return [p for p in self.alive if self.regions_for(p, op)]
+
+    def regions_for(self, proc: str, op: str | None = None) -> list[str]:
+        """``proc``'s regions with mapped pages that ``op`` may work on (no hugetlb
+        region for the ops in NOT_ON_HUGETLB)."""
+        return [r for r, runs in self.mapped[proc].items() if runs and not (
+            op in NOT_ON_HUGETLB and r in self.hugetlb_regions)]
+
+    def anchors_with_hugetlb(self) -> set[str]:
+        """Anchor regions whose reserved range holds a hugetlb region."""
+        return {self.origin[r][0] for r in self.hugetlb_regions}
 
     # -- effects of the ops that change the flow (flow.py and layout.py say why) --
 
@@ -241,6 +270,8 @@ class GeneratorState:
             self.growable.add(region)
         if step.get("kind") != "anon" or step.get("share") == "shared":
             self.shmem_regions.add(region)
+        if step["kind"] == "hugetlb":
+            self.hugetlb_regions.add(region)
         mine = self.mapped[proc]
         covered = [
             (other, offset - off, offset - off + n)
@@ -260,6 +291,15 @@ class GeneratorState:
 
     def resolve(self, value: int | str) -> int:
         return NrPages.parse(value).resolve(self.arch)
+
+    def symbolic_huge(self, pages: int) -> int | str:
+        """``pages`` of a hugetlb region as ``"K*huge"`` (they are whole huge pages
+        except a madvise range's), else the number."""
+        huge = self.arch.hugetlb_page_pages
+        k, rest = divmod(pages, huge)
+        if rest or not k:
+            return pages
+        return "huge" if k == 1 else f"{k}*huge"
 
     def symbolic(self, pages: int) -> int | str:
         """``pages`` as ``"K*thp+N"`` when near a THP multiple (so the file runs on every arch)."""
@@ -334,7 +374,7 @@ def _base_type(annotation: Any) -> Any:
 def _draw_proc(step_type: type[Step], optional: bool) -> KeyDrawer:
     def draw_proc(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
         if issubclass(step_type, RangeStep):
-            candidates = state.procs_with_pages()
+            candidates = state.procs_with_pages(step_type.op)
         else:
             candidates = state.alive
         if optional:
@@ -348,8 +388,7 @@ def _draw_proc(step_type: type[Step], optional: bool) -> KeyDrawer:
 def _draw_region(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
     if step["op"] == Mmap.op:
         return f"r{state.regions_made}"
-    owned = state.mapped[step.get("proc", "main")]
-    return draw(st.sampled_from([r for r, runs in owned.items() if runs]))
+    return draw(st.sampled_from(state.regions_for(step.get("proc", "main"), step["op"])))
 
 
 def _draw_size(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
@@ -363,6 +402,8 @@ def _draw_size(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
 def _draw_range(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
     runs = state.mapped[step.get("proc", "main")][step["region"]]
     first, end = draw(st.sampled_from(runs))
+    if step["region"] in state.hugetlb_regions:
+        return _draw_huge_range(state, step, draw, first, end)
     # A whole run first (what shrinking prefers, and what THP faults need),
     # else any non-empty sub-range of it.
     if draw(st.booleans()):
@@ -370,6 +411,38 @@ def _draw_range(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
         b = draw(st.integers(a + 1, end))
         first, end = a, b
     return [state.symbolic(first), state.symbolic(end)]
+
+
+def _draw_huge_range(
+    state: GeneratorState, step: dict[str, Any], draw: Draw, first: int, end: int
+) -> Any:
+    """A range of a mapped run of a hugetlb region (runs are whole huge pages): whole
+    huge pages for munmap (an unaligned one is EINVAL, hugetlb_vm_op_split()), any
+    pages otherwise (madvise: an unaligned start is EINVAL, an unaligned end rounds
+    down), written in ``huge`` units."""
+    huge = state.arch.hugetlb_page_pages
+    if step["op"] == Munmap.op or not draw(st.booleans()):
+        a = draw(st.integers(first // huge, end // huge - 1))
+        b = draw(st.integers(a + 1, end // huge))
+        return [state.symbolic_huge(a * huge), state.symbolic_huge(b * huge)]
+    a = draw(st.integers(first, end - 1))
+    b = draw(st.integers(a + 1, end))
+    return [state.symbolic_huge(a), state.symbolic_huge(b)]
+
+
+def _draw_kind(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    """A backing, as the ``Literal`` lists them but ``hugetlb``; then an anonymous one
+    becomes ``hugetlb`` one time in HUGETLB_ODDS (where the arch has a pool, up to
+    MAX_HUGETLB_REGIONS), ``huge`` or ``2*huge`` pages.  Drawing it second keeps the
+    choices of every other scenario where they were (and "not hugetlb", the 0, is
+    what shrinking prefers)."""
+    kind = draw(st.sampled_from(("anon", "file", "memfd")))
+    if (kind == "anon" and state.arch.hugetlb_page_pages
+            and len(state.hugetlb_regions) < MAX_HUGETLB_REGIONS
+            and draw(st.integers(0, HUGETLB_ODDS - 1)) == HUGETLB_ODDS - 1):
+        step["pages"] = draw(st.sampled_from(HUGETLB_SIZES))
+        return "hugetlb"
+    return kind
 
 
 def _draw_range_with_holes(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
@@ -384,9 +457,13 @@ def _draw_range_with_holes(state: GeneratorState, step: dict[str, Any], draw: Dr
 def _draw_at(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
     """Mostly absent (a range of its own); else a page of any earlier region's range,
     up to just past its end (touching it: VMAs may merge), mapped there or not."""
-    if not state.sizes or not draw(st.integers(0, 2)) == 2:
+    if not state.sizes or step.get("kind") == "hugetlb" or not draw(st.integers(0, 2)) == 2:
         return _ABSENT
-    target = draw(st.sampled_from(sorted(state.sizes)))
+    near_hugetlb = state.anchors_with_hugetlb()
+    targets = sorted(r for r in state.sizes if state.origin[r][0] not in near_hugetlb)
+    if not targets:
+        return _ABSENT
+    target = draw(st.sampled_from(targets))
     page = draw(st.integers(0, state.sizes[target]))
     return {"region": target, "page": state.symbolic(page)}
 
@@ -397,6 +474,8 @@ def _draw_flag(name: str) -> KeyDrawer:
     def draw_flag(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
         if (name == "fixed" and "at" not in step) or (step["op"], name) in PENDING_KEYS:
             return _ABSENT
+        if name in ("populate", "locked") and step.get("kind") == "hugetlb":
+            return _ABSENT  # not followed by the model (hugetlb GUP)
         return True if draw(st.integers(0, FLAG_ODDS.get(name, 3))) == 1 else _ABSENT
 
     return draw_flag
@@ -439,7 +518,11 @@ def _draw_to(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
     (the kernel's EINVAL), sometimes THP-aligned."""
     if state.regions_made >= MAX_REGIONS or not draw(st.booleans()):
         return _ABSENT
-    anchor = draw(st.sampled_from(sorted(state.origin)))
+    near_hugetlb = state.anchors_with_hugetlb()
+    anchors = sorted(r for r in state.origin if state.origin[r][0] not in near_hugetlb)
+    if not anchors:
+        return _ABSENT
+    anchor = draw(st.sampled_from(anchors))
     pages = [*range(state.sizes[anchor] + 4)]
     if state.arch.thp_pages:
         pages += [state.arch.thp_pages, 2 * state.arch.thp_pages, 2 * state.arch.thp_pages + 1]
@@ -479,6 +562,8 @@ def _draw_advice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any
     a campaign of 1,000 model runs never reached a huge-PMD fault
     (do_huge_pmd_anonymous_page) that only MADV_HUGEPAGE enables (the
     guests' THP setting is ``madvise``)."""
+    if step["region"] in state.hugetlb_regions:
+        return draw(st.sampled_from(HUGETLB_ADVICE))
     thp = state.arch.thp_pages
     if thp and state.sizes[step["region"]] >= thp and draw(st.integers(0, 2)) == 2:
         return "hugepage"
@@ -544,6 +629,7 @@ def _draw_scan_flags(state: GeneratorState, step: dict[str, Any], draw: Draw) ->
 #: Keys of one step type with a meaning of their own (the rest are drawn by name or type).
 _STEP_KEY_DRAWERS: dict[tuple[type[Step], str], KeyDrawer] = {
     (Mmap, "at"): _draw_at,
+    (Mmap, "kind"): _draw_kind,
     (Madvise, "advice"): _draw_advice,
     (Madvise, "holes"): _draw_holes,
     (Mremap, "new_pages"): _draw_new_pages,
@@ -621,7 +707,7 @@ def _applicable(step_type: type[Step], state: GeneratorState) -> bool:
         return False
     if issubclass(step_type, RangeStep) or step_type.op == "clear_refs":
         # clear_refs too: before any page is mapped it has nothing to clear.
-        return bool(state.procs_with_pages())
+        return bool(state.procs_with_pages(step_type.op))
     if step_type is Mmap:
         return state.regions_made < MAX_REGIONS
     if step_type is Fork:

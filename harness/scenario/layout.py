@@ -394,6 +394,35 @@ class _Ranges:
     limit: int
     sizes: dict[str, int] = field(default_factory=dict)
     mapped: dict[str, dict[str, _PageRuns]] = field(default_factory=lambda: {"main": {}})
+    #: Region name -> whether it is a hugetlb region (its ranges must be huge-page aligned).
+    hugetlb: dict[str, bool] = field(default_factory=dict)
+
+
+def _hugetlb_mmap(arch: Arch, step: Mmap, n: int) -> None:
+    """A hugetlb region is whole huge pages, mapped where a huge page may start
+    (hugetlb_get_unmapped_area(): EINVAL for an unaligned address or length)."""
+    huge = arch.hugetlb_page_pages
+    if n % huge:
+        raise _RangeError(f"pages {step.pages} = {n} of a hugetlb region is not a multiple "
+                          f"of 'huge' ({huge} pages on {arch.name})")
+    if step.at is not None and step.at.page.resolve(arch) % huge:
+        raise _RangeError(f"at.page {step.at.page} of a hugetlb region is not a multiple "
+                          f"of 'huge' ({huge} pages on {arch.name})")
+    if step.populate or step.locked:
+        raise _RangeError("populate/locked of a hugetlb region is not supported "
+                          "(the model does not follow hugetlb GUP)")
+
+
+def _hugetlb_range(ranges: _Ranges, step: RangeStep, first: int, end: int) -> None:
+    """A munmap or madvise range of a hugetlb region is whole huge pages (an unaligned
+    munmap is EINVAL: hugetlb_vm_op_split(); the loader's view of what stays mapped
+    would be wrong)."""
+    if not ranges.hugetlb.get(step.region):
+        return
+    huge = ranges.layout.arch.hugetlb_page_pages
+    if first % huge or end % huge:
+        raise _RangeError(f"pages {step.pages} = [{first}, {end}) of hugetlb region "
+                          f"{step.region!r} are not whole huge pages ('huge' = {huge} pages)")
 
 
 RANGES: StepHandlers[_Ranges, None] = StepHandlers("the range check")
@@ -426,7 +455,10 @@ def _mmap(ranges: _Ranges, step: Mmap) -> None:
             f"{ranges.limit:#x} on {ranges.layout.arch.name} "
             f"(all regions together must fit in {layout_span(ranges.layout.arch) >> 20} MiB)"
         )
+    if step.kind == "hugetlb":
+        _hugetlb_mmap(ranges.layout.arch, step, n)
     ranges.sizes[step.region] = n
+    ranges.hugetlb[step.region] = step.kind == "hugetlb"
     mine = ranges.mapped[step.proc]
     covered = []
     for region, runs in mine.items():
@@ -478,6 +510,7 @@ def _madvise(ranges: _Ranges, step: Madvise) -> None:
 @RANGES.on(Munmap)
 def _munmap(ranges: _Ranges, step: Munmap) -> None:
     runs, first, end = _mapped_range(ranges, step)
+    _hugetlb_range(ranges, step, first, end)
     runs.unmap(first, end, step.index)
 
 

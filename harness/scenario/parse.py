@@ -103,12 +103,22 @@ class Scenario:
 
     @property
     def uses_thp_counts(self) -> bool:
-        return any(n.symbolic for step in self.steps for n in step.page_numbers())
+        return any(n.thps for step in self.steps for n in step.page_numbers())
+
+    @property
+    def uses_hugetlb(self) -> bool:
+        """Whether a region is a hugetlb one or a count is hugetlb-sized (``"huge"``)."""
+        return any(step.kind == "hugetlb" for step in self.regions) or any(
+            n.huges for step in self.steps for n in step.page_numbers()
+        )
 
     def unsupported_reason(self, arch: Arch) -> str | None:
         """Why this scenario cannot run on ``arch`` (None: it can)."""
         if self.uses_thp_counts and not arch.thp_pages:
             return f"scenario {self.name} uses THP-sized counts; {arch.name} has no THP"
+        if self.uses_hugetlb and not arch.hugetlb_page_pages:
+            return (f"scenario {self.name} uses hugetlb pages; {arch.name} has no hugetlb "
+                    "pool (sim/arch: hugetlb_pages)")
         return None
 
     def step_label(self, index: int) -> str:

@@ -86,7 +86,7 @@ __all__ = [
     "step_keys",
 ]
 
-Backing = Literal["anon", "file", "memfd"]
+Backing = Literal["anon", "file", "memfd", "hugetlb"]
 Share = Literal["private", "shared"]
 Prot = Literal["none", "r", "rw"]
 Advice = Literal[
@@ -108,7 +108,7 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,31}\Z")
 #: Bound on the numbers of a page number (far above MAX_PAGES): keeps every
 #: number and its resolved value short enough to print.
 _NUMBER_LIMIT = 1 << 32
-_THP_EXPR = re.compile(r"\s*(?:(\d+)\s*\*\s*)?thp\s*(?:([+-])\s*(\d+))?\s*\Z")
+_THP_EXPR = re.compile(r"\s*(?:(\d+)\s*\*\s*)?(thp|huge)\s*(?:([+-])\s*(\d+))?\s*\Z")
 #: Keys any step may carry for its readers; executors ignore them.
 NOTE_KEYS = frozenset({"note"})
 #: Validation context key: the values come from a scenario file.
@@ -135,31 +135,40 @@ class StepError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class NrPages:
-    """A number of pages: ``pages + thps * arch.thp_pages``.
+    """A number of pages: ``pages + thps * arch.thp_pages + huges * arch.hugetlb_page_pages``.
 
     Written as an integer, or as ``"thp"``, ``"K*thp"``, ``"thp+N"``,
     ``"K*thp-N"`` (the THP size, HPAGE_PMD_NR, of the architecture the
-    scenario runs on).  Used for region sizes and for page offsets in a region.
+    scenario runs on), or the same with ``huge`` (the architecture's default
+    hugetlb page size in base pages, pages_per_huge_page(&default_hstate)).
+    Used for region sizes and for page offsets in a region.
     """
 
     pages: int = 0
     thps: int = 0
+    huges: int = 0
 
     def resolve(self, arch: Arch) -> int:
-        """The number on ``arch``; ScenarioNotApplicable if it needs THP and ``arch`` has none."""
+        """The number on ``arch``; ScenarioNotApplicable if it needs THP (hugetlb pages)
+        and ``arch`` has none."""
         if self.thps and not arch.thp_pages:
             raise ScenarioNotApplicable(f"uses THP-sized counts; {arch.name} has no THP")
-        return self.pages + self.thps * arch.thp_pages
+        if self.huges and not arch.hugetlb_page_pages:
+            raise ScenarioNotApplicable(
+                f"uses hugetlb-sized counts; {arch.name} has no hugetlb pages"
+            )
+        return self.pages + self.thps * arch.thp_pages + self.huges * arch.hugetlb_page_pages
 
     @property
     def symbolic(self) -> bool:
-        """Whether the value depends on the architecture (a THP multiple)."""
-        return self.thps != 0
+        """Whether the value depends on the architecture (a THP or hugetlb multiple)."""
+        return self.thps != 0 or self.huges != 0
 
     def __str__(self) -> str:
-        if not self.thps:
+        if not self.thps and not self.huges:
             return str(self.pages)
-        text = "thp" if self.thps == 1 else f"{self.thps}*thp"
+        unit, k = ("thp", self.thps) if self.thps else ("huge", self.huges)
+        text = unit if k == 1 else f"{k}*{unit}"
         if self.pages:
             text += f"{'+' if self.pages > 0 else '-'}{abs(self.pages)}"
         return text
@@ -169,19 +178,26 @@ class NrPages:
         """From the JSON value; ValueError with a short reason."""
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ValueError(f"{value!r} is not a page number (an integer or 'K*thp+N')")
+        thps = huges = 0
         if isinstance(value, int):
-            pages, thps = value, 0
+            pages = value
         else:
             match = _THP_EXPR.match(value)
             if match is None:
-                raise ValueError(f"{value!r} is not a page number (an integer or 'K*thp+N')")
-            thps = int(match.group(1) or 1)
-            pages = int(match.group(3) or 0)
-            if match.group(2) == "-":
+                raise ValueError(
+                    f"{value!r} is not a page number (an integer, 'K*thp+N' or 'K*huge+N')"
+                )
+            k = int(match.group(1) or 1)
+            if match.group(2) == "thp":
+                thps = k
+            else:
+                huges = k
+            pages = int(match.group(4) or 0)
+            if match.group(3) == "-":
                 pages = -pages
-        if abs(pages) > _NUMBER_LIMIT or thps > _NUMBER_LIMIT:
+        if abs(pages) > _NUMBER_LIMIT or thps > _NUMBER_LIMIT or huges > _NUMBER_LIMIT:
             raise ValueError(f"{value!r} is out of range (numbers up to 2**32)")
-        return cls(pages=pages, thps=thps)
+        return cls(pages=pages, thps=thps, huges=huges)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,7 +345,7 @@ def _check_region_page(value: Any, info: ValidationInfo) -> RegionPage:
         page = NrPages.parse(value["page"])
     except ValueError as e:
         raise ValueError(f"{key}.page: {e}") from None
-    if page.pages < 0 and not page.thps:
+    if page.pages < 0 and not page.symbolic:
         raise ValueError(f"{key}.page {page} is negative")
     return RegionPage(region, page)
 

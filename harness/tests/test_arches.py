@@ -55,7 +55,8 @@ def test_command_line_comes_from_the_data_file(tmp_path: Path) -> None:
     assert cmd[0] == "qemu-system-ppc64"
     assert cmd[cmd.index("-machine") + 1].startswith("pseries,x-vof=on,")
     assert cmd[cmd.index("-cpu") + 1] == "POWER9"
-    assert cmd[cmd.index("-append") + 1] == "console=hvc0 panic=-1 oops=panic"
+    # The hugetlb pool (Arch.hugetlb_pages) follows the machine's options.
+    assert cmd[cmd.index("-append") + 1] == "console=hvc0 panic=-1 oops=panic hugepages=32"
     assert f"size={profile.qemu.memory_mib}M" in cmd[cmd.index("-object") + 1]
 
 

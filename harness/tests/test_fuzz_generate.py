@@ -65,7 +65,8 @@ def test_whole_language_is_generated() -> None:
         assert set(step_keys(step_type)) - pending - {"holes"} <= keys, (op, keys)
         assert keys <= set(step_keys(step_type)) - pending, (op, keys)
     values = {(k, str(v)) for step in steps for k, v in step.items()}
-    for key, choices in [("kind", ("anon", "file", "memfd")), ("share", ("private", "shared")),
+    for key, choices in [("kind", ("anon", "file", "memfd", "hugetlb")),
+                         ("share", ("private", "shared")),
                          ("prot", ("none", "r", "rw")), ("advice", ("dontneed", "free")),
                          ("holes", ("True",)),
                          ("value", ("1", "2", "3", "4", "5")),

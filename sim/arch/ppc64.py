@@ -33,8 +33,13 @@ SPEC = ArchSpec(
         modify_sets_young=True,
         # Radix: 2M (PMD) and 1G (PUD) leaves, the sizes QEMU's POWER9 lists in
         # ibm,processor-radix-AP-encodings (radix_dt_scan_page_sizes() in
-        # arch/powerpc/mm/book3s64/radix_pgtable.c); to be checked in a guest.
+        # arch/powerpc/mm/book3s64/radix_pgtable.c).  The default hugetlb size
+        # is 2M: hugetlbpage_init_defaultsize() (arch/powerpc/mm/book3s64/
+        # hugetlbpage.c) takes 16M, else 1M, else 2M, and radix defines only
+        # 2M and 1G; the same with 4K and 64K base pages (512 or 32 base pages).
         hugetlb_levels=("pmd", "pud"),
+        # 32 x 2 MiB reserved at boot (hugepages=32; 64 MiB of the 1 GiB guest).
+        hugetlb_pages=32,
         ram_base=0,  # pseries RAM is one block from guest-physical 0
         # A 64K-page kernel is the distribution default on Book3S.
         host_machines=("ppc64",),

@@ -88,8 +88,16 @@ class Arch:
     #: (arch/x86/Kconfig) and powerpc book3s 64 with the radix MMU have it.
     have_move_pmd: bool = False
     #: Levels whose entries can be hugetlb leaves on the machine this arch
-    #: boots on (sizes: :attr:`hugetlb_sizes`); not yet read by the model.
+    #: boots on (sizes: :attr:`hugetlb_sizes`); the first is the default
+    #: hugetlb size (default_hstate, /proc/meminfo Hugepagesize), the only one
+    #: the model maps (:attr:`hugetlb_page_pages`).
     hugetlb_levels: tuple[str, ...] = ()
+    #: Huge pages of the default size the guest reserves at boot
+    #: (``hugepages=N`` on the kernel command line, hugetlb_nrpages_setup() in
+    #: mm/hugetlb.c), the pool MAP_HUGETLB mappings take their pages from; the
+    #: harness checks the guest has them before a run.  0: no pool, hugetlb
+    #: scenarios do not apply.
+    hugetlb_pages: int = 0
     #: Guest-physical address of the first byte of RAM (bytes; page aligned):
     #: the lowest PFN with memory is ``ram_base >> page_shift``.  0 on the PC
     #: and pseries machines; 0x40000000 on QEMU's arm "virt" machine.  With
@@ -159,6 +167,14 @@ class Arch:
         if self.thp_level is None:
             return 0
         return 1 << (self.level_shift(self.thp_level) - self.page_shift)
+
+    @property
+    def hugetlb_page_pages(self) -> int:
+        """Base pages in one huge page of the default hugetlb size
+        (pages_per_huge_page(&default_hstate)); 0 without a hugetlb pool."""
+        if not self.hugetlb_levels or not self.hugetlb_pages:
+            return 0
+        return 1 << (self.level_shift(self.hugetlb_levels[0]) - self.page_shift)
 
     @property
     def hugetlb_sizes(self) -> tuple[int, ...]:

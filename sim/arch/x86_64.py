@@ -23,6 +23,8 @@ SPEC = ArchSpec(
         # 2M pages (X86_FEATURE_PSE); 1G ones need X86_FEATURE_GBPAGES, which
         # the qemu64 CPU lacks (arch_hugetlb_valid_size() in arch/x86/mm/hugetlbpage.c).
         hugetlb_levels=("pmd",),
+        # 32 x 2 MiB reserved at boot (hugepages=32; 64 MiB of the 1 GiB guest).
+        hugetlb_pages=32,
         # 1 GiB of RAM is one block from 0, below the PCI hole (3 GiB).
         ram_base=0,
         host_machines=("x86_64", "AMD64"),

@@ -50,6 +50,8 @@ def clear_refs_write(mm: MmStruct, value: int) -> None:
     mask = PTE_CLEAR_SOFT_DIRTY if soft_dirty else PTE_MKOLD
     mem = mm.mem
     for vma in mm.vmas:
+        if vma.hugetlb:
+            continue  # clear_refs_walk_ops has no hugetlb_entry: walk_hugetlb_range() skips it
         if value == CLEAR_REFS_ANON and vma.file is not None:
             continue
         if value == CLEAR_REFS_MAPPED and vma.file is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sim.mm.huge_memory import copy_huge_pmd
+from sim.mm.hugetlb import copy_hugetlb_page_range
 from sim.mm.pagetable import HugePmd
 from sim.mm.pte import PTE_PRESENT, PTE_SPECIAL, copy_present_entry
 from sim.mm.rmap import anon_vma_fork
@@ -58,8 +59,12 @@ def copy_page_range(mm: MmStruct, child: MmStruct, vma: Vma) -> None:
 
     Every mapped normal page gains a reference and a mapping; an anonymous
     one becomes shared (folio_try_dup_anon_rmap_pte(): PG_anon_exclusive
-    cleared).  Zero-page PTEs are copied as they are.
+    cleared).  Zero-page PTEs are copied as they are.  A hugetlb VMA:
+    copy_hugetlb_page_range().
     """
+    if vma.hugetlb:
+        copy_hugetlb_page_range(mm, child, vma)
+        return
     mem = mm.mem
     for base, entry, lo, hi in mm.pt.pmd_ranges(vma.start, vma.end):
         if isinstance(entry, HugePmd):

@@ -23,6 +23,7 @@ import numpy as np
 
 from sim.arch import Arch
 from sim.mm.facts import PINNED, KernelFacts
+from sim.mm.hugetlb import HugetlbFile
 from sim.mm.memmap import FrameState, PhysMem
 from sim.mm.mm_struct import MachineContext, MmStruct
 from sim.mm.mremap import MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE
@@ -171,7 +172,8 @@ class Process:
     ) -> Vma:
         """mmap() at ``addr`` with MAP_FIXED_NOREPLACE and MAP_PRIVATE or MAP_SHARED.
 
-        ``kind`` "anon" adds MAP_ANONYMOUS; "file" and "memfd" map ``file``
+        ``kind`` "anon" adds MAP_ANONYMOUS; "hugetlb" MAP_HUGETLB | MAP_ANONYMOUS
+        (a hugetlbfs inode of its own, :mod:`sim.mm.hugetlb`); "file" and "memfd" map ``file``
         (a tmpfs file, or :meth:`Machine.create_memfd`) from page
         ``offset_pages``.  ``prot`` is "none", "r" or "rw".  ``fixed``:
         MAP_FIXED instead of MAP_FIXED_NOREPLACE; ``locked``: MAP_LOCKED;
@@ -179,13 +181,22 @@ class Process:
         when the range is occupied and not ``fixed``.
         """
         mm = self._live()
-        if kind not in ("anon", "file", "memfd"):
-            raise ValueError(f"kind {kind!r} is not 'anon', 'file' or 'memfd'")
+        if kind not in ("anon", "file", "memfd", "hugetlb"):
+            raise ValueError(f"kind {kind!r} is not 'anon', 'file', 'memfd' or 'hugetlb'")
         if share not in ("private", "shared"):
             raise ValueError(f"share {share!r} is not 'private' or 'shared'")
-        if (kind != "anon") != (file is not None):
+        if (kind not in ("anon", "hugetlb")) != (file is not None):
             raise ValueError("a file mapping needs file=, an anonymous one must not have it")
         shared = share == "shared"
+        if kind == "hugetlb":
+            # MAP_HUGETLB | MAP_ANONYMOUS: ksys_mmap_pgoff() -> hugetlb_file_setup(), an
+            # unlinked hugetlbfs inode of the mapping's size (sim/mm/hugetlb.py).
+            hstate = mm.ctx.hstate
+            if hstate is None:
+                raise MmError(errno.EINVAL, "MAP_HUGETLB without a hugetlb pool")
+            file = HugetlbFile(self.machine.mem, hstate, self.machine.next_inode(), nr_pages,
+                               shared, owner=mm)
+            offset_pages = 0
         if kind == "anon" and shared:
             # shmem_zero_setup(): an unlinked shmem file of the mapping's size.
             file = self.machine._new_shmem(nr_pages, f"dev/zero (deleted) pid {self.pid}",
@@ -376,6 +387,10 @@ class Machine:
                          unlinked=True, uid=owner.uid, gid=owner.gid)
         self.files.append(file)
         return file
+
+    def next_inode(self) -> int:
+        """A new inode number (the model's own; the guest's are not predicted)."""
+        return next(self._inodes)
 
     def _new_shmem(self, nr_pages: int, name: str, anonymous: bool) -> ShmemFile:
         return ShmemFile(self.mem, next(self._inodes), nr_pages, name, anonymous)

@@ -20,6 +20,7 @@ import numpy as np
 
 from sim.mm.gup import get_user_page
 from sim.mm.huge_memory import vma_adjust_trans_huge
+from sim.mm.hugetlb import check_modelled_op
 from sim.mm.khugepaged import madvise_collapse
 from sim.mm.memory import zap_page_range, zap_present_pte
 from sim.mm.pageflags import PG, PG_SWAPCACHE
@@ -151,6 +152,8 @@ def do_madvise(
         madvise_populate(mm, addr, end, write=behavior == MADV.POPULATE_WRITE)
         return
     visit = _VISIT[MADV(behavior)]
+    if behavior not in (MADV.DONTNEED, MADV.DONTNEED_LOCKED, MADV.FREE):
+        check_modelled_op(mm, addr, end, f"madvise advice {behavior}")
     gap = False
     start = addr
     while start < end:
@@ -237,17 +240,35 @@ def _flags_advice(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> N
 # ---------------------------------------------------------------------------
 
 
-def _dontneed_free_valid_vma(vma: Vma, behavior: MADV) -> None:
+def _dontneed_free_valid_vma(
+    vma: Vma, behavior: MADV, lo: int = 0, hi: int = 0, huge_size: int = 0
+) -> int:
     """madvise_dontneed_free_valid_vma(): EINVAL on a VM_LOCKED VMA (MADV_DONTNEED_LOCKED
-    aside); the pieces before this one were already done."""
+    aside); the pieces before this one were already done.  The end of the range, ``hi``.
+
+    A hugetlb VMA (of ``huge_size`` bytes pages) allows DONTNEED and
+    DONTNEED_LOCKED only (FREE: EINVAL), whether locked or not, from a
+    huge-page aligned start (else EINVAL); the end is rounded down to a huge
+    page ("avoid unexpected data loss"), so a range inside one huge page is a
+    no-op.
+    """
+    if vma.hugetlb:
+        if behavior not in (MADV.DONTNEED, MADV.DONTNEED_LOCKED) or lo % huge_size:
+            raise MmError(errno.EINVAL, f"madvise: advice {int(behavior)} on hugetlb at {lo:#x}")
+        return hi - hi % huge_size
     if vma.flags & VM_LOCKED and behavior != MADV.DONTNEED_LOCKED:
         raise MmError(errno.EINVAL, f"madvise: advice {int(behavior)} on a VM_LOCKED VMA")
+    return hi
 
 
 def _dontneed(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
     """madvise_dontneed_single_vma(): zap_page_range_single() (which starts with
-    lru_add_drain(): the mlock batch too), page tables kept."""
-    _dontneed_free_valid_vma(vma, behavior)
+    lru_add_drain(): the mlock batch too), page tables kept.  A hugetlb VMA: huge
+    pages from an aligned start, the end rounded down (unmap_hugepage_range())."""
+    huge_size = mm.page_size << mm.ctx.hstate.order if mm.ctx.hstate is not None else 0
+    hi = _dontneed_free_valid_vma(vma, behavior, lo, hi, huge_size)
+    if lo == hi:
+        return
     mm.mem.lru_add_drain()
     zap_page_range(mm, vma, lo, hi)
 
@@ -268,7 +289,7 @@ def _free(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
     PG_referenced and PG_swapbacked.  A write later sets the PTE's dirty bit
     (the MMU), which makes the page count as dirty again.
     """
-    _dontneed_free_valid_vma(vma, behavior)
+    _dontneed_free_valid_vma(vma, behavior, lo, hi, mm.page_size)
     if vma.file is not None:
         raise MmError(errno.EINVAL, "madvise: MADV_FREE needs an anonymous VMA")
     mem = mm.mem

@@ -135,6 +135,9 @@ class PhysMem:
         self.head = np.arange(n, dtype=np.int64)
         self.order = np.zeros(n, dtype=np.int8)
         self.anon = np.zeros(n, dtype=np.bool_)  # folio->mapping & PAGE_MAPPING_ANON
+        #: folio_test_hugetlb(): the head's page type PGTY_hugetlb (set on the
+        #: head frame only; sim/mm/hugetlb.py).
+        self.hugetlb = np.zeros(n, dtype=np.bool_)
         self.file_id = np.zeros(n, dtype=np.int64)  # page-cache owner (shmem inode), 0 = none
         self.index = np.zeros(n, dtype=np.int64)  # page->index in its file
         self.tag = np.zeros(n, dtype=np.uint64)  # content: first u64 of the frame
@@ -227,6 +230,7 @@ class PhysMem:
             self.entire_mapcount[head] = 0
             self.large_mapcount[head] = 0
             self.anon[head] = False
+            self.hugetlb[head] = False
             self.file_id[head] = 0
             return head
         head = self._find_free_block(nr)
@@ -244,6 +248,7 @@ class PhysMem:
         self.entire_mapcount[head] = 0
         self.large_mapcount[head] = 0
         self.anon[head] = False
+        self.hugetlb[head] = False
         self.file_id[head] = 0
         if order:
             # prep_compound_page(): PG_head on the head page.
@@ -297,6 +302,7 @@ class PhysMem:
         self.entire_mapcount[head:end] = 0
         self.large_mapcount[head:end] = 0
         self.anon[head:end] = False
+        self.hugetlb[head:end] = False
         self.file_id[head:end] = 0
         self.freed[head:end] = True
         # The kernel's batch holds a reference until it drains; the model counts
@@ -659,14 +665,17 @@ class PhysMem:
         is_head = heads == pfns
         put(is_head & kbit(PG.head), KPF.COMPOUND_HEAD)
         put(~is_head, KPF.COMPOUND_TAIL)
-        large_rmappable = large & kbit(PG.large_rmappable)
+        # folio_test_hugetlb() first: a hugetlb folio is HUGE and never THP.
+        hugetlb = self.hugetlb[heads]
+        put(hugetlb, KPF.HUGE)
+        large_rmappable = large & kbit(PG.large_rmappable) & ~hugetlb
         put(large_rmappable, KPF.THP)
         huge_zero = np.zeros(pfns.shape, dtype=np.bool_)
         if self.huge_zero_pfn is not None:
-            huge_zero = ~large_rmappable & (heads == self.huge_zero_pfn)
+            huge_zero = ~large_rmappable & ~hugetlb & (heads == self.huge_zero_pfn)
         put(huge_zero, KPF.ZERO_PAGE)
         put(huge_zero, KPF.THP)
-        put(~large_rmappable & ~huge_zero & (pfns == self.zero_pfn), KPF.ZERO_PAGE)
+        put(~large_rmappable & ~hugetlb & ~huge_zero & (pfns == self.zero_pfn), KPF.ZERO_PAGE)
         put(state == FrameState.FREE, KPF.BUDDY)
         # kpf_copy_bit() of folio->flags since 6.10, of page->flags before.
         copied = self.flags[pfns] if self.facts.kpf_flags_word is KpfFlagsWord.PAGE else k

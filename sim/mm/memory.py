@@ -18,6 +18,7 @@ from sim.mm.huge_memory import (
     thp_vma_allowable,
     zap_huge_pmd,
 )
+from sim.mm.hugetlb import hugetlb_fault, unmap_hugepage_range
 from sim.mm.pageflags import PG, PG_ANON_EXCLUSIVE
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import (
@@ -104,7 +105,10 @@ def _mmu_access(mm: MmStruct, addr: int, write: bool) -> int | None:
 
 
 def handle_mm_fault(mm: MmStruct, vma: Vma, addr: int, write: bool) -> Signal | None:
-    """__handle_mm_fault(): a huge PMD first where allowed, else handle_pte_fault()."""
+    """handle_mm_fault(): hugetlb_fault() in a hugetlb VMA; else __handle_mm_fault(): a
+    huge PMD first where allowed, else handle_pte_fault()."""
+    if vma.hugetlb:
+        return hugetlb_fault(mm, vma, addr, write)
     entry = mm.pt.get_pmd(addr)
     if entry is None and thp_vma_allowable(mm, vma, addr):
         if do_huge_pmd_anonymous_page(mm, vma, addr, write):
@@ -326,8 +330,11 @@ def zap_page_range(mm: MmStruct, vma: Vma, start: int, end: int) -> None:
 
     A huge leaf fully inside the range goes whole (zap_huge_pmd()); one
     partly inside is split first.  Page tables stay (free_pgtables() is the
-    caller's business).
+    caller's business).  A hugetlb VMA: unmap_hugepage_range() (unmap_single_vma()).
     """
+    if vma.hugetlb:
+        unmap_hugepage_range(mm, vma, start, end)
+        return
     for base, entry, lo, hi in split_partial_huge_pmds(mm, vma, start, end):
         if isinstance(entry, HugePmd):
             zap_huge_pmd(mm, base, entry, vma)

@@ -25,6 +25,7 @@ from sim.arch import Arch
 from sim.mm import clear_refs, fork, huge_memory, madvise, memory, mlock, mmap, mprotect
 from sim.mm import mremap as mremap_
 from sim.mm.facts import KernelFacts
+from sim.mm.hugetlb import Hstate
 from sim.mm.memmap import PhysMem
 from sim.mm.pagetable import PageTables
 from sim.mm.shmem import ShmemFile
@@ -52,11 +53,15 @@ class MachineContext:
     #: Every live mm_struct (what an rmap walk of a shared file reaches:
     #: unmap_mapping_range() of a hole punched by MADV_REMOVE).
     mms: list[MmStruct] = field(default_factory=list)
+    #: The default hstate's pool (``hugepages=N`` at boot, sim/mm/hugetlb.py); None without one.
+    hstate: Hstate | None = field(init=False)
 
     def __post_init__(self) -> None:
         # Both are read on every fault; arch and facts are frozen.
         self.soft_dirty = self.facts.mem_soft_dirty and self.arch.soft_dirty
         self.thp = self.facts.transparent_hugepage and self.arch.thp_level is not None
+        huge = self.arch.hugetlb_page_pages
+        self.hstate = Hstate(huge.bit_length() - 1, self.arch.hugetlb_pages) if huge else None
 
 
 class MmStruct:

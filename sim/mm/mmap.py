@@ -11,12 +11,15 @@ import errno
 from typing import TYPE_CHECKING
 
 from sim.mm.gup import mm_populate
+from sim.mm.hugetlb import HugetlbFile, hugetlb_reserve_pages, hugetlb_vm_op_close
 from sim.mm.memory import zap_page_range
 from sim.mm.mlock import mlock_future_ok
 from sim.mm.shmem import ShmemFile
-from sim.mm.syscall import MmError, user_range_end
+from sim.mm.syscall import MmError, NotModelled, user_range_end
 from sim.mm.vma import (
     VM_ACCOUNT,
+    VM_DONTEXPAND,
+    VM_HUGETLB,
     VM_LOCKED,
     VM_MAYEXEC,
     VM_MAYREAD,
@@ -65,7 +68,16 @@ def do_mmap(
     (__mmap_region()) and populates, as ``populate`` (MAP_POPULATE) does:
     do_mmap() returns ``populate = len``; faults into the VM_LOCKED VMA
     mlock their folios (:mod:`sim.mm.rmap`).
+
+    A hugetlbfs ``file`` (MAP_HUGETLB, :class:`~sim.mm.hugetlb.HugetlbFile`):
+    hugetlbfs_file_mmap() adds VM_HUGETLB | VM_DONTEXPAND and reserves the
+    huge pages (hugetlb_reserve_pages()); accountable_mapping() is false for
+    hugetlb files (no VM_ACCOUNT).  MAP_POPULATE / MAP_LOCKED of one is not
+    modelled.
     """
+    hugetlb = isinstance(file, HugetlbFile)
+    if hugetlb and (populate or locked):
+        raise NotModelled("MAP_POPULATE / MAP_LOCKED of a hugetlb mapping")
     end = user_range_end(mm.arch, addr, nr_pages, "mmap")
     if locked and not mlock_future_ok(mm, VM_LOCKED, nr_pages, cap_ipc_lock):
         raise MmError(errno.EAGAIN, "mmap: MAP_LOCKED past RLIMIT_MEMLOCK")
@@ -78,8 +90,10 @@ def do_mmap(
         flags |= VM_LOCKED
     if shared:
         flags |= VM_SHARED | VM_MAYSHARE
-    elif flags & VM_WRITE:
+    elif flags & VM_WRITE and not hugetlb:
         flags |= VM_ACCOUNT
+    if hugetlb:
+        flags |= VM_HUGETLB | VM_DONTEXPAND
     if file is None and not shared:
         pgoff = addr >> mm.arch.page_shift
     merged = mm.vmas.merge_new(addr, end, flags, pgoff, file,
@@ -93,6 +107,8 @@ def do_mmap(
         mm.vmas.insert(vma)
     if mm.ctx.soft_dirty:
         vma.flags |= VM_SOFTDIRTY
+    if isinstance(file, HugetlbFile):
+        hugetlb_reserve_pages(mm, file, vma)
     if locked:
         mm.locked_vm += nr_pages
     if populate or locked:
@@ -117,6 +133,7 @@ def do_munmap(mm: MmStruct, addr: int, nr_pages: int) -> None:
         zap_page_range(mm, vma, vma.start, vma.end)
     for vma in victims:
         mm.vmas.remove(vma)
+        hugetlb_vm_op_close(mm, vma)  # vma->vm_ops->close() in remove_vma()
         remove_vma(vma)
     mm.pt.free_pgtables(addr, end, mm.vmas.any_overlap)
 
@@ -152,6 +169,7 @@ def exit_mmap(mm: MmStruct) -> None:
         zap_page_range(mm, vma, vma.start, vma.end)
     for vma in mm.vmas:
         mm.vmas.remove(vma)
+        hugetlb_vm_op_close(mm, vma)  # vma->vm_ops->close() in remove_vma()
         remove_vma(vma)
     mm.pt.clear_all()
     if mm.mmf_huge_zero_page:  # mm_put_huge_zero_folio()

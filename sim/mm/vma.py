@@ -23,8 +23,10 @@ __all__ = [
     "VM_ACCOUNT",
     "VM_DONTCOPY",
     "VM_DONTDUMP",
+    "VM_DONTEXPAND",
     "VM_EXEC",
     "VM_HUGEPAGE",
+    "VM_HUGETLB",
     "VM_LOCKED",
     "VM_LOCKED_MASK",
     "VM_LOCKONFAULT",
@@ -62,8 +64,10 @@ class VM(IntFlag):
     SEQ_READ = 0x00008000
     RAND_READ = 0x00010000
     DONTCOPY = 0x00020000
+    DONTEXPAND = 0x00040000
     ACCOUNT = 0x00100000
     NORESERVE = 0x00200000
+    HUGETLB = 0x00400000
     WIPEONFORK = 0x02000000
     DONTDUMP = 0x04000000
     SOFTDIRTY = 0x08000000
@@ -83,6 +87,9 @@ VM_MAYEXEC = int(VM.MAYEXEC)
 VM_MAYSHARE = int(VM.MAYSHARE)
 VM_ACCOUNT = int(VM.ACCOUNT)
 VM_NORESERVE = int(VM.NORESERVE)
+#: hugetlbfs_file_mmap(): every hugetlb VMA is VM_HUGETLB | VM_DONTEXPAND.
+VM_HUGETLB = int(VM.HUGETLB)
+VM_DONTEXPAND = int(VM.DONTEXPAND)
 VM_SOFTDIRTY = int(VM.SOFTDIRTY)
 VM_HUGEPAGE = int(VM.HUGEPAGE)
 VM_NOHUGEPAGE = int(VM.NOHUGEPAGE)
@@ -131,6 +138,11 @@ class Vma:
     def anonymous(self) -> bool:
         """vma_is_anonymous(): no vm_ops (shared anonymous memory is a shmem file)."""
         return self.file is None
+
+    @property
+    def hugetlb(self) -> bool:
+        """is_vm_hugetlb_page(): a MAP_HUGETLB mapping (sim/mm/hugetlb.py)."""
+        return bool(self.flags & VM_HUGETLB)
 
     @property
     def shared(self) -> bool:
