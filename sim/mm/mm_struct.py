@@ -28,6 +28,7 @@ from sim.mm.facts import KernelFacts
 from sim.mm.memmap import PhysMem
 from sim.mm.pagetable import PageTables
 from sim.mm.shmem import ShmemFile
+from sim.mm.swapfile import SwapInfo
 from sim.mm.syscall import Signal
 from sim.mm.vma import Vma, VmaList
 
@@ -52,6 +53,8 @@ class MachineContext:
     #: Every live mm_struct (what an rmap walk of a shared file reaches:
     #: unmap_mapping_range() of a hole punched by MADV_REMOVE).
     mms: list[MmStruct] = field(default_factory=list)
+    #: The swap device (sim/mm/swapfile.py), None when the machine has none.
+    swap: SwapInfo | None = None
 
     def __post_init__(self) -> None:
         # Both are read on every fault; arch and facts are frozen.
