@@ -37,8 +37,10 @@ What the model assumes of the guest (sim/MODEL.md) and how it is made true:
 
 from __future__ import annotations
 
+import errno
 import inspect
 import itertools
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -83,16 +85,19 @@ from harness.scenario import (
     Scenario,
     Step,
     StepHandlers,
+    Swapoff,
+    Swapon,
     Touch,
     layout_base,
     layout_span,
     plan_layout,
 )
+from harness.swapdisk import SWAP_DEVICE
 from harness.vm import VM
 from sim.arch import Arch
 from sim.flags import KPF, PM
 from sim.formats import parse_u64s
-from sim.mm.madvise import advice_number
+from sim.mm.madvise import MADV, advice_number
 
 __all__ = [
     "GUEST",
@@ -293,6 +298,12 @@ class GuestRun:
 
     def run(self) -> Observations:
         """Every step in order; the run's processes are gone afterwards."""
+        if self.scenario.swap != self.vm.config.swap:
+            want = "with" if self.scenario.swap else "without"
+            raise GuestExecutorError(
+                f"{self.scenario.path}: needs a VM {want} swap (VMConfig.swap); this one is "
+                f"{'with' if self.vm.config.swap else 'without'}"
+            )
         setup = prepare_guest(self.vm)
         # One round trip for khugepaged's count and the zero page's flags.
         zero = zero_page_flags_read(self.vm)
@@ -330,6 +341,8 @@ class GuestRun:
                     self.agent.settle(SettleFlags.DRAIN_LRU)
         finally:
             self._kill_all()
+            if any(isinstance(step, Swapoff) for step in self.scenario.steps):
+                restore_swap(self.agent)
         if collapsed is not None:
             after = _collapsed(self.agent)
             if after != collapsed:
@@ -520,7 +533,73 @@ def _mprotect(run: GuestRun, step: Mprotect) -> None:
 def _madvise(run: GuestRun, step: Madvise) -> None:
     span = run.layout.span(step)
     # The agent passes the kernel's MADV_* number on as it is (a name is MADV_<NAME>).
-    run.agent.madvise(span.vaddr, span.length, advice_number(step.advice), run.names[step.proc])
+    advice = advice_number(step.advice)
+    try:
+        run.agent.madvise(span.vaddr, span.length, advice, run.names[step.proc])
+    finally:
+        if run.scenario.swap and advice == MADV.PAGEOUT:
+            wait_swap_writeback(run.agent)
+
+
+@GUEST.on(Swapon)
+def _swapon(run: GuestRun, step: Swapon) -> None:
+    run.agent.swapon(SWAP_DEVICE)
+
+
+@GUEST.on(Swapoff)
+def _swapoff(run: GuestRun, step: Swapoff) -> None:
+    run.agent.swapoff(SWAP_DEVICE)
+
+
+#: /proc/vmstat, whose nr_writeback counts folios under writeback (NR_WRITEBACK).
+_VMSTAT = "/proc/vmstat"
+#: How long swap writeback may take before the run is an error.
+SWAP_WRITEBACK_TIMEOUT_S = 30.0
+
+
+def wait_swap_writeback(agent: AgentClient, timeout: float = SWAP_WRITEBACK_TIMEOUT_S) -> int:
+    """Wait, by state, until no folio is under writeback: ``nr_writeback`` 0 in /proc/vmstat.
+
+    MADV_PAGEOUT with swap on leaves every folio it wrote in the swap cache
+    under writeback (the bio is submitted when do_madvise()'s plug ends);
+    folio_end_writeback() (the virtio-blk completion) clears PG_writeback and
+    PG_reclaim and decrements NR_WRITEBACK.  The model takes writeback as
+    done, so the run goes on only once the counter is 0.  Polls with one
+    READ_FILE round trip after another (no sleep); returns the polls made;
+    GuestExecutorError after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    polls = 0
+    while True:
+        polls += 1
+        text = _read_text(agent, _VMSTAT)
+        if text is None:
+            raise GuestExecutorError(f"cannot read {_VMSTAT}")
+        value = _vmstat_value(text, "nr_writeback")
+        if value == 0:
+            return polls
+        if time.monotonic() > deadline:
+            raise GuestExecutorError(
+                f"swap writeback not done after {timeout:g} s (nr_writeback {value})"
+            )
+
+
+def _vmstat_value(text: str, name: str) -> int:
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == name:
+            return int(value)
+    raise GuestExecutorError(f"{_VMSTAT} has no {name}")
+
+
+def restore_swap(agent: AgentClient) -> None:
+    """swapon again after a scenario that swapped off, so that the next scenario finds the
+    VM as booted (EBUSY: it is on already)."""
+    try:
+        agent.swapon(SWAP_DEVICE)
+    except AgentOpError as e:
+        if e.errno != errno.EBUSY:
+            raise
 
 
 @GUEST.on(Mremap)

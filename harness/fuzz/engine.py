@@ -90,6 +90,9 @@ class FuzzSettings:
     stop_on_finding: bool = False
     #: Trace the model's code for the coverage of MODEL.md's rules (harness.fuzz.reach).
     coverage: bool = True
+    #: Scenarios with swap (``"swap": true``) in a VM with swap: pageout swaps, and
+    #: swapon/swapoff are drawn (harness.fuzz.generate.scenarios(swap=True)).
+    swap: bool = False
 
 
 @dataclass
@@ -359,7 +362,8 @@ class Campaign:
         if self._budget is not None:
             examples = max(1, min(examples, self._budget - self.stats.examples))
         phases = [Phase.generate, Phase.shrink] if self.fuzz.shrink else [Phase.generate]
-        strategy = scenarios(self.arch, self.fuzz.max_steps, name=f"fuzz_{self.fuzz.worker}")
+        strategy = scenarios(self.arch, self.fuzz.max_steps, name=f"fuzz_{self.fuzz.worker}",
+                             swap=self.fuzz.swap)
 
         @seed(self.fuzz.seed * 100_003 + number)
         @settings(
