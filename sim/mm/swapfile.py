@@ -62,9 +62,15 @@ __all__ = [
     "do_swap_page",
     "free_swap_cache",
     "is_swap_pte",
+    "pte_swp_exclusive",
     "pageout_anon_folio",
     "zap_swap_pte",
 ]
+
+
+def pte_swp_exclusive(bits: int) -> bool:
+    """pte_swp_exclusive(): the swap entry says the page was exclusive when swapped out."""
+    return bool(bits & PTE_SWP_EXCLUSIVE)
 
 
 def is_swap_pte(bits: int) -> bool:
@@ -280,7 +286,7 @@ def do_swap_page(mm: MmStruct, vma: Vma, table: PteTable, i: int, write: bool) -
         raise NotModelled("swap-in from the swap disk (a folio no longer in the swap cache)")
     head = swap.cache[offset]
     mem.folio_get(head)  # swap_cache_get_folio()
-    exclusive = bool(bits & PTE_SWP_EXCLUSIVE)
+    exclusive = pte_swp_exclusive(bits)
     swap.swap_free(offset)
     if _should_try_to_free_swap(mem, swap, head, vma, write):
         swap.folio_free_swap(mem, head)
