@@ -534,11 +534,13 @@ def _madvise(run: GuestRun, step: Madvise) -> None:
     span = run.layout.span(step)
     # The agent passes the kernel's MADV_* number on as it is (a name is MADV_<NAME>).
     advice = advice_number(step.advice)
+    swapping = run.scenario.swap and advice == MADV.PAGEOUT
+    frames = present_frames(run, step.proc, span.vaddr, span.pages) if swapping else []
     try:
         run.agent.madvise(span.vaddr, span.length, advice, run.names[step.proc])
     finally:
-        if run.scenario.swap and advice == MADV.PAGEOUT:
-            wait_swap_writeback(run.agent)
+        if frames:
+            wait_swap_writeback(run.agent, run.arch, frames)
 
 
 @GUEST.on(Swapon)
@@ -551,45 +553,59 @@ def _swapoff(run: GuestRun, step: Swapoff) -> None:
     run.agent.swapoff(SWAP_DEVICE)
 
 
-#: /proc/vmstat, whose nr_writeback counts folios under writeback (NR_WRITEBACK).
-_VMSTAT = "/proc/vmstat"
 #: How long swap writeback may take before the run is an error.
 SWAP_WRITEBACK_TIMEOUT_S = 30.0
 
 
-def wait_swap_writeback(agent: AgentClient, timeout: float = SWAP_WRITEBACK_TIMEOUT_S) -> int:
-    """Wait, by state, until no folio is under writeback: ``nr_writeback`` 0 in /proc/vmstat.
+def present_frames(run: GuestRun, proc: str, vaddr: int, pages: int) -> list[int]:
+    """The PFNs ``proc`` maps at [vaddr, + pages) (its pagemap, read as root), ascending."""
+    shift = run.arch.page_shift
+    got = run.agent.read_file(f"/proc/{run.pids[proc]}/pagemap", pages * PM.ENTRY_BYTES,
+                              offset=(vaddr >> shift) * PM.ENTRY_BYTES)
+    if not got.ok:
+        raise GuestExecutorError(f"cannot read the pagemap of {proc!r}: {got.describe()}")
+    present = 1 << PM.PRESENT
+    return sorted({raw & PM.PFN_MASK for raw in parse_u64s(run.arch, got.data)
+                   if raw & present and raw & PM.PFN_MASK})
 
-    MADV_PAGEOUT with swap on leaves every folio it wrote in the swap cache
-    under writeback (the bio is submitted when do_madvise()'s plug ends);
-    folio_end_writeback() (the virtio-blk completion) clears PG_writeback and
-    PG_reclaim and decrements NR_WRITEBACK.  The model takes writeback as
-    done, so the run goes on only once the counter is 0.  Polls with one
-    READ_FILE round trip after another (no sleep); returns the polls made;
-    GuestExecutorError after ``timeout`` seconds.
+
+def wait_swap_writeback(
+    agent: AgentClient, arch: Arch, pfns: Sequence[int],
+    timeout: float = SWAP_WRITEBACK_TIMEOUT_S,
+) -> int:
+    """Wait, by state, until none of the frames ``pfns`` is under writeback (KPF_WRITEBACK
+    clear in /proc/kpageflags); the polls made.
+
+    MADV_PAGEOUT with swap on leaves every folio it wrote in the swap cache under
+    writeback (the bio is submitted when do_madvise()'s plug ends); the virtio-blk
+    completion runs folio_end_writeback() in interrupt context, which clears
+    PG_reclaim (folio_rotate_reclaimable()) and then PG_writeback, all before the
+    agent's process runs again on the one vCPU.  ``pfns`` are the frames the range
+    mapped before the advice (a superset of the folios written).  Not
+    /proc/vmstat's nr_writeback: a global counter without the per-CPU deltas,
+    it can read 0 while writeback is in flight.  Polls with one READ_FILES round
+    trip after another (no sleep); GuestExecutorError after ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
+    reads = [_kpageflags_read(pfn) for pfn in pfns]
+    writeback = 1 << KPF.WRITEBACK
     polls = 0
     while True:
         polls += 1
-        text = _read_text(agent, _VMSTAT)
-        if text is None:
-            raise GuestExecutorError(f"cannot read {_VMSTAT}")
-        value = _vmstat_value(text, "nr_writeback")
-        if value == 0:
+        busy = []
+        for pfn, got in zip(pfns, agent.read_files(reads), strict=True):
+            if not got.ok or len(got.data) != 8:
+                raise GuestExecutorError(f"cannot read kpageflags of PFN {pfn:#x}: "
+                                         f"{got.describe()}")
+            if parse_u64s(arch, got.data)[0] & writeback:
+                busy.append(pfn)
+        if not busy:
             return polls
         if time.monotonic() > deadline:
             raise GuestExecutorError(
-                f"swap writeback not done after {timeout:g} s (nr_writeback {value})"
+                f"swap writeback of PFNs {', '.join(map(hex, busy))} not done after "
+                f"{timeout:g} s"
             )
-
-
-def _vmstat_value(text: str, name: str) -> int:
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key == name:
-            return int(value)
-    raise GuestExecutorError(f"{_VMSTAT} has no {name}")
 
 
 def restore_swap(agent: AgentClient) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import construct as c
 import pytest
@@ -31,7 +32,7 @@ def test_disk_is_header_then_zeroes(arch_name: str, tmp_path: Path) -> None:
     assert header.last_page == SWAP_DISK_BYTES // page - 1
     assert parse_swap_header(arch, data[:page]) == header
     # info.version and info.last_page at byte 1024, in the guest's byte order.
-    order = "little" if arch.little_endian else "big"
+    order: Literal["little", "big"] = "little" if arch.little_endian else "big"
     assert int.from_bytes(data[1024:1028], order) == 1
     assert int.from_bytes(data[1028:1032], order) == header.last_page
     assert not any(data[page:])

@@ -62,8 +62,8 @@ __all__ = [
     "do_swap_page",
     "free_swap_cache",
     "is_swap_pte",
-    "pte_swp_exclusive",
     "pageout_anon_folio",
+    "pte_swp_exclusive",
     "zap_swap_pte",
 ]
 

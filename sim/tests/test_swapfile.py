@@ -30,7 +30,8 @@ def _machine(arch_name: str = "x86_64") -> tuple[Machine, Process]:
     return machine, machine.spawn("main")
 
 
-def _flags(machine: Machine, pfn: int) -> int:
+def _flags(machine: Machine, pfn: int | None) -> int:
+    assert pfn is not None
     machine.lru_add_drain()
     return machine.stable_page_flags([pfn])[0]
 
