@@ -288,9 +288,14 @@ def _free(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
         for i in mm.pt.pte_range(base, elo, ehi):
             if is_swap_pte(int(entry.bits[i])):
                 zap_swap_pte(mm, entry, i)  # free_swap_and_cache_nr(), the entry cleared
+        swap = mm.ctx.swap
         for i, head, nr in _pte_folios(mm, entry, base, elo, ehi):
-            if mem.test(head, PG.dirty):
+            in_swap_cache = swap is not None and head in swap.folio_swap
+            if in_swap_cache or mem.test(head, PG.dirty):
                 if mem.folio_mapcount(head) != mem.folio_nr_pages(head):
+                    continue
+                # folio_free_swap() (which dirties it) or the PTE is skipped entirely.
+                if in_swap_cache and swap is not None and not swap.folio_free_swap(mem, head):
                     continue
                 mem.clear(head, PG.dirty)
             entry.bits[i : i + nr] &= np.uint32(~(PTE_YOUNG | PTE_DIRTY) & 0xFFFFFFFF)

@@ -49,6 +49,7 @@ from sim.mm.pte import (
     mk_pte,
     pte_mkdirty,
 )
+from sim.mm.rmap import mlock_vma_folio
 from sim.mm.syscall import MmError, NotModelled
 from sim.mm.vma import VM_LOCKED, VM_WRITE, Vma
 
@@ -276,7 +277,8 @@ def do_swap_page(mm: MmStruct, vma: Vma, table: PteTable, i: int, write: bool) -
     entry; exclusive or refcount 1 maps it RMAP_EXCLUSIVE and, in a VM_WRITE
     VMA unless soft-dirty tracking wants a fault (pte_needs_soft_dirty_wp()),
     writable, and dirty for a write (which is then done).  The folio is still
-    anonymous (folio->mapping outlives its mappings): folio_add_anon_rmap_ptes().
+    anonymous (folio->mapping outlives its mappings): folio_add_anon_rmap_ptes(),
+    which mlocks it in a VM_LOCKED VMA (mlock_vma_folio()).
     """
     mem = mm.mem
     swap = mm.ctx.swap
@@ -304,6 +306,7 @@ def do_swap_page(mm: MmStruct, vma: Vma, table: PteTable, i: int, write: bool) -
                 write = False
         rmap_exclusive = True
     mem.folio_add_anon_rmap_ptes(head, head, 1, exclusive=rmap_exclusive)
+    mlock_vma_folio(mem, head, vma)  # the end of __folio_add_anon_rmap()
     table.set(i, head, pte)
     return write
 
