@@ -272,8 +272,10 @@ class Campaign:
         self.stats.run_seconds += time.monotonic() - started
         self._count(data, outcome)
         started = time.monotonic()
-        if outcome.replace_vm or outcome.result.status == "error":
-            # After any error the guest's state is in doubt: a new VM.
+        if outcome.replace_vm or (outcome.result.status == "error" and outcome.model is not None):
+            # After any error of the guest side its state is in doubt: a new VM.  A model
+            # error ("not modelled: ...", frequent with --swap) ends the run before the
+            # guest does anything: the VM is only reset.
             self.warm.replace()
         else:
             self.warm.reset()
