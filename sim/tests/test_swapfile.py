@@ -174,3 +174,16 @@ def test_swap_bookkeeping_holds(ops: list[tuple[str, int, int, int]]) -> None:
         except MmError:
             pass  # ENOMEM for a range an earlier munmap left a hole in: nothing changed
         _check_bookkeeping(machine)
+
+
+def test_thp_pageout_with_swap_is_not_modelled() -> None:
+    """THP_SWAP (x86_64) or a split in shrink_folio_list() (powerpc): no prediction."""
+    machine, p = _machine()
+    pages = machine.arch.thp_pages
+    assert pages
+    addr = ADDR - ADDR % (pages * machine.arch.page_size) + pages * machine.arch.page_size
+    p.mmap(addr, pages)
+    p.madvise(addr, pages, "hugepage")
+    p.touch(addr, 1, write=True, tags=[1])
+    with pytest.raises(NotModelled, match="large folio"):
+        p.madvise(addr, pages, "pageout")
