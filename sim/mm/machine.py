@@ -349,10 +349,10 @@ class Machine:
 
     def swapoff(self) -> None:
         """swapoff(2) of the swap device; MmError (ENOENT without one, EINVAL when off);
-        NotModelled while page tables hold swap entries (try_to_unuse())."""
+        swap entries in page tables are mapped back (try_to_unuse())."""
         if self.ctx.swap is None:
             raise MmError(errno.ENOENT, "swapoff: no swap device")
-        self.ctx.swap.swapoff(self.mem)
+        self.ctx.swap.swapoff(self.mem, list(self.ctx.mms))
 
     def spawn(self, name: str, uid: int = 0) -> Process:
         """A new process with an empty address space (root unless ``uid``)."""

@@ -24,16 +24,16 @@ What the model assumes of the guest (the harness makes it true):
   may), so the compare holds the model to its bindings (stable) and lets the
   kernel's rebind.
 
-Not modelled (:class:`~sim.mm.syscall.NotModelled`): a swap-in whose folio
-left the swap cache (read from the disk: swap_read_folio(),
-workingset_refault()), swapoff with swap entries still in page tables
-(try_to_unuse() -> unuse_pte()), paging out a large folio (THP_SWAP on
-x86_64, a split elsewhere).
+Not modelled (:class:`~sim.mm.syscall.NotModelled`): a swap-in (a fault or
+swapoff's try_to_unuse()) whose folio left the swap cache (read from the disk:
+swap_read_folio(), workingset_refault()), paging out a large folio (THP_SWAP
+on x86_64, a split elsewhere).
 """
 
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -46,6 +46,7 @@ from sim.mm.pte import (
     PTE_SWP_EXCLUSIVE,
     PTE_SWP_SOFT_DIRTY,
     PTE_WRITE,
+    PTE_YOUNG,
     mk_pte,
     pte_mkdirty,
 )
@@ -65,6 +66,8 @@ __all__ = [
     "is_swap_pte",
     "pageout_anon_folio",
     "pte_swp_exclusive",
+    "unuse_mm",
+    "unuse_pte",
     "zap_swap_pte",
 ]
 
@@ -197,14 +200,17 @@ class SwapInfo:
             raise MmError(errno.EBUSY, "swapon: the swap device is in use")
         self.writeok = True
 
-    def swapoff(self, mem: PhysMem) -> None:
-        """SYSCALL_DEFINE1(swapoff): EINVAL when not on; try_to_unuse() drops every
-        swap-cache folio no page table refers to (folio_free_swap(): PG_dirty).
-        Swap entries still in page tables would be read back (unuse_pte()): not modelled."""
+    def swapoff(self, mem: PhysMem, mms: Sequence[MmStruct] = ()) -> None:
+        """SYSCALL_DEFINE1(swapoff): EINVAL when not on; else try_to_unuse(): every swap
+        entry in the page tables of ``mms`` (every live mm) is mapped back (unuse_mm() ->
+        :func:`unuse_pte`), then every swap-cache folio left is dropped from the swap
+        cache (folio_free_swap(): PG_dirty).  A slot whose folio left the swap cache
+        would be read from the disk: not modelled."""
         if not self.writeok:
             raise MmError(errno.EINVAL, "swapoff: the swap device is not on")
         if self.swap_map:
-            raise NotModelled("swapoff with swap entries in page tables (try_to_unuse())")
+            for mm in mms:
+                unuse_mm(mm, self)
         for head in list(self.cache.values()):
             mem.folio_get(head)
             self.folio_free_swap(mem, head)
@@ -332,6 +338,53 @@ def copy_swap_pte(mm: MmStruct, src: PteTable, dst: PteTable, i: int) -> None:
     bits = int(src.bits[i]) & ~PTE_SWP_EXCLUSIVE
     src.bits[i] = bits
     dst.set(i, offset, bits)
+
+
+def unuse_mm(mm: MmStruct, swap: SwapInfo) -> None:
+    """unuse_mm() -> unuse_vma() -> unuse_pte_range() of one mm: each swap entry, VMA by
+    VMA in address order, is mapped back to its swap-cache folio (:func:`unuse_pte`), and
+    folio_free_swap() follows each (the last entry of a slot frees it from the cache)."""
+    mem = mm.mem
+    for vma in mm.each_vma():
+        if vma.anon_vma is None:
+            continue
+        for base, entry, lo, hi in mm.pt.pmd_ranges(vma.start, vma.end):
+            if not isinstance(entry, PteTable):
+                continue
+            for i in mm.pt.pte_range(base, lo, hi):
+                bits = int(entry.bits[i])
+                if not is_swap_pte(bits):
+                    continue
+                offset = int(entry.pfn[i])
+                head = swap.cache.get(offset)
+                if head is None:
+                    raise NotModelled("swapoff of a slot whose folio left the swap cache "
+                                      "(swapin_readahead() from the disk)")
+                mem.folio_get(head)  # swap_cache_get_folio()
+                unuse_pte(mm, vma, entry, i, head)
+                swap.folio_free_swap(mem, head)
+                mem.folio_put(head)
+
+
+def unuse_pte(mm: MmStruct, vma: Vma, table: PteTable, i: int, head: int) -> None:
+    """unuse_pte() (mm/swapfile.c): the swap entry at ``table[i]`` becomes
+    pte_mkold(mk_pte(page, vma->vm_page_prot)) (read-only in a private mapping, clean,
+    old), soft-dirty from the entry; folio_add_anon_rmap_pte() with RMAP_EXCLUSIVE iff
+    pte_swp_exclusive() (mlocked in a VM_LOCKED VMA); a reference for the PTE;
+    swap_free()."""
+    mem = mm.mem
+    swap = mm.ctx.swap
+    assert swap is not None
+    bits = int(table.bits[i])
+    offset = int(table.pfn[i])
+    pte = mk_pte(vma, mm.ctx.soft_dirty) & ~PTE_YOUNG
+    if bits & PTE_SWP_SOFT_DIRTY:
+        pte |= PTE_SOFT_DIRTY
+    mem.folio_get(head)
+    mem.folio_add_anon_rmap_ptes(head, head, 1, exclusive=pte_swp_exclusive(bits))
+    mlock_vma_folio(mem, head, vma)
+    table.set(i, head, pte)
+    swap.swap_free(offset)
 
 
 def free_swap_cache(mm: MmStruct, head: int) -> None:

@@ -111,8 +111,13 @@ def test_swapoff_and_swapon_errors() -> None:
     machine.swapon()
     p.madvise(ADDR, 1, "pageout")
     assert pagemap_entries(machine, p, ADDR, 1)[0].swapped
-    with pytest.raises(NotModelled):
-        machine.swapoff()
+    child = p.fork("child")
+    machine.swapoff()  # try_to_unuse(): both entries mapped back, read-only, old
+    for proc in (p, child):
+        entry = pagemap_entries(machine, proc, ADDR, 1)[0]
+        assert entry.present and not entry.exclusive
+    swap = machine.ctx.swap
+    assert swap is not None and swap.inuse_pages() == 0
 
 
 _OPS = st.lists(
