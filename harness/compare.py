@@ -333,6 +333,11 @@ class _Comparer:
         self.scenario = scenario
         self.arch = arch
         self.bijection = bijection
+        #: Swap entries (type | offset << 5, pagemap's frame field) are paired the way
+        #: PFNs are: the kernel's slot numbers are not predicted (sim/mm/swapfile.py).
+        self.swap_bijection = PfnBijection()
+        #: The swap entries of the check being compared, both sides naming one.
+        self.swap_sightings: list[Sighting] = []
         self.region_names = list(scenario.region_names)
         self.found: list[Divergence] = []
         #: What was held side by side, per step (harness.compared.Compared's names).
@@ -457,6 +462,7 @@ class _Comparer:
                 self.add(step, "value", name, mp, rp)
 
         sightings: list[Sighting] = []
+        self.swap_sightings = []
         model_regions = {(x.proc, x.region): x for x in m.regions}
         real_regions = {(x.proc, x.region): x for x in r.regions}
         keys = [*model_regions, *(k for k in real_regions if k not in model_regions)]
@@ -476,6 +482,15 @@ class _Comparer:
                 step, "identity", "pagemap.pfn", s.model_pfn, s.real_pfn,
                 proc=s.proc, region=s.region, page=s.page, vaddr=s.vaddr,
                 model_pfn=s.model_pfn, real_pfn=s.real_pfn, context=conflict,
+            )
+        self.counts[step]["swap_entries"] += len(self.swap_sightings)
+        for s, conflict in self.swap_bijection.observe(
+            step, self.swap_sightings,
+            model_stable=self.model.stable_pfns, real_stable=self.real.stable_pfns,
+        ):
+            self.add(
+                step, "identity", "pagemap.swap", s.model_pfn, s.real_pfn,
+                proc=s.proc, region=s.region, page=s.page, vaddr=s.vaddr, context=conflict,
             )
         self.frames(step, m, r)
         compare_smaps(self.add, step, self.arch, m, r, self.counts[step])
@@ -536,6 +551,15 @@ class _Comparer:
                     continue
                 if mpfn == rpfn:
                     continue
+            elif not (mraw ^ rraw) & _FLAG_BITS and mraw & (_PRESENT | _SWAP | _RESERVED) == _SWAP:
+                # Both the same kind of swap entry: the (type, offset) go to the swap bijection.
+                mswp, rswp = mraw & _PFN_MASK, rraw & _PFN_MASK
+                if mswp and rswp:
+                    self.swap_sightings.append(
+                        Sighting(mswp, rswp, proc, region, page, m.vaddr + page * page_size))
+                    continue
+                if mswp == rswp:
+                    continue
             elif mraw == rraw:
                 continue  # the same hole, swap entry or invalid value on both sides
             self.entry(step, m, page, _entry(mraw), _entry(rraw), sightings)
@@ -554,7 +578,15 @@ class _Comparer:
                 self.add(step, "value", "pagemap", me, re_, **where)
             return
         pair = EntryPair(me, re_)
+        both_swapped = bool(me.swapped and re_.swapped and me.to_raw() & _PFN_MASK
+                            and re_.to_raw() & _PFN_MASK)
+        if both_swapped:
+            self.swap_sightings.append(Sighting(
+                me.to_raw() & _PFN_MASK, re_.to_raw() & _PFN_MASK, m.proc, m.region, page,
+                where["vaddr"]))
         for name in PAGEMAP_FIELDS:
+            if both_swapped and name in ("swap_type", "swap_offset"):
+                continue  # through the swap bijection
             mv, rv = getattr(me, name), getattr(re_, name)
             if mv != rv:
                 self.add(step, "value", f"pagemap.{name}", mv, rv, context=pair, **where)

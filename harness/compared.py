@@ -26,6 +26,8 @@ class Compared:
     * ``pagemap_entries``: pagemap u64s compared, field by field;
     * ``pfns``: of those, pages where both sides name a frame (the PFN went
       through the model/guest PFN bijection);
+    * ``swap_entries``: of those, pages where both sides name a swap entry (its
+      type and offset went through the swap-entry bijection);
     * ``frames``: frames paired by the bijection whose kpagemap slot,
       kpageflags and kpagecount u64 were compared (three entries each);
     * ``flag_consistency``: frames whose kpagemap flags were held against
@@ -41,6 +43,7 @@ class Compared:
     errnos: int = 0
     pagemap_entries: int = 0
     pfns: int = 0
+    swap_entries: int = 0
     frames: int = 0
     flag_consistency: int = 0
     ram_tags: int = 0
@@ -83,7 +86,9 @@ def describe_compared(c: Compared) -> str:
     (a run that compared no entry must say so).
     """
     parts = [f"{_n(c.pagemap_entries, 'pagemap entry', 'pagemap entries')}"
-             + (f" ({_n(c.pfns, 'PFN')} paired)" if c.pfns else "")]
+             + (f" ({_n(c.pfns, 'PFN')} paired)" if c.pfns else "")
+             + (f" ({_n(c.swap_entries, 'swap entry', 'swap entries')} paired)"
+                if c.swap_entries else "")]
     if c.frames:
         parts.append(f"{_n(c.frames, 'frame')} (kpageflags, kpagecount, kpagemap)")
     if c.flag_consistency:

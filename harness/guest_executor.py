@@ -39,8 +39,10 @@ What the model assumes of the guest (sim/MODEL.md) and how it is made true:
 
 from __future__ import annotations
 
+import errno
 import inspect
 import itertools
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -86,16 +88,19 @@ from harness.scenario import (
     Scenario,
     Step,
     StepHandlers,
+    Swapoff,
+    Swapon,
     Touch,
     layout_base,
     layout_span,
     plan_layout,
 )
+from harness.swapdisk import SWAP_DEVICE
 from harness.vm import VM
 from sim.arch import Arch
 from sim.flags import KPF, PM
 from sim.formats import parse_u64s
-from sim.mm.madvise import advice_number
+from sim.mm.madvise import MADV, advice_number
 
 __all__ = [
     "GUEST",
@@ -302,6 +307,12 @@ class GuestRun:
 
     def run(self) -> Observations:
         """Every step in order; the run's processes are gone afterwards."""
+        if self.scenario.swap != self.vm.config.swap:
+            want = "with" if self.scenario.swap else "without"
+            raise GuestExecutorError(
+                f"{self.scenario.path}: needs a VM {want} swap (VMConfig.swap); this one is "
+                f"{'with' if self.vm.config.swap else 'without'}"
+            )
         setup = prepare_guest(self.vm)
         # One round trip for khugepaged's count and the zero page's flags.
         zero = zero_page_flags_read(self.vm)
@@ -350,6 +361,8 @@ class GuestRun:
                     self.agent.settle(SettleFlags.DRAIN_LRU)
         finally:
             self._kill_all()
+            if any(isinstance(step, Swapoff) for step in self.scenario.steps):
+                restore_swap(self.agent)
         if collapsed is not None:
             after = _collapsed(self.agent)
             if after != collapsed:
@@ -543,7 +556,89 @@ def _mprotect(run: GuestRun, step: Mprotect) -> None:
 def _madvise(run: GuestRun, step: Madvise) -> None:
     span = run.layout.span(step)
     # The agent passes the kernel's MADV_* number on as it is (a name is MADV_<NAME>).
-    run.agent.madvise(span.vaddr, span.length, advice_number(step.advice), run.names[step.proc])
+    advice = advice_number(step.advice)
+    swapping = run.scenario.swap and advice == MADV.PAGEOUT
+    frames = present_frames(run, step.proc, span.vaddr, span.pages) if swapping else []
+    try:
+        run.agent.madvise(span.vaddr, span.length, advice, run.names[step.proc])
+    finally:
+        if frames:
+            wait_swap_writeback(run.agent, run.arch, frames)
+
+
+@GUEST.on(Swapon)
+def _swapon(run: GuestRun, step: Swapon) -> None:
+    run.agent.swapon(SWAP_DEVICE)
+
+
+@GUEST.on(Swapoff)
+def _swapoff(run: GuestRun, step: Swapoff) -> None:
+    run.agent.swapoff(SWAP_DEVICE)
+
+
+#: How long swap writeback may take before the run is an error.
+SWAP_WRITEBACK_TIMEOUT_S = 30.0
+
+
+def present_frames(run: GuestRun, proc: str, vaddr: int, pages: int) -> list[int]:
+    """The PFNs ``proc`` maps at [vaddr, + pages) (its pagemap, read as root), ascending."""
+    shift = run.arch.page_shift
+    got = run.agent.read_file(f"/proc/{run.pids[proc]}/pagemap", pages * PM.ENTRY_BYTES,
+                              offset=(vaddr >> shift) * PM.ENTRY_BYTES)
+    if not got.ok:
+        raise GuestExecutorError(f"cannot read the pagemap of {proc!r}: {got.describe()}")
+    present = 1 << PM.PRESENT
+    return sorted({raw & PM.PFN_MASK for raw in parse_u64s(run.arch, got.data)
+                   if raw & present and raw & PM.PFN_MASK})
+
+
+def wait_swap_writeback(
+    agent: AgentClient, arch: Arch, pfns: Sequence[int],
+    timeout: float = SWAP_WRITEBACK_TIMEOUT_S,
+) -> int:
+    """Wait, by state, until none of the frames ``pfns`` is under writeback (KPF_WRITEBACK
+    clear in /proc/kpageflags); the polls made.
+
+    MADV_PAGEOUT with swap on leaves every folio it wrote in the swap cache under
+    writeback (the bio is submitted when do_madvise()'s plug ends); the virtio-blk
+    completion runs folio_end_writeback() in interrupt context, which clears
+    PG_reclaim (folio_rotate_reclaimable()) and then PG_writeback, all before the
+    agent's process runs again on the one vCPU.  ``pfns`` are the frames the range
+    mapped before the advice (a superset of the folios written).  Not
+    /proc/vmstat's nr_writeback: a global counter without the per-CPU deltas,
+    it can read 0 while writeback is in flight.  Polls with one READ_FILES round
+    trip after another (no sleep); GuestExecutorError after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    reads = [_kpageflags_read(pfn) for pfn in pfns]
+    writeback = 1 << KPF.WRITEBACK
+    polls = 0
+    while True:
+        polls += 1
+        busy = []
+        for pfn, got in zip(pfns, agent.read_files(reads), strict=True):
+            if not got.ok or len(got.data) != 8:
+                raise GuestExecutorError(f"cannot read kpageflags of PFN {pfn:#x}: "
+                                         f"{got.describe()}")
+            if parse_u64s(arch, got.data)[0] & writeback:
+                busy.append(pfn)
+        if not busy:
+            return polls
+        if time.monotonic() > deadline:
+            raise GuestExecutorError(
+                f"swap writeback of PFNs {', '.join(map(hex, busy))} not done after "
+                f"{timeout:g} s"
+            )
+
+
+def restore_swap(agent: AgentClient) -> None:
+    """swapon again after a scenario that swapped off, so that the next scenario finds the
+    VM as booted (EBUSY: it is on already)."""
+    try:
+        agent.swapon(SWAP_DEVICE)
+    except AgentOpError as e:
+        if e.errno != errno.EBUSY:
+            raise
 
 
 @GUEST.on(Mremap)

@@ -41,9 +41,12 @@ from harness.scenario import (
     PagemapScan,
     Scenario,
     StepHandlers,
+    Swapoff,
+    Swapon,
     Touch,
     plan_layout,
 )
+from harness.swapdisk import SWAP_DISK_BYTES
 from sim.arch import Arch
 from sim.formats_scan import build_page_regions
 from sim.mm import Machine, MmError, OutOfMemory, Process
@@ -96,6 +99,8 @@ class ModelRun:
         self.layout = plan_layout(self.scenario, self.arch)
         self.ram_bytes = self.ram_bytes or model_ram_bytes(self.arch)
         self.machine = Machine(self.arch, ram_bytes=self.ram_bytes, facts=self.facts)
+        if self.scenario.swap:
+            self.machine.add_swap_device(SWAP_DISK_BYTES)  # the VM's boot-time swapon
         self.procfs = ProcFs(self.machine)
         self.procs = {"main": self.machine.spawn("main", uid=0)}
         self.hugetlb_regions = {s.region for s in self.scenario.regions if s.kind == "hugetlb"}
@@ -301,6 +306,16 @@ def _mlock(run: ModelRun, step: Mlock) -> None:
 def _munlock(run: ModelRun, step: Munlock) -> None:
     span = run.layout.span(step)
     run.procs[step.proc].munlock(span.vaddr, span.pages)
+
+
+@MODEL.on(Swapon)
+def _swapon(run: ModelRun, step: Swapon) -> None:
+    run.machine.swapon()
+
+
+@MODEL.on(Swapoff)
+def _swapoff(run: ModelRun, step: Swapoff) -> None:
+    run.machine.swapoff()
 
 
 def run_model(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness.arches import ArchProfile
 from harness.image import BootImage
+from harness.swapdisk import qemu_swap_args
 
 __all__ = ["AGENT_PORT_NAME", "VMPaths", "qemu_command"]
 
@@ -42,6 +43,11 @@ class VMPaths:
     def qemu_log(self) -> Path:
         return self.workdir / "qemu.log"
 
+    @property
+    def swap_disk(self) -> Path:
+        """The swap disk of a VM with swap (harness.swapdisk), removed with the work dir."""
+        return self.workdir / "swap.img"
+
 
 def qemu_command(
     profile: ArchProfile,
@@ -49,7 +55,9 @@ def qemu_command(
     paths: VMPaths,
     *,
     extra_cmdline: tuple[str, ...] = (),
+    swap: bool = False,
 ) -> list[str]:
+    """The command line; ``swap``: attach ``paths.swap_disk`` (which must exist) as virtio-blk."""
     qemu = profile.qemu
     memory = f"{qemu.memory_mib}M"
     machine = ",".join((qemu.machine, *qemu.machine_options, "memory-backend=ram0"))
@@ -78,5 +86,6 @@ def qemu_command(
         "-chardev", f"socket,id=agent,path={paths.agent_socket}",
         "-device", f"{qemu.virtio_serial_device},id=agentbus",
         "-device", f"virtserialport,bus=agentbus.0,chardev=agent,name={AGENT_PORT_NAME}",
+        *(qemu_swap_args(paths.swap_disk) if swap else ()),
         *qemu.extra_args,
     ]  # fmt: skip

@@ -35,6 +35,7 @@ as ``NAME.scenario.json``: the replay tests' recordings
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import time
@@ -202,7 +203,9 @@ def run_scenarios(
     config: VMConfig,
     progress: Callable[[str], None] = lambda _: None,
 ) -> list[RunOutcome]:
-    """Every scenario in one VM (a new one after a scenario left it dead or in doubt).
+    """Every scenario in one VM (a new one after a scenario left it dead or in doubt,
+    and whenever a scenario's swap differs from the VM's: it boots with swap for
+    scenarios that ask for it, ``Scenario.swap``, and without for the rest).
 
     Raises VMError only when a VM cannot boot.
     """
@@ -211,10 +214,10 @@ def run_scenarios(
     boots = 0
     try:
         for scenario in scenarios:
-            if vm is None or vm.state is not VMState.RUNNING:
+            if vm is None or vm.state is not VMState.RUNNING or vm.config.swap != scenario.swap:
                 if vm is not None:
                     vm.shutdown()
-                vm = VM(config, name=f"run.{boots}")
+                vm = VM(dataclasses.replace(config, swap=scenario.swap), name=f"run.{boots}")
                 boots += 1
                 vm.launch()
                 progress(f"booted {config.profile.name} in {vm.boot_seconds or 0:.1f} s"

@@ -41,12 +41,15 @@ from harness.errors import AgentOpError, AgentTimeout, GuestPanic, QEMUDied, VME
 from harness.image import BootImage
 from harness.qemu_command import VMPaths, qemu_command
 from harness.qmp import QMPSession, QMPSessionError
+from harness.swapdisk import SWAP_DEVICE, write_swap_disk
 from sim.mm.facts import KernelFacts, UnknownKernelError, facts_for_release
 
 __all__ = ["VM", "GuestRAM", "ShutdownTimeouts", "VMConfig", "VMState"]
 
 _SLICE_S = 0.1
 _SHM_DIR = Path("/dev/shm")
+#: vm.page-cluster: log2 of the swap readahead window (0: the faulting slot only).
+PAGE_CLUSTER = "/proc/sys/vm/page-cluster"
 
 
 class VMState(enum.Enum):
@@ -90,6 +93,10 @@ class VMConfig:
     #: release (sim.mm.facts.facts_for_release).  Either way they must be of
     #: the booted kernel's series, or the boot is refused.
     facts: KernelFacts | None = None
+    #: Boot with swap: a swap disk (harness.swapdisk) attached and swapped on
+    #: (and vm.page-cluster 0) before the VM counts as running.  Off by default:
+    #: scenarios that need swap ask for it (Scenario.swap).
+    swap: bool = False
 
 
 class GuestRAM:
@@ -341,6 +348,9 @@ class VM:
             self._connect_agent()
             self._wait_for_agent()
             step("agent-ready")
+            if self.config.swap:
+                self._swap_on()
+                step("swap-on")
         except BaseException as e:
             self._state = VMState.FAILED
             failure = e if isinstance(e, VMError) or not isinstance(e, Exception) else None
@@ -364,6 +374,8 @@ class VM:
         self._qemu_log = LogFile(self._paths.qemu_log)
         # Created here (empty; QEMU sizes it) so the harness holds a descriptor
         # and can unlink the name as soon as QEMU has mapped it.
+        if self.config.swap:
+            write_swap_disk(self._paths.swap_disk, self.profile.arch)
         fd = os.open(ram, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self._ram = GuestRAM(fd, self.profile.page_shift, self.profile.arch.ram_base)
         for what, path in (("qmp", self._paths.qmp_socket), ("agent", self._paths.agent_socket)):
@@ -376,7 +388,8 @@ class VM:
     def _start_qemu(self) -> None:
         paths = self.paths
         cmd = qemu_command(
-            self.profile, self.config.image, paths, extra_cmdline=self.config.extra_cmdline
+            self.profile, self.config.image, paths, extra_cmdline=self.config.extra_cmdline,
+            swap=self.config.swap,
         )
         self.command_line = tuple(cmd)
         self.config.echo(f"+ {self.command_text}")
@@ -451,6 +464,21 @@ class VM:
                 f" (machine {self.hello.machine}, kernel {self.hello.release})",
             )
         self.facts = self._facts_for(self.hello.release)
+
+    def _swap_on(self) -> None:
+        """The boot-time swapon, one step whose result is checked (VMError if it fails).
+
+        swapon(2) of the swap disk, then ``vm.page-cluster`` 0: no swap
+        readahead (swapin_nr_pages() is 1, so swap_cluster_readahead() and
+        swap_vma_readahead() read only the faulting slot), which the model
+        assumes (sim/mm/swapfile.py).
+        """
+        assert self._agent is not None
+        try:
+            self._agent.swapon(SWAP_DEVICE)
+            self._agent.write_file(PAGE_CLUSTER, "0\n")
+        except AgentOpError as e:
+            raise self.error(VMError, f"swap on {SWAP_DEVICE}: {e}") from e
 
     def _facts_for(self, release: str) -> KernelFacts:
         """The configured facts, or the release's; VMError if they are not of this kernel."""

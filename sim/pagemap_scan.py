@@ -40,6 +40,8 @@ from sim.mm.machine import Machine
 from sim.mm.mm_struct import MmStruct
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SPECIAL
+from sim.mm.swapfile import is_swap_pte
+from sim.mm.syscall import NotModelled
 from sim.pagewalk import MmWalk, MmWalkOps, walk_page_range
 
 __all__ = [
@@ -227,6 +229,8 @@ def pagemap_page_category(p: _Private, bits: int, pfn: int) -> int:
     """
     if not bits:
         return _WRITTEN
+    if is_swap_pte(bits):
+        raise NotModelled("PAGEMAP_SCAN of a swap entry (PAGE_IS_SWAPPED)")
     categories = 0
     if bits & PTE_PRESENT:
         categories |= PageIs.PRESENT | PageIs.WRITTEN

@@ -32,7 +32,14 @@ from sim.mm.facts import PmdExclusive
 from sim.mm.machine import Credentials, Machine, Process
 from sim.mm.mm_struct import MmStruct
 from sim.mm.pagetable import HugePmd, PteBitsArray, PteTable
-from sim.mm.pte import PTE_DTYPE, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SPECIAL
+from sim.mm.pte import (
+    PTE_DTYPE,
+    PTE_PRESENT,
+    PTE_SOFT_DIRTY,
+    PTE_SPECIAL,
+    PTE_SWAP,
+    PTE_SWP_SOFT_DIRTY,
+)
 from sim.pagemap_scan import ScanResult, do_pagemap_scan
 from sim.pagewalk import MmWalk, MmWalkOps, walk_page_range
 from sim.smaps import render_rollup, render_smaps
@@ -59,6 +66,7 @@ _PM_PRESENT = np.uint64(1 << PM.PRESENT)
 _PM_FILE = np.uint64(1 << PM.FILE)
 _PM_EXCLUSIVE = np.uint64(1 << PM.MMAP_EXCLUSIVE)
 _PM_SOFT_DIRTY = np.uint64(1 << PM.SOFT_DIRTY)
+_PM_SWAP = np.uint64(1 << PM.SWAP)
 
 
 class ProcReadError(OSError):
@@ -374,6 +382,7 @@ class PagemapRead:
             values[normal] |= _exclusive(self.machine, pfns[normal])
             if self.show_pfn:
                 values[present] |= pfns[present].astype(np.uint64)
+            _swap_entries(values, bits, pfns, self.show_pfn)
             out[positions] = values
         if self.huge:
             # The flags are the leaf's, computed once per leaf with the PTE rule;
@@ -420,6 +429,22 @@ def _entry_flags(
     normal = present & ((bits & PTE_SPECIAL) == 0)
     values[normal & ~mem.anon[mem.head[pages]]] |= _PM_FILE
     return values, present, normal
+
+
+def _swap_entries(
+    values: U64Array, bits: PteBitsArray, offsets: npt.NDArray[np.int64], show_pfn: bool
+) -> None:
+    """The swap branch of pte_to_pagemap_entry(), in place: PM_SWAP, PM_SOFT_DIRTY from
+    pte_swp_soft_dirty(), and (show_pfn only: zeroed for unprivileged readers since
+    4.18) the frame ``swp_type() | swp_offset() << MAX_SWAPFILES_SHIFT``; never
+    PM_MMAP_EXCLUSIVE or PM_FILE (no page).  The model's one device is type 0."""
+    swap = (bits & PTE_SWAP) != 0
+    if not swap.any():
+        return
+    values[swap] |= _PM_SWAP
+    values[swap & ((bits & PTE_SWP_SOFT_DIRTY) != 0)] |= _PM_SOFT_DIRTY
+    if show_pfn:
+        values[swap] |= offsets[swap].astype(np.uint64) << np.uint64(PM.SWAP_OFFSET_SHIFT)
 
 
 def _exclusive(machine: Machine, pages: npt.NDArray[np.int64]) -> U64Array:

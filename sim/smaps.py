@@ -10,8 +10,8 @@ Pss_Shmem, Locked, SwapPss) is kept in the kernel's fixed point
 sum, show_smaps_rollup() the same of the sum over every VMA, so the rollup
 can exceed the sum of the per-VMA kB values.
 
-What the model's regions never have, and the model therefore prints as 0:
-swap (Swap, SwapPss: the guests have no swap device), KSM (no MADV_MERGEABLE), PMD-mapped
+Swap entries count in Swap and SwapPss (smaps_pte_entry()); what the model's
+regions never have, and the model therefore prints as 0: KSM (no MADV_MERGEABLE), PMD-mapped
 shmem or file folios (shmem_enabled = never; tmpfs is order 0).
 :func:`render_smaps` and :func:`render_rollup` print the text exactly as
 show_smap() and show_smaps_rollup() do (:mod:`sim.smaps_format`).
@@ -26,7 +26,7 @@ from sim.mm.memmap import PhysMem
 from sim.mm.mm_struct import MmStruct
 from sim.mm.pageflags import PG
 from sim.mm.pagetable import HugePmd, PteTable
-from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_YOUNG
+from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_SWAP, PTE_YOUNG
 from sim.mm.vma import VM_HUGEPAGE, VM_LOCKED, VM_NOHUGEPAGE, Vma
 from sim.pagewalk import MmWalk, MmWalkOps, walk_page_vma
 from sim.smaps_format import SmapsBlock, SmapsHeader, render_block, smaps_field_names
@@ -199,10 +199,24 @@ def smaps_pte_range(entry: PteTable | HugePmd, addr: int, end: int, walk: MmWalk
     i0 = mm.pt.pte_index(addr)
     for i in range(i0, i0 + ((end - addr) >> mm.arch.page_shift)):
         bits = int(entry.bits[i])
+        if bits & PTE_SWAP:
+            _account_swap(mss, mm, int(entry.pfn[i]))
+            continue
         if not bits & PTE_PRESENT or bits & PTE_SPECIAL:
             continue
         _account_entry(mss, mem, int(entry.pfn[i]), 1, mm.page_size, bits, locked)
     return 0
+
+
+def _account_swap(mss: MemSizeStats, mm: MmStruct, offset: int) -> None:
+    """smaps_pte_entry() of a swap entry: Swap += PAGE_SIZE, SwapPss += PAGE_SIZE divided
+    by swp_swapcount() (the slot's page-table references) when that is 2 or more."""
+    swap = mm.ctx.swap
+    assert swap is not None
+    mss.swap += mm.page_size
+    count = swap.swap_map.get(offset, 0)
+    pss = mm.page_size << PSS_SHIFT
+    mss.swap_pss += pss // count if count >= 2 else pss
 
 
 def _account_entry(

@@ -11,6 +11,7 @@ is killed afterwards, so they do not see each other's mappings.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from collections.abc import Callable, Iterator
@@ -103,19 +104,22 @@ def _answers(vm: VM) -> bool:
 
 
 class SharedVM:
-    """The worker's VM: booted on first use, replaced if a test killed or hung it."""
+    """The worker's VM: booted on first use, replaced if a test killed or hung it, and
+    rebooted with or without swap when a test asks for the other (one VM at a time)."""
 
     def __init__(self, config: VMConfig) -> None:
         self._config = config
         self._vm: VM | None = None
         self._boots = itertools.count()
 
-    def get(self) -> VM:
-        if self._vm is not None and not _answers(self._vm):
+    def get(self, *, swap: bool = False) -> VM:
+        """The running VM, with a swap device swapped on iff ``swap`` (VMConfig.swap)."""
+        if self._vm is not None and (not _answers(self._vm) or self._vm.config.swap != swap):
             self._vm.shutdown()
             self._vm = None
         if self._vm is None:
-            self._vm = VM(self._config, name=f"{_worker()}.{next(self._boots)}").launch()
+            config = dataclasses.replace(self._config, swap=swap)
+            self._vm = VM(config, name=f"{_worker()}.{next(self._boots)}").launch()
         return self._vm
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -44,6 +45,12 @@ SCENARIO_FILES = sorted(SCENARIO_DIR.glob("*.json"))
 HUGETLB_SERIES = frozenset({"6.12"})
 
 
+class SharedVM(Protocol):
+    """tests/conftest.py's shared_vm: the worker's VM, with swap or without."""
+
+    def get(self, *, swap: bool = False) -> VM: ...
+
+
 def _run(scenario: Scenario, vm: VM) -> tuple[Observations, Observations]:
     arch = vm.profile.arch
     reason = scenario.unsupported_reason(arch)
@@ -61,8 +68,9 @@ def _facts(vm: VM) -> KernelFacts:
 
 
 @pytest.mark.parametrize("path", SCENARIO_FILES, ids=[p.stem for p in SCENARIO_FILES])
-def test_scenario_agrees(path: Path, vm: VM) -> None:
+def test_scenario_agrees(path: Path, shared_vm: SharedVM) -> None:
     scenario = load_scenario(path)
+    vm = shared_vm.get(swap=scenario.swap)
     arch = vm.profile.arch
     model, real = _run(scenario, vm)
     divergences = compare(model, real, scenario, arch)

@@ -477,6 +477,14 @@ class AgentClient:
     def clear_refs(self, value: int, target: str = INIT) -> None:
         self.call_op(Op.CLEAR_REFS, target, value=value)
 
+    def swapon(self, path: str, flags: int = 0) -> None:
+        """swapon(path, flags) in init (swap.c); AgentOpError with the errno on failure."""
+        self.call_op(Op.SWAPON, INIT, path=path.encode(), flags=flags)
+
+    def swapoff(self, path: str) -> None:
+        """swapoff(path) in init (swap.c); AgentOpError with the errno on failure."""
+        self.call_op(Op.SWAPOFF, INIT, path=path.encode())
+
     def read_file(
         self,
         path: str,

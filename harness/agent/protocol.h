@@ -101,6 +101,10 @@ enum agent_op {
 	 * at its end or timeout_ms its process group is killed; how/value as ExitHow, output its
 	 * first output_max bytes. */
 	OP_EXEC_TEST = 24,
+	/* blob path, u32 flags -> (). Swapon(path, flags) (swap.c); a failure is its errno. */
+	OP_SWAPON = 25,
+	/* blob path -> (). Swapoff(path) (swap.c); a failure is its errno. */
+	OP_SWAPOFF = 26,
 };
 
 /* Ops any agent process performs on itself, X(op, handler): the handler is
@@ -124,7 +128,9 @@ enum agent_op {
 	X(OP_MUNLOCK, op_munlock) \
 	X(OP_MREMAP, op_mremap) \
 	X(OP_READ_FILES, op_read_files) \
-	X(OP_EXEC_TEST, op_exec_test)
+	X(OP_EXEC_TEST, op_exec_test) \
+	X(OP_SWAPON, op_swapon) \
+	X(OP_SWAPOFF, op_swapoff)
 
 /* ReplyStatus: The status of a reply frame. */
 enum agent_status {

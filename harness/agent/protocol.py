@@ -124,6 +124,8 @@ class Op(IntEnum):
     MREMAP = 19
     READ_FILES = 23
     EXEC_TEST = 24
+    SWAPON = 25
+    SWAPOFF = 26
 
 
 class ReplyStatus(IntEnum):
@@ -416,6 +418,11 @@ LAYOUTS: dict[Op, OpLayout] = {
         "stdout and stderr one pipe; at its end or timeout_ms its process group is killed; "
         "how/value as ExitHow, output its first output_max bytes",
     ),
+    Op.SWAPON: _layout(
+        "blob path, u32 flags", "",
+        "swapon(path, flags) (swap.c); a failure is its errno",
+    ),
+    Op.SWAPOFF: _layout("blob path", "", "swapoff(path) (swap.c); a failure is its errno"),
 }
 #: Ops about named processes and power, which init and procs.c handle; every
 #: other op is performed by any agent process on itself, by the C function

@@ -90,6 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="steps per scenario before its final check")
     parser.add_argument("--no-shrink", action="store_true",
                         help="report findings as found, unshrunk")
+    parser.add_argument("--swap", action="store_true",
+                        help="a VM with swap, and scenarios with \"swap\": true: MADV_PAGEOUT "
+                        "swaps, swapon and swapoff are drawn")
     parser.add_argument("--no-coverage", action="store_true",
                         help="do not trace the model's code (no MODEL.md rule coverage)")
     parser.add_argument("--format", choices=("text", "json", "ktap"),
@@ -104,7 +107,7 @@ def _config_of(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "arch": args.arch, "seconds": seconds, "examples": args.examples, "seed": args.seed,
         "out": str(args.out.resolve()), "max_steps": args.max_steps,
-        "shrink": not args.no_shrink, "coverage": not args.no_coverage,
+        "shrink": not args.no_shrink, "coverage": not args.no_coverage, "swap": args.swap,
         "kernel": None if args.kernel is None else str(args.kernel.resolve()),
         "initramfs": None if args.initramfs is None else str(args.initramfs.resolve()),
     }
@@ -122,11 +125,13 @@ def run_worker(config: dict[str, Any], index: int) -> dict[str, Any]:
     # A guest that crashed or hung is a finding: its console and QEMU logs
     # are kept under out/vm-logs (the report's message carries the console tail).
     vm_config = VMConfig(profile, image, op_timeout=FUZZ_OP_TIMEOUT_S, echo=lambda _: None,
-                         keep_logs_dir=Path(config["out"]) / "vm-logs")
+                         keep_logs_dir=Path(config["out"]) / "vm-logs",
+                         swap=config.get("swap", False))
     fuzz = FuzzSettings(
         seconds=config["seconds"], examples=config["examples"], seed=config["seed"] + index,
         out=Path(config["out"]), max_steps=config["max_steps"], shrink=config["shrink"],
         worker=f"w{index}", coverage=config.get("coverage", True),
+        swap=config.get("swap", False),
     )
     with warm_vm(vm_config, f"fuzz{index}") as warm:
         campaign = Campaign(warm, fuzz, _progress)

@@ -90,6 +90,9 @@ class FuzzSettings:
     stop_on_finding: bool = False
     #: Trace the model's code for the coverage of MODEL.md's rules (harness.fuzz.reach).
     coverage: bool = True
+    #: Scenarios with swap (``"swap": true``) in a VM with swap: pageout swaps, and
+    #: swapon/swapoff are drawn (harness.fuzz.generate.scenarios(swap=True)).
+    swap: bool = False
 
 
 @dataclass
@@ -269,8 +272,10 @@ class Campaign:
         self.stats.run_seconds += time.monotonic() - started
         self._count(data, outcome)
         started = time.monotonic()
-        if outcome.replace_vm or outcome.result.status == "error":
-            # After any error the guest's state is in doubt: a new VM.
+        if outcome.replace_vm or (outcome.result.status == "error" and outcome.model is not None):
+            # After any error of the guest side its state is in doubt: a new VM.  A model
+            # error ("not modelled: ...", frequent with --swap) ends the run before the
+            # guest does anything: the VM is only reset.
             self.warm.replace()
         else:
             self.warm.reset()
@@ -359,7 +364,8 @@ class Campaign:
         if self._budget is not None:
             examples = max(1, min(examples, self._budget - self.stats.examples))
         phases = [Phase.generate, Phase.shrink] if self.fuzz.shrink else [Phase.generate]
-        strategy = scenarios(self.arch, self.fuzz.max_steps, name=f"fuzz_{self.fuzz.worker}")
+        strategy = scenarios(self.arch, self.fuzz.max_steps, name=f"fuzz_{self.fuzz.worker}",
+                             swap=self.fuzz.swap)
 
         @seed(self.fuzz.seed * 100_003 + number)
         @settings(

@@ -51,6 +51,8 @@ from harness.scenario import (
     Scenario,
     ScenarioError,
     Step,
+    Swapoff,
+    Swapon,
     parse_scenario,
 )
 from sim.arch import Arch
@@ -139,6 +141,8 @@ class GeneratorState:
     """
 
     arch: Arch
+    #: The scenario has swap: swapon and swapoff may be drawn.
+    swap: bool = False
     uids: dict[str, int] = field(default_factory=lambda: {"main": 0})
     mapped: dict[str, dict[str, list[tuple[int, int]]]] = field(
         default_factory=lambda: {"main": {}}
@@ -703,6 +707,9 @@ def _applicable(step_type: type[Step], state: GeneratorState) -> bool:
     """Whether some step of ``step_type`` is valid in ``state``."""
     if step_type is Check:
         return True
+    if step_type in (Swapon, Swapoff):
+        # Only in scenarios with swap; either may fail (EBUSY, EINVAL): an outcome.
+        return state.swap
     if not state.alive:
         return False
     if issubclass(step_type, RangeStep) or step_type.op == "clear_refs":
@@ -798,6 +805,7 @@ def scenarios(
     max_steps: int = 20,
     name: str = "fuzz",
     check_positions: Sequence[int] | None = None,
+    swap: bool = False,
 ) -> ScenarioData:
     """A valid scenario of 0..``max_steps`` drawn steps and a final ``check``.
 
@@ -807,9 +815,11 @@ def scenarios(
     With ``check_positions`` the scenario has exactly ``max_steps`` steps,
     checks at those indexes and no other (the benchmark's unit: 20 steps, 3
     checks).  Ops follow :data:`~harness.scenario.STEP_TYPES`; the JSON data
-    is returned (:func:`scenario_from_data` loads it).
+    is returned (:func:`scenario_from_data` loads it).  ``swap``: the scenario
+    has ``"swap": true`` (MADV_PAGEOUT swaps anonymous pages out) and swapon and
+    swapoff may be drawn; it needs a VM with swap.
     """
-    state = GeneratorState(arch)
+    state = GeneratorState(arch, swap=swap)
     steps: list[dict[str, Any]] = []
     for index in range(max_steps):
         forced = None
@@ -822,6 +832,8 @@ def scenarios(
         steps.append(step)
     if check_positions is None:
         steps.append({"op": Check.op})
+    if swap:
+        return {"name": name, "swap": True, "steps": steps}
     return {"name": name, "steps": steps}
 
 

@@ -61,6 +61,9 @@ class Scenario:
     steps: tuple[AnyStep, ...]
     targets: Mapping[int, tuple[Target, ...]] = field(compare=False)
     description: str = ""
+    #: The VM boots with swap (harness.swapdisk; VMConfig.swap), the model with a
+    #: swap device of the same size, swapped on (sim/mm/swapfile.py).
+    swap: bool = False
     checked_on: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @property
@@ -131,12 +134,15 @@ def parse_scenario(data: object, path: str = "<scenario>", arch: Arch | None = N
     """Validate the decoded JSON of a scenario file (see :func:`load_scenario`)."""
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: the top level is not an object with 'name' and 'steps'")
-    unknown = set(data) - {"name", "steps"} - _NOTE_KEYS
+    unknown = set(data) - {"name", "steps", "swap"} - _NOTE_KEYS
     if unknown:
         raise ScenarioError(
             f"{path}: unknown top-level key {', '.join(map(repr, sorted(unknown)))} "
-            "(allowed: name, steps, description)"
+            "(allowed: name, steps, swap, description)"
         )
+    swap = data.get("swap", False)
+    if not isinstance(swap, bool):
+        raise ScenarioError(f"{path}: swap is {swap!r}, not true or false")
     name = data.get("name")
     if not isinstance(name, str) or not _SCENARIO_NAME.match(name):
         raise ScenarioError(
@@ -165,10 +171,16 @@ def parse_scenario(data: object, path: str = "<scenario>", arch: Arch | None = N
             steps.append(parse_step(index, obj))
         except StepError as e:
             raise ScenarioError(f"{path}: step {index} ({op}): {e}") from None
+        if op in ("swapon", "swapoff") and not swap:
+            raise ScenarioError(
+                f"{path}: step {index} ({op}): needs \"swap\": true at the top level "
+                "(a VM without swap has no swap device)"
+            )
 
     targets = validate_flow(steps, path)
     scenario = Scenario(
-        name=name, path=path, steps=tuple(steps), targets=targets, description=description
+        name=name, path=path, steps=tuple(steps), targets=targets, description=description,
+        swap=swap,
     )
     if arch is not None and scenario.unsupported_reason(arch) is None:
         plan_layout(scenario, arch)

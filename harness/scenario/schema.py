@@ -80,6 +80,8 @@ __all__ = [
     "Share",
     "Step",
     "StepError",
+    "Swapoff",
+    "Swapon",
     "Touch",
     "Write",
     "parse_step",
@@ -579,6 +581,24 @@ class ClearRefs(Step):
 
 
 @dataclass(frozen=True, config=_CONFIG)
+class Swapon(Step):
+    """swapon(2) of the swap device (the scenario needs ``"swap": true``); an errno
+    (EBUSY while it is on) is the step's outcome."""
+
+    op: ClassVar[str] = "swapon"
+    defaults: ClassVar[Mapping[str, object]] = {}
+
+
+@dataclass(frozen=True, config=_CONFIG)
+class Swapoff(Step):
+    """swapoff(2) of the swap device (the scenario needs ``"swap": true``); an errno
+    (EINVAL when it is off) is the step's outcome."""
+
+    op: ClassVar[str] = "swapoff"
+    defaults: ClassVar[Mapping[str, object]] = {}
+
+
+@dataclass(frozen=True, config=_CONFIG)
 class Check(Step):
     """Observe the page-level files (see :attr:`harness.scenario.Scenario.targets`).
 
@@ -704,6 +724,7 @@ AnyStep = (
     Mmap | Write | Read | Munmap | Mprotect | Madvise | Mremap | Fork | Exit | ClearRefs | Check
     | PagemapScan
     | Mlock | Munlock
+    | Swapon | Swapoff
 )
 
 #: Every op a scenario file may use, by its name, in the order SCENARIOS.md lists them.
@@ -714,6 +735,8 @@ STEP_TYPES: dict[str, type[Step]] = {
     )
 }
 STEP_TYPES[PagemapScan.op] = PagemapScan
+STEP_TYPES[Swapon.op] = Swapon
+STEP_TYPES[Swapoff.op] = Swapoff
 
 
 # ---------------------------------------------------------------------------

@@ -475,3 +475,29 @@ def test_bulk_observations() -> None:
     # Page 15 of 2048: model PFN 0x10f; the real side numbers frames in reverse.
     assert (first.step, first.model_pfn, first.real_pfn) == (2, 0x10F, 0x80000 + 2047 - 15)
     assert first.places == (Place("main", "r0", 15),)
+
+
+def _swapped(obs: Observations, offsets: tuple[int, int], soft_dirty: bool = True) -> Observations:
+    """Check 2 of ``obs`` with pages 2 and 3 of region a swapped out at ``offsets``."""
+    region = next(c for c in obs.checks if c.step == 2).regions[0]
+    assert region.pagemap.data is not None
+    first = [PagemapEntry.from_raw(raw) for raw in synth_raws(region.pagemap.data)[:2]]
+    swaps = [PagemapEntry.swap(0, off, soft_dirty=soft_dirty) for off in offsets]
+    return _replace_region(obs, 2, 0, synth.region(
+        ARCH, "main", "a", A, [*first, *swaps], region.ram_tags))
+
+
+def synth_raws(data: bytes) -> list[int]:
+    return [int.from_bytes(data[i : i + 8], "big") for i in range(0, len(data), 8)]
+
+
+def test_swap_entries_compared_through_a_bijection() -> None:
+    """The kernel's slot numbers are not predicted: model slots 1, 2 against real 0x40, 0x7
+    agree; one real slot for the model's two is an identity divergence; a flag still counts."""
+    model = _swapped(model_observations(), (1, 2))
+    assert run(_swapped(real_observations(), (0x40, 0x7)), model) == []
+    d = only(run(_swapped(real_observations(), (0x40, 0x40)), model))
+    assert (d.kind, d.field, d.page, d.model, d.real) == ("identity", "pagemap.swap", 3, 2 << 5,
+                                                          0x40 << 5)
+    found = run(_swapped(real_observations(), (0x40, 0x7), soft_dirty=False), model)
+    assert {d.field for d in found} == {"pagemap.soft_dirty"}

@@ -28,6 +28,8 @@ from harness.scenario import ADVICES, STEP_TYPES, Check, ScenarioError, Step, st
 from sim.arch import ARCH_NAMES, get_arch
 
 EXAMPLES = 300
+#: Ops drawn only with scenarios(swap=True).
+SWAP_OPS = {"swapon", "swapoff"}
 
 
 def _draw_many(arch_name: str, examples: int = EXAMPLES, **kwargs: Any) -> list[dict[str, Any]]:
@@ -53,12 +55,28 @@ def test_rejection_rate_is_zero(arch_name: str) -> None:
     assert refused == 0, f"{refused} of {total} generated scenarios refused by the loader"
 
 
+def test_swap_scenarios_are_generated() -> None:
+    """With swap: every scenario says so, the loader takes them all, and swapon, swapoff
+    and MADV_PAGEOUT (which then swaps) are drawn."""
+    drawn = _draw_many("x86_64", EXAMPLES, swap=True)
+    assert all(data.get("swap") is True for data in drawn)
+    refused, total = rejection_rate(drawn, get_arch("x86_64"))
+    assert refused == 0, f"{refused} of {total} generated swap scenarios refused by the loader"
+    steps = [step for data in drawn for step in data["steps"]]
+    ops = Counter(step["op"] for step in steps)
+    assert SWAP_OPS <= set(ops), f"never generated: {SWAP_OPS - set(ops)}"
+    assert any(s.get("advice") == "pageout" for s in steps), "no pageout"
+
+
 def test_whole_language_is_generated() -> None:
     drawn = _draw_many("x86_64", 800)  # 14 ops: pagemap_scan has 12 keys to show in ~150 steps
     steps = [step for data in drawn for step in data["steps"]]
     ops = Counter(step["op"] for step in steps)
-    assert set(ops) == set(STEP_TYPES), f"ops never generated: {set(STEP_TYPES) - set(ops)}"
+    wanted = set(STEP_TYPES) - SWAP_OPS  # only in scenarios with swap
+    assert set(ops) == wanted, f"ops never generated: {wanted - set(ops)}"
     for op, step_type in STEP_TYPES.items():
+        if op in SWAP_OPS:
+            continue
         keys = {key for step in steps if step["op"] == op for key in step} - {"op"}
         pending = {key for o, key in PENDING_KEYS if o == op}
         # madvise's holes needs a partial munmap first: test_every_advice_is_generated.

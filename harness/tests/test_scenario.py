@@ -124,7 +124,9 @@ def test_every_op_has_a_handler_everywhere() -> None:
         assert table.missing(STEP_TYPES.values()) == [], table.name
     assert set(STEP_TYPES) == {t.op for t in STEP_TYPES.values()}
     for op, step_type in STEP_TYPES.items():
-        assert step_keys(step_type) >= ({"proc"} if op != "check" else set()), op
+        # check names its process optionally; swapon and swapoff are the machine's.
+        machine_wide = op in ("check", "swapon", "swapoff")
+        assert step_keys(step_type) >= (set() if machine_wide else {"proc"}), op
 
 
 def test_steps_parse_into_dataclasses() -> None:
@@ -470,3 +472,17 @@ def test_a_scenario_path_that_is_no_regular_file_is_one_line(tmp_path: Path, kin
         load_scenario(path)
     message = str(info.value)
     assert message.startswith(f"{path}: cannot read: ") and "\n" not in message
+
+
+def test_swap_key_and_ops() -> None:
+    base = {"name": "s", "steps": [{"op": "swapoff"}, {"op": "swapon"}, {"op": "check"}]}
+    scenario = parse_scenario({**base, "swap": True}, "f.json")
+    assert scenario.swap and [s.op for s in scenario.steps] == ["swapoff", "swapon", "check"]
+    assert not parse_scenario({"name": "s", "steps": [{"op": "check"}]}, "f.json").swap
+    with pytest.raises(ScenarioError, match=r'^f\.json: step 0 \(swapoff\): needs "swap": true'):
+        parse_scenario(base, "f.json")
+    with pytest.raises(ScenarioError, match=r"^f\.json: swap is 'yes', not true or false$"):
+        parse_scenario({**base, "swap": "yes"}, "f.json")
+    with pytest.raises(ScenarioError, match=r"unknown key 'proc'"):
+        parse_scenario({**base, "swap": True,
+                        "steps": [{"op": "swapon", "proc": "main"}]}, "f.json")

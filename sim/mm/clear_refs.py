@@ -9,9 +9,18 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from sim.mm.pageflags import PG
 from sim.mm.pagetable import HugePmd
-from sim.mm.pte import PTE_CLEAR_SOFT_DIRTY, PTE_MKOLD, PTE_PRESENT, PTE_SPECIAL
+from sim.mm.pte import (
+    PTE_CLEAR_SOFT_DIRTY,
+    PTE_MKOLD,
+    PTE_PRESENT,
+    PTE_SPECIAL,
+    PTE_SWAP,
+    PTE_SWP_SOFT_DIRTY,
+)
 from sim.mm.syscall import MmError
 from sim.mm.vma import VM_SOFTDIRTY
 
@@ -66,6 +75,8 @@ def clear_refs_write(mm: MmStruct, value: int) -> None:
                 bits = entry.bits[sl]
                 present = (bits & PTE_PRESENT) != 0
                 bits[present] &= mask
+                if soft_dirty:  # clear_soft_dirty(): pte_swp_clear_soft_dirty()
+                    bits[(bits & PTE_SWAP) != 0] &= np.uint32(~PTE_SWP_SOFT_DIRTY & 0xFFFFFFFF)
                 normal = present & ((bits & PTE_SPECIAL) == 0)  # vm_normal_folio()
                 pages = [] if soft_dirty else entry.pfn[sl][normal].tolist()
             if not soft_dirty:

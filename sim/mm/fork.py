@@ -13,6 +13,7 @@ from sim.mm.hugetlb import copy_hugetlb_page_range
 from sim.mm.pagetable import HugePmd
 from sim.mm.pte import PTE_PRESENT, PTE_SPECIAL, copy_present_entry
 from sim.mm.rmap import anon_vma_fork
+from sim.mm.swapfile import copy_swap_pte, is_swap_pte
 from sim.mm.vma import VM_DONTCOPY, VM_LOCKED_MASK, VM_WIPEONFORK, Vma
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ def copy_page_range(mm: MmStruct, child: MmStruct, vma: Vma) -> None:
         for i in mm.pt.pte_range(base, lo, hi):
             bits = int(entry.bits[i])
             if not bits & PTE_PRESENT:
+                if is_swap_pte(bits):
+                    copy_swap_pte(mm, entry, target, i)
                 continue
             pfn = int(entry.pfn[i])
             if not bits & PTE_SPECIAL:

@@ -17,6 +17,7 @@ from sim.mm.pageflags import PG
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_PRESENT, PTE_SPECIAL, PTE_WRITE, mkyoung_dirty_write
 from sim.mm.rmap import folio_add_lru_vma, munlock_vma_folio
+from sim.mm.swapfile import is_swap_pte
 from sim.mm.syscall import MmError, NotModelled
 from sim.mm.vma import VM_NOHUGEPAGE, Vma
 
@@ -136,6 +137,8 @@ def hpage_collapse_scan_pmd(mm: MmStruct, vma: Vma, haddr: int) -> Scan:
     writable = False
     for i in range(mm.pt.ptrs_per_pte):
         bits = int(entry.bits[i])
+        if is_swap_pte(bits):
+            raise NotModelled("MADV_COLLAPSE over swap entries (__collapse_huge_page_swapin())")
         if not bits & PTE_PRESENT or bits & PTE_SPECIAL:
             continue
         if bits & PTE_WRITE:

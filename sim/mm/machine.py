@@ -28,6 +28,7 @@ from sim.mm.memmap import FrameState, PhysMem
 from sim.mm.mm_struct import MachineContext, MmStruct
 from sim.mm.mremap import MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE
 from sim.mm.shmem import ShmemFile
+from sim.mm.swapfile import SwapInfo
 from sim.mm.syscall import MmError, Signal
 from sim.mm.vma import VM, Vma
 
@@ -343,6 +344,26 @@ class Machine:
         self.files: list[ShmemFile] = []
 
     # -- setup -----------------------------------------------------------
+
+    def add_swap_device(self, size_bytes: int) -> SwapInfo:
+        """The machine's swap device of ``size_bytes`` (header page included), swapped on,
+        as the harness's boot-time swapon leaves a VM with swap (sim/mm/swapfile.py)."""
+        pages = size_bytes >> self.arch.page_shift
+        self.ctx.swap = SwapInfo(last_page=pages - 1)
+        return self.ctx.swap
+
+    def swapon(self) -> None:
+        """swapon(2) of the swap device; MmError (ENOENT without one, EBUSY while on)."""
+        if self.ctx.swap is None:
+            raise MmError(errno.ENOENT, "swapon: no swap device")
+        self.ctx.swap.swapon()
+
+    def swapoff(self) -> None:
+        """swapoff(2) of the swap device; MmError (ENOENT without one, EINVAL when off);
+        swap entries in page tables are mapped back (try_to_unuse())."""
+        if self.ctx.swap is None:
+            raise MmError(errno.ENOENT, "swapoff: no swap device")
+        self.ctx.swap.swapoff(self.mem, list(self.ctx.mms))
 
     def spawn(self, name: str, uid: int = 0) -> Process:
         """A new process with an empty address space (root unless ``uid``)."""

@@ -27,6 +27,7 @@ from sim.mm.pageflags import PG, PG_SWAPCACHE
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_YOUNG
 from sim.mm.split import split_folio
+from sim.mm.swapfile import is_swap_pte, pageout_anon_folio, zap_swap_pte
 from sim.mm.syscall import MmError, NotModelled, user_range_end
 from sim.mm.vma import (
     VM_DONTCOPY,
@@ -305,9 +306,17 @@ def _free(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
                 continue
             split_folio(mm, entry.pfn)
             entry = mm.pt.pte_table(base)
+        for i in mm.pt.pte_range(base, elo, ehi):
+            if is_swap_pte(int(entry.bits[i])):
+                zap_swap_pte(mm, entry, i)  # free_swap_and_cache_nr(), the entry cleared
+        swap = mm.ctx.swap
         for i, head, nr in _pte_folios(mm, entry, base, elo, ehi):
-            if mem.test(head, PG.dirty):
+            in_swap_cache = swap is not None and head in swap.folio_swap
+            if in_swap_cache or mem.test(head, PG.dirty):
                 if mem.folio_mapcount(head) != mem.folio_nr_pages(head):
+                    continue
+                # folio_free_swap() (which dirties it) or the PTE is skipped entirely.
+                if in_swap_cache and swap is not None and not swap.folio_free_swap(mem, head):
                     continue
                 mem.clear(head, PG.dirty)
             entry.bits[i : i + nr] &= np.uint32(~(PTE_YOUNG | PTE_DIRTY) & 0xFFFFFFFF)
@@ -458,9 +467,14 @@ def _cold_or_pageout(
             if mem.folio_test_anon(head) and not mem.test(head, PG.swapbacked):
                 _pageout_lazyfree(mm, entry, i, head)
             elif mem.folio_test_anon(head):
-                mem.set(head, PG.active)
+                swap = mm.ctx.swap
+                if swap is None or not pageout_anon_folio(mm, swap, entry, i, head):
+                    mem.set(head, PG.active)  # add_to_swap() failed: activate_locked
             else:
                 assert vma.file is not None
+                if mm.ctx.swap is not None and mm.ctx.swap.writeok:
+                    raise NotModelled("MADV_PAGEOUT of shmem with swap on (shmem_writepage() "
+                                      "moves the folio to the swap cache)")
                 _try_to_unmap(mm, entry, i, head)
                 if mem.test(head, PG.dirty):
                     mem.set(head, PG.active)
@@ -491,6 +505,9 @@ def _pageout_anon_large(mm: MmStruct, head: int) -> None:
     mem = mm.mem
     if not mem.test(head, PG.swapbacked):
         raise NotModelled("MADV_PAGEOUT of a lazyfree folio (freed by reclaim)")
+    if mm.ctx.swap is not None and mm.ctx.swap.writeok:
+        raise NotModelled("MADV_PAGEOUT of a large folio with swap on (THP_SWAP or a split "
+                          "in shrink_folio_list())")
     nr = mem.folio_nr_pages(head)
     split_folio(mm, head)
     for pfn in range(head, head + nr):

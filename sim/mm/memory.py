@@ -36,6 +36,7 @@ from sim.mm.pte import (
 )
 from sim.mm.rmap import anon_vma_prepare, folio_add_lru_vma, mlock_vma_folio, munlock_vma_folio
 from sim.mm.shmem import ShmemFile, ShmemSigbus
+from sim.mm.swapfile import do_swap_page, free_swap_cache, is_swap_pte, zap_swap_pte
 from sim.mm.syscall import Signal
 from sim.mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_SHARED, VM_WRITE, Vma
 
@@ -127,6 +128,10 @@ def handle_pte_fault(mm: MmStruct, vma: Vma, addr: int, write: bool) -> Signal |
     """handle_pte_fault(): missing PTE -> do_pte_missing(); read-only -> do_wp_page()."""
     table = mm.pt.get_pmd(addr)
     i = mm.pt.pte_index(addr)
+    if isinstance(table, PteTable) and is_swap_pte(int(table.bits[i])):
+        if do_swap_page(mm, vma, table, i, write):
+            do_wp_page(mm, vma, table, i)
+        return None
     if not isinstance(table, PteTable) or not table.present(i):
         if vma.anonymous:
             do_anonymous_page(mm, vma, addr, write)
@@ -341,6 +346,9 @@ def zap_page_range(mm: MmStruct, vma: Vma, start: int, end: int) -> None:
             continue
         recency = vma.has_recency(mm.ctx.facts.rand_read_has_recency)
         for i in mm.pt.pte_range(base, lo, hi):
+            if is_swap_pte(int(entry.bits[i])):
+                zap_swap_pte(mm, entry, i)
+                continue
             zap_present_pte(mm, entry, i, vma, recency)
 
 
@@ -373,4 +381,5 @@ def zap_present_pte(
     mem.folio_remove_rmap_ptes(head, pfn, 1)
     if vma is not None:
         munlock_vma_folio(mem, head, vma)
+    free_swap_cache(mm, head)
     mem.folio_put(head)

@@ -29,6 +29,7 @@ from sim.mm.hugetlb import Hstate
 from sim.mm.memmap import PhysMem
 from sim.mm.pagetable import PageTables
 from sim.mm.shmem import ShmemFile
+from sim.mm.swapfile import SwapInfo
 from sim.mm.syscall import Signal
 from sim.mm.vma import Vma, VmaList
 
@@ -53,6 +54,8 @@ class MachineContext:
     #: Every live mm_struct (what an rmap walk of a shared file reaches:
     #: unmap_mapping_range() of a hole punched by MADV_REMOVE).
     mms: list[MmStruct] = field(default_factory=list)
+    #: The swap device (sim/mm/swapfile.py), None when the machine has none.
+    swap: SwapInfo | None = None
     #: The default hstate's pool (``hugepages=N`` at boot, sim/mm/hugetlb.py); None without one.
     hstate: Hstate | None = field(init=False)
 

@@ -29,7 +29,7 @@ from sim.mm.huge_memory import split_huge_pmd
 from sim.mm.mlock import mlock_future_ok
 from sim.mm.mmap import do_munmap
 from sim.mm.pagetable import HugePmd, PteTable
-from sim.mm.pte import PTE_PRESENT, PTE_SOFT_DIRTY
+from sim.mm.pte import PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SWAP, PTE_SWP_SOFT_DIRTY
 from sim.mm.syscall import MmError
 from sim.mm.vma import VM_LOCKED, VM_LOCKED_MASK, Vma
 
@@ -354,4 +354,6 @@ def _move_ptes(
         old.clear(i)
         if bits & PTE_PRESENT:
             bits |= soft_dirty
+        elif bits & PTE_SWAP and soft_dirty:
+            bits |= PTE_SWP_SOFT_DIRTY  # move_soft_dirty_pte(): pte_swp_mksoft_dirty()
         new.set(j, pfn, bits)

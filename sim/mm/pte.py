@@ -40,6 +40,9 @@ __all__ = [
     "PTE_PRESENT",
     "PTE_SOFT_DIRTY",
     "PTE_SPECIAL",
+    "PTE_SWAP",
+    "PTE_SWP_EXCLUSIVE",
+    "PTE_SWP_SOFT_DIRTY",
     "PTE_WRITE",
     "PTE_YOUNG",
     "PteFlags",
@@ -83,6 +86,14 @@ PTE_DIRTY: Final = int(PteFlags.DIRTY)
 PTE_YOUNG: Final = int(PteFlags.YOUNG)
 PTE_SOFT_DIRTY: Final = int(PteFlags.SOFT_DIRTY)
 PTE_SPECIAL: Final = int(PteFlags.SPECIAL)
+
+#: is_swap_pte(): a non-present, non-none entry holding a swap entry (swp_entry_to_pte());
+#: its swap offset is in the table's PFN column, its type (always 0: one device) in bits 16-20.
+PTE_SWAP: Final = 0x100
+#: pte_swp_exclusive(): the page was PageAnonExclusive when try_to_unmap_one() swapped it.
+PTE_SWP_EXCLUSIVE: Final = 0x200
+#: pte_swp_soft_dirty(): the present entry was soft-dirty (pte_swp_mksoft_dirty()).
+PTE_SWP_SOFT_DIRTY: Final = 0x400
 
 #: ``bits & PTE_MKOLD``: pte_mkold() / pmd_mkold().
 PTE_MKOLD: Final = ~PTE_YOUNG & _ALL
