@@ -33,6 +33,8 @@ from harness.scenario import (
     Layout,
     Madvise,
     Mlock,
+    UffdRegister,
+    UffdWp,
     Mmap,
     Mprotect,
     Mremap,
@@ -284,6 +286,18 @@ def _mlock(run: ModelRun, step: Mlock) -> None:
 def _munlock(run: ModelRun, step: Munlock) -> None:
     span = run.layout.span(step)
     run.procs[step.proc].munlock(span.vaddr, span.pages)
+
+
+@MODEL.on(UffdRegister)
+def _uffd_register(run: ModelRun, step: UffdRegister) -> None:
+    span = run.layout.span(step)
+    run.procs[step.proc].uffd_register(span.vaddr, span.pages)
+
+
+@MODEL.on(UffdWp)
+def _uffd_wp(run: ModelRun, step: UffdWp) -> None:
+    span = run.layout.span(step)
+    run.procs[step.proc].uffd_wp(span.vaddr, span.pages, step.enable)
 
 
 def run_model(

@@ -39,7 +39,15 @@ from sim.formats_scan import PM_SCAN_ARG_BYTES, PageRegion, PmScanArg
 from sim.mm.machine import Machine
 from sim.mm.mm_struct import MmStruct
 from sim.mm.pagetable import HugePmd, PteTable
-from sim.mm.pte import PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SPECIAL
+from sim.mm.pte import PTE_MARKER_UFFD_WP, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SPECIAL, PTE_UFFD_WP
+from sim.mm.syscall import NotModelled
+from sim.mm.userfaultfd import (
+    pte_mkuffd_wp,
+    uffd_wp_range,
+    userfaultfd_wp,
+    userfaultfd_wp_async,
+    userfaultfd_wp_use_markers,
+)
 from sim.pagewalk import MmWalk, MmWalkOps, walk_page_range
 
 __all__ = [
@@ -159,15 +167,22 @@ def _is_interesting_vma(categories: int, p: _Private) -> bool:
 
 
 def _test_walk(start: int, end: int, walk: MmWalk) -> int:
-    """pagemap_scan_test_walk(), with userfaultfd_wp_async() false for every VMA."""
+    """pagemap_scan_test_walk(): wp_allowed = userfaultfd_wp_async() &&
+    userfaultfd_wp_use_markers() (a VMA registered for uffd-wp by a userfaultfd with
+    WP_ASYNC, sim/mm/userfaultfd.py); without it CHECK_WPASYNC is EPERM and
+    WP_MATCHING skips the VMA; with it the VMA's category has WPALLOWED."""
     p: _Private = walk.private
     vma = walk.vma
     assert vma is not None
-    if p.arg["flags"] & PmScan.CHECK_WPASYNC:
-        return -errno.EPERM  # explicit failure over wp-async capability
-    if p.arg["flags"] & PmScan.WP_MATCHING:
-        return 1  # write-protect asked: skip VMAs that cannot do it
-    vma_category = int(PageIs.SOFT_DIRTY) if vma.softdirty else 0
+    wp_allowed = userfaultfd_wp_async(walk.mm, vma) and userfaultfd_wp_use_markers(walk.mm, vma)
+    if not wp_allowed:
+        if p.arg["flags"] & PmScan.CHECK_WPASYNC:
+            return -errno.EPERM  # explicit failure over wp-async capability
+        if p.arg["flags"] & PmScan.WP_MATCHING:
+            return 1  # write-protect asked: skip VMAs that cannot do it
+    vma_category = int(PageIs.WPALLOWED) if wp_allowed else 0
+    if vma.softdirty:
+        vma_category |= PageIs.SOFT_DIRTY
     if not _is_interesting_vma(vma_category, p):
         return 1
     p.cur_vma_category = vma_category
@@ -220,7 +235,8 @@ def pagemap_page_category(p: _Private, bits: int, pfn: int) -> int:
     The pinned Debian tree (6.12.117-1~deb12u1) returns PAGE_IS_WRITTEN for a
     pte_none() entry ("an unpopulated pte carries no uffd-wp marker"), so the
     generic path agrees with the PAGE_IS_WRITTEN fast path; upstream 6.12
-    returned 0 there.  A present entry: PRESENT, WRITTEN (no uffd-wp bit),
+    returned 0 there.  A uffd-wp marker: SWAPPED only (the swap branch).
+    A present entry: PRESENT, WRITTEN (no uffd-wp bit),
     FILE if it maps a normal page (not pte_special()) whose folio is not
     anonymous (asked only when FILE is of interest), PFNZERO for the zero
     page, SOFT_DIRTY from the entry.
@@ -228,8 +244,13 @@ def pagemap_page_category(p: _Private, bits: int, pfn: int) -> int:
     if not bits:
         return _WRITTEN
     categories = 0
+    if bits & PTE_MARKER_UFFD_WP:
+        # is_swap_pte(): a marker is SWAPPED; pte_swp_uffd_wp_any(): not WRITTEN.
+        return int(PageIs.SWAPPED)
     if bits & PTE_PRESENT:
-        categories |= PageIs.PRESENT | PageIs.WRITTEN
+        categories |= PageIs.PRESENT
+        if not bits & PTE_UFFD_WP:
+            categories |= PageIs.WRITTEN
         mem = p.machine.mem
         if p.masks_of_interest & PageIs.FILE and not bits & PTE_SPECIAL:
             if not mem.anon[mem.head[pfn]]:
@@ -249,7 +270,9 @@ def pagemap_thp_category(p: _Private, pmd: HugePmd) -> int:
     zero folio (is_huge_zero_pmd()); SOFT_DIRTY from the PMD.
     """
     mem = p.machine.mem
-    categories = PageIs.HUGE | PageIs.PRESENT | PageIs.WRITTEN
+    categories = PageIs.HUGE | PageIs.PRESENT
+    if not pmd.bits & PTE_UFFD_WP:
+        categories |= PageIs.WRITTEN
     huge_zero = mem.is_huge_zero_folio(pmd.pfn)
     if p.masks_of_interest & PageIs.FILE and not huge_zero and not mem.anon[mem.head[pmd.pfn]]:
         categories |= PageIs.FILE
@@ -260,31 +283,62 @@ def pagemap_thp_category(p: _Private, pmd: HugePmd) -> int:
     return int(categories)
 
 
+def _is_wp(bits: int) -> bool:
+    """(pte_present() && pte_uffd_wp()) || pte_swp_uffd_wp_any(): already write-protected."""
+    return bool(bits & PTE_MARKER_UFFD_WP or (bits & PTE_PRESENT and bits & PTE_UFFD_WP))
+
+
+def make_uffd_wp_pte(table: PteTable, i: int) -> None:
+    """make_uffd_wp_pte(): a present PTE gets pte_mkuffd_wp(), a none one a marker."""
+    bits = int(table.bits[i])
+    if bits & PTE_PRESENT:
+        table.bits[i] = pte_mkuffd_wp(bits)
+    elif not bits:
+        table.set(i, 0, PTE_MARKER_UFFD_WP)
+
+
 def _pmd_entry(entry: PteTable | HugePmd, start: int, end: int, walk: MmWalk) -> int:
     """pagemap_scan_pmd_entry() (with pagemap_scan_thp_entry() for a huge PMD).
 
-    Without WP_MATCHING (no VMA is walked with it here) nothing is written,
-    so the THP split and the write-protect branches never run.
+    PM_SCAN_WP_MATCHING (only in wp-async VMAs, :func:`_test_walk`)
+    write-protects each matching WRITTEN page after its output
+    (make_uffd_wp_pte()); without an output buffer every entry not yet
+    write-protected is (the exclusive-WP fast path).  A huge PMD to
+    write-protect (make_uffd_wp_pmd(), or the split when the output ends
+    inside it) is not modelled.
     """
     p: _Private = walk.private
+    wp = bool(p.arg["flags"] & PmScan.WP_MATCHING)
     if isinstance(entry, HugePmd):
         categories = p.cur_vma_category | pagemap_thp_category(p, entry)
         if not _is_interesting_page(categories, p):
             return 0
-        ret, _ = _output(categories, p, start, end)
+        ret, nxt = _output(categories, p, start, end)
+        if nxt != start and wp and categories & PageIs.WRITTEN:
+            raise NotModelled("PAGEMAP_SCAN write-protect of a huge PMD (make_uffd_wp_pmd())")
         return ret
     mm = walk.mm
     page = mm.page_size
     i = mm.pt.pte_index(start)
     arg = p.arg
     ret = 0
+    if wp and p.vec_buf is None:
+        # The exclusive-WP fast path: write-protect everything not yet so.
+        for k in range((end - start) // page):
+            if not _is_wp(int(entry.bits[i + k])):
+                make_uffd_wp_pte(entry, i + k)
+        return 0
     if (not arg["category_anyof_mask"] and not arg["category_inverted"]
             and arg["category_mask"] == _WRITTEN and arg["return_mask"] == _WRITTEN):
         # The PAGE_IS_WRITTEN fast path: every entry without a uffd-wp bit.
-        for addr in range(start, end, page):
+        for k, addr in enumerate(range(start, end, page)):
+            if _is_wp(int(entry.bits[i + k])):
+                continue
             ret, nxt = _output(p.cur_vma_category | _WRITTEN, p, addr, addr + page)
             if nxt == addr:
                 break
+            if wp:
+                make_uffd_wp_pte(entry, i + k)
         return ret
     for k, addr in enumerate(range(start, end, page)):
         categories = p.cur_vma_category | pagemap_page_category(
@@ -295,21 +349,29 @@ def _pmd_entry(entry: PteTable | HugePmd, start: int, end: int, walk: MmWalk) ->
         ret, nxt = _output(categories, p, addr, addr + page)
         if nxt == addr:
             break
+        if wp and categories & PageIs.WRITTEN:
+            make_uffd_wp_pte(entry, i + k)
     return ret
 
 
 def _pte_hole(start: int, end: int, depth: int, walk: MmWalk) -> int:
-    """pagemap_scan_pte_hole(): no VMA, nothing; in a VMA the VMA's category only.
-
-    (WRITTEN is added only in a uffd-wp VMA, which the guests cannot have.)
+    """pagemap_scan_pte_hole(): no VMA, nothing; in a VMA the VMA's category, WRITTEN
+    too in a uffd-wp VMA (userfaultfd_wp()); under WP_MATCHING the output part is
+    write-protected with uffd_wp_range() (page tables allocated, markers installed).
     """
     p: _Private = walk.private
-    if walk.vma is None:
+    vma = walk.vma
+    if vma is None:
         return 0
     categories = p.cur_vma_category
+    if userfaultfd_wp(vma):
+        categories |= _WRITTEN
     if not _is_interesting_page(categories, p):
         return 0
-    ret, _ = _output(categories, p, start, end)
+    ret, end = _output(categories, p, start, end)
+    if start == end or not p.arg["flags"] & PmScan.WP_MATCHING:
+        return ret
+    uffd_wp_range(walk.mm, vma, start, end, True)
     return ret
 
 

@@ -335,7 +335,7 @@ def smap_blocks(
 #: show_smap_vma_flags(): the mnemonic of each VM_* bit the model's VMAs can carry.
 _MNEMONICS = {
     0: "rd", 1: "wr", 2: "ex", 3: "sh", 4: "mr", 5: "mw", 6: "me", 7: "ms",
-    13: "lo", 19: "lf", 20: "ac", 21: "nr", 27: "sd", 29: "hg", 30: "nh",
+    12: "uw", 13: "lo", 19: "lf", 20: "ac", 21: "nr", 27: "sd", 29: "hg", 30: "nh",
     # madvise(): MADV_SEQUENTIAL/RANDOM, DONTFORK, WIPEONFORK, DONTDUMP, MERGEABLE.
     15: "sr", 16: "rr", 17: "dc", 25: "wf", 26: "dd", 31: "mg",
 }

@@ -270,6 +270,15 @@ class Process:
         """munlock(addr, len)."""
         self._live().munlock(addr, nr_pages)
 
+    def uffd_register(self, addr: int, nr_pages: int) -> None:
+        """UFFDIO_REGISTER_MODE_WP of [addr, +nr_pages) with this process's userfaultfd
+        (opened with WP_ASYNC where the kernel has it): sim/mm/userfaultfd.py."""
+        self._live().uffd_register(addr, nr_pages)
+
+    def uffd_wp(self, addr: int, nr_pages: int, enable: bool) -> None:
+        """UFFDIO_WRITEPROTECT of [addr, +nr_pages): sim/mm/userfaultfd.py."""
+        self._live().uffd_wp(addr, nr_pages, enable)
+
     def mremap(
         self, addr: int, old_pages: int, new_pages: int, *, new_addr: int | None = None,
         dontunmap: bool = False,

@@ -27,6 +27,7 @@ from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_YOUNG
 from sim.mm.split import split_folio
 from sim.mm.syscall import MmError, NotModelled, user_range_end
+from sim.mm.userfaultfd import not_modelled_in
 from sim.mm.vma import (
     VM_DONTCOPY,
     VM_DONTDUMP,
@@ -146,6 +147,8 @@ def do_madvise(
     if behavior not in _VALID or (behavior in _THP_ONLY and not mm.ctx.thp):
         raise MmError(errno.EINVAL, f"madvise: advice {behavior} is not valid on this kernel")
     end = user_range_end(mm.arch, addr, nr_pages, "madvise")
+    if behavior in (MADV.PAGEOUT, MADV.COLLAPSE, MADV.FREE):
+        not_modelled_in(mm, addr, end, f"madvise advice {behavior}")
     populate = behavior in (MADV.POPULATE_READ, MADV.POPULATE_WRITE)
     if populate and not mm.ctx.facts.populate_walks_vmas:
         madvise_populate(mm, addr, end, write=behavior == MADV.POPULATE_WRITE)
@@ -249,7 +252,7 @@ def _dontneed(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
     lru_add_drain(): the mlock batch too), page tables kept."""
     _dontneed_free_valid_vma(vma, behavior)
     mm.mem.lru_add_drain()
-    zap_page_range(mm, vma, lo, hi)
+    zap_page_range(mm, vma, lo, hi, drop_markers=False)
 
 
 def _free(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:

@@ -22,8 +22,10 @@ from sim.mm.pageflags import PG, PG_ANON_EXCLUSIVE
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import (
     PTE_DIRTY,
+    PTE_MARKER_UFFD_WP,
     PTE_PRESENT,
     PTE_SPECIAL,
+    PTE_UFFD_WP,
     PTE_WRITE,
     PTE_YOUNG,
     hardware_access,
@@ -36,7 +38,8 @@ from sim.mm.pte import (
 from sim.mm.rmap import anon_vma_prepare, folio_add_lru_vma, mlock_vma_folio, munlock_vma_folio
 from sim.mm.shmem import ShmemFile, ShmemSigbus
 from sim.mm.syscall import Signal
-from sim.mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_SHARED, VM_WRITE, Vma
+from sim.mm.userfaultfd import fault_take_marker, pte_mkuffd_wp, wp_fault_clear, zap_uffd_wp
+from sim.mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_SHARED, VM_UFFD_WP, VM_WRITE, Vma
 
 if TYPE_CHECKING:
     from sim.mm.mm_struct import MmStruct
@@ -120,14 +123,25 @@ def handle_mm_fault(mm: MmStruct, vma: Vma, addr: int, write: bool) -> Signal | 
 
 
 def handle_pte_fault(mm: MmStruct, vma: Vma, addr: int, write: bool) -> Signal | None:
-    """handle_pte_fault(): missing PTE -> do_pte_missing(); read-only -> do_wp_page()."""
+    """handle_pte_fault(): missing PTE -> do_pte_missing(); read-only -> do_wp_page().
+
+    A uffd-wp PTE marker is a missing page too (handle_pte_marker()); the PTE the
+    fault installs then carries uffd-wp (vmf_orig_pte_uffd_wp(), sim/mm/userfaultfd.py).
+    """
     table = mm.pt.get_pmd(addr)
     i = mm.pt.pte_index(addr)
     if not isinstance(table, PteTable) or not table.present(i):
+        uffd_wp = isinstance(table, PteTable) and fault_take_marker(vma, table, i)
         if vma.anonymous:
             do_anonymous_page(mm, vma, addr, write)
-            return None
-        return do_fault(mm, vma, addr, write)
+            signal = None
+        else:
+            signal = do_fault(mm, vma, addr, write)
+        if uffd_wp and signal is None:
+            entry = mm.pt.get_pmd(addr)
+            assert isinstance(entry, PteTable)
+            entry.bits[i] = pte_mkuffd_wp(int(entry.bits[i]))
+        return signal
     bits = int(table.bits[i])
     if write and not bits & PTE_WRITE:
         do_wp_page(mm, vma, table, i)
@@ -174,6 +188,7 @@ def do_wp_page(mm: MmStruct, vma: Vma, table: PteTable, i: int) -> None:
     accepts, setting PG_anon_exclusive; otherwise copy (wp_page_copy()).
     """
     mem = mm.mem
+    wp_fault_clear(mm, vma, table, i)  # uffd-wp with WP_ASYNC: the bit goes, the fault goes on
     bits = int(table.bits[i])
     page = None if bits & PTE_SPECIAL else int(table.pfn[i])  # vm_normal_page()
     if vma.flags & (VM_SHARED | VM_MAYSHARE):
@@ -246,8 +261,9 @@ def do_fault(mm: MmStruct, vma: Vma, addr: int, write: bool) -> Signal | None:
 
 
 def do_read_fault(mm: MmStruct, vma: Vma, addr: int) -> None:
-    """do_read_fault(): fault-around first, ->fault() for the page if still missing."""
-    if mm.ctx.facts.fault_around_pages(mm.arch.page_shift) > 1:
+    """do_read_fault(): fault-around first (not in a uffd-wp VMA: uffd_disable_fault_around()),
+    ->fault() for the page if still missing."""
+    if mm.ctx.facts.fault_around_pages(mm.arch.page_shift) > 1 and not vma.flags & VM_UFFD_WP:
         if do_fault_around(mm, vma, addr):
             return
     pfn = _file(vma).get_folio_for_fault(vma.linear_page_index(addr))
@@ -321,12 +337,16 @@ def do_shared_fault(mm: MmStruct, vma: Vma, addr: int) -> None:
 # ---------------------------------------------------------------------------
 
 
-def zap_page_range(mm: MmStruct, vma: Vma, start: int, end: int) -> None:
+def zap_page_range(
+    mm: MmStruct, vma: Vma, start: int, end: int, drop_markers: bool = True
+) -> None:
     """zap_pmd_range()/zap_pte_range() over [start, end) (bytes) of ``vma``.
 
     A huge leaf fully inside the range goes whole (zap_huge_pmd()); one
     partly inside is split first.  Page tables stay (free_pgtables() is the
-    caller's business).
+    caller's business).  uffd-wp markers: ``drop_markers`` is
+    ZAP_FLAG_DROP_MARKER (unmap_vmas(): munmap, exit); MADV_DONTNEED passes
+    False (:func:`~sim.mm.userfaultfd.zap_uffd_wp`).
     """
     for base, entry, lo, hi in split_partial_huge_pmds(mm, vma, start, end):
         if isinstance(entry, HugePmd):
@@ -334,7 +354,10 @@ def zap_page_range(mm: MmStruct, vma: Vma, start: int, end: int) -> None:
             continue
         recency = vma.has_recency(mm.ctx.facts.rand_read_has_recency)
         for i in mm.pt.pte_range(base, lo, hi):
+            bits = int(entry.bits[i])
             zap_present_pte(mm, entry, i, vma, recency)
+            if bits & (PTE_UFFD_WP | PTE_MARKER_UFFD_WP):
+                zap_uffd_wp(vma, entry, i, bits, drop_markers)
 
 
 def zap_present_pte(
