@@ -33,8 +33,6 @@ from harness.scenario import (
     Layout,
     Madvise,
     Mlock,
-    UffdRegister,
-    UffdWp,
     Mmap,
     Mprotect,
     Mremap,
@@ -44,6 +42,8 @@ from harness.scenario import (
     Scenario,
     StepHandlers,
     Touch,
+    UffdRegister,
+    UffdWp,
     plan_layout,
 )
 from sim.arch import Arch

@@ -59,7 +59,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("patch", "patch"),
     Requirement("tar", "tar"),
     Requirement("xz", "xz-utils"),
-    # 6.12's headers_install (top Makefile, `headers_install:` runs rsync): the selftests build needs it.
+    # 6.12's headers_install (top Makefile, `headers_install:` runs rsync): the
+    # selftests build needs it.
     Requirement("rsync", "rsync"),
     Requirement("dpkg-query", "dpkg"),
     Requirement("dpkg-deb", "dpkg"),

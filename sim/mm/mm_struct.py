@@ -22,9 +22,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sim.arch import Arch
-from sim.mm import clear_refs, fork, huge_memory, madvise, memory, mlock, mmap, mprotect
+from sim.mm import (
+    clear_refs,
+    fork,
+    huge_memory,
+    madvise,
+    memory,
+    mlock,
+    mmap,
+    mprotect,
+    userfaultfd,
+)
 from sim.mm import mremap as mremap_
-from sim.mm import userfaultfd
 from sim.mm.facts import KernelFacts
 from sim.mm.memmap import PhysMem
 from sim.mm.pagetable import PageTables

@@ -30,8 +30,8 @@ from sim.mm.mlock import mlock_future_ok
 from sim.mm.mmap import do_munmap
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_PRESENT, PTE_SOFT_DIRTY
-from sim.mm.userfaultfd import not_modelled_in
 from sim.mm.syscall import MmError
+from sim.mm.userfaultfd import not_modelled_in
 from sim.mm.vma import VM_LOCKED, VM_LOCKED_MASK, Vma
 
 if TYPE_CHECKING:
