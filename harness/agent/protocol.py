@@ -412,10 +412,9 @@ LAYOUTS: dict[Op, OpLayout] = {
     Op.UFFD_REGISTER: _layout(
         "u64 addr, u64 length, u64 features", "u64 features",
         "UFFDIO_REGISTER_MODE_WP over the range with this process's userfaultfd "
-        "(uffd.c), "
-        "which the first call in the process opens (O_CLOEXEC|O_NONBLOCK) with UFFDIO_API asking the wanted "
-        "features the kernel has (a probe fd's UFFDIO_API with 0 tells them); the reply: the "
-        "features the userfaultfd has",
+        "(uffd.c), which the first call in the process opens (O_CLOEXEC|O_NONBLOCK) with "
+        "UFFDIO_API asking the wanted features the kernel has (a probe fd's UFFDIO_API "
+        "with 0 tells them); the reply: the features the userfaultfd has",
     ),
     Op.UFFD_WP: _layout(
         "u64 addr, u64 length, u8 enable", "",
