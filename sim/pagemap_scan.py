@@ -40,7 +40,6 @@ from sim.mm.machine import Machine
 from sim.mm.mm_struct import MmStruct
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_MARKER_UFFD_WP, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SPECIAL, PTE_UFFD_WP
-from sim.mm.syscall import NotModelled
 from sim.mm.userfaultfd import (
     pte_mkuffd_wp,
     uffd_wp_range,
@@ -283,6 +282,18 @@ def pagemap_thp_category(p: _Private, pmd: HugePmd) -> int:
     return int(categories)
 
 
+def _backout_range(p: _Private, addr: int, end: int) -> None:
+    """pagemap_scan_backout_range(): take [addr, end) back out of the current record."""
+    if p.vec_buf is None:
+        return
+    cur = p.vec_buf[p.vec_buf_index]
+    if cur[0] != addr:
+        cur[1] = addr
+    else:
+        cur[0] = cur[1] = 0
+    p.found_pages -= (end - addr) >> p.machine.arch.page_shift
+
+
 def _is_wp(bits: int) -> bool:
     """(pte_present() && pte_uffd_wp()) || pte_swp_uffd_wp_any(): already write-protected."""
     return bool(bits & PTE_MARKER_UFFD_WP or (bits & PTE_PRESENT and bits & PTE_UFFD_WP))
@@ -303,21 +314,32 @@ def _pmd_entry(entry: PteTable | HugePmd, start: int, end: int, walk: MmWalk) ->
     PM_SCAN_WP_MATCHING (only in wp-async VMAs, :func:`_test_walk`)
     write-protects each matching WRITTEN page after its output
     (make_uffd_wp_pte()); without an output buffer every entry not yet
-    write-protected is (the exclusive-WP fast path).  A huge PMD to
-    write-protect (make_uffd_wp_pmd(), or the split when the output ends
-    inside it) is not modelled.
+    write-protected is (the exclusive-WP fast path).  A huge PMD whose whole
+    range is output is write-protected whole (make_uffd_wp_pmd()); one output
+    in part (the scan's range or max_pages ends inside it) is split, its
+    output backed out, and the PTE path runs over the new table.
     """
     p: _Private = walk.private
     wp = bool(p.arg["flags"] & PmScan.WP_MATCHING)
+    mm = walk.mm
     if isinstance(entry, HugePmd):
         categories = p.cur_vma_category | pagemap_thp_category(p, entry)
         if not _is_interesting_page(categories, p):
             return 0
         ret, nxt = _output(categories, p, start, end)
-        if nxt != start and wp and categories & PageIs.WRITTEN:
-            raise NotModelled("PAGEMAP_SCAN write-protect of a huge PMD (make_uffd_wp_pmd())")
-        return ret
-    mm = walk.mm
+        if nxt == start or not wp or not categories & PageIs.WRITTEN:
+            return ret
+        if nxt == start + mm.pmd_size:
+            entry.bits = pte_mkuffd_wp(entry.bits)  # make_uffd_wp_pmd()
+            return ret
+        # WP of part of the huge page: split_huge_pmd(), pagemap_scan_backout_range(),
+        # and -ENOENT: "report as if there was no THP" (the PTE path below).
+        assert walk.vma is not None
+        mm.split_huge_pmd(walk.vma, start - start % mm.pmd_size)
+        _backout_range(p, start, nxt)
+        table = mm.pt.get_pmd(start)
+        assert isinstance(table, PteTable)
+        entry = table
     page = mm.page_size
     i = mm.pt.pte_index(start)
     arg = p.arg

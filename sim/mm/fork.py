@@ -68,6 +68,9 @@ def copy_page_range(mm: MmStruct, child: MmStruct, vma: Vma, dst: Vma | None = N
     for base, entry, lo, hi in mm.pt.pmd_ranges(vma.start, vma.end):
         if isinstance(entry, HugePmd):
             copy_huge_pmd(child, base, entry, vma)
+            copied = child.pt.get_pmd(base)
+            if isinstance(copied, HugePmd):  # copy_huge_pmd(): pmd_clear_uffd_wp() too
+                copied.bits = child_pte_bits(dst_flags, copied.bits)
             continue
         target = child.pt.pte_alloc(base)
         for i in mm.pt.pte_range(base, lo, hi):

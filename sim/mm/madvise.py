@@ -147,7 +147,7 @@ def do_madvise(
     if behavior not in _VALID or (behavior in _THP_ONLY and not mm.ctx.thp):
         raise MmError(errno.EINVAL, f"madvise: advice {behavior} is not valid on this kernel")
     end = user_range_end(mm.arch, addr, nr_pages, "madvise")
-    if behavior in (MADV.PAGEOUT, MADV.COLLAPSE, MADV.FREE):
+    if behavior in (MADV.PAGEOUT, MADV.COLLAPSE, MADV.FREE, MADV.REMOVE):
         not_modelled_in(mm, addr, end, f"madvise advice {behavior}")
     populate = behavior in (MADV.POPULATE_READ, MADV.POPULATE_WRITE)
     if populate and not mm.ctx.facts.populate_walks_vmas:

@@ -38,7 +38,13 @@ from sim.mm.pte import (
 from sim.mm.rmap import anon_vma_prepare, folio_add_lru_vma, mlock_vma_folio, munlock_vma_folio
 from sim.mm.shmem import ShmemFile, ShmemSigbus
 from sim.mm.syscall import Signal
-from sim.mm.userfaultfd import fault_take_marker, pte_mkuffd_wp, wp_fault_clear, zap_uffd_wp
+from sim.mm.userfaultfd import (
+    fault_take_marker,
+    pte_mkuffd_wp,
+    wp_fault_clear,
+    wp_huge_pmd_split,
+    zap_uffd_wp,
+)
 from sim.mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_SHARED, VM_UFFD_WP, VM_WRITE, Vma
 
 if TYPE_CHECKING:
@@ -114,6 +120,8 @@ def handle_mm_fault(mm: MmStruct, vma: Vma, addr: int, write: bool) -> Signal | 
             return None
     elif isinstance(entry, HugePmd):
         if write and not entry.bits & PTE_WRITE:
+            if wp_huge_pmd_split(mm, vma, addr, entry):
+                return handle_pte_fault(mm, vma, addr, write)
             if do_huge_pmd_wp_page(mm, vma, addr, entry):
                 return None
         else:

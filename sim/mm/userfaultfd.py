@@ -12,9 +12,10 @@ include/linux/userfaultfd_k.h (vma_can_userfault(), userfaultfd_wp_use_markers()
 One userfaultfd per process (:class:`UffdCtx` on the mm), as the agent opens it:
 the wanted features the kernel has.  No thread reads it, so the model refuses
 (:class:`~sim.mm.syscall.NotModelled`) any path that would deliver a fault to
-userspace: a write to a write-protected page without WP_ASYNC.  Huge PMDs meeting
-uffd-wp (change_huge_pmd() with MM_CP_UFFD_WP, wp_huge_pmd()) and EVENT_FORK are
-not modelled either.
+userspace: a write to a write-protected page without WP_ASYNC.  Anonymous huge
+PMDs take uffd-wp whole (change_huge_pmd()) and a write splits them
+(wp_huge_pmd()); file huge PMDs (none in the model) and EVENT_FORK are not
+modelled.
 
 Entry bits (:mod:`sim.mm.pte`): :data:`PTE_UFFD_WP` on a present entry
 (pte_uffd_wp(); pte_mkuffd_wp() also write-protects it on x86 and arm64) and
@@ -61,6 +62,7 @@ __all__ = [
     "userfaultfd_wp_async",
     "userfaultfd_wp_use_markers",
     "wp_fault_clear",
+    "wp_huge_pmd_split",
     "zap_uffd_wp",
 ]
 
@@ -218,24 +220,32 @@ def uffd_wp_range(mm: MmStruct, vma: Vma, start: int, end: int, enable: bool) ->
             if mm.pt.get_pmd(addr) is None:
                 mm.pt.pte_alloc(addr)
             addr = (addr // mm.pmd_size + 1) * mm.pmd_size
+    def change(bits: int, page: int | None) -> int:
+        bits = change_protection_bits(
+            bits, vma, page, mem, prot_write, False, tracking, mm.arch.modify_sets_young
+        )
+        if enable:
+            return pte_mkuffd_wp(bits)
+        bits &= ~PTE_UFFD_WP
+        if try_writable and not bits & PTE_WRITE and can_change_writable(
+            vma, bits, page, mem, tracking
+        ):
+            bits |= PTE_WRITE
+        return bits
+
     for base, entry, lo, hi in split_partial_huge_pmds(mm, vma, start, end):
         if isinstance(entry, HugePmd):
-            raise NotModelled("uffd-wp of a huge PMD (change_huge_pmd() with MM_CP_UFFD_WP)")
+            # change_huge_pmd(): an anonymous huge PMD the range covers whole keeps
+            # its leaf (pgtable_split_needed() splits file ones only).
+            if not vma.anonymous:
+                raise NotModelled("uffd-wp of a file huge PMD (split by pgtable_split_needed())")
+            huge_zero = mem.is_huge_zero_folio(entry.pfn)
+            entry.bits = change(entry.bits, None if huge_zero else entry.pfn)
+            continue
         for i in mm.pt.pte_range(base, lo, hi):
             bits = int(entry.bits[i])
             if bits & PTE_PRESENT:
-                page = None if bits & PTE_SPECIAL else int(entry.pfn[i])
-                bits = change_protection_bits(
-                    bits, vma, page, mem, prot_write, False, tracking, mm.arch.modify_sets_young
-                )
-                if enable:
-                    bits = pte_mkuffd_wp(bits)
-                else:
-                    bits &= ~PTE_UFFD_WP
-                    if (try_writable and not bits & PTE_WRITE
-                            and can_change_writable(vma, bits, page, mem, tracking)):
-                        bits |= PTE_WRITE
-                entry.bits[i] = bits
+                entry.bits[i] = change(bits, None if bits & PTE_SPECIAL else int(entry.pfn[i]))
             elif bits & PTE_MARKER_UFFD_WP:
                 if not enable:
                     entry.clear(i)
@@ -246,6 +256,22 @@ def uffd_wp_range(mm: MmStruct, vma: Vma, start: int, end: int, enable: bool) ->
 # ---------------------------------------------------------------------------
 # Hooks of the fault, zap and fork paths
 # ---------------------------------------------------------------------------
+
+
+def wp_huge_pmd_split(mm: MmStruct, vma: Vma, addr: int, pmd: HugePmd) -> bool:
+    """wp_huge_pmd(): a write to a huge PMD with uffd-wp in a wp VMA; True if it was split.
+
+    With WP_ASYNC the PMD is split (``goto split``: __split_huge_pmd(), every PTE
+    inherits uffd-wp) and the fault falls back to the PTE level, where
+    do_wp_page() clears the bit of the one page written; without it
+    handle_userfault() (not modelled).
+    """
+    if not (vma.anonymous and userfaultfd_wp(vma) and pmd.bits & PTE_UFFD_WP):
+        return False
+    if not userfaultfd_wp_async(mm, vma):
+        raise NotModelled("a write to a uffd-wp huge PMD without UFFD_FEATURE_WP_ASYNC blocks")
+    mm.split_huge_pmd(vma, addr - addr % mm.pmd_size)
+    return True
 
 
 def fault_take_marker(vma: Vma, table: PteTable, i: int) -> bool:
