@@ -51,6 +51,7 @@ from harness.scenario import (
     Scenario,
     ScenarioError,
     Step,
+    UffdRegister,
     parse_scenario,
 )
 from sim.arch import Arch
@@ -151,13 +152,22 @@ class GeneratorState:
     #: (process, region) when the step just applied was that MADV_HUGEPAGE: the next
     #: step may touch the region's first page (the huge-PMD fault itself).
     fresh_hugepage: tuple[str, str] | None = None
+    #: (process, region) registered for uffd-wp (a forked child does not inherit it,
+    #: dup_userfaultfd()): mremap and MADV_COLLAPSE / PAGEOUT / FREE / REMOVE of such a
+    #: VMA are not modelled (sim/mm/userfaultfd.py), so they are not drawn there.
+    uffd_wp: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def alive(self) -> list[str]:
         return list(self.uids)
 
-    def procs_with_pages(self) -> list[str]:
-        return [p for p in self.alive if any(self.mapped[p].values())]
+    def procs_with_pages(self, op: str | None = None) -> list[str]:
+        return [p for p in self.alive if self.regions_with_pages(p, op)]
+
+    def regions_with_pages(self, proc: str, op: str | None = None) -> list[str]:
+        """The regions ``proc`` maps pages of; for mremap not those registered for uffd-wp."""
+        return [r for r, runs in self.mapped[proc].items()
+                if runs and not (op == Mremap.op and (proc, r) in self.uffd_wp)]
 
     # -- effects of the ops that change the flow (flow.py and layout.py say why) --
 
@@ -183,6 +193,8 @@ class GeneratorState:
         elif op == Exit.op:
             del self.uids[proc]
             del self.mapped[proc]
+        elif op == UffdRegister.op:
+            self.uffd_wp.add((proc, step["region"]))
 
     def _apply_mremap(self, proc: str, step: dict[str, Any]) -> None:
         """What layout.py's range check concludes of an mremap (see its ``_mremap``)."""
@@ -334,7 +346,7 @@ def _base_type(annotation: Any) -> Any:
 def _draw_proc(step_type: type[Step], optional: bool) -> KeyDrawer:
     def draw_proc(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
         if issubclass(step_type, RangeStep):
-            candidates = state.procs_with_pages()
+            candidates = state.procs_with_pages(step_type.op)
         else:
             candidates = state.alive
         if optional:
@@ -348,8 +360,7 @@ def _draw_proc(step_type: type[Step], optional: bool) -> KeyDrawer:
 def _draw_region(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
     if step["op"] == Mmap.op:
         return f"r{state.regions_made}"
-    owned = state.mapped[step.get("proc", "main")]
-    return draw(st.sampled_from([r for r, runs in owned.items() if runs]))
+    return draw(st.sampled_from(state.regions_with_pages(step.get("proc", "main"), step["op"])))
 
 
 def _draw_size(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
@@ -483,9 +494,12 @@ def _draw_advice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any
     if thp and state.sizes[step["region"]] >= thp and draw(st.integers(0, 2)) == 2:
         return "hugepage"
     if draw(st.integers(0, 3)):
+        left_out = set()
         if step["region"] in state.shmem_regions:  # not modelled: see shmem_regions
-            return draw(st.sampled_from([a for a in ADVICES if a != "collapse"]))
-        return draw(st.sampled_from(ADVICES))
+            left_out.add("collapse")
+        if (step.get("proc", "main"), step["region"]) in state.uffd_wp:  # see uffd_wp
+            left_out |= {"collapse", "pageout", "free", "remove"}
+        return draw(st.sampled_from([a for a in ADVICES if a not in left_out]))
     return draw(st.sampled_from(RAW_ADVICE))
 
 
@@ -621,7 +635,7 @@ def _applicable(step_type: type[Step], state: GeneratorState) -> bool:
         return False
     if issubclass(step_type, RangeStep) or step_type.op == "clear_refs":
         # clear_refs too: before any page is mapped it has nothing to clear.
-        return bool(state.procs_with_pages())
+        return bool(state.procs_with_pages(step_type.op))
     if step_type is Mmap:
         return state.regions_made < MAX_REGIONS
     if step_type is Fork:
