@@ -13,18 +13,17 @@ UAPI include/uapi/linux/fs.h.
     result.walk_end     # the arg's walk_end after the call
     result.regions      # the page_region records copied to vec, in order
 
-What the model leaves out, and why (sim/MODEL.md says more):
+What it covers and leaves out (sim/MODEL.md says more):
 
-* userfaultfd: the guest kernels have no CONFIG_USERFAULTFD, so no VMA is
-  registered for uffd-wp async: userfaultfd_wp_async() is false everywhere.
-  PAGE_IS_WPALLOWED is then never set, PM_SCAN_CHECK_WPASYNC fails with EPERM at
-  the first VMA walked, PM_SCAN_WP_MATCHING skips every VMA (test_walk returns
-  1), so nothing is ever write-protected and the ioctl changes no page table.
-  PAGE_IS_WRITTEN is "no uffd-wp bit": every present PTE and PMD, and (in
-  this tree, see :func:`pagemap_page_category`) every pte_none() entry of an
-  existing page table; a range without a table is WRITTEN only in a uffd-wp
-  VMA, i.e. never here.
-* swap, hugetlb, VM_PFNMAP: the model has none (no PAGE_IS_SWAPPED).
+* userfaultfd: a VMA is wp-async when registered for uffd-wp by a userfaultfd
+  with WP_ASYNC (sim/mm/userfaultfd.py; x86_64 and arm64 only): PAGE_IS_WPALLOWED
+  there, PAGE_IS_WRITTEN is "no uffd-wp bit" (a PTE marker is SWAPPED, not
+  WRITTEN; in this tree a pte_none() entry of an existing table is WRITTEN, and
+  a range without a table is WRITTEN in a VM_UFFD_WP VMA), PM_SCAN_WP_MATCHING
+  write-protects what it reports (make_uffd_wp_pte(), make_uffd_wp_pmd() or a
+  split, uffd_wp_range() for holes).  Elsewhere PM_SCAN_CHECK_WPASYNC is EPERM
+  and PM_SCAN_WP_MATCHING skips the VMA.
+* swap, hugetlb, VM_PFNMAP: the model has none (PAGE_IS_SWAPPED only for uffd-wp markers).
 * copy_to_user() faults: any ``vec`` that passes access_ok() is taken to be
   writable memory of the caller (the harness passes a buffer of its own).
 """
