@@ -51,6 +51,7 @@ from harness.agent.client import AgentClient, BatchRead, BatchReadReply
 from harness.agent.protocol import (
     BackingCode,
     MapBits,
+    Op,
     ProtBits,
     ReadStage,
     RemapBits,
@@ -91,6 +92,8 @@ from harness.scenario import (
     Swapoff,
     Swapon,
     Touch,
+    UffdRegister,
+    UffdWp,
     layout_base,
     layout_span,
     plan_layout,
@@ -101,6 +104,7 @@ from sim.arch import Arch
 from sim.flags import KPF, PM
 from sim.formats import parse_u64s
 from sim.mm.madvise import MADV, advice_number
+from sim.mm.userfaultfd import WANTED_FEATURES
 
 __all__ = [
     "GUEST",
@@ -715,6 +719,20 @@ def _mlock(run: GuestRun, step: Mlock) -> None:
 def _munlock(run: GuestRun, step: Munlock) -> None:
     span = run.layout.span(step)
     run.agent.munlock(span.vaddr, span.length, run.names[step.proc])
+
+
+@GUEST.on(UffdRegister)
+def _uffd_register(run: GuestRun, step: UffdRegister) -> None:
+    span = run.layout.span(step)
+    run.agent.call_op(Op.UFFD_REGISTER, run.names[step.proc], addr=span.vaddr,
+                      length=span.length, features=WANTED_FEATURES)
+
+
+@GUEST.on(UffdWp)
+def _uffd_wp(run: GuestRun, step: UffdWp) -> None:
+    span = run.layout.span(step)
+    run.agent.call_op(Op.UFFD_WP, run.names[step.proc], addr=span.vaddr, length=span.length,
+                      enable=int(step.enable))
 
 
 def run_guest(scenario: Scenario, vm: VM) -> Observations:

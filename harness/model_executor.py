@@ -44,6 +44,8 @@ from harness.scenario import (
     Swapoff,
     Swapon,
     Touch,
+    UffdRegister,
+    UffdWp,
     plan_layout,
 )
 from harness.swapdisk import SWAP_DISK_BYTES
@@ -316,6 +318,18 @@ def _swapon(run: ModelRun, step: Swapon) -> None:
 @MODEL.on(Swapoff)
 def _swapoff(run: ModelRun, step: Swapoff) -> None:
     run.machine.swapoff()
+
+
+@MODEL.on(UffdRegister)
+def _uffd_register(run: ModelRun, step: UffdRegister) -> None:
+    span = run.layout.span(step)
+    run.procs[step.proc].uffd_register(span.vaddr, span.pages)
+
+
+@MODEL.on(UffdWp)
+def _uffd_wp(run: ModelRun, step: UffdWp) -> None:
+    span = run.layout.span(step)
+    run.procs[step.proc].uffd_wp(span.vaddr, span.pages, step.enable)
 
 
 def run_model(

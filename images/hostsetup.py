@@ -59,6 +59,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("patch", "patch"),
     Requirement("tar", "tar"),
     Requirement("xz", "xz-utils"),
+    # 6.12's headers_install (top Makefile, `headers_install:` runs rsync): the
+    # selftests build needs it.
+    Requirement("rsync", "rsync"),
     Requirement("dpkg-query", "dpkg"),
     Requirement("dpkg-deb", "dpkg"),
     # The kernel source is fetched by version with apt-get download (images.source).

@@ -13,18 +13,17 @@ UAPI include/uapi/linux/fs.h.
     result.walk_end     # the arg's walk_end after the call
     result.regions      # the page_region records copied to vec, in order
 
-What the model leaves out, and why (sim/MODEL.md says more):
+What it covers and leaves out (sim/MODEL.md says more):
 
-* userfaultfd: the guest kernels have no CONFIG_USERFAULTFD, so no VMA is
-  registered for uffd-wp async: userfaultfd_wp_async() is false everywhere.
-  PAGE_IS_WPALLOWED is then never set, PM_SCAN_CHECK_WPASYNC fails with EPERM at
-  the first VMA walked, PM_SCAN_WP_MATCHING skips every VMA (test_walk returns
-  1), so nothing is ever write-protected and the ioctl changes no page table.
-  PAGE_IS_WRITTEN is "no uffd-wp bit": every present PTE and PMD, and (in
-  this tree, see :func:`pagemap_page_category`) every pte_none() entry of an
-  existing page table; a range without a table is WRITTEN only in a uffd-wp
-  VMA, i.e. never here.
-* swap, hugetlb, VM_PFNMAP: the model has none (no PAGE_IS_SWAPPED).
+* userfaultfd: a VMA is wp-async when registered for uffd-wp by a userfaultfd
+  with WP_ASYNC (sim/mm/userfaultfd.py; x86_64 and arm64 only): PAGE_IS_WPALLOWED
+  there, PAGE_IS_WRITTEN is "no uffd-wp bit" (a PTE marker is SWAPPED, not
+  WRITTEN; in this tree a pte_none() entry of an existing table is WRITTEN, and
+  a range without a table is WRITTEN in a VM_UFFD_WP VMA), PM_SCAN_WP_MATCHING
+  write-protects what it reports (make_uffd_wp_pte(), make_uffd_wp_pmd() or a
+  split, uffd_wp_range() for holes).  Elsewhere PM_SCAN_CHECK_WPASYNC is EPERM
+  and PM_SCAN_WP_MATCHING skips the VMA.
+* swap, hugetlb, VM_PFNMAP: the model has none (PAGE_IS_SWAPPED only for uffd-wp markers).
 * copy_to_user() faults: any ``vec`` that passes access_ok() is taken to be
   writable memory of the caller (the harness passes a buffer of its own).
 """
@@ -39,9 +38,16 @@ from sim.formats_scan import PM_SCAN_ARG_BYTES, PageRegion, PmScanArg
 from sim.mm.machine import Machine
 from sim.mm.mm_struct import MmStruct
 from sim.mm.pagetable import HugePmd, PteTable
-from sim.mm.pte import PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SPECIAL
+from sim.mm.pte import PTE_MARKER_UFFD_WP, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SPECIAL, PTE_UFFD_WP
 from sim.mm.swapfile import is_swap_pte
 from sim.mm.syscall import NotModelled
+from sim.mm.userfaultfd import (
+    pte_mkuffd_wp,
+    uffd_wp_range,
+    userfaultfd_wp,
+    userfaultfd_wp_async,
+    userfaultfd_wp_use_markers,
+)
 from sim.pagewalk import MmWalk, MmWalkOps, walk_page_range
 
 __all__ = [
@@ -161,15 +167,22 @@ def _is_interesting_vma(categories: int, p: _Private) -> bool:
 
 
 def _test_walk(start: int, end: int, walk: MmWalk) -> int:
-    """pagemap_scan_test_walk(), with userfaultfd_wp_async() false for every VMA."""
+    """pagemap_scan_test_walk(): wp_allowed = userfaultfd_wp_async() &&
+    userfaultfd_wp_use_markers() (a VMA registered for uffd-wp by a userfaultfd with
+    WP_ASYNC, sim/mm/userfaultfd.py); without it CHECK_WPASYNC is EPERM and
+    WP_MATCHING skips the VMA; with it the VMA's category has WPALLOWED."""
     p: _Private = walk.private
     vma = walk.vma
     assert vma is not None
-    if p.arg["flags"] & PmScan.CHECK_WPASYNC:
-        return -errno.EPERM  # explicit failure over wp-async capability
-    if p.arg["flags"] & PmScan.WP_MATCHING:
-        return 1  # write-protect asked: skip VMAs that cannot do it
-    vma_category = int(PageIs.SOFT_DIRTY) if vma.softdirty else 0
+    wp_allowed = userfaultfd_wp_async(walk.mm, vma) and userfaultfd_wp_use_markers(walk.mm, vma)
+    if not wp_allowed:
+        if p.arg["flags"] & PmScan.CHECK_WPASYNC:
+            return -errno.EPERM  # explicit failure over wp-async capability
+        if p.arg["flags"] & PmScan.WP_MATCHING:
+            return 1  # write-protect asked: skip VMAs that cannot do it
+    vma_category = int(PageIs.WPALLOWED) if wp_allowed else 0
+    if vma.softdirty:
+        vma_category |= PageIs.SOFT_DIRTY
     if not _is_interesting_vma(vma_category, p):
         return 1
     p.cur_vma_category = vma_category
@@ -222,7 +235,8 @@ def pagemap_page_category(p: _Private, bits: int, pfn: int) -> int:
     The pinned Debian tree (6.12.117-1~deb12u1) returns PAGE_IS_WRITTEN for a
     pte_none() entry ("an unpopulated pte carries no uffd-wp marker"), so the
     generic path agrees with the PAGE_IS_WRITTEN fast path; upstream 6.12
-    returned 0 there.  A present entry: PRESENT, WRITTEN (no uffd-wp bit),
+    returned 0 there.  A uffd-wp marker: SWAPPED only (the swap branch).
+    A present entry: PRESENT, WRITTEN (no uffd-wp bit),
     FILE if it maps a normal page (not pte_special()) whose folio is not
     anonymous (asked only when FILE is of interest), PFNZERO for the zero
     page, SOFT_DIRTY from the entry.
@@ -232,8 +246,13 @@ def pagemap_page_category(p: _Private, bits: int, pfn: int) -> int:
     if is_swap_pte(bits):
         raise NotModelled("PAGEMAP_SCAN of a swap entry (PAGE_IS_SWAPPED)")
     categories = 0
+    if bits & PTE_MARKER_UFFD_WP:
+        # is_swap_pte(): a marker is SWAPPED; pte_swp_uffd_wp_any(): not WRITTEN.
+        return int(PageIs.SWAPPED)
     if bits & PTE_PRESENT:
-        categories |= PageIs.PRESENT | PageIs.WRITTEN
+        categories |= PageIs.PRESENT
+        if not bits & PTE_UFFD_WP:
+            categories |= PageIs.WRITTEN
         mem = p.machine.mem
         if p.masks_of_interest & PageIs.FILE and not bits & PTE_SPECIAL:
             if not mem.anon[mem.head[pfn]]:
@@ -253,7 +272,9 @@ def pagemap_thp_category(p: _Private, pmd: HugePmd) -> int:
     zero folio (is_huge_zero_pmd()); SOFT_DIRTY from the PMD.
     """
     mem = p.machine.mem
-    categories = PageIs.HUGE | PageIs.PRESENT | PageIs.WRITTEN
+    categories = PageIs.HUGE | PageIs.PRESENT
+    if not pmd.bits & PTE_UFFD_WP:
+        categories |= PageIs.WRITTEN
     huge_zero = mem.is_huge_zero_folio(pmd.pfn)
     if p.masks_of_interest & PageIs.FILE and not huge_zero and not mem.anon[mem.head[pmd.pfn]]:
         categories |= PageIs.FILE
@@ -264,31 +285,85 @@ def pagemap_thp_category(p: _Private, pmd: HugePmd) -> int:
     return int(categories)
 
 
+def _backout_range(p: _Private, addr: int, end: int) -> None:
+    """pagemap_scan_backout_range(): take [addr, end) back out of the current record."""
+    if p.vec_buf is None:
+        return
+    cur = p.vec_buf[p.vec_buf_index]
+    if cur[0] != addr:
+        cur[1] = addr
+    else:
+        cur[0] = cur[1] = 0
+    p.found_pages -= (end - addr) >> p.machine.arch.page_shift
+
+
+def _is_wp(bits: int) -> bool:
+    """(pte_present() && pte_uffd_wp()) || pte_swp_uffd_wp_any(): already write-protected."""
+    return bool(bits & PTE_MARKER_UFFD_WP or (bits & PTE_PRESENT and bits & PTE_UFFD_WP))
+
+
+def make_uffd_wp_pte(table: PteTable, i: int) -> None:
+    """make_uffd_wp_pte(): a present PTE gets pte_mkuffd_wp(), a none one a marker."""
+    bits = int(table.bits[i])
+    if bits & PTE_PRESENT:
+        table.bits[i] = pte_mkuffd_wp(bits)
+    elif not bits:
+        table.set(i, 0, PTE_MARKER_UFFD_WP)
+
+
 def _pmd_entry(entry: PteTable | HugePmd, start: int, end: int, walk: MmWalk) -> int:
     """pagemap_scan_pmd_entry() (with pagemap_scan_thp_entry() for a huge PMD).
 
-    Without WP_MATCHING (no VMA is walked with it here) nothing is written,
-    so the THP split and the write-protect branches never run.
+    PM_SCAN_WP_MATCHING (only in wp-async VMAs, :func:`_test_walk`)
+    write-protects each matching WRITTEN page after its output
+    (make_uffd_wp_pte()); without an output buffer every entry not yet
+    write-protected is (the exclusive-WP fast path).  A huge PMD whose whole
+    range is output is write-protected whole (make_uffd_wp_pmd()); one output
+    in part (the scan's range or max_pages ends inside it) is split, its
+    output backed out, and the PTE path runs over the new table.
     """
     p: _Private = walk.private
+    wp = bool(p.arg["flags"] & PmScan.WP_MATCHING)
+    mm = walk.mm
     if isinstance(entry, HugePmd):
         categories = p.cur_vma_category | pagemap_thp_category(p, entry)
         if not _is_interesting_page(categories, p):
             return 0
-        ret, _ = _output(categories, p, start, end)
-        return ret
-    mm = walk.mm
+        ret, nxt = _output(categories, p, start, end)
+        if nxt == start or not wp or not categories & PageIs.WRITTEN:
+            return ret
+        if nxt == start + mm.pmd_size:
+            entry.bits = pte_mkuffd_wp(entry.bits)  # make_uffd_wp_pmd()
+            return ret
+        # WP of part of the huge page: split_huge_pmd(), pagemap_scan_backout_range(),
+        # and -ENOENT: "report as if there was no THP" (the PTE path below).
+        assert walk.vma is not None
+        mm.split_huge_pmd(walk.vma, start - start % mm.pmd_size)
+        _backout_range(p, start, nxt)
+        table = mm.pt.get_pmd(start)
+        assert isinstance(table, PteTable)
+        entry = table
     page = mm.page_size
     i = mm.pt.pte_index(start)
     arg = p.arg
     ret = 0
+    if wp and p.vec_buf is None:
+        # The exclusive-WP fast path: write-protect everything not yet so.
+        for k in range((end - start) // page):
+            if not _is_wp(int(entry.bits[i + k])):
+                make_uffd_wp_pte(entry, i + k)
+        return 0
     if (not arg["category_anyof_mask"] and not arg["category_inverted"]
             and arg["category_mask"] == _WRITTEN and arg["return_mask"] == _WRITTEN):
         # The PAGE_IS_WRITTEN fast path: every entry without a uffd-wp bit.
-        for addr in range(start, end, page):
+        for k, addr in enumerate(range(start, end, page)):
+            if _is_wp(int(entry.bits[i + k])):
+                continue
             ret, nxt = _output(p.cur_vma_category | _WRITTEN, p, addr, addr + page)
             if nxt == addr:
                 break
+            if wp:
+                make_uffd_wp_pte(entry, i + k)
         return ret
     for k, addr in enumerate(range(start, end, page)):
         categories = p.cur_vma_category | pagemap_page_category(
@@ -299,21 +374,29 @@ def _pmd_entry(entry: PteTable | HugePmd, start: int, end: int, walk: MmWalk) ->
         ret, nxt = _output(categories, p, addr, addr + page)
         if nxt == addr:
             break
+        if wp and categories & PageIs.WRITTEN:
+            make_uffd_wp_pte(entry, i + k)
     return ret
 
 
 def _pte_hole(start: int, end: int, depth: int, walk: MmWalk) -> int:
-    """pagemap_scan_pte_hole(): no VMA, nothing; in a VMA the VMA's category only.
-
-    (WRITTEN is added only in a uffd-wp VMA, which the guests cannot have.)
+    """pagemap_scan_pte_hole(): no VMA, nothing; in a VMA the VMA's category, WRITTEN
+    too in a uffd-wp VMA (userfaultfd_wp()); under WP_MATCHING the output part is
+    write-protected with uffd_wp_range() (page tables allocated, markers installed).
     """
     p: _Private = walk.private
-    if walk.vma is None:
+    vma = walk.vma
+    if vma is None:
         return 0
     categories = p.cur_vma_category
+    if userfaultfd_wp(vma):
+        categories |= _WRITTEN
     if not _is_interesting_page(categories, p):
         return 0
-    ret, _ = _output(categories, p, start, end)
+    ret, end = _output(categories, p, start, end)
+    if start == end or not p.arg["flags"] & PmScan.WP_MATCHING:
+        return ret
+    uffd_wp_range(walk.mm, vma, start, end, True)
     return ret
 
 

@@ -34,12 +34,15 @@ from sim.mm.mm_struct import MmStruct
 from sim.mm.pagetable import HugePmd, PteBitsArray, PteTable
 from sim.mm.pte import (
     PTE_DTYPE,
+    PTE_MARKER_UFFD_WP,
     PTE_PRESENT,
     PTE_SOFT_DIRTY,
     PTE_SPECIAL,
     PTE_SWAP,
     PTE_SWP_SOFT_DIRTY,
+    PTE_UFFD_WP,
 )
+from sim.mm.userfaultfd import PTE_MARKER_UFFD_WP_BIT, SWP_PTE_MARKER
 from sim.pagemap_scan import ScanResult, do_pagemap_scan
 from sim.pagewalk import MmWalk, MmWalkOps, walk_page_range
 from sim.smaps import render_rollup, render_smaps
@@ -67,6 +70,10 @@ _PM_FILE = np.uint64(1 << PM.FILE)
 _PM_EXCLUSIVE = np.uint64(1 << PM.MMAP_EXCLUSIVE)
 _PM_SOFT_DIRTY = np.uint64(1 << PM.SOFT_DIRTY)
 _PM_SWAP = np.uint64(1 << PM.SWAP)
+_PM_UFFD_WP = np.uint64(1 << PM.UFFD_WP)
+#: The frame a uffd-wp PTE marker reads to a privileged reader: swp_type() |
+#: swp_offset() << MAX_SWAPFILES_SHIFT of the marker entry (sim/mm/userfaultfd.py).
+_MARKER_FRAME = np.uint64(SWP_PTE_MARKER | PTE_MARKER_UFFD_WP_BIT << PM.SWAP_OFFSET_SHIFT)
 
 
 class ProcReadError(OSError):
@@ -383,6 +390,7 @@ class PagemapRead:
             if self.show_pfn:
                 values[present] |= pfns[present].astype(np.uint64)
             _swap_entries(values, bits, pfns, self.show_pfn)
+            _uffd_wp_markers(values, bits, self.show_pfn)
             out[positions] = values
         if self.huge:
             # The flags are the leaf's, computed once per leaf with the PTE rule;
@@ -426,6 +434,7 @@ def _entry_flags(
     present = (bits & PTE_PRESENT) != 0
     values = np.where(present, _PM_PRESENT, np.uint64(0))
     values[((bits & PTE_SOFT_DIRTY) != 0) | vma_softdirty] |= _PM_SOFT_DIRTY
+    values[present & ((bits & PTE_UFFD_WP) != 0)] |= _PM_UFFD_WP
     normal = present & ((bits & PTE_SPECIAL) == 0)
     values[normal & ~mem.anon[mem.head[pages]]] |= _PM_FILE
     return values, present, normal
@@ -445,6 +454,19 @@ def _swap_entries(
     values[swap & ((bits & PTE_SWP_SOFT_DIRTY) != 0)] |= _PM_SOFT_DIRTY
     if show_pfn:
         values[swap] |= offsets[swap].astype(np.uint64) << np.uint64(PM.SWAP_OFFSET_SHIFT)
+
+
+def _uffd_wp_markers(values: U64Array, bits: PteBitsArray, show_pfn: bool) -> None:
+    """The swap branch of pte_to_pagemap_entry() for uffd-wp PTE markers, in place: a
+    marker is a swap PTE (is_swap_pte()), so PM_SWAP, and PM_UFFD_WP from
+    pte_marker_entry_uffd_wp(); the frame swp_type | offset << 5 = SWP_PTE_MARKER |
+    PTE_MARKER_UFFD_WP << 5 only with show_pfn; no page, so no FILE or EXCLUSIVE."""
+    marker = (bits & PTE_MARKER_UFFD_WP) != 0
+    if not marker.any():
+        return
+    values[marker] |= _PM_SWAP | _PM_UFFD_WP
+    if show_pfn:
+        values[marker] |= _MARKER_FRAME
 
 
 def _exclusive(machine: Machine, pages: npt.NDArray[np.int64]) -> U64Array:

@@ -374,7 +374,7 @@ def smap_blocks(
 #: show_smap_vma_flags(): the mnemonic of each VM_* bit the model's VMAs can carry.
 _MNEMONICS = {
     0: "rd", 1: "wr", 2: "ex", 3: "sh", 4: "mr", 5: "mw", 6: "me", 7: "ms",
-    13: "lo", 19: "lf", 20: "ac", 21: "nr", 27: "sd", 29: "hg", 30: "nh",
+    12: "uw", 13: "lo", 19: "lf", 20: "ac", 21: "nr", 27: "sd", 29: "hg", 30: "nh",
     # hugetlbfs_file_mmap(): VM_DONTEXPAND, VM_HUGETLB.
     18: "de", 22: "ht",
     # madvise(): MADV_SEQUENTIAL/RANDOM, DONTFORK, WIPEONFORK, DONTDUMP, MERGEABLE.

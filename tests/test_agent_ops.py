@@ -12,6 +12,7 @@ from harness.agent.protocol import (
     MAX_PAYLOAD,
     BackingCode,
     CrashKind,
+    Op,
     ProtBits,
     ReadStage,
     RemapBits,
@@ -27,6 +28,7 @@ from harness.scenario.layout import layout_base
 from sim.flags import KPF
 from sim.formats import parse_pagemap_entries
 from sim.mm.madvise import MADV
+from sim.mm.userfaultfd import WANTED_FEATURES
 
 pytestmark = pytest.mark.vm
 
@@ -386,3 +388,34 @@ def test_unprivileged_process_forks_named_children(
 def _ours(agent: AgentClient) -> set[str]:
     """The agent's named processes, without the khugepaged holder a scenario run may have left."""
     return set(agent.list_processes()) - {HOLDER_PROC}
+
+
+def test_uffd_register_and_writeprotect(guest: NamedProcess, base: int) -> None:
+    """UFFD_REGISTER opens the process's userfaultfd with the wanted features the kernel
+    has and registers mode WP (VmFlags ``uw``); UFFD_WP then marks pagemap bit 57, and a
+    write clears it (WP_ASYNC: the write does not block).  Where the arch has no uffd-wp
+    (powerpc 6.12) the features come back without WP_ASYNC and the register is EINVAL.
+    A process without a userfaultfd gets ENOENT from UFFD_WP (the agent's answer)."""
+    ps, agent = guest.page_size, guest.agent
+    agent.mmap(base, 2 * ps, target=guest.name)
+    with pytest.raises(AgentOpError) as caught:
+        agent.call_op(Op.UFFD_WP, guest.name, addr=base, length=ps, enable=1)
+    assert caught.value.errno == errno.ENOENT
+    has_wp = guest.vm.profile.arch.uffd_wp
+    if not has_wp:
+        with pytest.raises(AgentOpError) as caught:
+            agent.call_op(Op.UFFD_REGISTER, guest.name, addr=base, length=2 * ps,
+                          features=WANTED_FEATURES)
+        assert caught.value.errno == errno.EINVAL
+        return
+    got = agent.call_op(Op.UFFD_REGISTER, guest.name, addr=base, length=2 * ps,
+                        features=WANTED_FEATURES)
+    assert got["features"] == WANTED_FEATURES
+    assert "uw" in _vm_flags(guest, base)
+    agent.call_op(Op.UFFD_WP, guest.name, addr=base, length=2 * ps, enable=1)
+    arch = guest.vm.profile.arch
+    before = pagemap(agent, arch, guest.pid, base, 2)
+    assert [(e.uffd_wp, e.swapped) for e in before] == [(True, True), (True, True)]  # markers
+    agent.touch(base, 1, write=True, tag=0x77, target=guest.name)
+    after = pagemap(agent, arch, guest.pid, base, 2)
+    assert [(e.present, e.uffd_wp) for e in after] == [(True, False), (False, True)]

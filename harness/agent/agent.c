@@ -68,6 +68,12 @@ static void setup_mounts(void)
 	mount_one("sysfs", "/sys", "sysfs");
 	mount_one("devtmpfs", "/dev", "devtmpfs");
 	mount_tmp();
+	/* The selftests' gup_test and split_huge_pages files (CONFIG_DEBUG_FS); a kernel
+	 * without it says ENODEV, which is no error here. */
+	mkdir("/sys/kernel/debug", 0755);
+	if (mount("debugfs", "/sys/kernel/debug", "debugfs", 0, NULL) != 0 && errno != EBUSY &&
+	    errno != ENODEV)
+		agent_log("mount debugfs on /sys/kernel/debug: %s", strerror(errno));
 }
 
 /* The port's device name (e.g. "vport1p1") if its name file says PORT_NAME. */

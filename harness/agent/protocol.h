@@ -105,6 +105,15 @@ enum agent_op {
 	OP_SWAPON = 25,
 	/* blob path -> (). Swapoff(path) (swap.c); a failure is its errno. */
 	OP_SWAPOFF = 26,
+	/* u64 addr, u64 length, u64 features -> u64 features. UFFDIO_REGISTER_MODE_WP over the
+	 * range with this process's userfaultfd (uffd.c), which the first call in the process opens
+	 * (O_CLOEXEC|O_NONBLOCK) with UFFDIO_API asking the wanted features the kernel has (a probe
+	 * fd's UFFDIO_API with 0 tells them); the reply: the features the userfaultfd has. */
+	OP_UFFD_REGISTER = 28,
+	/* u64 addr, u64 length, u8 enable -> (). UFFDIO_WRITEPROTECT (mode WP if enable, else 0)
+	 * over the range with this process's userfaultfd (ENOENT from the agent when the process
+	 * has none). */
+	OP_UFFD_WP = 29,
 };
 
 /* Ops any agent process performs on itself, X(op, handler): the handler is
@@ -130,7 +139,9 @@ enum agent_op {
 	X(OP_READ_FILES, op_read_files) \
 	X(OP_EXEC_TEST, op_exec_test) \
 	X(OP_SWAPON, op_swapon) \
-	X(OP_SWAPOFF, op_swapoff)
+	X(OP_SWAPOFF, op_swapoff) \
+	X(OP_UFFD_REGISTER, op_uffd_register) \
+	X(OP_UFFD_WP, op_uffd_wp)
 
 /* ReplyStatus: The status of a reply frame. */
 enum agent_status {

@@ -126,6 +126,8 @@ class Op(IntEnum):
     EXEC_TEST = 24
     SWAPON = 25
     SWAPOFF = 26
+    UFFD_REGISTER = 28
+    UFFD_WP = 29
 
 
 class ReplyStatus(IntEnum):
@@ -410,6 +412,18 @@ LAYOUTS: dict[Op, OpLayout] = {
         "u64 addr, u64 old_length, u64 new_length, u8 flags, u64 new_addr", "u64 addr",
         "mremap(addr, old_length, new_length, flags (RemapBits -> MREMAP_*), new_addr); "
         "the reply is the range's address afterwards",
+    ),
+    Op.UFFD_REGISTER: _layout(
+        "u64 addr, u64 length, u64 features", "u64 features",
+        "UFFDIO_REGISTER_MODE_WP over the range with this process's userfaultfd "
+        "(uffd.c), which the first call in the process opens (O_CLOEXEC|O_NONBLOCK) with "
+        "UFFDIO_API asking the wanted features the kernel has (a probe fd's UFFDIO_API "
+        "with 0 tells them); the reply: the features the userfaultfd has",
+    ),
+    Op.UFFD_WP: _layout(
+        "u64 addr, u64 length, u8 enable", "",
+        "UFFDIO_WRITEPROTECT (mode WP if enable, else 0) over the range with this "
+        "process's userfaultfd (ENOENT from the agent when the process has none)",
     ),
     Op.EXEC_TEST: _layout(
         "blob path, u32 argc, argc x str argv, u32 timeout_ms, u32 output_max",

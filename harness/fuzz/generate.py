@@ -53,6 +53,7 @@ from harness.scenario import (
     Step,
     Swapoff,
     Swapon,
+    UffdRegister,
     parse_scenario,
 )
 from sim.arch import Arch
@@ -173,6 +174,10 @@ class GeneratorState:
     #: (process, region) when the step just applied was that MADV_HUGEPAGE: the next
     #: step may touch the region's first page (the huge-PMD fault itself).
     fresh_hugepage: tuple[str, str] | None = None
+    #: (process, region) registered for uffd-wp (a forked child does not inherit it,
+    #: dup_userfaultfd()): mremap and MADV_COLLAPSE / PAGEOUT / FREE / REMOVE of such a
+    #: VMA are not modelled (sim/mm/userfaultfd.py), so they are not drawn there.
+    uffd_wp: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def alive(self) -> list[str]:
@@ -183,10 +188,11 @@ class GeneratorState:
         return [p for p in self.alive if self.regions_for(p, op)]
 
     def regions_for(self, proc: str, op: str | None = None) -> list[str]:
-        """``proc``'s regions with mapped pages that ``op`` may work on (no hugetlb
-        region for the ops in NOT_ON_HUGETLB)."""
+        """``proc``'s regions with mapped pages that ``op`` may work on: no hugetlb
+        region for the ops in NOT_ON_HUGETLB, and for mremap none registered for uffd-wp."""
         return [r for r, runs in self.mapped[proc].items() if runs and not (
-            op in NOT_ON_HUGETLB and r in self.hugetlb_regions)]
+            op in NOT_ON_HUGETLB and r in self.hugetlb_regions) and not (
+            op == Mremap.op and (proc, r) in self.uffd_wp)]
 
     def anchors_with_hugetlb(self) -> set[str]:
         """Anchor regions whose reserved range holds a hugetlb region."""
@@ -216,6 +222,8 @@ class GeneratorState:
         elif op == Exit.op:
             del self.uids[proc]
             del self.mapped[proc]
+        elif op == UffdRegister.op:
+            self.uffd_wp.add((proc, step["region"]))
 
     def _apply_mremap(self, proc: str, step: dict[str, Any]) -> None:
         """What layout.py's range check concludes of an mremap (see its ``_mremap``)."""
@@ -572,9 +580,12 @@ def _draw_advice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any
     if thp and state.sizes[step["region"]] >= thp and draw(st.integers(0, 2)) == 2:
         return "hugepage"
     if draw(st.integers(0, 3)):
+        left_out = set()
         if step["region"] in state.shmem_regions:  # not modelled: see shmem_regions
-            return draw(st.sampled_from([a for a in ADVICES if a != "collapse"]))
-        return draw(st.sampled_from(ADVICES))
+            left_out.add("collapse")
+        if (step.get("proc", "main"), step["region"]) in state.uffd_wp:  # see uffd_wp
+            left_out |= {"collapse", "pageout", "free", "remove"}
+        return draw(st.sampled_from([a for a in ADVICES if a not in left_out]))
     return draw(st.sampled_from(RAW_ADVICE))
 
 

@@ -83,6 +83,8 @@ __all__ = [
     "Swapoff",
     "Swapon",
     "Touch",
+    "UffdRegister",
+    "UffdWp",
     "Write",
     "parse_step",
     "step_keys",
@@ -720,18 +722,51 @@ class Munlock(RangeStepWithHoles):
     op: ClassVar[str] = "munlock"
 
 
+UffdMode = Literal["wp"]
+UFFD_MODES: tuple[UffdMode, ...] = ("wp",)
+
+
+@dataclass(frozen=True, config=_CONFIG)
+class UffdRegister(RangeStep):
+    """UFFDIO_REGISTER of the range with the process's userfaultfd (fs/userfaultfd.c
+    userfaultfd_register()).
+
+    ``mode``: ``"wp"`` (UFFDIO_REGISTER_MODE_WP), the only one.  The first
+    register in a process opens its userfaultfd with UFFD_FEATURE_WP_ASYNC
+    and WP_UNPOPULATED where the kernel has them (no fault handler: a write
+    to a write-protected page clears its uffd-wp bit and goes on).  Without
+    uffd-wp in the kernel (ppc64 6.12: no HAVE_ARCH_USERFAULTFD_WP) the
+    outcome is EINVAL.
+    """
+
+    op: ClassVar[str] = "uffd_register"
+    mode: Annotated[UffdMode, _one_of(UFFD_MODES)]
+
+
+@dataclass(frozen=True, config=_CONFIG)
+class UffdWp(RangeStep):
+    """UFFDIO_WRITEPROTECT of the range (mm/userfaultfd.c mwriteprotect_range()):
+    ``enable`` true sets uffd-wp (markers on unpopulated pages), false clears it;
+    ENOENT where a VMA of the range is not registered for wp (or the process
+    has no userfaultfd)."""
+
+    op: ClassVar[str] = "uffd_wp"
+    enable: Annotated[Literal[False, True], PlainValidator(_check_bool)]
+
+
 AnyStep = (
     Mmap | Write | Read | Munmap | Mprotect | Madvise | Mremap | Fork | Exit | ClearRefs | Check
     | PagemapScan
     | Mlock | Munlock
     | Swapon | Swapoff
+    | UffdRegister | UffdWp
 )
 
 #: Every op a scenario file may use, by its name, in the order SCENARIOS.md lists them.
 STEP_TYPES: dict[str, type[Step]] = {
     t.op: t for t in (
         Mmap, Write, Read, Munmap, Mprotect, Madvise, Mremap, Fork, Exit, ClearRefs, Check,
-        Mlock, Munlock,
+        Mlock, Munlock, UffdRegister, UffdWp,
     )
 }
 STEP_TYPES[PagemapScan.op] = PagemapScan

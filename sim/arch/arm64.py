@@ -30,6 +30,8 @@ SPEC = ArchSpec(
         # arch/arm64/Kconfig does not select HAVE_ARCH_SOFT_DIRTY: pagemap bit 55
         # is never set, and clear_refs 4 only clears VM_SOFTDIRTY (a 0 flag).
         soft_dirty=False,
+        # arch/arm64/Kconfig: select HAVE_ARCH_USERFAULTFD_WP if USERFAULTFD
+        uffd_wp=True,
         # pte_modify() keeps the old PTE_AF (it is outside the mask it replaces).
         modify_sets_young=False,
         # Block mappings at PMD (2M) and PUD (1G) (arch/arm64/mm/hugetlbpage.c:

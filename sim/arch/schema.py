@@ -87,6 +87,11 @@ class Arch:
     #: by one (move_ptes()) and gains soft-dirty (move_soft_dirty_pte()).  x86
     #: (arch/x86/Kconfig) and powerpc book3s 64 with the radix MMU have it.
     have_move_pmd: bool = False
+    #: HAVE_ARCH_USERFAULTFD_WP (and so CONFIG_PTE_MARKER_UFFD_WP with USERFAULTFD):
+    #: UFFDIO_REGISTER_MODE_WP and the WP_ASYNC / WP_UNPOPULATED features
+    #: (fs/userfaultfd.c).  x86_64 and arm64 select it in 6.12; powerpc does not
+    #: (registering wp is EINVAL there).
+    uffd_wp: bool = False
     #: Levels whose entries can be hugetlb leaves on the machine this arch
     #: boots on (sizes: :attr:`hugetlb_sizes`); the first is the default
     #: hugetlb size (default_hstate, /proc/meminfo Hugepagesize), the only one

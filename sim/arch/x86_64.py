@@ -20,6 +20,8 @@ SPEC = ArchSpec(
         # arch/x86/Kconfig: select HAVE_MOVE_PMD (mremap moves whole PTE tables)
         have_move_pmd=True,
         soft_dirty=True,
+        # arch/x86/Kconfig: select HAVE_ARCH_USERFAULTFD_WP if X86_64 && USERFAULTFD
+        uffd_wp=True,
         # 2M pages (X86_FEATURE_PSE); 1G ones need X86_FEATURE_GBPAGES, which
         # the qemu64 CPU lacks (arch_hugetlb_valid_size() in arch/x86/mm/hugetlbpage.c).
         hugetlb_levels=("pmd",),

@@ -14,6 +14,7 @@ from sim.mm.pagetable import HugePmd
 from sim.mm.pte import PTE_PRESENT, PTE_SPECIAL, copy_present_entry
 from sim.mm.rmap import anon_vma_fork
 from sim.mm.swapfile import copy_swap_pte, is_swap_pte
+from sim.mm.userfaultfd import child_pte_bits, dup_vma_flags
 from sim.mm.vma import VM_DONTCOPY, VM_LOCKED_MASK, VM_WIPEONFORK, Vma
 
 if TYPE_CHECKING:
@@ -39,8 +40,8 @@ def dup_mmap(mm: MmStruct, child: MmStruct) -> None:
     for vma in mm.vmas:
         if vma.flags & VM_DONTCOPY:
             continue
-        copy = Vma(start=vma.start, end=vma.end, flags=vma.flags & ~VM_LOCKED_MASK,
-                   pgoff=vma.pgoff, file=vma.file)
+        flags = dup_vma_flags(mm, vma.flags & ~VM_LOCKED_MASK)  # dup_userfaultfd()
+        copy = Vma(start=vma.start, end=vma.end, flags=flags, pgoff=vma.pgoff, file=vma.file)
         if vma.file is not None:
             vma.file.vma_refs += 1  # get_file()
         if vma.flags & VM_WIPEONFORK:
@@ -49,27 +50,33 @@ def dup_mmap(mm: MmStruct, child: MmStruct) -> None:
         anon_vma_fork(copy, vma)
         child.vmas.insert(copy)
         if vma.anon_vma is not None:
-            copy_page_range(mm, child, vma)
+            copy_page_range(mm, child, vma, copy)
     if mm.mmf_huge_zero_page:
         child.mmf_huge_zero_page = True
         mm.ctx.huge_zero_refcount += 1
 
 
-def copy_page_range(mm: MmStruct, child: MmStruct, vma: Vma) -> None:
+def copy_page_range(mm: MmStruct, child: MmStruct, vma: Vma, dst: Vma | None = None) -> None:
     """copy_page_range() of ``vma``: copy_huge_pmd() and copy_present_ptes().
 
     Every mapped normal page gains a reference and a mapping; an anonymous
     one becomes shared (folio_try_dup_anon_rmap_pte(): PG_anon_exclusive
-    cleared).  Zero-page PTEs are copied as they are.  A hugetlb VMA:
-    copy_hugetlb_page_range().
+    cleared).  Zero-page PTEs are copied as they are; swap entries by
+    copy_nonpresent_pte().  ``dst``: the child's VMA; its PTEs lose uffd-wp
+    unless it is in wp mode (__copy_present_ptes()), and uffd-wp markers are
+    not copied then (copy_pte_marker()).  A hugetlb VMA: copy_hugetlb_page_range().
     """
     if vma.hugetlb:
         copy_hugetlb_page_range(mm, child, vma)
         return
+    dst_flags = vma.flags if dst is None else dst.flags
     mem = mm.mem
     for base, entry, lo, hi in mm.pt.pmd_ranges(vma.start, vma.end):
         if isinstance(entry, HugePmd):
             copy_huge_pmd(child, base, entry, vma)
+            copied = child.pt.get_pmd(base)
+            if isinstance(copied, HugePmd):  # copy_huge_pmd(): pmd_clear_uffd_wp() too
+                copied.bits = child_pte_bits(dst_flags, copied.bits)
             continue
         target = child.pt.pte_alloc(base)
         for i in mm.pt.pte_range(base, lo, hi):
@@ -87,4 +94,4 @@ def copy_page_range(mm: MmStruct, child: MmStruct, vma: Vma) -> None:
                 else:
                     mem.folio_add_file_rmap_ptes(head, pfn, 1)
             entry.bits[i], child_bits = copy_present_entry(bits, vma)
-            target.set(i, pfn, child_bits)
+            target.set(i, pfn, child_pte_bits(dst_flags, child_bits))

@@ -18,6 +18,7 @@ from sim.mm.pte import (
     PTE_DIRTY,
     PTE_PRESENT,
     PTE_SPECIAL,
+    PTE_UFFD_WP,
     PTE_WRITE,
     PTE_YOUNG,
     change_protection_bits,
@@ -137,7 +138,10 @@ def split_huge_pmd(mm: MmStruct, vma: Vma, haddr: int) -> None:
     nr = mm.hpage_pmd_nr
     if mem.is_huge_zero_folio(pmd.pfn):
         table.pfn[:] = mem.zero_pfn
-        table.bits[:] = (mk_pte(vma, mm.ctx.soft_dirty) & ~PTE_WRITE) | PTE_SPECIAL
+        # __split_huge_zero_page_pmd(): pte_mkuffd_wp() where the PMD had uffd-wp.
+        table.bits[:] = (mk_pte(vma, mm.ctx.soft_dirty) & ~PTE_WRITE) | PTE_SPECIAL | (
+            pmd.bits & PTE_UFFD_WP
+        )
     else:
         head = pmd.pfn
         bits = pmd.bits

@@ -282,6 +282,24 @@ class Process:
         """munlock(addr, len)."""
         self._live().munlock(addr, nr_pages)
 
+    def uffd_register(self, addr: int, nr_pages: int) -> None:
+        """UFFDIO_REGISTER_MODE_WP of [addr, +nr_pages) with this process's userfaultfd
+        (opened with WP_ASYNC where the kernel has it): sim/mm/userfaultfd.py.
+
+        The first one opens the userfaultfd (flags O_CLOEXEC | O_NONBLOCK, no
+        UFFD_USER_MODE_ONLY): userfaultfd_syscall_allowed() wants CAP_SYS_PTRACE,
+        since vm.unprivileged_userfaultfd is 0 (its default, never changed): EPERM
+        for any uid but 0, and no userfaultfd is opened.
+        """
+        mm = self._live()
+        if mm.uffd is None and not self.creds.capable("CAP_SYS_PTRACE"):
+            raise MmError(errno.EPERM, "userfaultfd: not allowed without CAP_SYS_PTRACE")
+        mm.uffd_register(addr, nr_pages)
+
+    def uffd_wp(self, addr: int, nr_pages: int, enable: bool) -> None:
+        """UFFDIO_WRITEPROTECT of [addr, +nr_pages): sim/mm/userfaultfd.py."""
+        self._live().uffd_wp(addr, nr_pages, enable)
+
     def mremap(
         self, addr: int, old_pages: int, new_pages: int, *, new_addr: int | None = None,
         dontunmap: bool = False,

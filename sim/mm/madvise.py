@@ -29,6 +29,7 @@ from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_YOUNG
 from sim.mm.split import split_folio
 from sim.mm.swapfile import is_swap_pte, pageout_anon_folio, zap_swap_pte
 from sim.mm.syscall import MmError, NotModelled, user_range_end
+from sim.mm.userfaultfd import not_modelled_in
 from sim.mm.vma import (
     VM_DONTCOPY,
     VM_DONTDUMP,
@@ -148,6 +149,8 @@ def do_madvise(
     if behavior not in _VALID or (behavior in _THP_ONLY and not mm.ctx.thp):
         raise MmError(errno.EINVAL, f"madvise: advice {behavior} is not valid on this kernel")
     end = user_range_end(mm.arch, addr, nr_pages, "madvise")
+    if behavior in (MADV.PAGEOUT, MADV.COLLAPSE, MADV.FREE, MADV.REMOVE):
+        not_modelled_in(mm, addr, end, f"madvise advice {behavior}")
     populate = behavior in (MADV.POPULATE_READ, MADV.POPULATE_WRITE)
     if populate and not mm.ctx.facts.populate_walks_vmas:
         madvise_populate(mm, addr, end, write=behavior == MADV.POPULATE_WRITE)
@@ -271,7 +274,7 @@ def _dontneed(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
     if lo == hi:
         return
     mm.mem.lru_add_drain()
-    zap_page_range(mm, vma, lo, hi)
+    zap_page_range(mm, vma, lo, hi, drop_markers=False)
 
 
 def _free(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:

@@ -23,8 +23,10 @@ from sim.mm.pageflags import PG, PG_ANON_EXCLUSIVE
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import (
     PTE_DIRTY,
+    PTE_MARKER_UFFD_WP,
     PTE_PRESENT,
     PTE_SPECIAL,
+    PTE_UFFD_WP,
     PTE_WRITE,
     PTE_YOUNG,
     hardware_access,
@@ -38,7 +40,14 @@ from sim.mm.rmap import anon_vma_prepare, folio_add_lru_vma, mlock_vma_folio, mu
 from sim.mm.shmem import ShmemFile, ShmemSigbus
 from sim.mm.swapfile import do_swap_page, free_swap_cache, is_swap_pte, zap_swap_pte
 from sim.mm.syscall import Signal
-from sim.mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_SHARED, VM_WRITE, Vma
+from sim.mm.userfaultfd import (
+    fault_take_marker,
+    pte_mkuffd_wp,
+    wp_fault_clear,
+    wp_huge_pmd_split,
+    zap_uffd_wp,
+)
+from sim.mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_SHARED, VM_UFFD_WP, VM_WRITE, Vma
 
 if TYPE_CHECKING:
     from sim.mm.mm_struct import MmStruct
@@ -116,6 +125,8 @@ def handle_mm_fault(mm: MmStruct, vma: Vma, addr: int, write: bool) -> Signal | 
             return None
     elif isinstance(entry, HugePmd):
         if write and not entry.bits & PTE_WRITE:
+            if wp_huge_pmd_split(mm, vma, addr, entry):
+                return handle_pte_fault(mm, vma, addr, write)
             if do_huge_pmd_wp_page(mm, vma, addr, entry):
                 return None
         else:
@@ -125,7 +136,11 @@ def handle_mm_fault(mm: MmStruct, vma: Vma, addr: int, write: bool) -> Signal | 
 
 
 def handle_pte_fault(mm: MmStruct, vma: Vma, addr: int, write: bool) -> Signal | None:
-    """handle_pte_fault(): missing PTE -> do_pte_missing(); read-only -> do_wp_page()."""
+    """handle_pte_fault(): missing PTE -> do_pte_missing(); read-only -> do_wp_page().
+
+    A uffd-wp PTE marker is a missing page too (handle_pte_marker()); the PTE the
+    fault installs then carries uffd-wp (vmf_orig_pte_uffd_wp(), sim/mm/userfaultfd.py).
+    """
     table = mm.pt.get_pmd(addr)
     i = mm.pt.pte_index(addr)
     if isinstance(table, PteTable) and is_swap_pte(int(table.bits[i])):
@@ -133,10 +148,17 @@ def handle_pte_fault(mm: MmStruct, vma: Vma, addr: int, write: bool) -> Signal |
             do_wp_page(mm, vma, table, i)
         return None
     if not isinstance(table, PteTable) or not table.present(i):
+        uffd_wp = isinstance(table, PteTable) and fault_take_marker(vma, table, i)
         if vma.anonymous:
             do_anonymous_page(mm, vma, addr, write)
-            return None
-        return do_fault(mm, vma, addr, write)
+            signal = None
+        else:
+            signal = do_fault(mm, vma, addr, write)
+        if uffd_wp and signal is None:
+            entry = mm.pt.get_pmd(addr)
+            assert isinstance(entry, PteTable)
+            entry.bits[i] = pte_mkuffd_wp(int(entry.bits[i]))
+        return signal
     bits = int(table.bits[i])
     if write and not bits & PTE_WRITE:
         do_wp_page(mm, vma, table, i)
@@ -183,6 +205,7 @@ def do_wp_page(mm: MmStruct, vma: Vma, table: PteTable, i: int) -> None:
     accepts, setting PG_anon_exclusive; otherwise copy (wp_page_copy()).
     """
     mem = mm.mem
+    wp_fault_clear(mm, vma, table, i)  # uffd-wp with WP_ASYNC: the bit goes, the fault goes on
     bits = int(table.bits[i])
     page = None if bits & PTE_SPECIAL else int(table.pfn[i])  # vm_normal_page()
     if vma.flags & (VM_SHARED | VM_MAYSHARE):
@@ -255,8 +278,9 @@ def do_fault(mm: MmStruct, vma: Vma, addr: int, write: bool) -> Signal | None:
 
 
 def do_read_fault(mm: MmStruct, vma: Vma, addr: int) -> None:
-    """do_read_fault(): fault-around first, ->fault() for the page if still missing."""
-    if mm.ctx.facts.fault_around_pages(mm.arch.page_shift) > 1:
+    """do_read_fault(): fault-around first (not in a uffd-wp VMA: uffd_disable_fault_around()),
+    ->fault() for the page if still missing."""
+    if mm.ctx.facts.fault_around_pages(mm.arch.page_shift) > 1 and not vma.flags & VM_UFFD_WP:
         if do_fault_around(mm, vma, addr):
             return
     pfn = _file(vma).get_folio_for_fault(vma.linear_page_index(addr))
@@ -330,12 +354,17 @@ def do_shared_fault(mm: MmStruct, vma: Vma, addr: int) -> None:
 # ---------------------------------------------------------------------------
 
 
-def zap_page_range(mm: MmStruct, vma: Vma, start: int, end: int) -> None:
+def zap_page_range(
+    mm: MmStruct, vma: Vma, start: int, end: int, drop_markers: bool = True
+) -> None:
     """zap_pmd_range()/zap_pte_range() over [start, end) (bytes) of ``vma``.
 
     A huge leaf fully inside the range goes whole (zap_huge_pmd()); one
     partly inside is split first.  Page tables stay (free_pgtables() is the
     caller's business).  A hugetlb VMA: unmap_hugepage_range() (unmap_single_vma()).
+    A swap entry: free_swap_and_cache_nr() (:func:`~sim.mm.swapfile.zap_swap_pte`).
+    uffd-wp markers: ``drop_markers`` is ZAP_FLAG_DROP_MARKER (unmap_vmas():
+    munmap, exit); MADV_DONTNEED passes False (:func:`~sim.mm.userfaultfd.zap_uffd_wp`).
     """
     if vma.hugetlb:
         unmap_hugepage_range(mm, vma, start, end)
@@ -346,10 +375,15 @@ def zap_page_range(mm: MmStruct, vma: Vma, start: int, end: int) -> None:
             continue
         recency = vma.has_recency(mm.ctx.facts.rand_read_has_recency)
         for i in mm.pt.pte_range(base, lo, hi):
-            if is_swap_pte(int(entry.bits[i])):
+            bits = int(entry.bits[i])
+            if is_swap_pte(bits):
+                # No uffd-wp bit on a swap entry: wp over one is not modelled
+                # (sim/mm/userfaultfd.py), so zap_install_uffd_wp_if_needed() has nothing to keep.
                 zap_swap_pte(mm, entry, i)
                 continue
             zap_present_pte(mm, entry, i, vma, recency)
+            if bits & (PTE_UFFD_WP | PTE_MARKER_UFFD_WP):
+                zap_uffd_wp(vma, entry, i, bits, drop_markers)
 
 
 def zap_present_pte(

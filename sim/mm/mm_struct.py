@@ -22,7 +22,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sim.arch import Arch
-from sim.mm import clear_refs, fork, huge_memory, madvise, memory, mlock, mmap, mprotect
+from sim.mm import (
+    clear_refs,
+    fork,
+    huge_memory,
+    madvise,
+    memory,
+    mlock,
+    mmap,
+    mprotect,
+    userfaultfd,
+)
 from sim.mm import mremap as mremap_
 from sim.mm.facts import KernelFacts
 from sim.mm.hugetlb import Hstate
@@ -90,6 +100,9 @@ class MmStruct:
         self.alive = True
         #: mm->locked_vm: pages in VM_LOCKED VMAs (mlock_fixup(), munmap; 0 after fork).
         self.locked_vm = 0
+        #: The process's userfaultfd context (one at most: the agent opens one per
+        #: process at its first UFFD_REGISTER; sim/mm/userfaultfd.py).
+        self.uffd: userfaultfd.UffdCtx | None = None
         ctx.mms.append(self)
 
     # -- user access ------------------------------------------------------
@@ -141,6 +154,14 @@ class MmStruct:
         """mremap(): see mremap.do_mremap(); the range's address afterwards."""
         return mremap_.do_mremap(self, addr, old_pages, new_pages, flags, new_addr,
                                  cap_ipc_lock=cap_ipc_lock)
+
+    def uffd_register(self, addr: int, nr_pages: int) -> None:
+        """UFFDIO_REGISTER_MODE_WP: see userfaultfd.userfaultfd_register()."""
+        userfaultfd.userfaultfd_register(self, addr, addr + nr_pages * self.page_size)
+
+    def uffd_wp(self, addr: int, nr_pages: int, enable: bool) -> None:
+        """UFFDIO_WRITEPROTECT: see userfaultfd.mwriteprotect_range()."""
+        userfaultfd.mwriteprotect_range(self, addr, addr + nr_pages * self.page_size, enable)
 
     def clear_refs(self, value: int) -> None:
         """echo VALUE > /proc/PID/clear_refs: see clear_refs.clear_refs_write()."""

@@ -31,6 +31,7 @@ from sim.mm.mmap import do_munmap
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_PRESENT, PTE_SOFT_DIRTY, PTE_SWAP, PTE_SWP_SOFT_DIRTY
 from sim.mm.syscall import MmError
+from sim.mm.userfaultfd import not_modelled_in
 from sim.mm.vma import VM_LOCKED, VM_LOCKED_MASK, Vma
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ def do_mremap(
     to mm->locked_vm and populated after the move or extension
     (``if (locked && new_len > old_len) mm_populate(...)``).
     """
+    not_modelled_in(mm, addr, addr + old_pages * mm.page_size, "mremap")
     if flags & ~_KNOWN_FLAGS or (flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE):
         raise MmError(errno.EINVAL, f"mremap: flags {flags:#x}")
     if flags & MREMAP_DONTUNMAP and (not flags & MREMAP_MAYMOVE or old_pages != new_pages):

@@ -30,12 +30,13 @@ import numpy as np
 
 from sim.mm.memmap import PhysMem
 from sim.mm.pageflags import PG_ANON_EXCLUSIVE
-from sim.mm.vma import VM_SHARED, VM_WRITE, Vma
+from sim.mm.vma import VM_SHARED, VM_UFFD_WP, VM_WRITE, Vma
 
 __all__ = [
     "PTE_CLEAR_SOFT_DIRTY",
     "PTE_DIRTY",
     "PTE_DTYPE",
+    "PTE_MARKER_UFFD_WP",
     "PTE_MKOLD",
     "PTE_PRESENT",
     "PTE_SOFT_DIRTY",
@@ -43,6 +44,7 @@ __all__ = [
     "PTE_SWAP",
     "PTE_SWP_EXCLUSIVE",
     "PTE_SWP_SOFT_DIRTY",
+    "PTE_UFFD_WP",
     "PTE_WRITE",
     "PTE_YOUNG",
     "PteFlags",
@@ -75,6 +77,14 @@ class PteFlags(IntFlag):
     #: pte_special(): the zero page; vm_normal_page() returns NULL for it.
     SPECIAL = 0x20
 
+
+#: pte_uffd_wp(): the userfaultfd write-protect bit of a present entry (bit 6, as the
+#: layout above keeps it); pte_mkuffd_wp() also clears WRITE (sim/mm/userfaultfd.py).
+PTE_UFFD_WP: Final = 0x40
+#: A non-present entry holding the PTE marker PTE_MARKER_UFFD_WP (make_pte_marker():
+#: an unpopulated page write-protected by userfaultfd; frame column 0).  Bit 12, clear
+#: of the swap entry bits (0x100-0x400) and the swap type (bits 16-20).
+PTE_MARKER_UFFD_WP: Final = 0x1000
 
 #: The column type of a PTE table's entries: room for the layout above.
 PTE_DTYPE: Final = np.uint32
@@ -182,11 +192,14 @@ def can_change_writable(
 
     ``page`` is vm_normal_page() (None for a zero page); ``tracking`` is
     vma_soft_dirty_enabled(): then an entry without soft-dirty stays
-    read-only so that the next write is seen.  Private: only an exclusive
+    read-only so that the next write is seen; so does a uffd-wp entry of a
+    VMA in wp mode (userfaultfd_pte_wp()).  Private: only an exclusive
     anonymous page; shared: only a dirty entry.
     """
     if tracking and not bits & PTE_SOFT_DIRTY:
         return False
+    if bits & PTE_UFFD_WP and vma.flags & VM_UFFD_WP:
+        return False  # userfaultfd_pte_wp(): the write must fault
     if not vma.flags & VM_SHARED:
         return (
             page is not None

@@ -42,6 +42,7 @@ __all__ = [
     "VM_SEQ_READ",
     "VM_SHARED",
     "VM_SOFTDIRTY",
+    "VM_UFFD_WP",
     "VM_WIPEONFORK",
     "VM_WRITE",
     "AnonVma",
@@ -59,6 +60,7 @@ class VM(IntFlag):
     MAYWRITE = 0x00000020
     MAYEXEC = 0x00000040
     MAYSHARE = 0x00000080
+    UFFD_WP = 0x00001000
     LOCKED = 0x00002000
     LOCKONFAULT = 0x00080000
     SEQ_READ = 0x00008000
@@ -94,6 +96,8 @@ VM_SOFTDIRTY = int(VM.SOFTDIRTY)
 VM_HUGEPAGE = int(VM.HUGEPAGE)
 VM_NOHUGEPAGE = int(VM.NOHUGEPAGE)
 VM_LOCKED = int(VM.LOCKED)
+#: VM_UFFD_WP: registered with a userfaultfd in write-protect mode (sim/mm/userfaultfd.py).
+VM_UFFD_WP = int(VM.UFFD_WP)
 VM_LOCKONFAULT = int(VM.LOCKONFAULT)
 #: VM_LOCKED_MASK (include/linux/mm.h): what mlock()/munlock() set and clear, and
 #: what dup_mmap() clears in the child.
@@ -180,7 +184,7 @@ class Vma:
         return soft_dirty and not self.softdirty
 
     def wants_writenotify(self, soft_dirty: bool) -> bool:
-        """vma_wants_writenotify() for shmem: only soft-dirty tracking asks for it.
+        """vma_wants_writenotify() for shmem: only soft-dirty and uffd-wp tracking ask for it.
 
         shmem has no page_mkwrite and its mapping cannot write back
         (mapping_can_writeback() is false), so a shared writable shmem VMA maps
@@ -189,7 +193,8 @@ class Vma:
         shared_write = VM_SHARED | VM_WRITE
         if self.flags & shared_write != shared_write:
             return False
-        return self.soft_dirty_enabled(soft_dirty)
+        # "Do we need write faults for uffd-wp tracking?" (userfaultfd_wp()).
+        return self.soft_dirty_enabled(soft_dirty) or bool(self.flags & VM_UFFD_WP)
 
     def page_prot_writable(self, soft_dirty: bool) -> bool:
         """Whether vma->vm_page_prot (vma_set_page_prot()) grants write.
