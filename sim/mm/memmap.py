@@ -397,6 +397,18 @@ class PhysMem:
         if exclusive:
             self.set(head, PG_ANON_EXCLUSIVE)
 
+    def folio_add_new_anon_rmap_ptes(self, head: int, exclusive: bool) -> None:
+        """folio_add_new_anon_rmap() of a large folio that is not PMD-mappable (mTHP):
+        PG_swapbacked and the anon mapping, every page mapped once (_mapcount 0),
+        _large_mapcount nr, PageAnonExclusive on every page when exclusive."""
+        nr = self.folio_nr_pages(head)
+        self.set(head, PG.swapbacked)
+        self.anon[head] = True
+        self.mapcount[head : head + nr] = 1
+        self.large_mapcount[head] = nr
+        if exclusive:
+            self.flags[head : head + nr] |= np.uint64(_PG_AE)
+
     def folio_add_anon_rmap_ptes(self, head: int, pfn: int, nr: int, exclusive: bool) -> None:
         """folio_add_anon_rmap_ptes(): ``nr`` PTEs of an existing anon folio."""
         self.mapcount[pfn : pfn + nr] += 1
