@@ -51,6 +51,7 @@ from harness.scenario import (
     Scenario,
     ScenarioError,
     Step,
+    mthp_sizes,
     parse_scenario,
 )
 from sim.arch import Arch
@@ -65,9 +66,11 @@ __all__ = [
     "rejection_rate",
     "scenario_from_data",
     "scenarios",
+    "settings_data",
 ]
 
-#: A scenario as its JSON data: ``{"name": ..., "steps": [{...}, ...]}``.
+#: A scenario as its JSON data: ``{"name": ..., "steps": [{...}, ...]}``, and
+#: ``"settings"`` when :func:`settings_data` drew knobs.
 ScenarioData = dict[str, Any]
 
 #: Live processes at once (the loader allows MAX_PROCS; a handful already
@@ -724,6 +727,7 @@ def scenarios(
     is returned (:func:`scenario_from_data` loads it).
     """
     state = GeneratorState(arch)
+    knobs = draw(settings_data(arch))
     steps: list[dict[str, Any]] = []
     for index in range(max_steps):
         forced = None
@@ -736,7 +740,37 @@ def scenarios(
         steps.append(step)
     if check_positions is None:
         steps.append({"op": Check.op})
+    if knobs:
+        return {"name": name, "settings": knobs, "steps": steps}
     return {"name": name, "steps": steps}
+
+
+#: Values of the THP knobs the generator draws (``shmem_thp`` is left out: the model
+#: does not follow huge shmem folios; ``ksm_use_zero_pages`` changes nothing without KSM
+#: merging).  The first of each is what a shrunk example falls back to.
+THP_MODES = ("madvise", "always", "never")
+MTHP_MODES = ("never", "always", "madvise", "inherit")
+#: mTHP sizes set per example, at most.
+MAX_MTHP_SIZES = 3
+
+
+@st.composite
+def settings_data(draw: Draw, arch: Arch) -> dict[str, Any]:
+    """A scenario's ``settings`` (SCENARIOS.md): empty (no key) in about half the
+    examples and on architectures without THP; else ``thp`` and up to
+    :data:`MAX_MTHP_SIZES` of the architecture's mTHP sizes, by their kB names.
+    Empty shrinks first, so a divergence that needs no knob is shown without."""
+    sizes = list(mthp_sizes(arch))
+    if not sizes or not draw(st.booleans()):
+        return {}
+    knobs: dict[str, Any] = {}
+    thp = draw(st.sampled_from(THP_MODES))
+    if thp != THP_MODES[0]:
+        knobs["thp"] = thp
+    chosen = draw(st.lists(st.sampled_from(sizes), max_size=MAX_MTHP_SIZES, unique=True))
+    if chosen:
+        knobs["mthp"] = {size: draw(st.sampled_from(MTHP_MODES)) for size in chosen}
+    return knobs
 
 
 def scenario_from_data(data: ScenarioData, arch: Arch, path: str = "<fuzz>") -> Scenario:

@@ -21,8 +21,11 @@ PPC64 = get_arch("ppc64")
 PPC64_4K = get_arch("ppc64-4k")
 I386 = get_arch("i386")
 
-STEPS = [{"op": "mmap", "region": "a", "pages": 16, "kind": "anon", "share": "private",
-          "prot": "rw"}, {"op": "write", "region": "a", "pages": [0, 1]}, {"op": "check"}]
+STEPS: list[dict[str, object]] = [
+    {"op": "mmap", "region": "a", "pages": 16, "kind": "anon", "share": "private", "prot": "rw"},
+    {"op": "write", "region": "a", "pages": [0, 1]},
+    {"op": "check"},
+]
 
 
 def _write(tmp_path: Path, settings: object, steps: list[dict[str, object]] = STEPS) -> Path:
