@@ -138,6 +138,9 @@ class GeneratorState:
     anchors: dict[str, tuple[str, int]] = field(default_factory=dict)
     procs_made: int = 0
     regions_made: int = 0
+    #: Extra value weights for this example (over :data:`VALUE_WEIGHTS`): set when
+    #: the example's settings enable mTHP sizes (:data:`MTHP_FAVOUR`).
+    favour: dict[str, dict[object, int]] = field(default_factory=dict)
     #: region -> (the mmap region whose reserved range holds it, page offset there): a
     #: move's region lies in its target's range, so overlaps are found without a layout.
     origin: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -517,7 +520,12 @@ def _choices_drawer(key: str, choices: Sequence[Any]) -> KeyDrawer:
     weighted = [c for c in ordered for _ in range(weights.get(c, 1))]
 
     def draw_choice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
-        return draw(st.sampled_from(weighted))
+        extra = state.favour.get(key)
+        if not extra:
+            return draw(st.sampled_from(weighted))
+        both = {**weights, **extra}
+        return draw(st.sampled_from([c for c in sorted(choices, key=lambda c: -both.get(c, 1))
+                                     for _ in range(both.get(c, 1))]))
 
     return draw_choice
 
@@ -728,6 +736,8 @@ def scenarios(
     """
     state = GeneratorState(arch)
     knobs = draw(settings_data(arch))
+    if knobs.get("mthp"):
+        state.favour = MTHP_FAVOUR
     steps: list[dict[str, Any]] = []
     for index in range(max_steps):
         forced = None
@@ -750,6 +760,9 @@ def scenarios(
 #: merging).  The first of each is what a shrunk example falls back to.
 THP_MODES = ("madvise", "always", "never")
 MTHP_MODES = ("never", "always", "madvise", "inherit")
+#: With mTHP sizes set, private anonymous regions (the only ones whose write faults
+#: take alloc_anon_folio()) and writes are drawn more often.
+MTHP_FAVOUR: dict[str, dict[object, int]] = {"kind": {"anon": 4}, "share": {"private": 3}}
 #: mTHP sizes set per example, at most.
 MAX_MTHP_SIZES = 3
 
@@ -767,9 +780,15 @@ def settings_data(draw: Draw, arch: Arch) -> dict[str, Any]:
     thp = draw(st.sampled_from(THP_MODES))
     if thp != THP_MODES[0]:
         knobs["thp"] = thp
-    chosen = draw(st.lists(st.sampled_from(sizes), max_size=MAX_MTHP_SIZES, unique=True))
+    # The two smallest sizes (4 and 8 pages) fit the small regions too: drawn
+    # three times as often as the others; "always" likewise, so that writes
+    # reach alloc_anon_folio()'s large orders in a fair share of examples.
+    weighted_sizes = [*sizes[:2], *sizes[:2], *sizes]
+    chosen = draw(st.lists(st.sampled_from(weighted_sizes), max_size=MAX_MTHP_SIZES,
+                           unique=True))
+    modes = [*MTHP_MODES, "always", "always"]
     if chosen:
-        knobs["mthp"] = {size: draw(st.sampled_from(MTHP_MODES)) for size in chosen}
+        knobs["mthp"] = {size: draw(st.sampled_from(modes)) for size in chosen}
     return knobs
 
 
