@@ -56,7 +56,7 @@ from harness.agent.protocol import (
     SettleFlags,
 )
 from harness.errors import AgentOpError, VMError
-from harness.guest_settings import apply_settings, khugepaged_stops, restore_settings
+from harness.guest_settings import apply_settings, restore_settings
 from harness.khugepaged import hold_khugepaged
 from harness.observations import (
     CheckObservation,
@@ -315,9 +315,7 @@ class GuestRun:
             try:
                 self._kill_all()
             finally:
-                restore_settings(self.vm, restore, wait_khugepaged=khugepaged_stops(
-                    self.scenario.settings.resolve(self.arch), self.arch.thp_pages.bit_length() - 1
-                ))
+                restore_settings(self.vm, restore)
         if collapsed is not None:
             after = _collapsed(self.agent)
             if after != collapsed:

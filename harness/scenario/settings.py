@@ -9,7 +9,7 @@ to sysfs by the guest executor (:data:`SYSFS`) and to the model's
 
 mTHP sizes: ``"<N>kB"`` (the kernel's ``hugepages-<N>kB`` directory name) or
 ``"<N>pages"`` (N base pages of the architecture being run: the same order
-everywhere).  The kernel offers orders 2..PMD_ORDER (THP_ORDERS_ALL_ANON,
+everywhere) or ``"thp"`` (the PMD size: 2048kB on the three guests).  The kernel offers orders 2..PMD_ORDER (THP_ORDERS_ALL_ANON,
 include/linux/huge_mm.h): 16kB..2048kB on x86_64, ppc64-4k and arm64,
 256kB..2048kB on ppc64 (64K pages, PMD order 5).  A size that no architecture
 of the project offers is a file error; one that only this one lacks skips it.
@@ -59,6 +59,8 @@ def mthp_sizes(arch: Arch) -> dict[str, int]:
 
 def _size_order(key: str, arch: Arch) -> int | None:
     """The order ``key`` names on ``arch`` (None: not an mTHP size there)."""
+    if key == "thp":
+        return _pmd_order(arch) if arch.thp_pages else None
     match = _SIZE.match(key)
     assert match is not None
     n, unit = int(match.group(1)), match.group(2)
@@ -157,8 +159,8 @@ def parse_settings(data: object) -> ScenarioSettings:
         raise SettingsError("mthp is not an object of size: mode")
     mthp: dict[str, MthpMode] = {}
     for key, mode in raw_mthp.items():
-        if not _SIZE.match(key):
-            raise SettingsError(f"mthp size {key!r} is not '<N>kB' or '<N>pages'")
+        if key != "thp" and not _SIZE.match(key):
+            raise SettingsError(f"mthp size {key!r} is not '<N>kB', '<N>pages' or 'thp'")
         if not _known_somewhere(key):
             raise SettingsError(
                 f"mthp size {key!r} is an mTHP size of no architecture "

@@ -43,7 +43,7 @@ def _write(tmp_path: Path, settings: object, steps: list[dict[str, object]] = ST
                                "advise, never, deny, force"),
     ({"mthp": {"64kB": "yes"}}, "settings: mthp '64kB' is 'yes'; one of always, inherit, "
                                 "madvise, never"),
-    ({"mthp": {"64k": "always"}}, "settings: mthp size '64k' is not '<N>kB' or '<N>pages'"),
+    ({"mthp": {"64k": "always"}}, "settings: mthp size '64k' is not '<N>kB', '<N>pages' or 'thp'"),
     ({"mthp": {"8kB": "always"}}, "settings: mthp size '8kB' is an mTHP size of no "
                                   "architecture"),
     ({"mthp": {"3pages": "always"}}, "settings: mthp size '3pages' is an mTHP size of no "
