@@ -9,10 +9,11 @@ to sysfs by the guest executor (:data:`SYSFS`) and to the model's
 
 mTHP sizes: ``"<N>kB"`` (the kernel's ``hugepages-<N>kB`` directory name) or
 ``"<N>pages"`` (N base pages of the architecture being run: the same order
-everywhere) or ``"thp"`` (the PMD size: 2048kB on the three guests).  The kernel offers orders 2..PMD_ORDER (THP_ORDERS_ALL_ANON,
-include/linux/huge_mm.h): 16kB..2048kB on x86_64, ppc64-4k and arm64,
-256kB..2048kB on ppc64 (64K pages, PMD order 5).  A size that no architecture
-of the project offers is a file error; one that only this one lacks skips it.
+everywhere) or ``"thp"`` (the PMD size: 2048kB on the three guests).  The
+kernel offers orders 2..PMD_ORDER (THP_ORDERS_ALL_ANON, include/linux/huge_mm.h):
+16kB..2048kB on x86_64, ppc64-4k and arm64, 256kB..2048kB on ppc64 (64K pages,
+PMD order 5).  A size that no architecture of the project offers is a file
+error; one that only this one lacks skips it.
 """
 
 from __future__ import annotations

@@ -352,7 +352,9 @@ def zap_present_pte(
     VMA has recency (``recency``: vma_has_recency(), false after
     MADV_RANDOM/MADV_SEQUENTIAL); the mapping and its reference go.  With
     ``vma``, a folio unmapped from a VM_LOCKED VMA is munlocked
-    (munlock_vma_folio()).
+    (munlock_vma_folio()).  A large anonymous folio left partly mapped is
+    queued by deferred_split_folio() in the kernel; only the shrinker splits
+    it (memory pressure), so the model leaves it large.
     """
     bits = int(table.bits[i])
     if not bits & PTE_PRESENT:
