@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from harness.compare import compare
 from harness.guest_executor import run_guest
+from harness.guest_settings import apply_settings, restore_settings
 from harness.model_executor import ModelRun, run_model
 from harness.scenario import SYSFS_THP, load_scenario, mthp_sizes
 from harness.vm import VM
@@ -67,6 +69,32 @@ def test_settings_are_restored(vm: VM) -> None:
         assert compare(run_model(scenario, arch, facts=vm.facts or PINNED), real,
                        scenario, arch) == []
         assert _knobs(vm) == before, name
+
+
+def test_shmem_and_ksm_knobs_take_and_are_restored(vm: VM, tmp_path: Path) -> None:
+    """shmem_thp and ksm_use_zero_pages are written (read back inside the run by the
+    applier) and restored; a run with them and no shmem region agrees."""
+    _need_thp(vm)
+    arch = vm.profile.arch
+    path = tmp_path / "knobs.json"
+    path.write_text(json.dumps({
+        "name": "knobs", "settings": {"shmem_thp": "advise", "ksm_use_zero_pages": True},
+        "steps": [{"op": "mmap", "region": "a", "pages": 4, "kind": "anon",
+                   "share": "private", "prot": "rw"},
+                  {"op": "write", "region": "a", "pages": [0, 4]}, {"op": "check"}]}))
+    ksm = "/sys/kernel/mm/ksm/use_zero_pages"
+    before = _knobs(vm), vm.agent.read_file(ksm, 64).data
+    scenario = load_scenario(path, arch)
+    seen = apply_settings(vm, scenario.settings)
+    try:
+        assert "[advise]" in vm.agent.read_file(f"{SYSFS_THP}/shmem_enabled", 4096).data.decode()
+        assert vm.agent.read_file(ksm, 64).data.strip() == b"1"
+    finally:
+        restore_settings(vm, seen)
+    assert (_knobs(vm), vm.agent.read_file(ksm, 64).data) == before
+    real = run_guest(scenario, vm)
+    assert compare(run_model(scenario, arch, facts=vm.facts or PINNED), real, scenario, arch) == []
+    assert (_knobs(vm), vm.agent.read_file(ksm, 64).data) == before
 
 
 def test_planted_not_exclusive_is_caught(vm: VM, monkeypatch: pytest.MonkeyPatch) -> None:
