@@ -26,7 +26,9 @@ What the model assumes of the guest (sim/MODEL.md) and how it is made true:
   (:mod:`harness.khugepaged`); every run checks ``pages_collapsed`` did not
   move during it;
 * THP ``enabled`` = madvise, ``use_zero_page`` = 1, ``shmem_enabled`` =
-  never: checked once per VM by :func:`prepare_guest`;
+  never: checked once per VM by :func:`prepare_guest`; a scenario's
+  ``settings`` are written before its first step and the old values after
+  its last, however it ends (:mod:`harness.guest_settings`);
 * file regions on tmpfs, each page written by one write() and on the LRU
   before the mapping exists: the agent's MMAP of a FILE region (it drains
   the LRU batches after the writes);
@@ -59,6 +61,7 @@ from harness.agent.protocol import (
     SettleFlags,
 )
 from harness.errors import AgentOpError, VMError
+from harness.guest_settings import apply_settings, restore_settings
 from harness.hugetlb_pool import HugetlbPoolError, check_hugetlb_pool, refill_hugetlb_pool
 from harness.khugepaged import hold_khugepaged
 from harness.observations import (
@@ -336,37 +339,16 @@ class GuestRun:
                                     lambda path, text: self.agent.write_file(path, text))
             except HugetlbPoolError as e:
                 raise GuestExecutorError(str(e)) from None
+        restore = apply_settings(self.vm, self.scenario.settings)
         try:
-            self._spawn("main")
-            drain = self.scenario.locks_memory
-            if drain:
-                # The model starts every step with both batches empty.  The
-                # process's own faults (COW of the agent's stack and buffers
-                # after its fork, its reads of the request) queue folios on the
-                # lru_add batch before the step's system call; a MAP_LOCKED or
-                # mlock populate of new shmem folios then drains the mlock batch
-                # while its last folios still wait there, off the LRU:
-                # __mlock_folio() skips them and lru_add() culls them with
-                # mlock_count 0, so one munlock of two clears PG_mlocked.  So
-                # main (and every process it forks: they inherit the setting)
-                # drains once each request is read, just before its op; a drain
-                # sent as a request of its own left a window in which another
-                # task could queue a folio (seen once on ppc64-4k).
-                self.agent.settle(
-                    SettleFlags.DRAIN_LRU | SettleFlags.DRAIN_BEFORE_OPS, target=self.names["main"]
-                )
-            for step in self.scenario.steps:
-                self.outcomes.append(self.step(step))
-                if drain:
-                    # A munlock queued by one step (a munmap, an exit) is applied
-                    # whenever anything on this CPU next calls lru_add_drain(): at a
-                    # moment of the guest's choosing unless drained here, as the model
-                    # does after every step of a scenario that locks memory.
-                    self.agent.settle(SettleFlags.DRAIN_LRU)
+            self._run_steps()
         finally:
-            self._kill_all()
-            if any(isinstance(step, Swapoff) for step in self.scenario.steps):
-                restore_swap(self.agent)
+            try:
+                self._kill_all()
+                if any(isinstance(step, Swapoff) for step in self.scenario.steps):
+                    restore_swap(self.agent)
+            finally:
+                restore_settings(self.vm, restore)
         if collapsed is not None:
             after = _collapsed(self.agent)
             if after != collapsed:
@@ -382,6 +364,35 @@ class GuestRun:
             checks=tuple(self.checks),
             stable_pfns=False,
         )
+
+    def _run_steps(self) -> None:
+        """Spawn ``main`` and apply every step (the caller kills what is left)."""
+        self._spawn("main")
+        drain = self.scenario.locks_memory
+        if drain:
+            # The model starts every step with both batches empty.  The
+            # process's own faults (COW of the agent's stack and buffers
+            # after its fork, its reads of the request) queue folios on the
+            # lru_add batch before the step's system call; a MAP_LOCKED or
+            # mlock populate of new shmem folios then drains the mlock batch
+            # while its last folios still wait there, off the LRU:
+            # __mlock_folio() skips them and lru_add() culls them with
+            # mlock_count 0, so one munlock of two clears PG_mlocked.  So
+            # main (and every process it forks: they inherit the setting)
+            # drains once each request is read, just before its op; a drain
+            # sent as a request of its own left a window in which another
+            # task could queue a folio (seen once on ppc64-4k).
+            self.agent.settle(
+                SettleFlags.DRAIN_LRU | SettleFlags.DRAIN_BEFORE_OPS, target=self.names["main"]
+            )
+        for step in self.scenario.steps:
+            self.outcomes.append(self.step(step))
+            if drain:
+                # A munlock queued by one step (a munmap, an exit) is applied
+                # whenever anything on this CPU next calls lru_add_drain(): at a
+                # moment of the guest's choosing unless drained here, as the model
+                # does after every step of a scenario that locks memory.
+                self.agent.settle(SettleFlags.DRAIN_LRU)
 
     # -- processes -------------------------------------------------------------
 

@@ -53,6 +53,7 @@ from sim.arch import Arch
 from sim.formats_scan import build_page_regions
 from sim.mm import Machine, MmError, OutOfMemory, Process
 from sim.mm.facts import PINNED, KernelFacts
+from sim.mm.settings import ThpSettings
 from sim.mm.syscall import NotModelled
 from sim.procfs import ProcError, ProcFs
 from sim.smaps import rollup_fixed_point
@@ -77,6 +78,25 @@ class ModelError(RuntimeError):
 #: hugetlb_change_protection(), mremap of hugetlb VMAs, mlock's hugetlb paths,
 #: pagemap_scan_hugetlb_entry().
 NOT_ON_HUGETLB = (Mprotect, Mremap, Mlock, Munlock, PagemapScan)
+
+#: shmem_enabled values under which a shmem fault may allocate a huge folio
+#: (shmem_allowable_huge_orders(), mm/shmem.c); "force" reaches tmpfs files too.
+_SHMEM_HUGE = frozenset({"always", "within_size", "advise", "force"})
+
+
+def model_settings(scenario: Scenario, arch: Arch) -> ThpSettings:
+    """The scenario's sysfs knobs for the model (sim/mm/settings.py); ModelError where
+    the model does not follow them: huge shmem folios (shmem THP) are not modelled."""
+    settings = scenario.settings.resolve(arch)
+    if settings.shmem_enabled in _SHMEM_HUGE:
+        shmem = [m.region for m in scenario.regions
+                 if m.kind == "memfd" or m.share == "shared" or settings.shmem_enabled == "force"]
+        if shmem:
+            raise ModelError(
+                f"not modelled: shmem THP (shmem_thp {settings.shmem_enabled!r}) with the "
+                f"shmem region {shmem[0]!r}"
+            )
+    return settings
 
 
 @dataclass
@@ -103,6 +123,7 @@ class ModelRun:
         self.machine = Machine(self.arch, ram_bytes=self.ram_bytes, facts=self.facts)
         if self.scenario.swap:
             self.machine.add_swap_device(SWAP_DISK_BYTES)  # the VM's boot-time swapon
+        self.machine.ctx.settings = model_settings(self.scenario, self.arch)
         self.procfs = ProcFs(self.machine)
         self.procs = {"main": self.machine.spawn("main", uid=0)}
         self.hugetlb_regions = {s.region for s in self.scenario.regions if s.kind == "hugetlb"}

@@ -24,10 +24,12 @@ from dataclasses import dataclass, fields
 from sim.mm.facts import KernelFacts
 from sim.mm.memmap import PhysMem
 from sim.mm.mm_struct import MmStruct
+from sim.mm.mthp import thp_vma_suitable_order
 from sim.mm.pageflags import PG
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_SWAP, PTE_YOUNG
-from sim.mm.vma import VM_HUGEPAGE, VM_LOCKED, VM_NOHUGEPAGE, Vma
+from sim.mm.settings import anon_order_mask
+from sim.mm.vma import VM_LOCKED, VM_NOHUGEPAGE, Vma
 from sim.pagewalk import MmWalk, MmWalkOps, walk_page_vma
 from sim.smaps_format import SmapsBlock, SmapsHeader, render_block, smaps_field_names
 
@@ -290,21 +292,23 @@ def rollup_fixed_point(mm: MmStruct) -> dict[str, int]:
 def thp_eligible(mm: MmStruct, vma: Vma) -> bool:
     """THPeligible: thp_vma_allowable_orders(vma, TVA_SMAPS | TVA_ENFORCE_SYSFS, all) != 0.
 
-    mm/huge_memory.c __thp_vma_allowable_orders() with enabled = madvise
-    (only VM_HUGEPAGE, never VM_NOHUGEPAGE, the non-PMD mTHP sizes "never"):
-    an anonymous VMA qualifies when a PMD-aligned PMD-sized range ending at or
-    before vm_end lies inside it (thp_vma_suitable_order() at
-    ``vm_end - HPAGE_PMD_SIZE``); shmem and tmpfs files never do
+    mm/huge_memory.c __thp_vma_allowable_orders(): an anonymous VMA without
+    VM_NOHUGEPAGE whose sysfs order mask (:func:`sim.mm.settings.anon_order_mask`,
+    every order 2..PMD_ORDER; with the boot knobs only VM_HUGEPAGE VMAs, for
+    the PMD order) holds an order for which a naturally aligned range ending
+    at or before vm_end lies inside it (thp_vma_suitable_order() at
+    ``vm_end - size``); shmem and tmpfs files never do
     (shmem_allowable_huge_orders() with shmem_enabled = never).  6.1's
     hugepage_vma_check(smaps=true) answers the same for these VMAs.
     """
-    if not mm.ctx.thp or not vma.anonymous:
+    if not mm.ctx.thp or not vma.anonymous or vma.flags & VM_NOHUGEPAGE:
         return False
-    if not vma.flags & VM_HUGEPAGE or vma.flags & VM_NOHUGEPAGE:
-        return False
-    addr = vma.end - mm.pmd_size
-    haddr = addr - addr % mm.pmd_size
-    return vma.start <= haddr and haddr + mm.pmd_size <= vma.end
+    pmd_order = mm.pt.pmd_shift - mm.arch.page_shift
+    for order in anon_order_mask(mm.ctx.settings, vma.flags, pmd_order):
+        size = mm.page_size << order
+        if thp_vma_suitable_order(mm, vma, vma.end - size, order):
+            return True
+    return False
 
 
 def vma_header(mm: MmStruct, vma: Vma, path: str | None) -> SmapsHeader:

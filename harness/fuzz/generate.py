@@ -54,6 +54,7 @@ from harness.scenario import (
     Swapoff,
     Swapon,
     UffdRegister,
+    mthp_sizes,
     parse_scenario,
 )
 from sim.arch import Arch
@@ -68,9 +69,11 @@ __all__ = [
     "rejection_rate",
     "scenario_from_data",
     "scenarios",
+    "settings_data",
 ]
 
-#: A scenario as its JSON data: ``{"name": ..., "steps": [{...}, ...]}``.
+#: A scenario as its JSON data: ``{"name": ..., "steps": [{...}, ...]}``, and
+#: ``"settings"`` when :func:`settings_data` drew knobs.
 ScenarioData = dict[str, Any]
 
 #: Live processes at once (the loader allows MAX_PROCS; a handful already
@@ -154,6 +157,9 @@ class GeneratorState:
     anchors: dict[str, tuple[str, int]] = field(default_factory=dict)
     procs_made: int = 0
     regions_made: int = 0
+    #: Extra value weights for this example (over :data:`VALUE_WEIGHTS`): set when
+    #: the example's settings enable mTHP sizes (:data:`MTHP_FAVOUR`).
+    favour: dict[str, dict[object, int]] = field(default_factory=dict)
     #: region -> (the mmap region whose reserved range holds it, page offset there): a
     #: move's region lies in its target's range, so overlaps are found without a layout.
     origin: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -614,7 +620,12 @@ def _choices_drawer(key: str, choices: Sequence[Any]) -> KeyDrawer:
     weighted = [c for c in ordered for _ in range(weights.get(c, 1))]
 
     def draw_choice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
-        return draw(st.sampled_from(weighted))
+        extra = state.favour.get(key)
+        if not extra:
+            return draw(st.sampled_from(weighted))
+        both = {**weights, **extra}
+        return draw(st.sampled_from([c for c in sorted(choices, key=lambda c: -both.get(c, 1))
+                                     for _ in range(both.get(c, 1))]))
 
     return draw_choice
 
@@ -831,6 +842,9 @@ def scenarios(
     swapoff may be drawn; it needs a VM with swap.
     """
     state = GeneratorState(arch, swap=swap)
+    knobs = draw(settings_data(arch))
+    if knobs.get("mthp"):
+        state.favour = MTHP_FAVOUR
     steps: list[dict[str, Any]] = []
     for index in range(max_steps):
         forced = None
@@ -843,9 +857,49 @@ def scenarios(
         steps.append(step)
     if check_positions is None:
         steps.append({"op": Check.op})
+    scenario: dict[str, Any] = {"name": name, "steps": steps}
     if swap:
-        return {"name": name, "swap": True, "steps": steps}
-    return {"name": name, "steps": steps}
+        scenario["swap"] = True
+    if knobs:
+        scenario["settings"] = knobs
+    return scenario
+
+
+#: Values of the THP knobs the generator draws (``shmem_thp`` is left out: the model
+#: does not follow huge shmem folios; ``ksm_use_zero_pages`` changes nothing without KSM
+#: merging).  The first of each is what a shrunk example falls back to.
+THP_MODES = ("madvise", "always", "never")
+MTHP_MODES = ("never", "always", "madvise", "inherit")
+#: With mTHP sizes set, private anonymous regions (the only ones whose write faults
+#: take alloc_anon_folio()) and writes are drawn more often.
+MTHP_FAVOUR: dict[str, dict[object, int]] = {"kind": {"anon": 4}, "share": {"private": 3}}
+#: mTHP sizes set per example, at most.
+MAX_MTHP_SIZES = 3
+
+
+@st.composite
+def settings_data(draw: Draw, arch: Arch) -> dict[str, Any]:
+    """A scenario's ``settings`` (SCENARIOS.md): empty (no key) in about half the
+    examples and on architectures without THP; else ``thp`` and up to
+    :data:`MAX_MTHP_SIZES` of the architecture's mTHP sizes, by their kB names.
+    Empty shrinks first, so a divergence that needs no knob is shown without."""
+    sizes = list(mthp_sizes(arch))
+    if not sizes or not draw(st.booleans()):
+        return {}
+    knobs: dict[str, Any] = {}
+    thp = draw(st.sampled_from(THP_MODES))
+    if thp != THP_MODES[0]:
+        knobs["thp"] = thp
+    # The two smallest sizes (4 and 8 pages) fit the small regions too: drawn
+    # three times as often as the others; "always" likewise, so that writes
+    # reach alloc_anon_folio()'s large orders in a fair share of examples.
+    weighted_sizes = [*sizes[:2], *sizes[:2], *sizes]
+    chosen = draw(st.lists(st.sampled_from(weighted_sizes), max_size=MAX_MTHP_SIZES,
+                           unique=True))
+    modes = [*MTHP_MODES, "always", "always"]
+    if chosen:
+        knobs["mthp"] = {size: draw(st.sampled_from(modes)) for size in chosen}
+    return knobs
 
 
 def scenario_from_data(data: ScenarioData, arch: Arch, path: str = "<fuzz>") -> Scenario:

@@ -16,16 +16,19 @@ an ``"op"``.  The file format is described for authors in
 * :mod:`~harness.scenario.tags`: the 64-bit tag every write stores in a page
   and the contents of every file page, so the RAM oracle knows what each
   frame must hold;
+* :mod:`~harness.scenario.settings`: the top-level ``settings`` (THP, mTHP,
+  shmem THP and KSM sysfs knobs), per architecture;
 * :mod:`~harness.scenario.dispatch`: the per-op handler tables that the flow
   and range checks and both executors use.
 """
 
-from harness.scenario import dispatch, flow, layout, parse, schema, tags
+from harness.scenario import dispatch, flow, layout, parse, schema, settings, tags
 from harness.scenario.dispatch import *  # noqa: F403
 from harness.scenario.flow import *  # noqa: F403
 from harness.scenario.layout import *  # noqa: F403
 from harness.scenario.parse import *  # noqa: F403
 from harness.scenario.schema import *  # noqa: F403
+from harness.scenario.settings import *  # noqa: F403
 from harness.scenario.tags import *  # noqa: F403
 
 #: Every public name of the modules above.
@@ -35,4 +38,5 @@ __all__ += flow.__all__
 __all__ += layout.__all__
 __all__ += parse.__all__
 __all__ += schema.__all__
+__all__ += settings.__all__
 __all__ += tags.__all__

@@ -1,6 +1,7 @@
 """A scenario file: JSON text -> a validated :class:`Scenario`, or one line saying why not.
 
-The top level (name, description, steps) is checked here; each step by its
+The top level (name, description, settings, steps) is checked here (settings by
+:func:`harness.scenario.settings.parse_settings`); each step by its
 declaration (:func:`harness.scenario.schema.parse_step`); the flow of
 processes and regions by :func:`harness.scenario.flow.validate_flow`; page
 ranges, which depend on the architecture, by
@@ -34,6 +35,7 @@ from harness.scenario.schema import (
     StepError,
     parse_step,
 )
+from harness.scenario.settings import ScenarioSettings, SettingsError, parse_settings
 from harness.scenario.tags import MAX_STEPS
 from sim.arch import Arch
 
@@ -64,6 +66,8 @@ class Scenario:
     #: The VM boots with swap (harness.swapdisk; VMConfig.swap), the model with a
     #: swap device of the same size, swapped on (sim/mm/swapfile.py).
     swap: bool = False
+    #: The top-level ``settings`` (sysfs knobs; empty: the boot values).
+    settings: ScenarioSettings = field(default_factory=ScenarioSettings)
     checked_on: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @property
@@ -122,6 +126,9 @@ class Scenario:
         if self.uses_hugetlb and not arch.hugetlb_page_pages:
             return (f"scenario {self.name} uses hugetlb pages; {arch.name} has no hugetlb "
                     "pool (sim/arch: hugetlb_pages)")
+        reason = self.settings.unsupported_reason(arch)
+        if reason is not None:
+            return f"scenario {self.name}: {reason}"
         return None
 
     def step_label(self, index: int) -> str:
@@ -134,11 +141,11 @@ def parse_scenario(data: object, path: str = "<scenario>", arch: Arch | None = N
     """Validate the decoded JSON of a scenario file (see :func:`load_scenario`)."""
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: the top level is not an object with 'name' and 'steps'")
-    unknown = set(data) - {"name", "steps", "swap"} - _NOTE_KEYS
+    unknown = set(data) - {"name", "steps", "swap", "settings"} - _NOTE_KEYS
     if unknown:
         raise ScenarioError(
             f"{path}: unknown top-level key {', '.join(map(repr, sorted(unknown)))} "
-            "(allowed: name, steps, swap, description)"
+            "(allowed: name, steps, swap, settings, description)"
         )
     swap = data.get("swap", False)
     if not isinstance(swap, bool):
@@ -151,6 +158,10 @@ def parse_scenario(data: object, path: str = "<scenario>", arch: Arch | None = N
     description = data.get("description", "")
     if not isinstance(description, str):
         raise ScenarioError(f"{path}: description is not a string")
+    try:
+        settings = parse_settings(data.get("settings", {}))
+    except SettingsError as e:
+        raise ScenarioError(f"{path}: settings: {e}") from None
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise ScenarioError(f"{path}: 'steps' is not a non-empty list")
@@ -180,7 +191,7 @@ def parse_scenario(data: object, path: str = "<scenario>", arch: Arch | None = N
     targets = validate_flow(steps, path)
     scenario = Scenario(
         name=name, path=path, steps=tuple(steps), targets=targets, description=description,
-        swap=swap,
+        swap=swap, settings=settings,
     )
     if arch is not None and scenario.unsupported_reason(arch) is None:
         plan_layout(scenario, arch)

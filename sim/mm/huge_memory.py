@@ -29,7 +29,8 @@ from sim.mm.pte import (
     wp_can_reuse_anon,
 )
 from sim.mm.rmap import anon_vma_prepare, folio_add_lru_vma, munlock_vma_folio
-from sim.mm.vma import VM_HUGEPAGE, VM_NOHUGEPAGE, Vma
+from sim.mm.settings import anon_order_mask
+from sim.mm.vma import VM_NOHUGEPAGE, Vma
 
 if TYPE_CHECKING:
     from sim.mm.mm_struct import MmStruct
@@ -51,13 +52,16 @@ __all__ = [
 def thp_vma_allowable(mm: MmStruct, vma: Vma, addr: int) -> bool:
     """thp_vma_allowable_order(PMD_ORDER) + thp_vma_suitable_order() in a fault.
 
-    enabled=madvise: only VM_HUGEPAGE anonymous VMAs (shmem stays order 0
-    and file VMAs have no ->huge_fault), and the aligned PMD range must lie
-    inside the VMA.
+    Anonymous VMAs only (shmem THP is not modelled: sim/MODEL.md; file VMAs
+    have no ->huge_fault); PMD_ORDER must be in the sysfs mask
+    (:func:`sim.mm.settings.anon_order_mask`: with the boot knobs, enabled =
+    madvise and hugepages-<PMD>kB inherit, only VM_HUGEPAGE VMAs), never with
+    VM_NOHUGEPAGE, and the aligned PMD range must lie inside the VMA.
     """
-    if not mm.ctx.thp or not vma.anonymous:
+    if not mm.ctx.thp or not vma.anonymous or vma.flags & VM_NOHUGEPAGE:
         return False
-    if not vma.flags & VM_HUGEPAGE or vma.flags & VM_NOHUGEPAGE:
+    pmd_order = mm.pt.pmd_shift - mm.arch.page_shift
+    if pmd_order not in anon_order_mask(mm.ctx.settings, vma.flags, pmd_order):
         return False
     haddr = addr - addr % mm.pmd_size
     return vma.start <= haddr and haddr + mm.pmd_size <= vma.end

@@ -403,6 +403,18 @@ class PhysMem:
         if exclusive:
             self.set(head, PG_ANON_EXCLUSIVE)
 
+    def folio_add_new_anon_rmap_ptes(self, head: int, exclusive: bool) -> None:
+        """folio_add_new_anon_rmap() of a large folio that is not PMD-mappable (mTHP):
+        PG_swapbacked and the anon mapping, every page mapped once (_mapcount 0),
+        _large_mapcount nr, PageAnonExclusive on every page when exclusive."""
+        nr = self.folio_nr_pages(head)
+        self.set(head, PG.swapbacked)
+        self.anon[head] = True
+        self.mapcount[head : head + nr] = 1
+        self.large_mapcount[head] = nr
+        if exclusive:
+            self.flags[head : head + nr] |= np.uint64(_PG_AE)
+
     def folio_add_anon_rmap_ptes(self, head: int, pfn: int, nr: int, exclusive: bool) -> None:
         """folio_add_anon_rmap_ptes(): ``nr`` PTEs of an existing anon folio."""
         self.mapcount[pfn : pfn + nr] += 1
@@ -418,7 +430,9 @@ class PhysMem:
             self.large_mapcount[head] += nr
 
     def folio_try_dup_anon_rmap_pte(self, head: int, pfn: int) -> None:
-        """folio_try_dup_anon_rmap_pte() at fork: the page is now shared.
+        """folio_try_dup_anon_rmap_pte() at fork: the page is now shared (6.12's
+        copy_present_ptes() calls folio_try_dup_anon_rmap_ptes() for a run of PTEs of
+        one large folio: the same, page by page).
 
         No page is pinned in the model, so the dup always succeeds and clears
         PG_anon_exclusive (__folio_try_dup_anon_rmap()).
@@ -640,6 +654,8 @@ class PhysMem:
         ``pfns`` must be below max_dump_pfn.  k is the folio's flags word
         (the head frame's); only HWPoison and head/tail come from the page,
         and with ``facts.kpf_flags_word`` PAGE (before 6.10) the copied bits too.
+        THP is set on every page of a large folio that
+        folio_test_large_rmappable() (PMD-sized and mTHP alike).
         """
         pfns = np.asarray(pfns, dtype=np.int64)
         state = self.state[pfns]

@@ -19,6 +19,7 @@ from sim.mm.huge_memory import (
     zap_huge_pmd,
 )
 from sim.mm.hugetlb import hugetlb_fault, unmap_hugepage_range
+from sim.mm.mthp import alloc_anon_folio, map_anon_folio_ptes
 from sim.mm.pageflags import PG, PG_ANON_EXCLUSIVE
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import (
@@ -176,8 +177,9 @@ def do_anonymous_page(mm: MmStruct, vma: Vma, addr: int, write: bool) -> None:
     """do_anonymous_page(): the zero page for a read, a new exclusive folio for a write.
 
     No anon_vma is made for a read (vmf_anon_prepare() comes after the
-    zero-page branch); multi-size THP orders are all disabled by default, so
-    alloc_anon_folio() gives order 0.
+    zero-page branch).  The folio's order is alloc_anon_folio()'s
+    (:mod:`sim.mm.mthp`: 0 unless a multi-size THP order is enabled); a
+    large one is mapped by one PTE per page over its aligned range.
     """
     mem = mm.mem
     table = mm.pt.pte_alloc(addr)
@@ -187,11 +189,14 @@ def do_anonymous_page(mm: MmStruct, vma: Vma, addr: int, write: bool) -> None:
         table.set(i, mem.zero_pfn, (mk_pte(vma, mm.ctx.soft_dirty) & ~PTE_WRITE) | PTE_SPECIAL)
         return
     anon_vma_prepare(mm.vmas, vma)
-    pfn = mem.alloc_folio(0)
+    pfn, order = alloc_anon_folio(mm, vma, addr, table)
     mem.set(pfn, PG.uptodate)
     bits = PTE_PRESENT | PTE_YOUNG
     if vma.flags & VM_WRITE:
         bits |= pte_mkdirty(mm.ctx.soft_dirty) | PTE_WRITE  # pte_mkwrite(pte_mkdirty(entry))
+    if order:
+        map_anon_folio_ptes(mm, vma, table, addr, pfn, order, bits)
+        return
     mem.folio_add_new_anon_rmap(pfn, exclusive=True)
     folio_add_lru_vma(mem, pfn, vma)
     table.set(i, pfn, bits)
@@ -396,7 +401,9 @@ def zap_present_pte(
     VMA has recency (``recency``: vma_has_recency(), false after
     MADV_RANDOM/MADV_SEQUENTIAL); the mapping and its reference go.  With
     ``vma``, a folio unmapped from a VM_LOCKED VMA is munlocked
-    (munlock_vma_folio()).
+    (munlock_vma_folio()).  A large anonymous folio left partly mapped is
+    queued by deferred_split_folio() in the kernel; only the shrinker splits
+    it (memory pressure), so the model leaves it large.
     """
     bits = int(table.bits[i])
     if not bits & PTE_PRESENT:

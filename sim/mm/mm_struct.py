@@ -38,6 +38,7 @@ from sim.mm.facts import KernelFacts
 from sim.mm.hugetlb import Hstate
 from sim.mm.memmap import PhysMem
 from sim.mm.pagetable import PageTables
+from sim.mm.settings import ThpSettings
 from sim.mm.shmem import ShmemFile
 from sim.mm.swapfile import SwapInfo
 from sim.mm.syscall import Signal
@@ -61,6 +62,8 @@ class MachineContext:
     soft_dirty: bool = field(init=False)
     #: PMD-sized THP can be mapped (CONFIG_TRANSPARENT_HUGEPAGE and a PMD leaf level).
     thp: bool = field(init=False)
+    #: The THP sysfs knobs (/sys/kernel/mm/transparent_hugepage/) the fault paths read.
+    settings: ThpSettings = field(default_factory=ThpSettings)
     #: Every live mm_struct (what an rmap walk of a shared file reaches:
     #: unmap_mapping_range() of a hole punched by MADV_REMOVE).
     mms: list[MmStruct] = field(default_factory=list)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -30,6 +31,7 @@ from sim.bulk import bulk_parse_kpagemap, bulk_parse_u64s
 from sim.mm import FrameState, Machine, MmError, Process
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_PRESENT, PTE_SPECIAL
+from sim.mm.settings import ThpSettings
 from sim.procfs import pagemap_entries, read
 from sim.smaps import smaps
 
@@ -192,6 +194,39 @@ def check_invariants(m: Machine, procs: list[Process]) -> None:
 @given(arch=st.sampled_from(ARCHES), sequence=st.lists(ops, min_size=1, max_size=14))
 def test_random_operations_keep_the_invariants(arch: Arch, sequence: list[Op]) -> None:
     m = Machine(arch, ram_bytes=64 << 20)
+    procs = [m.spawn("main")]
+    for op in sequence:
+        apply(m, procs, [], op)
+        check_invariants(m, procs)
+
+
+mthp_settings = st.builds(
+    lambda enabled, modes: ThpSettings(enabled=enabled, mthp=MappingProxyType(
+        {order: mode for order, mode in enumerate(modes, start=2) if mode is not None})),
+    enabled=st.sampled_from(["always", "madvise", "never"]),
+    modes=st.lists(st.sampled_from([None, "always", "inherit", "madvise", "never"]),
+                   min_size=8, max_size=8),
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(arch=st.sampled_from(ARCHES[:2]), knobs=mthp_settings,
+       sequence=st.lists(ops, min_size=1, max_size=14))
+def test_random_operations_with_mthp_keep_the_invariants(
+    arch: Arch, knobs: ThpSettings, sequence: list[Op]
+) -> None:
+    """The same invariants with random THP and mTHP knobs (sim/mm/settings.py): PTE-mapped
+    large folios through fork, COW, munmap, mprotect, DONTNEED and mremap."""
+    m = Machine(arch, ram_bytes=64 << 20)
+    pmd_order = arch.thp_pages.bit_length() - 1
+    m.ctx.settings = ThpSettings(
+        enabled=knobs.enabled,
+        mthp=MappingProxyType({o: v for o, v in knobs.mthp.items() if o <= pmd_order}),
+    )
     procs = [m.spawn("main")]
     for op in sequence:
         apply(m, procs, [], op)
