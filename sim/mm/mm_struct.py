@@ -25,6 +25,7 @@ from sim.arch import Arch
 from sim.mm import clear_refs, fork, huge_memory, madvise, memory, mlock, mmap, mprotect
 from sim.mm import mremap as mremap_
 from sim.mm.facts import KernelFacts
+from sim.mm.ksm import Ksm
 from sim.mm.memmap import PhysMem
 from sim.mm.pagetable import PageTables
 from sim.mm.shmem import ShmemFile
@@ -52,6 +53,8 @@ class MachineContext:
     #: Every live mm_struct (what an rmap walk of a shared file reaches:
     #: unmap_mapping_range() of a hole punched by MADV_REMOVE).
     mms: list[MmStruct] = field(default_factory=list)
+    #: ksmd's state (mm/ksm.c): the mm list, rmap_items, the stable tree.
+    ksm: Ksm = field(default_factory=Ksm)
 
     def __post_init__(self) -> None:
         # Both are read on every fault; arch and facts are frozen.
@@ -86,9 +89,12 @@ class MmStruct:
 
     # -- user access ------------------------------------------------------
 
-    def access(self, addr: int, write: bool, tag: int | None) -> Signal | None:
-        """One load or store (``tag``: the u64 stored) at ``addr``: see memory.user_access()."""
-        return memory.user_access(self, addr, write, tag)
+    def access(
+        self, addr: int, write: bool, tag: int | None, fill: int | None = None
+    ) -> Signal | None:
+        """One load or store (``tag``: the u64 stored; ``fill``: every byte) at ``addr``:
+        see memory.user_access()."""
+        return memory.user_access(self, addr, write, tag, fill)
 
     # -- syscalls (addresses in bytes, lengths in pages) ------------------
 
