@@ -30,6 +30,7 @@ from harness.scenario import (
     ClearRefs,
     Exit,
     Fork,
+    Ksm,
     Layout,
     Madvise,
     Mlock,
@@ -205,7 +206,8 @@ def _mmap(run: ModelRun, step: Mmap) -> None:
 def _touch(run: ModelRun, step: Touch) -> StepOutcome | None:
     span = run.layout.span(step)
     tags = run.layout.write_tags(step) if step.write else None
-    result = run.procs[step.proc].touch(span.vaddr, span.pages, step.write, tags)
+    fill = getattr(step, "fill", None)
+    result = run.procs[step.proc].touch(span.vaddr, span.pages, step.write, tags, fill=fill)
     if result.ok:
         return None
     if result.segv_vaddr is None:
@@ -284,6 +286,14 @@ def _mlock(run: ModelRun, step: Mlock) -> None:
 def _munlock(run: ModelRun, step: Munlock) -> None:
     span = run.layout.span(step)
     run.procs[step.proc].munlock(span.vaddr, span.pages)
+
+
+@MODEL.on(Ksm)
+def _ksm(run: ModelRun, step: Ksm) -> None:
+    try:
+        run.machine.ksm_scan(step.scans, step.use_zero_pages)
+    except NotModelled as e:
+        raise ModelError(f"{step.label}: not modelled: {e}") from None
 
 
 def run_model(

@@ -380,9 +380,10 @@ static void set_fault_handlers(const struct sigaction *sa, struct sigaction *old
 }
 
 /*
- * Touch pages one by one, in order.  Write: store tag + k (u64, the guest's
- * byte order) at the start of page k.  Read: load the u64 at the start of
- * each page.  A fault stops the touch; it is reported, not fatal.
+ * Touch pages one by one, in order.  Write 1: store tag + k (u64, the guest's
+ * byte order) at the start of page k.  Write 2 (fill): set every byte of each
+ * page to tag's low byte.  Read: load the u64 at the start of each page.  A
+ * fault stops the touch; it is reported, not fatal.
  */
 static uint64_t touch_pages(uint64_t addr, uint64_t npages, int write, uint64_t tag,
 			    uint64_t *values)
@@ -397,7 +398,9 @@ static uint64_t touch_pages(uint64_t addr, uint64_t npages, int write, uint64_t 
 		for (; done < npages; done++) {
 			volatile uint64_t *p = (volatile uint64_t *)(uintptr_t)(addr + done * ps);
 
-			if (write)
+			if (write == 2)
+				memset((void *)(uintptr_t)p, (int)(tag & 0xff), ps);
+			else if (write)
 				*p = tag + done;
 			else
 				values[done] = *p;
@@ -418,7 +421,7 @@ void op_touch(struct request *req, struct reply *rep)
 
 	if (!args_ok(req, rep))
 		return;
-	if (write > 1 || npages > (FRAME_MAX_PAYLOAD - 64) / 8) {
+	if (write > 2 || npages > (FRAME_MAX_PAYLOAD - 64) / 8) {
 		reply_fail(rep, ST_BAD_REQUEST, 0, "touch: write %u or %llu pages out of range",
 			   write, (unsigned long long)npages);
 		return;

@@ -20,8 +20,8 @@ import numpy as np
 
 from sim.mm.gup import get_user_page
 from sim.mm.huge_memory import vma_adjust_trans_huge
-from sim.mm.ksm import break_ksm_range
 from sim.mm.khugepaged import madvise_collapse
+from sim.mm.ksm import break_ksm_range
 from sim.mm.memory import zap_page_range, zap_present_pte
 from sim.mm.pageflags import PG, PG_SWAPCACHE
 from sim.mm.pagetable import HugePmd, PteTable
