@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 
 from harness.agent.client import AgentClient, BatchRead, BatchReadReply
 from harness.agent.protocol import (
+    INIT,
     BackingCode,
     MapBits,
     ProtBits,
@@ -54,8 +55,8 @@ from harness.agent.protocol import (
     SettleFlags,
 )
 from harness.errors import AgentOpError, VMError
-from harness.ksm_holder import hold_ksm
 from harness.khugepaged import hold_khugepaged
+from harness.ksm_holder import hold_ksm
 from harness.observations import (
     CheckObservation,
     FileRead,
@@ -616,7 +617,8 @@ _KSM_MAX_PAGE_SHARING = 256
 def _ksm(run: GuestRun, step: Ksm) -> None:
     hold_ksm(run.vm)
     try:
-        got = run.agent.ksm_scan(step.scans, step.use_zero_pages)
+        target = INIT if step.proc is None else run.names[step.proc]
+        got = run.agent.ksm_scan(step.scans, step.use_zero_pages, target=target)
     except AgentOpError as e:
         raise run.fail(step, f"ksmd: {e}") from e
     if got.after - got.before != step.scans:

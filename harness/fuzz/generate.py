@@ -39,6 +39,7 @@ from harness.scenario import (
     Check,
     Exit,
     Fork,
+    Ksm,
     Madvise,
     Mmap,
     Mremap,
@@ -51,6 +52,7 @@ from harness.scenario import (
     Scenario,
     ScenarioError,
     Step,
+    Write,
     parse_scenario,
 )
 from sim.arch import Arch
@@ -151,6 +153,9 @@ class GeneratorState:
     #: (process, region) when the step just applied was that MADV_HUGEPAGE: the next
     #: step may touch the region's first page (the huge-PMD fault itself).
     fresh_hugepage: tuple[str, str] | None = None
+    #: Some region was advised hugepage or collapse: it may hold THPs, which a ksm
+    #: scan would split (try_to_merge_one_page()), a path the model does not follow.
+    huge_advised: bool = False
 
     @property
     def alive(self) -> list[str]:
@@ -183,6 +188,8 @@ class GeneratorState:
         elif op == Exit.op:
             del self.uids[proc]
             del self.mapped[proc]
+        elif op == Madvise.op and step["advice"] in ("hugepage", "collapse"):
+            self.huge_advised = True
 
     def _apply_mremap(self, proc: str, step: dict[str, Any]) -> None:
         """What layout.py's range check concludes of an mremap (see its ``_mremap``)."""
@@ -541,6 +548,21 @@ def _draw_scan_flags(state: GeneratorState, step: dict[str, Any], draw: Draw) ->
     return list(flags) if flags else _ABSENT
 
 
+#: Fill bytes a write draws from: few, so that pages of equal contents (KSM) are common.
+FILL_VALUES = (0, 0x5A, 0xA5)
+
+
+def _draw_fill(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    """Left out (the unique tag) two times in three, else one of :data:`FILL_VALUES`."""
+    if draw(st.integers(0, 2)):
+        return _ABSENT
+    return draw(st.sampled_from(FILL_VALUES))
+
+
+def _draw_use_zero_pages(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    return True if draw(st.integers(0, 2)) == 1 else _ABSENT
+
+
 #: Keys of one step type with a meaning of their own (the rest are drawn by name or type).
 _STEP_KEY_DRAWERS: dict[tuple[type[Step], str], KeyDrawer] = {
     (Mmap, "at"): _draw_at,
@@ -557,6 +579,8 @@ _STEP_KEY_DRAWERS: dict[tuple[type[Step], str], KeyDrawer] = {
     (PagemapScan, "max_pages"): _draw_scan_count(8),
     (PagemapScan, "vec_len"): _draw_scan_count(4),
     (PagemapScan, "flags"): _draw_scan_flags,
+    (Write, "fill"): _draw_fill,
+    (Ksm, "use_zero_pages"): _draw_use_zero_pages,
 }
 
 
@@ -629,6 +653,8 @@ def _applicable(step_type: type[Step], state: GeneratorState) -> bool:
     if step_type is Exit:
         # The last process may exit too, but then only checks could follow.
         return len(state.alive) > 1
+    if step_type is Ksm:
+        return not state.huge_advised
     return True
 
 

@@ -702,11 +702,14 @@ class Ksm(Step):
     """Run ksmd until two more full scans have completed, then stop it (mm/ksm.c).
 
     ``use_zero_pages``: sysfs use_zero_pages during the scans (restored after;
-    None: left as the guest has it, false by default).  No process performs it.
+    None: left as the guest has it, false by default).  ``proc``: the process
+    that writes the sysfs knobs (None: the agent's init); the knobs are global,
+    so which one changes nothing.
     """
 
     op: ClassVar[str] = "ksm"
     defaults: ClassVar[Mapping[str, object]] = {}
+    proc: OptionalName = None
     use_zero_pages: Annotated[bool | None, _optional(_check_bool)] = None
 
     #: Full scans per step (the model's and the agent's KSM_SCAN argument).
