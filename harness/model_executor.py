@@ -10,6 +10,7 @@ reader uid.
 from __future__ import annotations
 
 import dataclasses
+import errno
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -289,11 +290,16 @@ def _munlock(run: ModelRun, step: Munlock) -> None:
 
 
 @MODEL.on(Ksm)
-def _ksm(run: ModelRun, step: Ksm) -> None:
+def _ksm(run: ModelRun, step: Ksm) -> StepOutcome | None:
+    if step.proc is not None and not run.procs[step.proc].creds.capable("CAP_DAC_OVERRIDE"):
+        # /sys/kernel/mm/ksm/* are 0644 root (KSM_ATTR): kernfs_iop_permission() ->
+        # generic_permission() refuses the write; nothing changes.
+        return StepOutcome(step.index, "error", errno=errno.EACCES)
     try:
         run.machine.ksm_scan(step.scans, step.use_zero_pages)
     except NotModelled as e:
         raise ModelError(f"{step.label}: not modelled: {e}") from None
+    return None
 
 
 def run_model(

@@ -703,8 +703,9 @@ class Ksm(Step):
 
     ``use_zero_pages``: sysfs use_zero_pages during the scans (restored after;
     None: left as the guest has it, false by default).  ``proc``: the process
-    that writes the sysfs knobs (None: the agent's init); the knobs are global,
-    so which one changes nothing.
+    that writes the sysfs knobs (None: the agent's init, root); the knobs are
+    global, so which one changes nothing but its permission: they are 0644
+    root, and a process of another uid gets EACCES (the step's outcome).
     """
 
     op: ClassVar[str] = "ksm"
