@@ -153,13 +153,26 @@ class GeneratorState:
     #: (process, region) when the step just applied was that MADV_HUGEPAGE: the next
     #: step may touch the region's first page (the huge-PMD fault itself).
     fresh_hugepage: tuple[str, str] | None = None
-    #: Some region was advised hugepage or collapse: it may hold THPs, which a ksm
-    #: scan would split (try_to_merge_one_page()), a path the model does not follow.
-    huge_advised: bool = False
+    #: Regions advised hugepage or collapse (they may hold THPs) and regions advised
+    #: mergeable (ksmd scans them), by name, carried to a moved region's new name: a ksm
+    #: step would split a THP in a scanned region (try_to_merge_one_page()), a path the
+    #: model does not follow, so it is drawn only while no region is in both.
+    huge_regions: set[str] = field(default_factory=set)
+    mergeable_regions: set[str] = field(default_factory=set)
+    #: The write step the generator may offer next: a fill of the range just advised
+    #: mergeable (so that its pages are equal), and then whether a ksm step may follow it
+    #: (drawn among all ops, a ksm step merged nothing in 300 generated scenarios).
+    fresh_mergeable: dict[str, Any] | None = None
+    fresh_filled: bool = False
 
     @property
     def alive(self) -> list[str]:
         return list(self.uids)
+
+    @property
+    def ksm_allowed(self) -> bool:
+        """No region that may hold a THP is scanned by ksmd."""
+        return not self.huge_regions & self.mergeable_regions
 
     def procs_with_pages(self) -> list[str]:
         return [p for p in self.alive if any(self.mapped[p].values())]
@@ -172,6 +185,15 @@ class GeneratorState:
         fresh, self.fresh_thp, self.fresh_hugepage = self.fresh_thp, None, None
         if fresh is not None and step == _hugepage_step(self, *fresh):
             self.fresh_hugepage = fresh
+        fill_write, self.fresh_mergeable, self.fresh_filled = self.fresh_mergeable, None, False
+        if fill_write is not None and step == fill_write:
+            self.fresh_filled = self.ksm_allowed
+        if (op == Madvise.op and step["advice"] == "mergeable" and not step.get("holes")
+                and step["region"] in self.growable):
+            self.fresh_mergeable = {
+                "op": Write.op, **({} if proc == "main" else {"proc": proc}),
+                "region": step["region"], "pages": step["pages"], "fill": FILL_VALUES[1],
+            }
         if op == Mmap.op:
             self._mmap(proc, step)
         elif op == Mremap.op:
@@ -189,7 +211,9 @@ class GeneratorState:
             del self.uids[proc]
             del self.mapped[proc]
         elif op == Madvise.op and step["advice"] in ("hugepage", "collapse"):
-            self.huge_advised = True
+            self.huge_regions.add(step["region"])
+        elif op == Madvise.op and step["advice"] == "mergeable":
+            self.mergeable_regions.add(step["region"])
 
     def _apply_mremap(self, proc: str, step: dict[str, Any]) -> None:
         """What layout.py's range check concludes of an mremap (see its ``_mremap``)."""
@@ -218,6 +242,9 @@ class GeneratorState:
         self.origin[name] = (root, offset)
         if region in self.growable:
             self.growable.add(name)
+        for kind in (self.huge_regions, self.mergeable_regions):
+            if region in kind:
+                kind.add(name)
         self.regions_made += 1
 
     def occupied(self, proc: str, region: str, first: int, end: int) -> bool:
@@ -478,8 +505,8 @@ RAW_ADVICE = (0, 1, 16, 102, -1)
 
 def _draw_advice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
     """A name of the language (the first, ``dontneed``, is what shrinking prefers), or one
-    time in four a raw number.  No ``collapse`` of a shmem-backed region (file collapse
-    is not modelled: sim/MODEL.md).
+    time in four a raw number; ``mergeable`` one time in three first.  No ``collapse`` of a
+    shmem-backed region (file collapse is not modelled: sim/MODEL.md).
 
     On a region of a THP or more, ``hugepage`` one time in three before that
     choice: drawn among twenty names it came once in seventy scenarios, and
@@ -489,6 +516,10 @@ def _draw_advice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any
     thp = state.arch.thp_pages
     if thp and state.sizes[step["region"]] >= thp and draw(st.integers(0, 2)) == 2:
         return "hugepage"
+    if draw(st.integers(0, 2)) == 2:
+        # KSM scans only VM_MERGEABLE VMAs: drawn among the names alone, a ksm step
+        # met a merge (cmp_and_merge_page) in none of 757 examples.
+        return "mergeable"
     if draw(st.integers(0, 3)):
         if step["region"] in state.shmem_regions:  # not modelled: see shmem_regions
             return draw(st.sampled_from([a for a in ADVICES if a != "collapse"]))
@@ -548,15 +579,17 @@ def _draw_scan_flags(state: GeneratorState, step: dict[str, Any], draw: Draw) ->
     return list(flags) if flags else _ABSENT
 
 
-#: Fill bytes a write draws from: few, so that pages of equal contents (KSM) are common.
+#: Fill bytes a write draws from: few, so that pages of equal contents (KSM) are common;
+#: the second is also the nudged write's (:attr:`GeneratorState.fresh_mergeable`).
 FILL_VALUES = (0, 0x5A, 0xA5)
 
 
 def _draw_fill(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
-    """Left out (the unique tag) two times in three, else one of :data:`FILL_VALUES`."""
-    if draw(st.integers(0, 2)):
+    """Left out (the unique tag) one time in two, else one of :data:`FILL_VALUES`,
+    mostly the nudged write's."""
+    if draw(st.integers(0, 1)):
         return _ABSENT
-    return draw(st.sampled_from(FILL_VALUES))
+    return draw(st.sampled_from([FILL_VALUES[1], *FILL_VALUES]))
 
 
 def _draw_use_zero_pages(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
@@ -654,7 +687,7 @@ def _applicable(step_type: type[Step], state: GeneratorState) -> bool:
         # The last process may exit too, but then only checks could follow.
         return len(state.alive) > 1
     if step_type is Ksm:
-        return not state.huge_advised
+        return state.ksm_allowed
     return True
 
 
@@ -717,6 +750,10 @@ def _next_step(draw: Draw, state: GeneratorState, check: bool | None) -> dict[st
             return None
         if state.fresh_thp is not None and draw(st.integers(0, 1)):
             return _hugepage_step(state, *state.fresh_thp)
+        if state.fresh_mergeable is not None and draw(st.integers(0, 1)):
+            return dict(state.fresh_mergeable)
+        if state.fresh_filled and draw(st.integers(0, 1)):
+            return {"op": Ksm.op}
         if state.fresh_hugepage is not None and draw(st.integers(0, 1)):
             proc, region = state.fresh_hugepage
             op = draw(st.sampled_from(["write", "read"]))
