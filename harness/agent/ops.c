@@ -398,9 +398,15 @@ static uint64_t touch_pages(uint64_t addr, uint64_t npages, int write, uint64_t 
 		for (; done < npages; done++) {
 			volatile uint64_t *p = (volatile uint64_t *)(uintptr_t)(addr + done * ps);
 
-			if (write == 2)
-				memset((void *)(uintptr_t)p, (int)(tag & 0xff), ps);
-			else if (write)
+			if (write == 2) {
+				/* Word by word from the page's start, not memset(): powerpc's
+				 * glibc memset() stores the tail first, so a refused page would
+				 * fault at its last word instead of its address. */
+				uint64_t word = (tag & 0xff) * 0x0101010101010101ull, w;
+
+				for (w = 0; w < ps / 8; w++)
+					p[w] = word;
+			} else if (write)
 				*p = tag + done;
 			else
 				values[done] = *p;
