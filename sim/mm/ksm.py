@@ -26,8 +26,8 @@ A page's content is what :meth:`PhysMem.content` says; checksums
 (calc_checksum(), xxhash) and memcmp_pages() are taken as equal exactly when
 contents are equal.  Paths the model does not follow raise
 :class:`~sim.mm.syscall.NotModelled`: large folios in a mergeable VMA
-(try_to_merge_one_page() splits them), stable-node chains (two KSM folios of
-one content, ksm_max_page_sharing), a failed second half of
+(try_to_merge_one_page() splits them), a stable node chain whose choice of dup
+depends on time (stable_node_dup()), a failed second half of
 try_to_merge_two_pages() (break_cow()).
 """
 
@@ -90,8 +90,9 @@ class Ksm:
     mms: list[MmStruct] = field(default_factory=list)
     #: Per registered mm: address -> rmap_item (mm_slot->rmap_list).
     items: dict[MmStruct, dict[int, RmapItem]] = field(default_factory=dict)
-    #: The stable tree: content -> KSM folio (head PFN).
-    stable: dict[Content, int] = field(default_factory=dict)
+    #: The stable tree: content -> KSM folios (head PFNs), several when the node is a
+    #: chain (ksm_max_page_sharing reached), newest first.
+    stable: dict[Content, list[int]] = field(default_factory=dict)
     #: Per KSM folio: the rmap_items hanging off its stable node (rmap_hlist_len).
     hlist: dict[int, list[RmapItem]] = field(default_factory=dict)
     #: The unstable tree of the scan under way: content -> rmap_item.
@@ -244,33 +245,46 @@ class Ksm:
 
     def _stable_tree_search(self, mem: PhysMem, page: int) -> int | None:
         """stable_tree_search(): the page's own folio if it is KSM already (a KSM page
-        forked), else the KSM folio of equal content if its node can take one more
-        sharer (is_page_sharing_candidate()), else None."""
+        forked), else a KSM folio of equal content whose node can take one more sharer
+        (is_page_sharing_candidate(): 1..255 items), else None.
+
+        Several KSM folios of one content form a stable node chain (stable_node_dup()):
+        stale dups are dropped; of the candidates the kernel takes the first in the
+        chain (newest first) within ksm_stable_node_chains_prune_millisecs (2 s) of the
+        chain's last prune, else the one with the most sharers: a timing the model does
+        not know, so it predicts only when both rules agree.
+        """
         head = mem.page_folio(page)
         if mem.ksm[head]:
             return head
         content = mem.content(page)
         assert content is not None
-        kpage = self.stable.get(content)
-        if kpage is None:
+        dups = [k for k in self.stable.get(content, []) if self._live_ksm(mem, k)]
+        for dead in set(self.stable.get(content, [])) - set(dups):
+            self.hlist.pop(dead, None)  # a stale stable node, pruned
+        if dups:
+            self.stable[content] = dups
+        else:
+            self.stable.pop(content, None)
             return None
-        if not self._live_ksm(mem, kpage):
-            del self.stable[content]  # a stale stable node, pruned
-            self.hlist.pop(kpage, None)
-            return None
-        sharers = len(self.hlist.get(kpage, ()))
-        if not sharers or sharers >= KSM_MAX_PAGE_SHARING:
+        lengths = [len(self.hlist.get(k, ())) for k in dups]
+        candidates = [i for i, n in enumerate(lengths) if 0 < n < KSM_MAX_PAGE_SHARING]
+        if not candidates:
             return None  # not a page-sharing candidate: the unstable tree decides
-        return kpage
+        first = candidates[0]
+        if any(lengths[i] > lengths[first] for i in candidates):
+            raise NotModelled("KSM: which dup of a stable node chain takes a page depends "
+                              "on the time since the chain's last prune (stable_node_dup())")
+        return dups[first]
 
     def _stable_tree_insert(self, mem: PhysMem, kpage: int) -> None:
-        """stable_tree_insert(): a new stable node for the new KSM folio."""
+        """stable_tree_insert(): a new stable node for the new KSM folio; with a live KSM
+        folio of the same content already there, the two form a stable node chain and
+        the new dup goes first (stable_node_chain_add_dup(): hlist_add_head())."""
         content = mem.content(kpage)
         assert content is not None
-        old = self.stable.get(content)
-        if old is not None and self._live_ksm(mem, old):
-            raise NotModelled("KSM: a second KSM folio of one content (stable_node chains)")
-        self.stable[content] = kpage
+        dups = [k for k in self.stable.get(content, []) if self._live_ksm(mem, k)]
+        self.stable[content] = [kpage, *dups]
         self.hlist[kpage] = []
 
     def _unstable_tree_search_insert(
