@@ -12,8 +12,8 @@ The smallest scenario that shows the error has 5 steps: a mapping, a read
 that maps the zero page read-only, clear_refs 4 (without it the new VMA's
 VM_SOFTDIRTY makes every page read soft-dirty), the write (or
 MADV_POPULATE_WRITE) that COWs the zero page (wp_page_copy()), the check.  The
-generator's structure must let the shrinker get there from what it finds first (a fork instead of the read,
-spare steps before and between).
+generator's structure must let the shrinker get there from what it finds first
+(a fork instead of the read, spare steps before and between).
 """
 
 from __future__ import annotations
