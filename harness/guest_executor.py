@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 
 from harness.agent.client import AgentClient, BatchRead, BatchReadReply
 from harness.agent.protocol import (
+    INIT,
     BackingCode,
     MapBits,
     Op,
@@ -64,6 +65,7 @@ from harness.errors import AgentOpError, VMError
 from harness.guest_settings import apply_settings, restore_settings
 from harness.hugetlb_pool import HugetlbPoolError, check_hugetlb_pool, refill_hugetlb_pool
 from harness.khugepaged import hold_khugepaged
+from harness.ksm_holder import hold_ksm
 from harness.observations import (
     CheckObservation,
     FileRead,
@@ -80,6 +82,7 @@ from harness.scenario import (
     ClearRefs,
     Exit,
     Fork,
+    Ksm,
     Layout,
     Madvise,
     Mlock,
@@ -543,7 +546,8 @@ def _touch(run: GuestRun, step: Touch) -> StepOutcome | None:
     span = run.layout.span(step)
     tag = run.layout.write_tag_base(step) if step.write else 0
     result = run.agent.touch(
-        span.vaddr, span.pages, write=step.write, tag=tag, target=run.names[step.proc]
+        span.vaddr, span.pages, write=step.write, tag=tag, target=run.names[step.proc],
+        fill=getattr(step, "fill", None),
     )
     if result.faulted:
         if result.signal != SIGSEGV:
@@ -749,3 +753,28 @@ def _uffd_wp(run: GuestRun, step: UffdWp) -> None:
 def run_guest(scenario: Scenario, vm: VM) -> Observations:
     """The kernel's observations of ``scenario`` in the running ``vm``."""
     return GuestRun(scenario, vm).run()
+
+
+#: What sim/mm/ksm.py assumes of ksmd's knobs (mm/ksm.c defaults).
+_KSM_SMART_SCAN = True
+_KSM_MAX_PAGE_SHARING = 256
+
+
+@GUEST.on(Ksm)
+def _ksm(run: GuestRun, step: Ksm) -> StepOutcome | None:
+    hold_ksm(run.vm)
+    try:
+        target = INIT if step.proc is None else run.names[step.proc]
+        got = run.agent.ksm_scan(step.scans, step.use_zero_pages, target=target)
+    except AgentOpError as e:
+        if e.status == "ERRNO" and e.errno == errno.EACCES:
+            # An unprivileged proc may not write the root-owned 0644 sysfs knobs.
+            return StepOutcome(step.index, "error", errno=e.errno)
+        raise run.fail(step, f"ksmd: {e}") from e
+    if got.after - got.before != step.scans:
+        raise run.fail(step, f"ksmd ran {got.after - got.before} full scans, not {step.scans}")
+    if (got.smart_scan, got.max_page_sharing) != (_KSM_SMART_SCAN, _KSM_MAX_PAGE_SHARING):
+        raise run.fail(step, f"ksm smart_scan {got.smart_scan}, max_page_sharing "
+                       f"{got.max_page_sharing}: the model assumes {_KSM_SMART_SCAN}, "
+                       f"{_KSM_MAX_PAGE_SHARING} (sim/mm/ksm.py)")
+    return None

@@ -10,6 +10,7 @@ reader uid.
 from __future__ import annotations
 
 import dataclasses
+import errno
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -30,6 +31,7 @@ from harness.scenario import (
     ClearRefs,
     Exit,
     Fork,
+    Ksm,
     Layout,
     Madvise,
     Mlock,
@@ -124,6 +126,8 @@ class ModelRun:
         if self.scenario.swap:
             self.machine.add_swap_device(SWAP_DISK_BYTES)  # the VM's boot-time swapon
         self.machine.ctx.settings = model_settings(self.scenario, self.arch)
+        # settings.ksm_use_zero_pages holds for the run; a ksm step's own key for its scans.
+        self.machine.ctx.ksm.use_zero_pages = self.machine.ctx.settings.ksm_use_zero_pages
         self.procfs = ProcFs(self.machine)
         self.procs = {"main": self.machine.spawn("main", uid=0)}
         self.hugetlb_regions = {s.region for s in self.scenario.regions if s.kind == "hugetlb"}
@@ -253,7 +257,8 @@ def _mmap(run: ModelRun, step: Mmap) -> None:
 def _touch(run: ModelRun, step: Touch) -> StepOutcome | None:
     span = run.layout.span(step)
     tags = run.layout.write_tags(step) if step.write else None
-    result = run.procs[step.proc].touch(span.vaddr, span.pages, step.write, tags)
+    fill = getattr(step, "fill", None)
+    result = run.procs[step.proc].touch(span.vaddr, span.pages, step.write, tags, fill=fill)
     if result.ok:
         return None
     if result.segv_vaddr is None:
@@ -351,6 +356,19 @@ def _uffd_register(run: ModelRun, step: UffdRegister) -> None:
 def _uffd_wp(run: ModelRun, step: UffdWp) -> None:
     span = run.layout.span(step)
     run.procs[step.proc].uffd_wp(span.vaddr, span.pages, step.enable)
+
+
+@MODEL.on(Ksm)
+def _ksm(run: ModelRun, step: Ksm) -> StepOutcome | None:
+    if step.proc is not None and not run.procs[step.proc].creds.capable("CAP_DAC_OVERRIDE"):
+        # /sys/kernel/mm/ksm/* are 0644 root (KSM_ATTR): kernfs_iop_permission() ->
+        # generic_permission() refuses the write; nothing changes.
+        return StepOutcome(step.index, "error", errno=errno.EACCES)
+    try:
+        run.machine.ksm_scan(step.scans, step.use_zero_pages)
+    except NotModelled as e:
+        raise ModelError(f"{step.label}: not modelled: {e}") from None
+    return None
 
 
 def run_model(

@@ -157,8 +157,7 @@ def smaps_account(
 ) -> None:
     """smaps_account() for ``nr`` present pages from ``page`` (1, or a whole PMD-mapped folio).
 
-    The model has no KSM folios and no page_idle young bit (folio_test_ksm()
-    and folio_test_young() are false).
+    The model has no page_idle young bit (folio_test_young() is false).
     """
     head = mem.page_folio(page)
     size = nr * page_size
@@ -166,6 +165,8 @@ def smaps_account(
         mss.anonymous += size
         if not mem.test(head, PG.swapbacked) and not dirty and not mem.test(head, PG.dirty):
             mss.lazyfree += size
+    if mem.ksm[head]:
+        mss.ksm += size
     mss.resident += size
     if young or mem.test(head, PG.referenced):
         mss.referenced += size

@@ -56,6 +56,7 @@ __all__ = [
     "BatchReadReply",
     "ExitResult",
     "Hello",
+    "KsmScanReply",
     "ReadFileReply",
     "Reply",
     "ScanReply",
@@ -106,6 +107,16 @@ class Hello:
     word_size: int
     machine: str
     release: str
+
+
+@dataclass(frozen=True)
+class KsmScanReply:
+    """KSM_SCAN's reply: full_scans before and after, and the knobs the model assumes."""
+
+    before: int
+    after: int
+    smart_scan: bool
+    max_page_sharing: int
 
 
 @dataclass(frozen=True)
@@ -439,10 +450,30 @@ class AgentClient:
         return int(got["addr"])
 
     def touch(
-        self, addr: int, pages: int, *, write: bool, tag: int = 0, target: str = INIT
+        self, addr: int, pages: int, *, write: bool, tag: int = 0, target: str = INIT,
+        fill: int | None = None,
     ) -> TouchReply:
-        got = self.call_op(Op.TOUCH, target, addr=addr, pages=pages, write=int(write), tag=tag)
+        """Touch ``pages`` pages from ``addr``: a write stores ``tag + k`` in page k, or with
+        ``fill`` (a byte) sets every byte of every page to it."""
+        mode = (2 if fill is not None else 1) if write else 0
+        got = self.call_op(Op.TOUCH, target, addr=addr, pages=pages, write=mode,
+                           tag=tag if fill is None else fill)
         return TouchReply(got["done"], got["signal"], got["fault_addr"], got["values"])
+
+    def ksm_scan(
+        self, scans: int = 2, use_zero_pages: bool | None = None, timeout_s: float = 60.0,
+        target: str = INIT,
+    ) -> KsmScanReply:
+        """Run ksmd for exactly ``scans`` more full scans and stop it (KSM_SCAN);
+        ``use_zero_pages`` set meanwhile (None: left).  AgentOpError (ETIMEDOUT, ...) if
+        ksmd does not finish within ``timeout_s``."""
+        got = self.call_op(
+            Op.KSM_SCAN, target, timeout=timeout_s + 30.0, scans=scans,
+            use_zero_pages=2 if use_zero_pages is None else int(use_zero_pages),
+            timeout_ms=int(timeout_s * 1000),
+        )
+        return KsmScanReply(got["before"], got["after"], bool(got["smart_scan"]),
+                            got["max_page_sharing"])
 
     def fork(
         self, name: str, target: str = INIT, *, uid: int | None = None, gid: int | None = None

@@ -382,9 +382,10 @@ static void set_fault_handlers(const struct sigaction *sa, struct sigaction *old
 }
 
 /*
- * Touch pages one by one, in order.  Write: store tag + k (u64, the guest's
- * byte order) at the start of page k.  Read: load the u64 at the start of
- * each page.  A fault stops the touch; it is reported, not fatal.
+ * Touch pages one by one, in order.  Write 1: store tag + k (u64, the guest's
+ * byte order) at the start of page k.  Write 2 (fill): set every byte of each
+ * page to tag's low byte.  Read: load the u64 at the start of each page.  A
+ * fault stops the touch; it is reported, not fatal.
  */
 static uint64_t touch_pages(uint64_t addr, uint64_t npages, int write, uint64_t tag,
 			    uint64_t *values)
@@ -399,7 +400,15 @@ static uint64_t touch_pages(uint64_t addr, uint64_t npages, int write, uint64_t 
 		for (; done < npages; done++) {
 			volatile uint64_t *p = (volatile uint64_t *)(uintptr_t)(addr + done * ps);
 
-			if (write)
+			if (write == 2) {
+				/* Word by word from the page's start, not memset(): powerpc's
+				 * glibc memset() stores the tail first, so a refused page would
+				 * fault at its last word instead of its address. */
+				uint64_t word = (tag & 0xff) * 0x0101010101010101ull, w;
+
+				for (w = 0; w < ps / 8; w++)
+					p[w] = word;
+			} else if (write)
 				*p = tag + done;
 			else
 				values[done] = *p;
@@ -420,7 +429,7 @@ void op_touch(struct request *req, struct reply *rep)
 
 	if (!args_ok(req, rep))
 		return;
-	if (write > 1 || npages > (FRAME_MAX_PAYLOAD - 64) / 8) {
+	if (write > 2 || npages > (FRAME_MAX_PAYLOAD - 64) / 8) {
 		reply_fail(rep, ST_BAD_REQUEST, 0, "touch: write %u or %llu pages out of range",
 			   write, (unsigned long long)npages);
 		return;

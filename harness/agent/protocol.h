@@ -44,9 +44,9 @@ enum agent_op {
 	 * is its errno. */
 	OP_MADVISE = 6,
 	/* u64 addr, u64 pages, u8 write, u64 tag -> u64 done, u32 signal, u64 fault_addr, u32 n, n
-	 * x u64 values. Pages in order; a write stores tag + k (u64, guest byte order) at the start
-	 * of page k, a read returns the u64 there; a fault stops the touch and is reported, not
-	 * fatal. */
+	 * x u64 values. Pages in order; write 1 stores tag + k (u64, guest byte order) at the start
+	 * of page k, write 2 (fill) sets every byte of each page to tag's low byte, a read returns
+	 * the u64 there; a fault stops the touch and is reported, not fatal. */
 	OP_TOUCH = 7,
 	/* str name, u32 uid, u32 gid -> u32 pid. The target forks; the child takes uid and gid
 	 * (UID_KEEP: unchanged), is named and served. */
@@ -105,6 +105,14 @@ enum agent_op {
 	OP_SWAPON = 25,
 	/* blob path -> (). Swapoff(path) (swap.c); a failure is its errno. */
 	OP_SWAPOFF = 26,
+	/* u32 scans, u8 use_zero_pages, u32 timeout_ms -> u64 before, u64 after, u8 smart_scan, u32
+	 * max_page_sharing. Ksmd (run 0) runs exactly `scans` more full scans and stops (run 0,
+	 * merged pages stay merged): pages_to_scan UINT_MAX so every ksm_do_scan() is one whole
+	 * scan, sleep_millisecs a day so ksmd sleeps after each, woken for the next by a change of
+	 * sleep_millisecs once full_scans moved and ksmd sleeps (/proc/PID/stat 'S');
+	 * use_zero_pages 0/1 set meanwhile (2: left); the knobs are restored; timeout_ms bounds the
+	 * wait (ETIMEDOUT); before/after are full_scans. */
+	OP_KSM_SCAN = 27,
 	/* u64 addr, u64 length, u64 features -> u64 features. UFFDIO_REGISTER_MODE_WP over the
 	 * range with this process's userfaultfd (uffd.c), which the first call in the process opens
 	 * (O_CLOEXEC|O_NONBLOCK) with UFFDIO_API asking the wanted features the kernel has (a probe
@@ -140,6 +148,7 @@ enum agent_op {
 	X(OP_EXEC_TEST, op_exec_test) \
 	X(OP_SWAPON, op_swapon) \
 	X(OP_SWAPOFF, op_swapoff) \
+	X(OP_KSM_SCAN, op_ksm_scan) \
 	X(OP_UFFD_REGISTER, op_uffd_register) \
 	X(OP_UFFD_WP, op_uffd_wp)
 

@@ -126,6 +126,7 @@ class Op(IntEnum):
     EXEC_TEST = 24
     SWAPON = 25
     SWAPOFF = 26
+    KSM_SCAN = 27
     UFFD_REGISTER = 28
     UFFD_WP = 29
 
@@ -366,8 +367,9 @@ LAYOUTS: dict[Op, OpLayout] = {
     Op.TOUCH: _layout(
         "u64 addr, u64 pages, u8 write, u64 tag",
         "u64 done, u32 signal, u64 fault_addr, u32 n, n x u64 values",
-        "pages in order; a write stores tag + k (u64, guest byte order) at the start of page "
-        "k, a read returns the u64 there; a fault stops the touch and is reported, not fatal",
+        "pages in order; write 1 stores tag + k (u64, guest byte order) at the start of page "
+        "k, write 2 (fill) sets every byte of each page to tag's low byte, a read returns the "
+        "u64 there; a fault stops the touch and is reported, not fatal",
     ),
     Op.FORK: _layout(
         "str name, u32 uid, u32 gid", "u32 pid",
@@ -424,6 +426,16 @@ LAYOUTS: dict[Op, OpLayout] = {
         "u64 addr, u64 length, u8 enable", "",
         "UFFDIO_WRITEPROTECT (mode WP if enable, else 0) over the range with this "
         "process's userfaultfd (ENOENT from the agent when the process has none)",
+    ),
+    Op.KSM_SCAN: _layout(
+        "u32 scans, u8 use_zero_pages, u32 timeout_ms",
+        "u64 before, u64 after, u8 smart_scan, u32 max_page_sharing",
+        "ksmd (run 0) runs exactly `scans` more full scans and stops (run 0, merged pages stay "
+        "merged): pages_to_scan UINT_MAX so every ksm_do_scan() is one whole scan, "
+        "sleep_millisecs a day so ksmd sleeps after each, woken for the next by a change of "
+        "sleep_millisecs once full_scans moved and ksmd sleeps (/proc/PID/stat 'S'); "
+        "use_zero_pages 0/1 set meanwhile (2: left); the knobs are restored; timeout_ms bounds "
+        "the wait (ETIMEDOUT); before/after are full_scans",
     ),
     Op.EXEC_TEST: _layout(
         "blob path, u32 argc, argc x str argv, u32 timeout_ms, u32 output_max",

@@ -39,6 +39,7 @@ from harness.scenario import (
     Check,
     Exit,
     Fork,
+    Ksm,
     Madvise,
     Mmap,
     Mremap,
@@ -54,6 +55,7 @@ from harness.scenario import (
     Swapoff,
     Swapon,
     UffdRegister,
+    Write,
     mthp_sizes,
     parse_scenario,
 )
@@ -184,10 +186,26 @@ class GeneratorState:
     #: dup_userfaultfd()): mremap and MADV_COLLAPSE / PAGEOUT / FREE / REMOVE of such a
     #: VMA are not modelled (sim/mm/userfaultfd.py), so they are not drawn there.
     uffd_wp: set[tuple[str, str]] = field(default_factory=set)
+    #: Regions advised hugepage or collapse (they may hold THPs) and regions advised
+    #: mergeable (ksmd scans them), by name, carried to a moved region's new name: a ksm
+    #: step would split a THP in a scanned region (try_to_merge_one_page()), a path the
+    #: model does not follow, so it is drawn only while no region is in both.
+    huge_regions: set[str] = field(default_factory=set)
+    mergeable_regions: set[str] = field(default_factory=set)
+    #: The write step the generator may offer next: a fill of the range just advised
+    #: mergeable (so that its pages are equal), and then whether a ksm step may follow it
+    #: (drawn among all ops, a ksm step merged nothing in 300 generated scenarios).
+    fresh_mergeable: dict[str, Any] | None = None
+    fresh_filled: bool = False
 
     @property
     def alive(self) -> list[str]:
         return list(self.uids)
+
+    @property
+    def ksm_allowed(self) -> bool:
+        """No region that may hold a THP is scanned by ksmd."""
+        return not self.huge_regions & self.mergeable_regions
 
     def procs_with_pages(self, op: str | None = None) -> list[str]:
         """Processes with a mapped page in a region ``op`` may work on."""
@@ -212,6 +230,15 @@ class GeneratorState:
         fresh, self.fresh_thp, self.fresh_hugepage = self.fresh_thp, None, None
         if fresh is not None and step == _hugepage_step(self, *fresh):
             self.fresh_hugepage = fresh
+        fill_write, self.fresh_mergeable, self.fresh_filled = self.fresh_mergeable, None, False
+        if fill_write is not None and step == fill_write:
+            self.fresh_filled = self.ksm_allowed
+        if (op == Madvise.op and step["advice"] == "mergeable" and not step.get("holes")
+                and step["region"] in self.growable):
+            self.fresh_mergeable = {
+                "op": Write.op, **({} if proc == "main" else {"proc": proc}),
+                "region": step["region"], "pages": step["pages"], "fill": FILL_VALUES[1],
+            }
         if op == Mmap.op:
             self._mmap(proc, step)
         elif op == Mremap.op:
@@ -230,6 +257,10 @@ class GeneratorState:
             del self.mapped[proc]
         elif op == UffdRegister.op:
             self.uffd_wp.add((proc, step["region"]))
+        elif op == Madvise.op and step["advice"] in ("hugepage", "collapse"):
+            self.huge_regions.add(step["region"])
+        elif op == Madvise.op and step["advice"] == "mergeable":
+            self.mergeable_regions.add(step["region"])
 
     def _apply_mremap(self, proc: str, step: dict[str, Any]) -> None:
         """What layout.py's range check concludes of an mremap (see its ``_mremap``)."""
@@ -258,6 +289,9 @@ class GeneratorState:
         self.origin[name] = (root, offset)
         if region in self.growable:
             self.growable.add(name)
+        for kind in (self.huge_regions, self.mergeable_regions):
+            if region in kind:
+                kind.add(name)
         self.regions_made += 1
 
     def occupied(self, proc: str, region: str, first: int, end: int) -> bool:
@@ -572,8 +606,8 @@ RAW_ADVICE = (0, 1, 16, 102, -1)
 
 def _draw_advice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
     """A name of the language (the first, ``dontneed``, is what shrinking prefers), or one
-    time in four a raw number.  No ``collapse`` of a shmem-backed region (file collapse
-    is not modelled: sim/MODEL.md).
+    time in four a raw number; ``mergeable`` one time in three first.  No ``collapse`` of a
+    shmem-backed region (file collapse is not modelled: sim/MODEL.md).
 
     On a region of a THP or more, ``hugepage`` one time in three before that
     choice: drawn among twenty names it came once in seventy scenarios, and
@@ -585,6 +619,10 @@ def _draw_advice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any
     thp = state.arch.thp_pages
     if thp and state.sizes[step["region"]] >= thp and draw(st.integers(0, 2)) == 2:
         return "hugepage"
+    if draw(st.integers(0, 2)) == 2:
+        # KSM scans only VM_MERGEABLE VMAs: drawn among the names alone, a ksm step
+        # met a merge (cmp_and_merge_page) in none of 757 examples.
+        return "mergeable"
     if draw(st.integers(0, 3)):
         left_out = set()
         if step["region"] in state.shmem_regions:  # not modelled: see shmem_regions
@@ -652,6 +690,23 @@ def _draw_scan_flags(state: GeneratorState, step: dict[str, Any], draw: Draw) ->
     return list(flags) if flags else _ABSENT
 
 
+#: Fill bytes a write draws from: few, so that pages of equal contents (KSM) are common;
+#: the second is also the nudged write's (:attr:`GeneratorState.fresh_mergeable`).
+FILL_VALUES = (0, 0x5A, 0xA5)
+
+
+def _draw_fill(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    """Left out (the unique tag) one time in two, else one of :data:`FILL_VALUES`,
+    mostly the nudged write's."""
+    if draw(st.integers(0, 1)):
+        return _ABSENT
+    return draw(st.sampled_from([FILL_VALUES[1], *FILL_VALUES]))
+
+
+def _draw_use_zero_pages(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
+    return True if draw(st.integers(0, 2)) == 1 else _ABSENT
+
+
 #: Keys of one step type with a meaning of their own (the rest are drawn by name or type).
 _STEP_KEY_DRAWERS: dict[tuple[type[Step], str], KeyDrawer] = {
     (Mmap, "at"): _draw_at,
@@ -669,6 +724,8 @@ _STEP_KEY_DRAWERS: dict[tuple[type[Step], str], KeyDrawer] = {
     (PagemapScan, "max_pages"): _draw_scan_count(8),
     (PagemapScan, "vec_len"): _draw_scan_count(4),
     (PagemapScan, "flags"): _draw_scan_flags,
+    (Write, "fill"): _draw_fill,
+    (Ksm, "use_zero_pages"): _draw_use_zero_pages,
 }
 
 
@@ -744,6 +801,8 @@ def _applicable(step_type: type[Step], state: GeneratorState) -> bool:
     if step_type is Exit:
         # The last process may exit too, but then only checks could follow.
         return len(state.alive) > 1
+    if step_type is Ksm:
+        return state.ksm_allowed
     return True
 
 
@@ -806,6 +865,10 @@ def _next_step(draw: Draw, state: GeneratorState, check: bool | None) -> dict[st
             return None
         if state.fresh_thp is not None and draw(st.integers(0, 1)):
             return _hugepage_step(state, *state.fresh_thp)
+        if state.fresh_mergeable is not None and draw(st.integers(0, 1)):
+            return dict(state.fresh_mergeable)
+        if state.fresh_filled and draw(st.integers(0, 1)):
+            return {"op": Ksm.op}
         if state.fresh_hugepage is not None and draw(st.integers(0, 1)):
             proc, region = state.fresh_hugepage
             op = draw(st.sampled_from(["write", "read"]))

@@ -60,6 +60,7 @@ __all__ = [
     "ClearRefs",
     "Exit",
     "Fork",
+    "Ksm",
     "Madvise",
     "Mlock",
     "Mmap",
@@ -469,12 +470,24 @@ class Touch(RangeStep):
     write: ClassVar[bool]
 
 
+def _check_fill(value: Any, info: ValidationInfo) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+        raise ValueError(f"{_key(info)} {value!r} is not an integer 0..255 (a byte)")
+    return value
+
+
+OptionalFill = Annotated[int | None, _optional(_check_fill)]
+
+
 @dataclass(frozen=True, config=_CONFIG)
 class Write(Touch):
-    """Store :func:`~harness.scenario.tags.write_tag` in the first 8 bytes of each page."""
+    """Store :func:`~harness.scenario.tags.write_tag` in the first 8 bytes of each page;
+    with ``fill`` (a byte 0..255) set every byte of each page to it instead, so that
+    pages can hold equal contents (KSM merges them)."""
 
     op: ClassVar[str] = "write"
     write: ClassVar[bool] = True
+    fill: OptionalFill = None
 
 
 @dataclass(frozen=True, config=_CONFIG)
@@ -754,12 +767,33 @@ class UffdWp(RangeStep):
     enable: Annotated[Literal[False, True], PlainValidator(_check_bool)]
 
 
+@dataclass(frozen=True, config=_CONFIG)
+class Ksm(Step):
+    """Run ksmd until two more full scans have completed, then stop it (mm/ksm.c).
+
+    ``use_zero_pages``: sysfs use_zero_pages during the scans (restored after;
+    None: left as the guest has it, false by default).  ``proc``: the process
+    that writes the sysfs knobs (None: the agent's init, root); the knobs are
+    global, so which one changes nothing but its permission: they are 0644
+    root, and a process of another uid gets EACCES (the step's outcome).
+    """
+
+    op: ClassVar[str] = "ksm"
+    defaults: ClassVar[Mapping[str, object]] = {}
+    proc: OptionalName = None
+    use_zero_pages: Annotated[bool | None, _optional(_check_bool)] = None
+
+    #: Full scans per step (the model's and the agent's KSM_SCAN argument).
+    scans: ClassVar[int] = 2
+
+
 AnyStep = (
     Mmap | Write | Read | Munmap | Mprotect | Madvise | Mremap | Fork | Exit | ClearRefs | Check
     | PagemapScan
     | Mlock | Munlock
     | Swapon | Swapoff
     | UffdRegister | UffdWp
+    | Ksm
 )
 
 #: Every op a scenario file may use, by its name, in the order SCENARIOS.md lists them.
@@ -772,6 +806,7 @@ STEP_TYPES: dict[str, type[Step]] = {
 STEP_TYPES[PagemapScan.op] = PagemapScan
 STEP_TYPES[Swapon.op] = Swapon
 STEP_TYPES[Swapoff.op] = Swapoff
+STEP_TYPES[Ksm.op] = Ksm
 
 
 # ---------------------------------------------------------------------------

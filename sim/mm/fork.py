@@ -37,6 +37,7 @@ def dup_mmap(mm: MmStruct, child: MmStruct) -> None:
     (MADV_WIPEONFORK) is copied with its flags but without anon_vma and
     pages: the child starts from empty page tables there.
     """
+    mm.ctx.ksm.fork(child, mm)  # ksm_fork(), before any VMA is copied
     for vma in mm.vmas:
         if vma.flags & VM_DONTCOPY:
             continue

@@ -208,9 +208,11 @@ class Process:
                        cap_ipc_lock=self.creds.capable("CAP_IPC_LOCK"))
 
     def touch(
-        self, addr: int, nr_pages: int, write: bool, tags: Sequence[int | None] | None = None
+        self, addr: int, nr_pages: int, write: bool, tags: Sequence[int | None] | None = None,
+        fill: int | None = None,
     ) -> TouchResult:
-        """Load from (or store ``tags[i]`` into) the first word of each page, ascending.
+        """Load from (or store ``tags[i]`` into) the first word of each page, ascending;
+        a write with ``fill`` (a byte) sets every byte of each page to it instead.
 
         The first refused page ends the touch with its signal; the pages
         before it were touched.
@@ -222,7 +224,7 @@ class Process:
         for i in range(nr_pages):
             va = addr + i * page_size
             tag = None if tags is None else tags[i]
-            signal = mm.access(va, write, tag)
+            signal = mm.access(va, write, tag, fill)
             if signal is not None:
                 return TouchResult(touched=i, signal=signal, addr=va)
         return TouchResult(touched=nr_pages)
@@ -492,6 +494,22 @@ class Machine:
         """lru_add_drain() on the one CPU: the lru_add batch, then the mlock batch
         (:meth:`PhysMem.lru_add_drain`).  The harness drains before each check."""
         self.mem.lru_add_drain()
+
+    def ksm_scan(self, scans: int = 2, use_zero_pages: bool | None = None) -> int:
+        """Run ksmd for ``scans`` full scans (sim/mm/ksm.py), with sysfs use_zero_pages set
+        to ``use_zero_pages`` meanwhile (None: left as it is); the full scans done
+        (0 when no mm is registered: ksmd_should_run() is false)."""
+        ksm = self.ctx.ksm
+        saved = ksm.use_zero_pages
+        if use_zero_pages is not None:
+            ksm.use_zero_pages = use_zero_pages
+        try:
+            before = ksm.full_scans
+            for _ in range(scans):
+                ksm.scan(self.mem)
+            return ksm.full_scans - before
+        finally:
+            ksm.use_zero_pages = saved
 
     def stable_page_flags(self, pfns: Sequence[int] | np.ndarray) -> list[int]:
         """stable_page_flags() of each PFN (below max_dump_pfn)."""

@@ -22,6 +22,7 @@ from sim.mm.gup import get_user_page
 from sim.mm.huge_memory import vma_adjust_trans_huge
 from sim.mm.hugetlb import check_modelled_op
 from sim.mm.khugepaged import madvise_collapse
+from sim.mm.ksm import break_ksm_range
 from sim.mm.memory import zap_page_range, zap_present_pte
 from sim.mm.pageflags import PG, PG_SWAPCACHE
 from sim.mm.pagetable import HugePmd, PteTable
@@ -200,11 +201,13 @@ def _update_flags(mm: MmStruct, vma: Vma, lo: int, hi: int, newflags: int) -> No
 def _flags_advice(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> None:
     """madvise_vma_behavior()'s vm_flags cases, ksm_madvise() and hugepage_madvise().
 
-    WIPEONFORK: EINVAL on a file or shared VMA.  MERGEABLE: VM_MERGEABLE
-    unless vma_ksm_compatible() says no (shared VMAs: silently unchanged);
-    __ksm_enter() registers the mm with ksmd, which does not run (KSM
-    ``run`` = 0), so nothing merges.  UNMERGEABLE clears it (unmerge_ksm_pages()
-    finds no KSM page).  NOHUGEPAGE: VM_NOHUGEPAGE, VM_HUGEPAGE cleared.
+    WIPEONFORK: EINVAL on a file or shared VMA.  MERGEABLE (ksm_madvise()):
+    VM_MERGEABLE unless vma_ksm_compatible() says no (shared VMAs: silently
+    unchanged); the first one registers the mm with ksmd (__ksm_enter(),
+    sim/mm/ksm.py), which merges only in a ``ksm`` step.  UNMERGEABLE on a
+    VM_MERGEABLE VMA with an anon_vma breaks every KSM page of the range first
+    (unmerge_ksm_pages() -> break_ksm(), :func:`sim.mm.ksm.break_ksm_range`),
+    then clears it.  NOHUGEPAGE: VM_NOHUGEPAGE, VM_HUGEPAGE cleared.
     """
     flags = vma.flags
     if behavior == MADV.NORMAL:
@@ -228,9 +231,12 @@ def _flags_advice(mm: MmStruct, vma: Vma, lo: int, hi: int, behavior: MADV) -> N
     elif behavior == MADV.DODUMP:
         flags &= ~VM_DONTDUMP
     elif behavior == MADV.MERGEABLE:
-        if not flags & (VM_SHARED | VM_MAYSHARE):  # vma_ksm_compatible()
+        if not flags & VM_MERGEABLE and not flags & (VM_SHARED | VM_MAYSHARE):
+            mm.ctx.ksm.enter(mm)  # vma_ksm_compatible(): __ksm_enter() unless registered
             flags |= VM_MERGEABLE
     elif behavior == MADV.UNMERGEABLE:
+        if flags & VM_MERGEABLE and vma.anon_vma is not None:
+            break_ksm_range(mm, vma, lo, hi)
         flags &= ~VM_MERGEABLE
     elif behavior == MADV.HUGEPAGE:
         flags = (flags & ~VM_NOHUGEPAGE) | VM_HUGEPAGE

@@ -142,6 +142,12 @@ class PhysMem:
         self.index = np.zeros(n, dtype=np.int64)  # page->index in its file
         self.tag = np.zeros(n, dtype=np.uint64)  # content: first u64 of the frame
         self.tag_known = np.zeros(n, dtype=np.bool_)
+        #: content past the first u64: every other byte of the frame holds this
+        #: value (0 for a fresh frame; a ``write`` with ``fill`` sets it).
+        self.fill = np.zeros(n, dtype=np.uint8)
+        #: folio_test_ksm(): (folio->mapping & PAGE_MAPPING_FLAGS) == PAGE_MAPPING_KSM,
+        #: on the head frame (sim/mm/ksm.py makes and keeps KSM folios).
+        self.ksm = np.zeros(n, dtype=np.bool_)
         self.freed = np.zeros(n, dtype=np.bool_)  # freed after use: guest state unknowable
 
         self._mark_present_sections(ram)
@@ -224,6 +230,8 @@ class PhysMem:
             self.index[head] = 0
             self.tag[head] = 0
             self.tag_known[head] = True
+            self.fill[head] = 0
+            self.ksm[head] = False
             self.freed[head] = False
             self.order[head] = 0
             self.refcount[head] = 1
@@ -242,6 +250,8 @@ class PhysMem:
         self.index[head:end] = 0
         self.tag[head:end] = 0
         self.tag_known[head:end] = True
+        self.fill[head:end] = 0
+        self.ksm[head:end] = False
         self.freed[head:end] = False
         self.order[head] = order
         self.refcount[head] = 1
@@ -304,6 +314,7 @@ class PhysMem:
         self.anon[head:end] = False
         self.hugetlb[head:end] = False
         self.file_id[head:end] = 0
+        self.ksm[head:end] = False
         self.freed[head:end] = True
         # The kernel's batch holds a reference until it drains; the model counts
         # no batch references, so a freed folio leaves the batch at once.
@@ -636,13 +647,29 @@ class PhysMem:
     def copy_content(self, dst: int, src: int) -> None:
         self.tag[dst] = self.tag[src]
         self.tag_known[dst] = self.tag_known[src]
+        self.fill[dst] = self.fill[src]
 
     def write_tag(self, pfn: int, tag: int | None) -> None:
+        """Store ``tag`` in the frame's first u64 (None: a value the model does not know)."""
         if tag is None:
             self.tag_known[pfn] = False
         else:
             self.tag[pfn] = np.uint64(tag)
             self.tag_known[pfn] = True
+
+    def write_fill(self, pfn: int, value: int) -> None:
+        """memset() the whole frame to the byte ``value`` (a ``write`` with ``fill``)."""
+        self.tag[pfn] = np.uint64(value * 0x0101_0101_0101_0101)
+        self.tag_known[pfn] = True
+        self.fill[pfn] = value
+
+    def content(self, pfn: int) -> tuple[int, int] | None:
+        """The frame's whole content as (first u64, value of every later byte), or None
+        when the model does not know it.  Two frames hold equal bytes iff their
+        contents are equal (what memcmp_pages() and calc_checksum() see, mm/ksm.c)."""
+        if not self.tag_known[pfn]:
+            return None
+        return int(self.tag[pfn]), int(self.fill[pfn])
 
     # ------------------------------------------------------------------
     # What fs/proc/page.c reads, vectorised over PFNs
@@ -678,6 +705,9 @@ class PhysMem:
         if self.facts.ksm_flag_on_every_anon_page:
             # mapping & PAGE_MAPPING_KSM is true for PAGE_MAPPING_ANON alone.
             put(is_anon, KPF.KSM)
+        else:
+            # linux-patch/0001: folio_test_ksm() on the mapping word read once.
+            put(is_anon & self.ksm[heads], KPF.KSM)
         is_head = heads == pfns
         put(is_head & kbit(PG.head), KPF.COMPOUND_HEAD)
         put(~is_head, KPF.COMPOUND_TAIL)

@@ -68,8 +68,11 @@ __all__ = [
 # ---------------------------------------------------------------------------
 
 
-def user_access(mm: MmStruct, addr: int, write: bool, tag: int | None) -> Signal | None:
-    """One load or store at ``addr`` (storing ``tag``, the frame's first u64); the signal, if any.
+def user_access(
+    mm: MmStruct, addr: int, write: bool, tag: int | None, fill: int | None = None
+) -> Signal | None:
+    """One load or store at ``addr`` (storing ``tag``, the frame's first u64, or with
+    ``fill`` a memset() of the whole page to that byte); the signal, if any.
 
     The arch fault handler (do_user_addr_fault(), arch/x86/mm/fault.c; the
     powerpc one alike) sends SIGSEGV without a VMA or when the VMA forbids the
@@ -87,7 +90,9 @@ def user_access(mm: MmStruct, addr: int, write: bool, tag: int | None) -> Signal
     for _ in range(4):
         pfn = _mmu_access(mm, addr, write)
         if pfn is not None:
-            if write:
+            if write and fill is not None:
+                mm.mem.write_fill(pfn, fill)
+            elif write:
                 mm.mem.write_tag(pfn, tag)
             return None
         signal = handle_mm_fault(mm, vma, addr, write)

@@ -36,6 +36,7 @@ from sim.mm import (
 from sim.mm import mremap as mremap_
 from sim.mm.facts import KernelFacts
 from sim.mm.hugetlb import Hstate
+from sim.mm.ksm import Ksm
 from sim.mm.memmap import PhysMem
 from sim.mm.pagetable import PageTables
 from sim.mm.settings import ThpSettings
@@ -71,6 +72,8 @@ class MachineContext:
     swap: SwapInfo | None = None
     #: The default hstate's pool (``hugepages=N`` at boot, sim/mm/hugetlb.py); None without one.
     hstate: Hstate | None = field(init=False)
+    #: ksmd's state (mm/ksm.c): the mm list, rmap_items, the stable tree.
+    ksm: Ksm = field(default_factory=Ksm)
 
     def __post_init__(self) -> None:
         # Both are read on every fault; arch and facts are frozen.
@@ -110,9 +113,12 @@ class MmStruct:
 
     # -- user access ------------------------------------------------------
 
-    def access(self, addr: int, write: bool, tag: int | None) -> Signal | None:
-        """One load or store (``tag``: the u64 stored) at ``addr``: see memory.user_access()."""
-        return memory.user_access(self, addr, write, tag)
+    def access(
+        self, addr: int, write: bool, tag: int | None, fill: int | None = None
+    ) -> Signal | None:
+        """One load or store (``tag``: the u64 stored; ``fill``: every byte) at ``addr``:
+        see memory.user_access()."""
+        return memory.user_access(self, addr, write, tag, fill)
 
     # -- syscalls (addresses in bytes, lengths in pages) ------------------
 

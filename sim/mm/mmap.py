@@ -163,7 +163,11 @@ def remove_vma(vma: Vma) -> None:
 
 
 def exit_mmap(mm: MmStruct) -> None:
-    """exit_mmap(): unmap every VMA, free all page tables, drop file and huge-zero references."""
+    """exit_mmap(): unmap every VMA, free all page tables, drop file and huge-zero references.
+
+    __mmput() calls ksm_exit() first: the mm leaves ksmd's list (sim/mm/ksm.py).
+    """
+    mm.ctx.ksm.exit(mm)
     mm.mem.lru_add_drain()  # lru_add_drain()
     for vma in mm.vmas:
         zap_page_range(mm, vma, vma.start, vma.end)

@@ -173,7 +173,8 @@ def wp_can_reuse_anon(mem: PhysMem, page: int, pmd_mapped: bool) -> bool:
     reuse a PageAnonExclusive page; otherwise the folio must hold only the
     faulting mapping's reference.  A PTE-mapped large folio is never reused
     since 6.9 (wp_can_reuse_anon_folio(); before, facts.cow_reuses_large_anon_folio:
-    a lone reference reuses it too); a PMD-mapped one is judged whole.  The
+    a lone reference reuses it too); a PMD-mapped one is judged whole; a KSM
+    folio never (wp_can_reuse_anon_folio()).  The
     caller sets PG_anon_exclusive when this says yes.
     """
     if mem.test(page, PG_ANON_EXCLUSIVE):
@@ -182,6 +183,8 @@ def wp_can_reuse_anon(mem: PhysMem, page: int, pmd_mapped: bool) -> bool:
     large_pte_mapped = mem.folio_test_large(head) and not pmd_mapped
     if large_pte_mapped and not mem.facts.cow_reuses_large_anon_folio:
         return False
+    if mem.ksm[head]:
+        return False  # folio_test_ksm(): a KSM page is always copied
     return mem.folio_ref_count(head) == 1
 
 
