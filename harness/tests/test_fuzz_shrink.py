@@ -38,9 +38,12 @@ ARCH = get_arch("x86_64")
 SIGNATURE = ("value", "pagemap.soft_dirty")
 #: Enough examples for the generator to find the error with any of SEEDS.
 MAX_EXAMPLES = 3000
-#: Seed 1 also shrinks to 5 steps but takes ~100 s to find the error among 14 ops;
-#: one seed keeps this a unit test (the guest test searches with seed 1).
-SEEDS = (2,)
+#: The search follows the generator's draws, so each language addition moves what a
+#: seed finds first.  With the language of session 5 (swap, uffd-wp, hugetlb, settings,
+#: KSM), seeds 0-5 find the error and shrink it to 5 steps (0 in 23 s, the others 49-89 s
+#: on a loaded machine); 6 and 7 shrink to a longer scenario.  One seed keeps this a unit
+#: test.
+SEEDS = (0,)
 
 
 def plant_soft_dirty_error(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
