@@ -40,12 +40,11 @@ __all__ = ["RUNS", "ProgramResult", "Run", "main", "results", "run_arch"]
 OUTPUT_MAX = 4 << 20
 
 #: Kernel knobs a run needs, written before it and put back after it (path,
-#: value, value after), as run_vmtests.sh sets them around its tests: reserving
-#: huge pages for every program fragments the 1 GiB guest (khugepaged's
-#: collapse_compound_extreme then fails to allocate THPs).
-_HUGETLB = (("/proc/sys/vm/nr_hugepages", "32", "0"),)
-#: hugetlb-madvise needs MIN_FREE_PAGES = 20 free default-size huge pages; cow's
-#: hugetlb cases one or two.  32 x 2 MiB (x86_64, ppc64 radix) of the 1 GiB guest.
+#: value, value after), as run_vmtests.sh sets them around its tests.  No
+#: hugetlb knob: every guest boots with its arch's pool on the command line
+#: (``hugepages=32``, sim/arch ``hugetlb_pages``: 64 MiB of 2 MiB pages, taken at
+#: boot, so it fragments nothing later), which hugetlb-madvise (MIN_FREE_PAGES
+#: 20), cow, pagemap_ioctl and uffd-unit-tests (their hugetlb cases) all use.
 #: mremap_test maps 2 GiB regions (its PUD-aligned cases) and touches only its
 #: 4 MiB validation threshold; the overcommit heuristic (0) refuses a private
 #: writable mapping larger than RAM + swap of a 1 GiB guest.
@@ -80,9 +79,9 @@ RUNS: tuple[Run, ...] = (
     Run("ksm_functional_tests", ("ksm_functional_tests",), 600),
     Run("split_huge_page_test", ("split_huge_page_test",), 600),
     Run("hugetlb-madvise", ("hugetlb-madvise",), 300, "exit",
-        "prints only on failure; its exit status is the result", knobs=_HUGETLB),
+        "prints only on failure; its exit status is the result"),
     Run("uffd-unit-tests", ("uffd-unit-tests",), 600, "uffd"),
-    Run("cow", ("cow",), 1800, knobs=_HUGETLB),
+    Run("cow", ("cow",), 1800),
     Run("khugepaged", ("khugepaged",), 1200, "khugepaged",
         "no arguments: every collapse context on anonymous memory (run_vmtests.sh's first "
         "run); collapse_compound_extreme keeps up to 512 partly unmapped THPs (1 GiB) until "
@@ -228,7 +227,10 @@ def run_arch(arch: str, image: BootImage, runs: Sequence[Run],
                     qemu = profile.qemu
                     if run.memory_mib is not None:
                         qemu = replace(qemu, memory_mib=run.memory_mib)
-                    config = VMConfig(replace(profile, qemu=qemu), image, keep_logs_dir=logs)
+                    # With the swap disk the scenarios use (harness/swapdisk.py): cow's
+                    # MADV_PAGEOUT cases and khugepaged's swap-in collapses need swap.
+                    config = VMConfig(replace(profile, qemu=qemu), image, keep_logs_dir=logs,
+                                      swap=True)
                     vm = VM(config, name=f"selftests_{arch.replace('-', '_')}").launch()
                     vm_memory = run.memory_mib
                 for path, value, _ in run.knobs:
