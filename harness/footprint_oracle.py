@@ -13,8 +13,9 @@ runs on /proc.  :func:`footprint_mismatches` then holds its numbers against:
   ``Rss`` (bytes / 1024, exact) and its fixed-point PSS floored to kB is the
   block's ``Pss`` (the kernel prints ``pss >> PSS_SHIFT >> 10`` of the same
   sum: smaps_account() adds ``(PAGE_SIZE << PSS_SHIFT) / mapcount`` per
-  mapping, the tool the same with kpagecount's mapcount); ``Swap`` is 0 on
-  both sides (no swap device);
+  mapping, the tool the same with kpagecount's mapcount); ``Swap`` is the
+  tool's count of the block's swap entries in pagemap (swap types below
+  MAX_SWAPFILES: a uffd-wp marker is not swap, as smaps_pte_entry() says);
 * **the model's prediction**: per process, the tool's exact fixed-point PSS,
   Pss_Anon and Pss_Shmem and its RSS over our regions equal the model's
   smaps_rollup sums (:attr:`~harness.observations.SmapsRead.pss_fixed`,

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from harness import reaper
 from harness.agent.client import AgentClient, Hello
@@ -44,7 +44,7 @@ from harness.qmp import QMPSession, QMPSessionError
 from harness.swapdisk import SWAP_DEVICE, write_swap_disk
 from sim.mm.facts import KernelFacts, UnknownKernelError, facts_for_release
 
-__all__ = ["VM", "GuestRAM", "ShutdownTimeouts", "VMConfig", "VMState"]
+__all__ = ["VM", "GuestRAM", "ShutdownTimeouts", "VMConfig", "VMSource", "VMState"]
 
 _SLICE_S = 0.1
 _SHM_DIR = Path("/dev/shm")
@@ -612,3 +612,13 @@ class VM:
         tb: TracebackType | None,
     ) -> None:
         self.shutdown()
+
+
+class VMSource(Protocol):
+    """Hands out a running VM, with a swap device swapped on or without (VMConfig.swap):
+    the test suite's one VM per worker (tests/conftest.py ``shared_vm``), rebooted
+    when a test asks for the other kind."""
+
+    def get(self, *, swap: bool = False) -> VM:
+        """The running VM, with swap iff ``swap``."""
+        ...

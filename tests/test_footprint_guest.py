@@ -21,7 +21,7 @@ from harness.guest_executor import run_guest
 from harness.model_executor import run_model
 from harness.observations import CheckObservation
 from harness.scenario import load_scenario
-from harness.vm import VM
+from harness.vm import VM, VMSource
 from sim.arch import Arch
 from sim.footprint.scan import scan
 from sim.mm.facts import PINNED
@@ -45,8 +45,9 @@ def _groups(check: CheckObservation, arch: Arch,
 
 
 @pytest.mark.parametrize("path", SCENARIO_FILES, ids=[p.stem for p in SCENARIO_FILES])
-def test_footprint_matches_smaps_and_model(path: Path, vm: VM) -> None:
+def test_footprint_matches_smaps_and_model(path: Path, shared_vm: VMSource) -> None:
     scenario = load_scenario(path)
+    vm = shared_vm.get(swap=scenario.swap)
     arch = vm.profile.arch
     reason = scenario.unsupported_reason(arch)
     if reason is not None:

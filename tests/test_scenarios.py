@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Protocol
 
 import pytest
 
@@ -24,7 +23,7 @@ from harness.model_executor import run_model
 from harness.observations import CheckObservation, FrameRead, Observations, ReadResult
 from harness.report import ScenarioResult, render_text
 from harness.scenario import Scenario, load_scenario, plan_layout
-from harness.vm import VM
+from harness.vm import VM, VMSource
 from sim.arch import Arch
 from sim.flags import PM
 from sim.formats import build_u64s, parse_u64s
@@ -45,12 +44,6 @@ SCENARIO_FILES = sorted(SCENARIO_DIR.glob("*.json"))
 HUGETLB_SERIES = frozenset({"6.12"})
 
 
-class SharedVM(Protocol):
-    """tests/conftest.py's shared_vm: the worker's VM, with swap or without."""
-
-    def get(self, *, swap: bool = False) -> VM: ...
-
-
 def _run(scenario: Scenario, vm: VM) -> tuple[Observations, Observations]:
     arch = vm.profile.arch
     reason = scenario.unsupported_reason(arch)
@@ -68,7 +61,7 @@ def _facts(vm: VM) -> KernelFacts:
 
 
 @pytest.mark.parametrize("path", SCENARIO_FILES, ids=[p.stem for p in SCENARIO_FILES])
-def test_scenario_agrees(path: Path, shared_vm: SharedVM) -> None:
+def test_scenario_agrees(path: Path, shared_vm: VMSource) -> None:
     scenario = load_scenario(path)
     vm = shared_vm.get(swap=scenario.swap)
     arch = vm.profile.arch

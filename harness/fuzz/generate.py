@@ -124,7 +124,9 @@ HUGETLB_SIZES = ("huge", "2*huge")
 HUGETLB_ODDS = 8
 #: Range ops the model does not follow on hugetlb regions (harness/model_executor.py
 #: NOT_ON_HUGETLB): never drawn on one.
-NOT_ON_HUGETLB = frozenset({"mprotect", "mremap", "mlock", "munlock", "pagemap_scan"})
+NOT_ON_HUGETLB = frozenset({
+    "mprotect", "mremap", "mlock", "munlock", "pagemap_scan", "uffd_register", "uffd_wp",
+})
 #: madvise advice on a hugetlb region: what madvise_dontneed_free_valid_vma() decides
 #: (the other advice the model does not follow there), and numbers 6.12 refuses first.
 HUGETLB_ADVICE = ("dontneed", "free", 102, -1)

@@ -32,7 +32,11 @@ mappings are reported apart), as are hugetlb pages (smaps shows them only in
 (integer division) for mapcount >= 2, else ``PAGE_SIZE << PSS_SHIFT``,
 summed in that fixed point; smaps_rollup prints ``sum >> PSS_SHIFT >> 10``.
 Migration entries, which smaps counts as resident, read as swapped in
-pagemap and are not counted here.
+pagemap and are not counted here.  Swap is counted from pagemap: entries with
+PM_SWAP whose swap type is a swap device's (below :data:`MAX_SWAPFILES`), as
+smaps_pte_entry() counts only ``!non_swap_entry()``; a uffd-wp PTE marker
+(type SWP_PTE_MARKER) or a migration entry is not swap.  An unprivileged
+reader sees type 0 for every entry, so markers count as swap there.
 """
 
 from __future__ import annotations
@@ -59,6 +63,11 @@ __all__ = [
     "pfn_runs",
     "scan",
 ]
+
+#: Swap types of swap devices (include/linux/swap.h MAX_SWAPFILES): 32 less the
+#: types kept for non-swap entries, here 3 for migration (CONFIG_MIGRATION) and 1
+#: for PTE markers, as in the guest kernels (no DEVICE_PRIVATE, no MEMORY_FAILURE).
+MAX_SWAPFILES = 28
 
 #: The fixed point of Pss in fs/proc/task_mmu.c (mem_size_stats.pss is bytes << 12).
 PSS_SHIFT = 12
@@ -87,9 +96,9 @@ class ProcessFootprint:
     kernel thread or zombie: nothing mapped) or "denied" (not readable by
     this user; only with ``scan(skip_denied=True)``).  ``exact`` is False when the
     numbers come from smaps_rollup (PFNs hidden): then PSS is the rollup's
-    floored kB and ``pss_*_fixed`` hold that value shifted.  ``swap`` and
-    ``swap_pss`` are smaps_rollup's (kB floors) when the process has swapped
-    pages, else the pagemap's swap entries and 0.
+    floored kB and ``pss_*_fixed`` hold that value shifted.  ``swap`` is the
+    pagemap's swap entries (bytes); ``swap_pss`` smaps_rollup's (a kB floor) when
+    the process has swapped pages, else 0.
     """
 
     pid: int
@@ -297,7 +306,8 @@ def _read_process(
             columns = bulk_decode_pagemap(source.layout, data, validate=False)
             stats.pagemap_entries += len(columns)
             pfns.append(columns.pfn[columns.present])
-            swapped += int(np.count_nonzero(columns.swapped))
+            swapped += int(np.count_nonzero(
+                columns.swapped & (columns.swap_type < MAX_SWAPFILES)))
     except ProcessGone:
         return _Pages(info, "exited", empty)
     except PrivilegeError:
@@ -406,13 +416,13 @@ def _process_footprint(
     result.uss = int(np.count_nonzero(m == 1)) * page_size
     result.swap = p.swapped * page_size
     if p.swapped:
-        # SwapPss needs the swap count (swp_swapcount()), which no file exports.
+        # SwapPss needs the swap count (swp_swapcount()), which no file exports:
+        # smaps_rollup's, for the whole process.
         try:
             rollup = source.smaps_rollup(p.info.pid)
         except ProcessGone:
             result.status = "exited"
             return result, np.zeros(0, dtype=np.uint64)
-        result.swap = rollup.get("Swap", 0) << 10
         result.swap_pss = rollup.get("SwapPss", 0) << 10
     counted_pfns: U64 = p.pfns[counted]
     return result, counted_pfns

@@ -146,12 +146,14 @@ def userfaultfd_register(mm: MmStruct, start: int, end: int) -> None:
     """UFFDIO_REGISTER with UFFDIO_REGISTER_MODE_WP over [start, end) (bytes).
 
     userfaultfd_register(): EINVAL without HAVE_ARCH_USERFAULTFD_WP (ppc64),
-    EINVAL without a VMA in the range, per VMA vma_can_userfault() (any VMA
-    with WP_ASYNC; else anonymous or shmem: all of the model's) and EPERM
-    without VM_MAYWRITE.  Then userfaultfd_register_range(): each VMA not yet
-    in wp mode gets VM_UFFD_WP through vma_modify_flags_uffd() (split/merge as
-    mprotect does; a huge PMD cut by the new boundary is split first).  Page
-    tables are not touched; vma_set_page_prot() makes a shared writable VMA
+    EINVAL without a VMA in the range, EINVAL for a start or end inside a
+    huge page of a hugetlb VMA, per VMA vma_can_userfault() (any VMA with
+    WP_ASYNC; else anonymous or shmem: all of the model's) and EPERM without
+    VM_MAYWRITE.  A hugetlb VMA that passes those checks: NotModelled (its
+    uffd-wp paths, hugetlb_change_protection() and the hugetlb fault, are not).
+    Then userfaultfd_register_range(): each VMA not yet in wp mode gets VM_UFFD_WP through
+    vma_modify_flags_uffd() (split/merge as mprotect does; a huge PMD cut by the new boundary is
+    split first). Page tables are not touched; vma_set_page_prot() makes a shared writable VMA
     write-notify (:meth:`Vma.wants_writenotify`).
     """
     ctx = userfaultfd_api(mm)
@@ -160,11 +162,18 @@ def userfaultfd_register(mm: MmStruct, start: int, end: int) -> None:
     vmas = mm.vmas.overlapping(start, end)
     if not vmas:
         raise MmError(errno.EINVAL, "UFFDIO_REGISTER: no VMA in the range")
+    huge = mm.arch.hugetlb_page_pages * mm.page_size  # vma_kernel_pagesize() of a hugetlb VMA
+    if vmas[0].hugetlb and start % huge:
+        raise MmError(errno.EINVAL, "UFFDIO_REGISTER: start inside a huge page of a hugetlb VMA")
     for vma in vmas:
         if not ctx.wp_async and not vma.anonymous and vma.file is None:
             raise MmError(errno.EINVAL, "UFFDIO_REGISTER: vma_can_userfault() says no")
         if not vma.flags & VM_MAYWRITE:
             raise MmError(errno.EPERM, "UFFDIO_REGISTER: a VMA without VM_MAYWRITE")
+        if vma.hugetlb and vma.start < end <= vma.end and end % huge:
+            raise MmError(errno.EINVAL, "UFFDIO_REGISTER: end inside a huge page of a hugetlb VMA")
+    if any(vma.hugetlb for vma in vmas):
+        raise NotModelled("UFFDIO_REGISTER of a hugetlb VMA (hugetlb uffd-wp)")
     for vma in vmas:
         if vma.flags & VM_UFFD_WP:
             continue

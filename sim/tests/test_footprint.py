@@ -104,7 +104,8 @@ def test_hand_made_world(arch: str, kpagemap: bool) -> None:
     assert by_pid[100].uss == size
     assert by_pid[100].zero_page == size
     assert by_pid[101].pss_fixed == shares(layout, 3, 1, 4, 2)
-    assert by_pid[102].swap == 4 << 10 and by_pid[102].swap_pss == 4 << 10
+    # Swap from pagemap (one swap entry: a page); SwapPss from the rollup (kB).
+    assert by_pid[102].swap == size and by_pid[102].swap_pss == 4 << 10
     # Union: 10, 11, 12, 13, 15, 16.
     assert g.rss == 6 * size
     assert g.private == 2 * size  # 10, 15
