@@ -621,6 +621,12 @@ def _draw_advice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any
     thp = state.arch.thp_pages
     if thp and state.sizes[step["region"]] >= thp and draw(st.integers(0, 2)) == 2:
         return "hugepage"
+    if state.swap and (step.get("proc", "main"), step["region"]) not in state.uffd_wp and draw(
+        st.integers(0, 3)
+    ) == 3:
+        # With swap, MADV_PAGEOUT is what swaps pages out: drawn among the rest it came
+        # too rarely to reach a swap entry once the language grew (session 5).
+        return "pageout"
     if draw(st.integers(0, 2)) == 2:
         # KSM scans only VM_MERGEABLE VMAs: drawn among the names alone, a ksm step
         # met a merge (cmp_and_merge_page) in none of 757 examples.
