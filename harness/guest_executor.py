@@ -105,7 +105,7 @@ from harness.scenario import (
     plan_layout,
 )
 from harness.swapdisk import SWAP_DEVICE
-from harness.vm import VM
+from harness.vm import VM, VMState
 from sim.arch import Arch
 from sim.flags import KPF, PM
 from sim.formats import parse_u64s
@@ -348,10 +348,15 @@ class GuestRun:
         finally:
             try:
                 self._kill_all()
-                if any(isinstance(step, Swapoff) for step in self.scenario.steps):
+                if self.vm.state is VMState.RUNNING and any(
+                    isinstance(step, Swapoff) for step in self.scenario.steps
+                ):
                     restore_swap(self.agent)
             finally:
-                restore_settings(self.vm, restore)
+                # A VM that died mid-run has nothing to restore, and the error that
+                # ended the run (QEMUDied, GuestPanic) is the one to report.
+                if self.vm.state is VMState.RUNNING:
+                    restore_settings(self.vm, restore)
         if collapsed is not None:
             after = _collapsed(self.agent)
             if after != collapsed:
