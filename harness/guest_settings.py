@@ -76,6 +76,12 @@ def write_knobs(vm: VM, writes: list[tuple[str, str]]) -> None:
     if not writes:
         return
     agent, arch = vm.agent, vm.profile.arch
+    if not arch.thp_pages or not any(path.startswith(SYSFS_THP) for path, _ in writes):
+        # No THP knob among them (ksm_use_zero_pages alone; an arch without THP,
+        # such as i386, has no transparent_hugepage directory): khugepaged is untouched.
+        for path, value in writes:
+            _write(agent, path, value)
+        return
     pmd_kb = (arch.page_size * arch.thp_pages) >> 10
     e_path = f"{SYSFS_THP}/enabled"
     p_path = f"{SYSFS_THP}/hugepages-{pmd_kb}kB/enabled"

@@ -387,6 +387,39 @@ static void set_fault_handlers(const struct sigaction *sa, struct sigaction *old
  * page to tag's low byte.  Read: load the u64 at the start of each page.  A
  * fault stops the touch; it is reported, not fatal.
  */
+/*
+ * A u64 store or load whose first access is at the lowest address.  A 32-bit
+ * guest splits a u64 access in two, in whatever order the compiler picks; a
+ * refused page must fault at its own address (the model's SIGSEGV address),
+ * so the low word goes first, explicitly.  64-bit guests: one access.
+ */
+static void store_u64(volatile uint64_t *p, uint64_t v)
+{
+#if UINTPTR_MAX == 0xffffffffu
+	volatile uint32_t *q = (volatile uint32_t *)p;
+	union { uint64_t v; uint32_t w[2]; } u = { .v = v };
+
+	q[0] = u.w[0];
+	q[1] = u.w[1];
+#else
+	*p = v;
+#endif
+}
+
+static uint64_t load_u64(volatile uint64_t *p)
+{
+#if UINTPTR_MAX == 0xffffffffu
+	volatile uint32_t *q = (volatile uint32_t *)p;
+	union { uint64_t v; uint32_t w[2]; } u;
+
+	u.w[0] = q[0];
+	u.w[1] = q[1];
+	return u.v;
+#else
+	return *p;
+#endif
+}
+
 static uint64_t touch_pages(uint64_t addr, uint64_t npages, int write, uint64_t tag,
 			    uint64_t *values)
 {
@@ -407,11 +440,11 @@ static uint64_t touch_pages(uint64_t addr, uint64_t npages, int write, uint64_t 
 				uint64_t word = (tag & 0xff) * 0x0101010101010101ull, w;
 
 				for (w = 0; w < ps / 8; w++)
-					p[w] = word;
+					store_u64(p + w, word);
 			} else if (write)
-				*p = tag + done;
+				store_u64(p, tag + done);
 			else
-				values[done] = *p;
+				values[done] = load_u64(p);
 		}
 	}
 	touch_armed = 0;
