@@ -30,6 +30,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from harness.model_executor import NOT_ON_HUGETLB as MODEL_NOT_ON_HUGETLB
 from harness.scenario import (
     ADVICES,
     CLEAR_REFS_VALUES,
@@ -55,6 +56,7 @@ from harness.scenario import (
     Swapoff,
     Swapon,
     UffdRegister,
+    UffdWp,
     Write,
     mthp_sizes,
     parse_scenario,
@@ -122,11 +124,12 @@ MAX_HUGETLB_REGIONS = 2
 HUGETLB_SIZES = ("huge", "2*huge")
 #: An anonymous mmap is a hugetlb one with odds 1 : HUGETLB_ODDS - 1.
 HUGETLB_ODDS = 8
-#: Range ops the model does not follow on hugetlb regions (harness/model_executor.py
-#: NOT_ON_HUGETLB): never drawn on one.
-NOT_ON_HUGETLB = frozenset({
-    "mprotect", "mremap", "mlock", "munlock", "pagemap_scan", "uffd_register", "uffd_wp",
-})
+#: Range ops never drawn on a hugetlb region: those the model does not follow there
+#: (harness/model_executor.py NOT_ON_HUGETLB), and the userfaultfd ones (an aligned
+#: UFFDIO_REGISTER of a hugetlb VMA is not modelled: sim/mm/userfaultfd.py).
+NOT_ON_HUGETLB = frozenset(
+    {t.op for t in MODEL_NOT_ON_HUGETLB} | {UffdRegister.op, UffdWp.op}
+)
 #: madvise advice on a hugetlb region: what madvise_dontneed_free_valid_vma() decides
 #: (the other advice the model does not follow there), and numbers 6.12 refuses first.
 HUGETLB_ADVICE = ("dontneed", "free", 102, -1)

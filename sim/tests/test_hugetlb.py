@@ -47,13 +47,19 @@ def _pagemap(machine: Machine, proc: Process, addr: int, pages: int) -> list[int
     return list(struct.unpack(f"{machine.arch.struct_prefix}{pages}Q", data))
 
 
-def test_private_fault_fork_cow_values() -> None:
+def _two_private_huge_pages() -> tuple[Arch, Machine, Process, int]:
+    """x86_64, a 1 GiB machine, ``main`` with a private hugetlb mapping of two huge pages."""
     arch = get_arch("x86_64")
     m = Machine(arch, ram_bytes=1 << 30)
-    huge = arch.hugetlb_page_pages
     p = m.spawn("main")
     addr = _base(arch, 0)
-    p.mmap(addr, 2 * huge, kind="hugetlb", share="private", prot="rw")
+    p.mmap(addr, 2 * arch.hugetlb_page_pages, kind="hugetlb", share="private", prot="rw")
+    return arch, m, p, addr
+
+
+def test_private_fault_fork_cow_values() -> None:
+    arch, m, p, addr = _two_private_huge_pages()
+    huge = arch.hugetlb_page_pages
     assert m.ctx.hstate is not None and m.ctx.hstate.resv_huge_pages == 2
     p.touch(addr, 1, write=True, tags=[7])
     entries = _pagemap(m, p, addr, huge + 1)
@@ -81,12 +87,8 @@ def test_private_fault_fork_cow_values() -> None:
 
 
 def test_dontneed_rules() -> None:
-    arch = get_arch("x86_64")
-    m = Machine(arch, ram_bytes=1 << 30)
+    arch, m, p, addr = _two_private_huge_pages()
     huge = arch.hugetlb_page_pages
-    p = m.spawn("main")
-    addr = _base(arch, 0)
-    p.mmap(addr, 2 * huge, kind="hugetlb", share="private", prot="rw")
     p.touch(addr, 2 * huge, write=True, tags=list(range(1, 2 * huge + 1)))
     for advice, first, pages in (("dontneed", 1, huge), ("free", 0, huge)):
         try:
