@@ -252,6 +252,10 @@ class VM:
     @property
     def agent(self) -> AgentClient:
         if self._agent is None or self._state is not VMState.RUNNING:
+            if self._state is VMState.FAILED:
+                # Why it failed (QEMUDied, GuestPanic) is the error to report: a
+                # caller that swallowed the first one (a cleanup path) asks again.
+                self.check()
             raise VMError(f"VM {self.name} is {self._state.value}: no agent to talk to")
         return self._agent
 

@@ -328,6 +328,26 @@ def test_qemu_killed_mid_scenario_is_reported(fault_vm: Callable[[], VM]) -> Non
     assert "guest console (tail):" in str(failure)
     assert vm.state is VMState.FAILED
     assert vm.shutdown() == "exited"
+
+
+def test_agent_of_a_dead_vm_names_the_death(fault_vm: Callable[[], VM]) -> None:
+    """Asking a VM that QEMU's death failed for its agent raises QEMUDied again.
+
+    A cleanup path (killing a run's processes) swallows the first QEMUDied; the
+    next use of the agent must still say why, not just "failed" (CI saw a plain
+    VMError when the kill landed during that cleanup).
+    """
+    vm = fault_vm()
+    traces = Traces.of(vm)
+    os.kill(traces.qemu_pid, signal.SIGKILL)
+    while not vm.exited():
+        time.sleep(0.05)
+    with pytest.raises(QEMUDied):
+        vm.agent.ping()
+    assert vm.state is VMState.FAILED
+    with pytest.raises(QEMUDied, match="killed by signal 9"):
+        vm.agent.ping()
+    assert vm.shutdown() == "exited"
     _assert_nothing_left(traces)
     _next_vm_answers(fault_vm)
 
