@@ -61,7 +61,9 @@ from harness.scenario import (
     mthp_sizes,
     parse_scenario,
 )
+from harness.scenario.settings import parse_settings
 from sim.arch import Arch
+from sim.mm.settings import anon_order_mask
 
 __all__ = [
     "PENDING_KEYS",
@@ -70,6 +72,7 @@ __all__ = [
     "GeneratorState",
     "ScenarioData",
     "key_drawers",
+    "large_folios_unadvised",
     "rejection_rate",
     "scenario_from_data",
     "scenarios",
@@ -197,6 +200,10 @@ class GeneratorState:
     #: model does not follow, so it is drawn only while no region is in both.
     huge_regions: set[str] = field(default_factory=set)
     mergeable_regions: set[str] = field(default_factory=set)
+    #: The example's settings let an anonymous fault allocate a large folio with no
+    #: advice (an mTHP size ``always``, or ``inherit`` under ``thp`` always): then any
+    #: mergeable region may hold one, and no ksm step is drawn once a region is.
+    large_folios_unadvised: bool = False
     #: The write step the generator may offer next: a fill of the range just advised
     #: mergeable (so that its pages are equal), and then whether a ksm step may follow it
     #: (drawn among all ops, a ksm step merged nothing in 300 generated scenarios).
@@ -209,7 +216,9 @@ class GeneratorState:
 
     @property
     def ksm_allowed(self) -> bool:
-        """No region that may hold a THP is scanned by ksmd."""
+        """No region that may hold a THP or an mTHP folio is scanned by ksmd."""
+        if self.large_folios_unadvised and self.mergeable_regions:
+            return False
         return not self.huge_regions & self.mergeable_regions
 
     def procs_with_pages(self, op: str | None = None) -> list[str]:
@@ -919,6 +928,7 @@ def scenarios(
     knobs = draw(settings_data(arch))
     if knobs.get("mthp"):
         state.favour = MTHP_FAVOUR
+    state.large_folios_unadvised = large_folios_unadvised(knobs, arch)
     steps: list[dict[str, Any]] = []
     for index in range(max_steps):
         forced = None
@@ -974,6 +984,16 @@ def settings_data(draw: Draw, arch: Arch) -> dict[str, Any]:
     if chosen:
         knobs["mthp"] = {size: draw(st.sampled_from(modes)) for size in chosen}
     return knobs
+
+
+def large_folios_unadvised(knobs: dict[str, Any], arch: Arch) -> bool:
+    """Whether the ``settings`` data ``knobs`` let a fault in an anonymous VMA with no
+    MADV_HUGEPAGE allocate a large folio on ``arch`` (the model's
+    :func:`~sim.mm.settings.anon_order_mask` with no VM flags is not empty)."""
+    if not arch.thp_pages:
+        return False
+    settings = parse_settings(knobs).resolve(arch)
+    return bool(anon_order_mask(settings, 0, arch.thp_pages.bit_length() - 1))
 
 
 def scenario_from_data(data: ScenarioData, arch: Arch, path: str = "<fuzz>") -> Scenario:

@@ -423,7 +423,8 @@ def _write_protect_page(mm: MmStruct, addr: int, page: int) -> bool:
 
     Only when the PTE is writable or dirty or the page PageAnonExclusive: then
     the folio must hold no reference beyond its mappings
-    (folio_mapcount() + 1 + swapcache == refcount, the 1 being the scan's own),
+    (folio_mapcount() + 1 + swapcache == refcount, the 1 being the scan's own;
+    references of the per-CPU batches count: PhysMem.folio_batch_refs()),
     PG_anon_exclusive is cleared (folio_try_share_anon_rmap_pte()), a dirty PTE
     dirties the folio (folio_mark_dirty()), and the PTE loses dirty
     (pte_mkclean(), soft-dirty stays) and write.
@@ -436,7 +437,10 @@ def _write_protect_page(mm: MmStruct, addr: int, page: int) -> bool:
     bits = int(table.bits[i])
     exclusive = mem.test(page, PG_ANON_EXCLUSIVE)
     if bits & (PTE_WRITE | PTE_DIRTY) or exclusive:
-        if mem.folio_mapcount(head) != mem.folio_ref_count(head):
+        # ksmd drains nothing within a scan: a folio that replace_page() just
+        # munlocked (a VM_LOCKED VMA) still sits in the mlock batch, so another
+        # mm's mapping of it does not merge in this scan.
+        if mem.folio_mapcount(head) != mem.folio_ref_count(head) + mem.folio_batch_refs(head):
             return False
         if exclusive:
             mem.clear(page, PG_ANON_EXCLUSIVE)

@@ -355,7 +355,16 @@ class PhysMem:
             self.free_folio(head)
 
     def folio_ref_count(self, head: int) -> int:
+        """The folio's references, without those the per-CPU batches hold (below)."""
         return int(self.refcount[head])
+
+    def folio_batch_refs(self, head: int) -> int:
+        """References the per-CPU batches hold on the folio: one per entry in
+        mlock_fbatch and lru_add_fbatch (mlock_folio(), munlock_folio() and
+        folio_add_lru() take folio_get(); the drain puts them).  The model keeps
+        them out of ``refcount``; a kernel check of folio_ref_count() that runs with
+        no drain before it (ksmd's write_protect_page()) sees them."""
+        return sum(1 for h, _ in self.mlock_fbatch if h == head) + self.lru_add_fbatch.count(head)
 
     def test(self, pfn: int, bit: PG) -> bool:
         """PageFoo(): the frame's own flag ``bit``."""
