@@ -12,8 +12,10 @@ is the same for both, but zram is SWP_SYNCHRONOUS_IO, whose swap-in of a
 slot with one user skips the swap cache (do_swap_page()), while virtio-blk
 writes back asynchronously: a folio MADV_PAGEOUT writes stays in the swap
 cache, under writeback, when shrink_folio_list() looks again (``goto keep``),
-and the harness waits for the writeback to end by state (``nr_writeback`` 0
-in /proc/vmstat, :func:`harness.guest_executor.wait_swap_writeback`).
+and the harness waits for the writeback to end by state (no paged-out frame
+reads KPF_WRITEBACK in /proc/kpageflags any more,
+:func:`harness.guest_executor.wait_swap_writeback`; /proc/vmstat's
+nr_writeback lags behind its per-CPU deltas).
 """
 
 from __future__ import annotations
