@@ -31,6 +31,7 @@ find the same number of divergences.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import subprocess
 import sys
@@ -118,7 +119,7 @@ def measure(
     for n in sizes:
         model, real = synth.bulk_observations(
             arch, n, checks=CHECKS, region_pages=REGION_PAGES, diverge_every=diverge_every)
-        seconds, found = best_of(repeat, lambda m=model, r=real: function(m, r, scenario, arch))
+        seconds, found = best_of(repeat, functools.partial(function, model, real, scenario, arch))
         results[n] = (seconds, found)
         print(f"  {name:7} {n:6d} observations: {seconds * 1e3:9.1f} ms  "
               f"{seconds / n * 1e6:7.2f} us/observation  ({found} divergences)", flush=True)

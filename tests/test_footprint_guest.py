@@ -29,7 +29,7 @@ from sim.mm.facts import PINNED
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SCENARIO_FILES = sorted(SCENARIO_DIR.glob("*.json"))
 #: Groups of the scenarios built for the footprint: name -> (group name -> processes).
-GROUPS = {
+GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
     "cow_family": {"family": ("main", "c1", "c2", "c3")},
     "group_outsider": {"group": ("main", "member"), "outsider": ("outsider",)},
 }

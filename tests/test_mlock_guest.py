@@ -23,6 +23,7 @@ from harness.vm import VM
 from sim.flags import KPF
 from sim.mm import memmap
 from sim.mm.facts import PINNED
+from sim.mm.pageflags import PG
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 
@@ -47,10 +48,10 @@ def test_munlock_keeping_pg_mlocked_is_caught(vm: VM, monkeypatch: pytest.Monkey
     drained = memmap.PhysMem._munlock_folio_drained
 
     def forgetful(self: memmap.PhysMem, head: int) -> None:
-        mlocked = self.test(head, memmap.PG.mlocked)
+        mlocked = self.test(head, PG.mlocked)
         drained(self, head)
         if mlocked:
-            self.set(head, memmap.PG.mlocked)
+            self.set(head, PG.mlocked)
 
     monkeypatch.setattr(memmap.PhysMem, "_munlock_folio_drained", forgetful)
     found = _divergences("munlock", vm)

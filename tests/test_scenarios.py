@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,7 +100,8 @@ def test_other_versions_fact_fails_on_this_kernel(fact: str, vm: VM) -> None:
     real = run_guest(scenario, vm)
     assert compare(run_model(scenario, arch, facts=facts), real, scenario, arch) == []
     for value in others:
-        wrong = dataclasses.replace(facts, **{fact: value})
+        changes: dict[str, Any] = {fact: value}
+        wrong = dataclasses.replace(facts, **changes)
         divergences = compare(run_model(scenario, arch, facts=wrong), real, scenario, arch)
         assert divergences, (f"{scenario.name} on {facts.series} does not refute "
                              f"{fact}={value!r}")
@@ -118,7 +120,8 @@ def test_later_kernels_fact_fails_on_this_kernel(fact: str, vm: VM) -> None:
         pytest.skip(f"{fact} is about soft-dirty, which {arch.name} does not track")
     real = run_guest(scenario, vm)
     assert compare(run_model(scenario, arch, facts=facts), real, scenario, arch) == []
-    wrong = dataclasses.replace(facts, **{fact: not getattr(facts, fact)})
+    flipped: dict[str, Any] = {fact: not getattr(facts, fact)}
+    wrong = dataclasses.replace(facts, **flipped)
     assert compare(run_model(scenario, arch, facts=wrong), real, scenario, arch), (
         f"{scenario.name} on {facts.series} does not refute {fact}={not getattr(facts, fact)!r}")
 
