@@ -60,7 +60,16 @@ from sim.mm.syscall import NotModelled
 from sim.procfs import ProcError, ProcFs
 from sim.smaps import rollup_fixed_point
 
-__all__ = ["MODEL", "MODEL_RAM_BYTES", "ModelError", "ModelRun", "model_ram_bytes", "run_model"]
+__all__ = [
+    "ADVICE_NOT_ON_SHMEM_THP",
+    "MODEL",
+    "MODEL_RAM_BYTES",
+    "NOT_ON_SHMEM_THP",
+    "ModelError",
+    "ModelRun",
+    "model_ram_bytes",
+    "run_model",
+]
 
 #: The least RAM of a model machine: the guests boot with -m 1G (THP is off
 #: below 512 MiB); an arch whose guest has more gets as much (model_ram_bytes()).
@@ -89,13 +98,13 @@ _SHMEM_HUGE = frozenset({"always", "within_size", "advise"})
 #: mlock (mlock_vma_folio() of a PMD mapping), mremap (move_huge_pmd() of a file
 #: VMA), userfaultfd, PAGEMAP_SCAN and clear_refs (their huge-PMD paths for file
 #: folios), swap (shmem_writepage() of a large folio).
-_NOT_ON_SHMEM_THP = (Mlock, Munlock, Mremap, UffdRegister, UffdWp, PagemapScan, ClearRefs,
+NOT_ON_SHMEM_THP = (Mlock, Munlock, Mremap, UffdRegister, UffdWp, PagemapScan, ClearRefs,
                      Swapon, Swapoff)
 
 #: madvise advice the model does not follow on such a region: MADV_COLD / MADV_PAGEOUT
 #: (reclaim of a large shmem folio), MADV_COLLAPSE (hpage_collapse_scan_file()),
 #: MADV_POPULATE_* (GUP of a PMD-mapped file folio; MAP_POPULATE too).
-_ADVICE_NOT_ON_SHMEM_THP = frozenset(
+ADVICE_NOT_ON_SHMEM_THP = frozenset(
     {"cold", "pageout", "collapse", "populate_read", "populate_write"}
 )
 
@@ -106,8 +115,8 @@ def model_settings(scenario: Scenario, arch: Arch) -> ThpSettings:
 
     Huge shmem folios (shmem THP, sim/mm/shmem_thp.py) are followed on memfd and
     shared anonymous regions under shmem_enabled always, within_size and advise,
-    except for the steps in :data:`_NOT_ON_SHMEM_THP` and
-    :data:`_ADVICE_NOT_ON_SHMEM_THP`; ``force`` (huge folios on every tmpfs file
+    except for the steps in :data:`NOT_ON_SHMEM_THP` and
+    :data:`ADVICE_NOT_ON_SHMEM_THP`; ``force`` (huge folios on every tmpfs file
     too, and the per-size knobs inherited) is not modelled for any shmem region.
     """
     settings = scenario.settings.resolve(arch)
@@ -121,11 +130,11 @@ def model_settings(scenario: Scenario, arch: Arch) -> ThpSettings:
         huge = {m.region for m in scenario.regions
                 if m.kind == "memfd" or (m.kind == "anon" and m.share == "shared")}
         for step in scenario.steps if huge else ():
-            refused = isinstance(step, _NOT_ON_SHMEM_THP) or (
+            refused = isinstance(step, NOT_ON_SHMEM_THP) or (
                 isinstance(step, Mmap) and step.region in huge and (step.locked or step.populate)
             ) or (
                 isinstance(step, Madvise) and step.region in huge
-                and str(step.advice) in _ADVICE_NOT_ON_SHMEM_THP
+                and str(step.advice) in ADVICE_NOT_ON_SHMEM_THP
             )
             if refused:
                 raise ModelError(
