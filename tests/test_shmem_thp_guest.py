@@ -46,6 +46,13 @@ def _split_forgets_young(mm: Any, haddr: int, pmd: HugePmd) -> None:
     mm.mem.folio_put(pmd.pfn)
 
 
+def _zap_page_by_page(mm: Any, table: Any, i: int, end: int, vma: Any, recency: bool) -> int:
+    """zap_present_ptes() without batches: each young PTE of a large page-cache folio marks
+    it accessed again (the second call activates it)."""
+    memory_module.zap_present_pte(mm, table, i, vma, recency)
+    return 1
+
+
 #: Planted errors: (what, module, function replaced, the replacement, the scenario that
 #: must catch it).
 PLANTED: list[tuple[str, Any, str, Callable[..., Any], str]] = [
@@ -53,6 +60,8 @@ PLANTED: list[tuple[str, Any, str, Callable[..., Any], str]] = [
      "do_set_pmd", _never_pmd, "shmem_thp_shared_fork_partial_munmap"),
     ("a file VMA's split PMD leaves no PG_referenced", huge_memory, "split_file_pmd",
      _split_forgets_young, "shmem_thp_shared_fork_partial_munmap"),
+    ("a zap marks a large file folio accessed once per PTE (no folio_pte_batch())",
+     memory_module, "zap_present_ptes", _zap_page_by_page, "shmem_thp_pte_batch_zap"),
 ]
 
 
@@ -65,6 +74,8 @@ def test_planted_shmem_thp_error_is_caught(
     arch = vm.profile.arch
     if arch.thp_level is None:
         pytest.skip(f"{arch.name} has no THP")
+    if name == "zap_present_ptes" and arch.page_shift > 12:
+        pytest.skip(f"{arch.name}: no fault-around (fault_around_bytes is one page), so no batch")
     scenario = load_scenario(SCENARIO_DIR / f"{scenario_name}.json", arch)
     real = run_guest(scenario, vm)
     facts = vm.facts or PINNED

@@ -23,7 +23,7 @@ from sim.mm.huge_memory import vma_adjust_trans_huge, zap_huge_pmd
 from sim.mm.hugetlb import check_modelled_op
 from sim.mm.khugepaged import madvise_collapse
 from sim.mm.ksm import break_ksm_range
-from sim.mm.memory import zap_page_range, zap_present_pte
+from sim.mm.memory import zap_page_range, zap_present_ptes
 from sim.mm.pageflags import PG, PG_SWAPCACHE
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_YOUNG
@@ -606,14 +606,17 @@ def shmem_punch_hole(mm: MmStruct, file: ShmemFile, first: int, end: int) -> Non
                     else:
                         split_file_pmd(other, base, entry)
                     continue
-                for i in other.pt.pte_range(base, elo, ehi):
+                ptes = other.pt.pte_range(base, elo, ehi)
+                i = ptes.start
+                while i < ptes.stop:
                     bits = int(entry.bits[i])
-                    if not bits & PTE_PRESENT or bits & PTE_SPECIAL:
+                    if not bits & PTE_PRESENT or bits & PTE_SPECIAL or other.mem.folio_test_anon(
+                        other.mem.page_folio(int(entry.pfn[i]))
+                    ):
+                        i += 1
                         continue
-                    if other.mem.folio_test_anon(other.mem.page_folio(int(entry.pfn[i]))):
-                        continue
-                    zap_present_pte(
-                        other, entry, i, vma,
+                    i += zap_present_ptes(
+                        other, entry, i, ptes.stop, vma,
                         recency=vma.has_recency(mm.ctx.facts.rand_read_has_recency),
                     )
     split_partial_folios(mm, file, first, end)

@@ -26,6 +26,7 @@ from sim.mm.pte import (
     PTE_DIRTY,
     PTE_MARKER_UFFD_WP,
     PTE_PRESENT,
+    PTE_SOFT_DIRTY,
     PTE_SPECIAL,
     PTE_UFFD_WP,
     PTE_WRITE,
@@ -70,6 +71,7 @@ __all__ = [
     "handle_mm_fault",
     "user_access",
     "zap_page_range",
+    "zap_present_ptes",
 ]
 
 
@@ -445,16 +447,80 @@ def zap_page_range(
             zap_huge_pmd(mm, base, entry, vma)
             continue
         recency = vma.has_recency(mm.ctx.facts.rand_read_has_recency)
-        for i in mm.pt.pte_range(base, lo, hi):
+        ptes = mm.pt.pte_range(base, lo, hi)
+        i = ptes.start
+        while i < ptes.stop:
             bits = int(entry.bits[i])
             if is_swap_pte(bits):
                 # No uffd-wp bit on a swap entry: wp over one is not modelled
                 # (sim/mm/userfaultfd.py), so zap_install_uffd_wp_if_needed() has nothing to keep.
                 zap_swap_pte(mm, entry, i)
+                i += 1
                 continue
-            zap_present_pte(mm, entry, i, vma, recency)
+            nr = zap_present_ptes(mm, entry, i, ptes.stop, vma, recency)
             if bits & (PTE_UFFD_WP | PTE_MARKER_UFFD_WP):
-                zap_uffd_wp(vma, entry, i, bits, drop_markers)
+                # A batch's PTEs share their uffd-wp bit (folio_pte_batch() compares it).
+                for k in range(nr):
+                    zap_uffd_wp(vma, entry, i + k, bits, drop_markers)
+            i += nr
+
+
+#: The PTE bits folio_pte_batch() ignores when zapping (FPB_IGNORE_DIRTY |
+#: FPB_IGNORE_SOFT_DIRTY, and __pte_batch_clear_ignored() always makes the entry old
+#: and write-protected).
+_BATCH_IGNORED = PTE_DIRTY | PTE_SOFT_DIRTY | PTE_YOUNG | PTE_WRITE
+
+
+def folio_pte_batch(mm: MmStruct, table: PteTable, i: int, end: int) -> int:
+    """folio_pte_batch(): how many PTEs from the present ``table[i]`` (before ``end``) map
+    the next pages of its folio in order with the same bits but the ignored ones."""
+    mem = mm.mem
+    pfn = int(table.pfn[i])
+    head = mem.page_folio(pfn)
+    limit = min(end, i + head + mem.folio_nr_pages(head) - pfn)
+    expected = int(table.bits[i]) & ~_BATCH_IGNORED
+    nr = 1
+    while i + nr < limit:
+        if (int(table.bits[i + nr]) & ~_BATCH_IGNORED != expected
+                or int(table.pfn[i + nr]) != pfn + nr):
+            break
+        nr += 1
+    return nr
+
+
+def zap_present_ptes(
+    mm: MmStruct, table: PteTable, i: int, end: int, vma: Vma, recency: bool
+) -> int:
+    """zap_present_ptes() at ``table[i]`` (nothing past ``end``): how many PTEs it took.
+
+    A large page-cache folio goes by batches (folio_pte_batch()): the batch's
+    dirty and young bits are gathered (get_and_clear_full_ptes()) and passed on
+    once, so its PTEs mark the folio accessed once (folio_mark_accessed() twice
+    would activate it).  Anything else: :func:`zap_present_pte`, one PTE.
+    """
+    mem = mm.mem
+    bits = int(table.bits[i])
+    if not bits & PTE_PRESENT or bits & PTE_SPECIAL:
+        zap_present_pte(mm, table, i, vma, recency)
+        return 1
+    pfn = int(table.pfn[i])
+    head = mem.page_folio(pfn)
+    if not mem.folio_test_large(head) or mem.folio_test_anon(head):
+        zap_present_pte(mm, table, i, vma, recency)
+        return 1
+    nr = folio_pte_batch(mm, table, i, end)
+    gathered = 0
+    for k in range(nr):
+        gathered |= int(table.bits[i + k])
+        table.clear(i + k)
+    if gathered & PTE_DIRTY:
+        mem.folio_mark_dirty(head)
+    if gathered & PTE_YOUNG and recency:
+        mem.folio_mark_accessed(head)
+    mem.folio_remove_rmap_ptes(head, pfn, nr)
+    munlock_vma_folio(mem, head, vma)
+    mem.folio_put(head, nr)
+    return nr
 
 
 def zap_present_pte(
