@@ -193,3 +193,24 @@ def test_present_pages_are_file_pages_at_folio_pfn_plus_index(
         for i, e in enumerate(pagemap_entries(m, proc, BASE, n)):
             if e.present:
                 assert e.file_shared and e.pfn == head + i
+
+
+def test_zap_of_a_pte_batch_marks_the_folio_accessed_once() -> None:
+    """zap_present_ptes() -> folio_pte_batch(): 16 young PTEs of one large page-cache folio
+    mark it accessed once (PG_referenced), not 16 times (which would activate it)."""
+    m, p = _machine(X86, "advise")
+    n = _thp(m)
+    ps = m.arch.page_size
+    p.mmap(BASE, n, kind="anon", share="shared")
+    p.madvise(BASE, n, "hugepage")
+    p.touch(BASE, 1, write=True)
+    c = p.fork("c")
+    c.munmap(BASE, 4)
+    c.touch(BASE + 8 * ps, 1, write=False)  # fault-around: PTEs [4, 20)
+    table = c.mm.pt.get_pmd(BASE)
+    assert isinstance(table, PteTable) and table.none_range(0, 4) and not table.none_range(4, 16)
+    head = m.mem.page_folio(int(table.pfn[4]))
+    assert not _kpf(m, head, KPF.REFERENCED)
+    c.madvise(BASE + 4 * ps, 16, "dontneed")
+    assert _kpf(m, head, KPF.REFERENCED) and not _kpf(m, head, KPF.ACTIVE)
+    assert m.kpagecount(head + 5) == 1 and m.page_count(head) == n + 1
