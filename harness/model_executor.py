@@ -60,7 +60,16 @@ from sim.mm.syscall import NotModelled
 from sim.procfs import ProcError, ProcFs
 from sim.smaps import rollup_fixed_point
 
-__all__ = ["MODEL", "MODEL_RAM_BYTES", "ModelError", "ModelRun", "model_ram_bytes", "run_model"]
+__all__ = [
+    "ADVICE_NOT_ON_SHMEM_THP",
+    "MODEL",
+    "MODEL_RAM_BYTES",
+    "NOT_ON_SHMEM_THP",
+    "ModelError",
+    "ModelRun",
+    "model_ram_bytes",
+    "run_model",
+]
 
 #: The least RAM of a model machine: the guests boot with -m 1G (THP is off
 #: below 512 MiB); an arch whose guest has more gets as much (model_ram_bytes()).
@@ -81,23 +90,57 @@ class ModelError(RuntimeError):
 #: pagemap_scan_hugetlb_entry().
 NOT_ON_HUGETLB = (Mprotect, Mremap, Mlock, Munlock, PagemapScan)
 
-#: shmem_enabled values under which a shmem fault may allocate a huge folio
-#: (shmem_allowable_huge_orders(), mm/shmem.c); "force" reaches tmpfs files too.
-_SHMEM_HUGE = frozenset({"always", "within_size", "advise", "force"})
+#: shmem_enabled values under which a fault on a memfd or shared anonymous region may
+#: allocate a huge folio (shmem_allowable_huge_orders(), mm/shmem.c; sim/mm/shmem_thp.py).
+_SHMEM_HUGE = frozenset({"always", "within_size", "advise"})
+
+#: Steps the model does not follow on a region that may hold huge shmem folios:
+#: mlock (mlock_vma_folio() of a PMD mapping), mremap (move_huge_pmd() of a file
+#: VMA), userfaultfd, PAGEMAP_SCAN and clear_refs (their huge-PMD paths for file
+#: folios), swap (shmem_writepage() of a large folio).
+NOT_ON_SHMEM_THP = (Mlock, Munlock, Mremap, UffdRegister, UffdWp, PagemapScan, ClearRefs,
+                     Swapon, Swapoff)
+
+#: madvise advice the model does not follow on such a region: MADV_COLD / MADV_PAGEOUT
+#: (reclaim of a large shmem folio), MADV_COLLAPSE (hpage_collapse_scan_file()),
+#: MADV_POPULATE_* (GUP of a PMD-mapped file folio; MAP_POPULATE too).
+ADVICE_NOT_ON_SHMEM_THP = frozenset(
+    {"cold", "pageout", "collapse", "populate_read", "populate_write"}
+)
 
 
 def model_settings(scenario: Scenario, arch: Arch) -> ThpSettings:
     """The scenario's sysfs knobs for the model (sim/mm/settings.py); ModelError where
-    the model does not follow them: huge shmem folios (shmem THP) are not modelled."""
+    the model does not follow them.
+
+    Huge shmem folios (shmem THP, sim/mm/shmem_thp.py) are followed on memfd and
+    shared anonymous regions under shmem_enabled always, within_size and advise,
+    except for the steps in :data:`NOT_ON_SHMEM_THP` and
+    :data:`ADVICE_NOT_ON_SHMEM_THP`; ``force`` (huge folios on every tmpfs file
+    too, and the per-size knobs inherited) is not modelled for any shmem region.
+    """
     settings = scenario.settings.resolve(arch)
+    shmem = [m.region for m in scenario.regions
+             if m.kind in ("memfd", "file") or m.share == "shared"]
+    if settings.shmem_enabled == "force" and shmem:
+        raise ModelError(
+            f"not modelled: shmem THP with shmem_thp 'force' (the shmem region {shmem[0]!r})"
+        )
     if settings.shmem_enabled in _SHMEM_HUGE:
-        shmem = [m.region for m in scenario.regions
-                 if m.kind == "memfd" or m.share == "shared" or settings.shmem_enabled == "force"]
-        if shmem:
-            raise ModelError(
-                f"not modelled: shmem THP (shmem_thp {settings.shmem_enabled!r}) with the "
-                f"shmem region {shmem[0]!r}"
+        huge = {m.region for m in scenario.regions
+                if m.kind == "memfd" or (m.kind == "anon" and m.share == "shared")}
+        for step in scenario.steps if huge else ():
+            refused = isinstance(step, NOT_ON_SHMEM_THP) or (
+                isinstance(step, Mmap) and step.region in huge and (step.locked or step.populate)
+            ) or (
+                isinstance(step, Madvise) and step.region in huge
+                and str(step.advice) in ADVICE_NOT_ON_SHMEM_THP
             )
+            if refused:
+                raise ModelError(
+                    f"{step.label}: not modelled: {step.op} with shmem THP "
+                    f"(shmem_thp {settings.shmem_enabled!r}, the shmem region {min(huge)!r})"
+                )
     return settings
 
 

@@ -134,6 +134,10 @@ def _walk_pmd_entry(addr: int, nxt: int, walk: MmWalk) -> int:
                 return 0
             mm.split_huge_pmd(walk.vma, addr - addr % mm.pmd_size)
             entry = mm.pt.get_pmd(addr)
+            if entry is None:  # a file VMA's PMD is only zapped (__split_huge_pmd_locked())
+                if ops.pte_hole is None:
+                    return 0
+                return ops.pte_hole(addr, nxt, _depth(mm, mm.pt.table_level), walk)
         assert isinstance(entry, PteTable)
         err = _walk_pte_range(entry, addr, nxt, walk)
         if err or not _again(walk):

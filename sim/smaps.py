@@ -29,6 +29,7 @@ from sim.mm.pageflags import PG
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_SWAP, PTE_YOUNG
 from sim.mm.settings import anon_order_mask
+from sim.mm.shmem_thp import shmem_thp_eligible
 from sim.mm.vma import VM_LOCKED, VM_NOHUGEPAGE, Vma
 from sim.pagewalk import MmWalk, MmWalkOps, walk_page_vma
 from sim.smaps_format import SmapsBlock, SmapsHeader, render_block, smaps_field_names
@@ -298,10 +299,12 @@ def thp_eligible(mm: MmStruct, vma: Vma) -> bool:
     every order 2..PMD_ORDER; with the boot knobs only VM_HUGEPAGE VMAs, for
     the PMD order) holds an order for which a naturally aligned range ending
     at or before vm_end lies inside it (thp_vma_suitable_order() at
-    ``vm_end - size``); shmem and tmpfs files never do
-    (shmem_allowable_huge_orders() with shmem_enabled = never).  6.1's
-    hugepage_vma_check(smaps=true) answers the same for these VMAs.
+    ``vm_end - size``).  6.1's
+    hugepage_vma_check(smaps=true) answers the same for these VMAs.  A shmem VMA:
+    :func:`~sim.mm.shmem_thp.shmem_thp_eligible` (shmem_allowable_huge_orders()).
     """
+    if vma.file is not None and not vma.hugetlb:
+        return shmem_thp_eligible(mm, vma)
     if not mm.ctx.thp or not vma.anonymous or vma.flags & VM_NOHUGEPAGE:
         return False
     pmd_order = mm.pt.pmd_shift - mm.arch.page_shift

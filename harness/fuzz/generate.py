@@ -30,6 +30,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from harness.model_executor import ADVICE_NOT_ON_SHMEM_THP, NOT_ON_SHMEM_THP
 from harness.model_executor import NOT_ON_HUGETLB as MODEL_NOT_ON_HUGETLB
 from harness.scenario import (
     ADVICES,
@@ -157,6 +158,15 @@ class GeneratorState:
     arch: Arch
     #: The scenario has swap: swapon and swapoff may be drawn.
     swap: bool = False
+    #: The settings let shmem faults allocate huge folios (``shmem_thp`` always,
+    #: within_size or advise): the ops and advice the model does not follow on such
+    #: regions (harness/model_executor.py NOT_ON_SHMEM_THP, ADVICE_NOT_ON_SHMEM_THP),
+    #: MAP_LOCKED and MAP_POPULATE are not drawn at all; the advice not on the
+    #: regions that may hold huge shmem folios (:attr:`huge_shmem_regions`).
+    shmem_thp: bool = False
+    #: memfd and shared anonymous regions: shmem faults there may allocate huge folios
+    #: when :attr:`shmem_thp` (a tmpfs file only under ``force``, never drawn).
+    huge_shmem_regions: set[str] = field(default_factory=set)
     uids: dict[str, int] = field(default_factory=lambda: {"main": 0})
     mapped: dict[str, dict[str, list[tuple[int, int]]]] = field(
         default_factory=lambda: {"main": {}}
@@ -336,6 +346,8 @@ class GeneratorState:
             self.growable.add(region)
         if step.get("kind") != "anon" or step.get("share") == "shared":
             self.shmem_regions.add(region)
+        if step["kind"] == "memfd" or (step["kind"] == "anon" and step["share"] == "shared"):
+            self.huge_shmem_regions.add(region)
         if step["kind"] == "hugetlb":
             self.hugetlb_regions.add(region)
         mine = self.mapped[proc]
@@ -540,8 +552,8 @@ def _draw_flag(name: str) -> KeyDrawer:
     def draw_flag(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any:
         if (name == "fixed" and "at" not in step) or (step["op"], name) in PENDING_KEYS:
             return _ABSENT
-        if name in ("populate", "locked") and step.get("kind") == "hugetlb":
-            return _ABSENT  # not followed by the model (hugetlb GUP)
+        if name in ("populate", "locked") and (step.get("kind") == "hugetlb" or state.shmem_thp):
+            return _ABSENT  # not followed by the model (hugetlb GUP, huge shmem folios)
         return True if draw(st.integers(0, FLAG_ODDS.get(name, 3))) == 1 else _ABSENT
 
     return draw_flag
@@ -633,7 +645,9 @@ def _draw_advice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any
     thp = state.arch.thp_pages
     if thp and state.sizes[step["region"]] >= thp and draw(st.integers(0, 2)) == 2:
         return "hugepage"
-    if state.swap and (step.get("proc", "main"), step["region"]) not in state.uffd_wp and draw(
+    huge_shmem = state.shmem_thp and step["region"] in state.huge_shmem_regions
+    if state.swap and not huge_shmem and (
+        step.get("proc", "main"), step["region"]) not in state.uffd_wp and draw(
         st.integers(0, 3)
     ) == 3:
         # With swap, MADV_PAGEOUT is what swaps pages out: drawn among the rest it came
@@ -649,6 +663,8 @@ def _draw_advice(state: GeneratorState, step: dict[str, Any], draw: Draw) -> Any
             left_out.add("collapse")
         if (step.get("proc", "main"), step["region"]) in state.uffd_wp:  # see uffd_wp
             left_out |= {"collapse", "pageout", "free", "remove"}
+        if state.shmem_thp and step["region"] in state.huge_shmem_regions:  # see shmem_thp
+            left_out |= ADVICE_NOT_ON_SHMEM_THP
         return draw(st.sampled_from([a for a in ADVICES if a not in left_out]))
     return draw(st.sampled_from(RAW_ADVICE))
 
@@ -806,6 +822,8 @@ def _applicable(step_type: type[Step], state: GeneratorState) -> bool:
     """Whether some step of ``step_type`` is valid in ``state``."""
     if step_type is Check:
         return True
+    if state.shmem_thp and issubclass(step_type, NOT_ON_SHMEM_THP):
+        return False
     if step_type in (Swapon, Swapoff):
         # Only in scenarios with swap; either may fail (EBUSY, EINVAL): an outcome.
         return state.swap
@@ -926,6 +944,7 @@ def scenarios(
     """
     state = GeneratorState(arch, swap=swap)
     knobs = draw(settings_data(arch))
+    state.shmem_thp = knobs.get("shmem_thp", "never") in SHMEM_THP_MODES[1:]
     if knobs.get("mthp"):
         state.favour = MTHP_FAVOUR
     state.large_folios_unadvised = large_folios_unadvised(knobs, arch)
@@ -949,10 +968,11 @@ def scenarios(
     return scenario
 
 
-#: Values of the THP knobs the generator draws (``shmem_thp`` is left out: the model
-#: does not follow huge shmem folios; ``ksm_use_zero_pages`` changes nothing without KSM
-#: merging).  The first of each is what a shrunk example falls back to.
+#: Values of the THP knobs the generator draws (``shmem_thp`` not ``force``, which the
+#: model refuses: huge folios on tmpfs files; ``ksm_use_zero_pages`` changes nothing
+#: without KSM merging).  The first of each is what a shrunk example falls back to.
 THP_MODES = ("madvise", "always", "never")
+SHMEM_THP_MODES = ("never", "always", "within_size", "advise")
 MTHP_MODES = ("never", "always", "madvise", "inherit")
 #: With mTHP sizes set, private anonymous regions (the only ones whose write faults
 #: take alloc_anon_folio()) and writes are drawn more often.
@@ -964,9 +984,10 @@ MAX_MTHP_SIZES = 3
 @st.composite
 def settings_data(draw: Draw, arch: Arch) -> dict[str, Any]:
     """A scenario's ``settings`` (SCENARIOS.md): empty (no key) in about half the
-    examples and on architectures without THP; else ``thp`` and up to
-    :data:`MAX_MTHP_SIZES` of the architecture's mTHP sizes, by their kB names.
-    Empty shrinks first, so a divergence that needs no knob is shown without."""
+    examples and on architectures without THP; else ``thp``, ``shmem_thp`` (one of
+    :data:`SHMEM_THP_MODES`) and up to :data:`MAX_MTHP_SIZES` of the architecture's
+    mTHP sizes, by their kB names.  Empty shrinks first, so a divergence that needs
+    no knob is shown without."""
     sizes = list(mthp_sizes(arch))
     if not sizes or not draw(st.booleans()):
         return {}
@@ -974,6 +995,9 @@ def settings_data(draw: Draw, arch: Arch) -> dict[str, Any]:
     thp = draw(st.sampled_from(THP_MODES))
     if thp != THP_MODES[0]:
         knobs["thp"] = thp
+    shmem_thp = draw(st.sampled_from(SHMEM_THP_MODES))
+    if shmem_thp != SHMEM_THP_MODES[0]:
+        knobs["shmem_thp"] = shmem_thp
     # The two smallest sizes (4 and 8 pages) fit the small regions too: drawn
     # three times as often as the others; "always" likewise, so that writes
     # reach alloc_anon_folio()'s large orders in a fair share of examples.

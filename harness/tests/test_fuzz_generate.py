@@ -25,6 +25,7 @@ from harness.fuzz.generate import (
     scenario_from_data,
     scenarios,
 )
+from harness.model_executor import ModelError, run_model
 from harness.scenario import ADVICES, STEP_TYPES, Check, ScenarioError, Step, step_keys
 from sim.arch import ARCH_NAMES, get_arch
 
@@ -82,6 +83,24 @@ def test_no_ksm_over_unadvised_large_folios() -> None:
         if ("madvise", "mergeable") in ops:
             assert "ksm" not in [op for op, _ in ops[ops.index(("madvise", "mergeable")):]], data
     assert any(s["op"] == "ksm" for d in drawn for s in d["steps"]), "ksm never drawn"
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_shmem_thp_is_drawn_and_the_model_follows_it(swap: bool) -> None:
+    """shmem_thp always / within_size / advise (never force) is drawn, and no example
+    with it holds a step the model refuses there (model_settings()): running the drawn
+    examples on the model ends in no "not modelled" error of shmem THP."""
+    arch = get_arch("x86_64")
+    drawn = _draw_many("x86_64", EXAMPLES // 2, swap=swap)
+    with_shmem_thp = [d for d in drawn if "shmem_thp" in d.get("settings", {})]
+    assert {d["settings"]["shmem_thp"] for d in with_shmem_thp} == {
+        "always", "within_size", "advise"}
+    for data in with_shmem_thp:
+        scenario = scenario_from_data(data, arch)
+        try:
+            run_model(scenario, arch)
+        except ModelError as e:
+            assert "shmem THP" not in str(e) and "shmem folio" not in str(e), (e, data)
 
 
 def test_swap_scenarios_are_generated() -> None:

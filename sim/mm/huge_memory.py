@@ -30,6 +30,7 @@ from sim.mm.pte import (
 )
 from sim.mm.rmap import anon_vma_prepare, folio_add_lru_vma, munlock_vma_folio
 from sim.mm.settings import anon_order_mask
+from sim.mm.shmem_thp import split_file_pmd
 from sim.mm.vma import VM_NOHUGEPAGE, Vma
 
 if TYPE_CHECKING:
@@ -133,11 +134,14 @@ def split_huge_pmd(mm: MmStruct, vma: Vma, haddr: int) -> None:
     the folio (folio_set_dirty()), the folio gains nr-1 references and nr PTE
     mappings (PageAnonExclusive carried to every subpage), and loses the PMD
     mapping; each PTE inherits the PMD's bits, with pte_mkdirty() for a dirty
-    one.
+    one.  A file VMA's PMD is only zapped (:func:`~sim.mm.shmem_thp.split_file_pmd`).
     """
     mem = mm.mem
     pmd = mm.pt.get_pmd(haddr)
     assert isinstance(pmd, HugePmd)
+    if not vma.anonymous:
+        split_file_pmd(mm, haddr, pmd)
+        return
     table = PteTable(mm.pt.ptrs_per_pte)
     nr = mm.hpage_pmd_nr
     if mem.is_huge_zero_folio(pmd.pfn):
@@ -167,21 +171,29 @@ def split_partial_huge_pmds(
 ) -> list[tuple[int, PmdEntry, int, int]]:
     """PageTables.pmd_ranges() of [start, end) (bytes) with every huge leaf that lies only
     partly inside split first, as zap_pmd_range() and change_pmd_range() do
-    (__split_huge_pmd()); a huge leaf left in the list is wholly inside."""
-    ranges = mm.pt.pmd_ranges(start, end)
-    for n, (base, entry, lo, hi) in enumerate(ranges):
+    (__split_huge_pmd()); a huge leaf left in the list is wholly inside.  A file VMA's
+    split leaves no entry (the PMD is zapped): that range leaves the list."""
+    ranges = []
+    for base, entry, lo, hi in mm.pt.pmd_ranges(start, end):
         if isinstance(entry, HugePmd) and (lo != base or hi != base + mm.pmd_size):
             split_huge_pmd(mm, vma, base)
-            ranges[n] = (base, mm.pt.pte_table(base), lo, hi)
+            split = mm.pt.get_pmd(base)
+            if split is None:
+                continue
+            entry = split
+        ranges.append((base, entry, lo, hi))
     return ranges
 
 
 def zap_huge_pmd(mm: MmStruct, haddr: int, pmd: HugePmd, vma: Vma | None = None) -> None:
     """zap_huge_pmd(): clear the PMD; a THP loses its PMD mapping and that reference
-    (munlocked if ``vma`` is VM_LOCKED: folio_remove_rmap_pmd())."""
+    (munlocked if ``vma`` is VM_LOCKED: folio_remove_rmap_pmd()).  A page-cache folio's
+    PMD passes its dirty bit on (folio_mark_dirty()), not its young bit."""
     mem = mm.mem
     mm.pt.clear_pmd(haddr)
     if not mem.is_huge_zero_folio(pmd.pfn):
+        if not mem.folio_test_anon(pmd.pfn) and pmd.bits & PTE_DIRTY:
+            mem.folio_mark_dirty(pmd.pfn)
         mem.folio_remove_rmap_pmd(pmd.pfn)
         if vma is not None:
             munlock_vma_folio(mem, pmd.pfn, vma, pmd=True)

@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sim.mm.gup import get_user_page
-from sim.mm.huge_memory import vma_adjust_trans_huge
+from sim.mm.huge_memory import vma_adjust_trans_huge, zap_huge_pmd
 from sim.mm.hugetlb import check_modelled_op
 from sim.mm.khugepaged import madvise_collapse
 from sim.mm.ksm import break_ksm_range
-from sim.mm.memory import zap_page_range, zap_present_pte
+from sim.mm.memory import zap_page_range, zap_present_ptes
 from sim.mm.pageflags import PG, PG_SWAPCACHE
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_YOUNG
+from sim.mm.shmem_thp import split_file_pmd, split_partial_folios
 from sim.mm.split import split_folio
 from sim.mm.swapfile import is_swap_pte, pageout_anon_folio, zap_swap_pte
 from sim.mm.syscall import MmError, NotModelled, user_range_end
@@ -356,6 +357,8 @@ def _pte_folios(
             yield i, head, 1
             i += 1
             continue
+        if not mem.folio_test_anon(head):
+            raise NotModelled("MADV_COLD/PAGEOUT of a PTE-mapped large shmem folio")
         nr = _folio_pte_batch(mm, table, i, end, pfn, head)
         if nr == mem.folio_nr_pages(head):
             yield i, head, nr
@@ -447,6 +450,8 @@ def _cold_or_pageout(
             head = entry.pfn
             if anon_only and not mem.folio_test_anon(head):
                 continue
+            if not mem.folio_test_anon(head):
+                raise NotModelled("MADV_COLD/PAGEOUT of a PMD-mapped shmem folio")
             if elo == base and ehi == base + mm.pmd_size:
                 if not pageout:
                     entry.bits &= ~PTE_YOUNG
@@ -577,9 +582,12 @@ def shmem_punch_hole(mm: MmStruct, file: ShmemFile, first: int, end: int) -> Non
 
     unmap_mapping_range(even_cows = 0) in every live mm: PTEs of the page
     cache pages go (a private VMA's anonymous copies stay:
-    zap_present_folio_ptes() with should_zap_folio() false); then
-    shmem_truncate_range() takes them out of the page cache (the cache's
-    reference goes; i_size stays).
+    zap_present_folio_ptes() with should_zap_folio() false); a huge PMD of a
+    page-cache folio wholly inside goes (zap_huge_pmd()), one partly inside is
+    split, which for a file VMA only zaps it (zap_pmd_range() ->
+    __split_huge_pmd()).  Then shmem_truncate_range(): a huge folio partly
+    inside is split (:func:`~sim.mm.shmem_thp.split_partial_folios`) and the
+    folios inside leave the page cache (the cache's references go; i_size stays).
     """
     for other in mm.ctx.mms:
         for vma in other.vmas:
@@ -591,17 +599,27 @@ def shmem_punch_hole(mm: MmStruct, file: ShmemFile, first: int, end: int) -> Non
                 continue
             for base, entry, elo, ehi in other.pt.pmd_ranges(lo, hi):
                 if isinstance(entry, HugePmd):
-                    continue  # anonymous THP of a private file VMA: not page cache
-                for i in other.pt.pte_range(base, elo, ehi):
+                    if other.mem.folio_test_anon(entry.pfn):
+                        continue  # anonymous THP of a private file VMA: not page cache
+                    if elo == base and ehi == base + other.pmd_size:
+                        zap_huge_pmd(other, base, entry, vma)
+                    else:
+                        split_file_pmd(other, base, entry)
+                    continue
+                ptes = other.pt.pte_range(base, elo, ehi)
+                i = ptes.start
+                while i < ptes.stop:
                     bits = int(entry.bits[i])
-                    if not bits & PTE_PRESENT or bits & PTE_SPECIAL:
+                    if not bits & PTE_PRESENT or bits & PTE_SPECIAL or other.mem.folio_test_anon(
+                        other.mem.page_folio(int(entry.pfn[i]))
+                    ):
+                        i += 1
                         continue
-                    if other.mem.folio_test_anon(other.mem.page_folio(int(entry.pfn[i]))):
-                        continue
-                    zap_present_pte(
-                        other, entry, i, vma,
+                    i += zap_present_ptes(
+                        other, entry, i, ptes.stop, vma,
                         recency=vma.has_recency(mm.ctx.facts.rand_read_has_recency),
                     )
+    split_partial_folios(mm, file, first, end)
     file.truncate_range(first, end)
 
 

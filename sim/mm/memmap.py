@@ -474,6 +474,11 @@ class PhysMem:
         if self.order[head]:
             self.large_mapcount[head] -= nr
 
+    def folio_add_file_rmap_pmd(self, head: int) -> None:
+        """folio_add_file_rmap_pmd() (do_set_pmd()): one more entire mapping."""
+        self.entire_mapcount[head] += 1
+        self.large_mapcount[head] += 1
+
     def folio_remove_rmap_pmd(self, head: int) -> None:
         """folio_remove_rmap_pmd()."""
         self.entire_mapcount[head] -= 1

@@ -26,6 +26,7 @@ from sim.mm.pte import (
     PTE_DIRTY,
     PTE_MARKER_UFFD_WP,
     PTE_PRESENT,
+    PTE_SOFT_DIRTY,
     PTE_SPECIAL,
     PTE_UFFD_WP,
     PTE_WRITE,
@@ -39,8 +40,9 @@ from sim.mm.pte import (
 )
 from sim.mm.rmap import anon_vma_prepare, folio_add_lru_vma, mlock_vma_folio, munlock_vma_folio
 from sim.mm.shmem import ShmemFile, ShmemSigbus
+from sim.mm.shmem_thp import do_set_pmd, shmem_fault_order, vma_is_anon_shmem
 from sim.mm.swapfile import do_swap_page, free_swap_cache, is_swap_pte, zap_swap_pte
-from sim.mm.syscall import Signal
+from sim.mm.syscall import NotModelled, Signal
 from sim.mm.userfaultfd import (
     fault_take_marker,
     pte_mkuffd_wp,
@@ -48,7 +50,16 @@ from sim.mm.userfaultfd import (
     wp_huge_pmd_split,
     zap_uffd_wp,
 )
-from sim.mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_SHARED, VM_UFFD_WP, VM_WRITE, Vma
+from sim.mm.vma import (
+    VM_EXEC,
+    VM_LOCKED,
+    VM_MAYSHARE,
+    VM_READ,
+    VM_SHARED,
+    VM_UFFD_WP,
+    VM_WRITE,
+    Vma,
+)
 
 if TYPE_CHECKING:
     from sim.mm.mm_struct import MmStruct
@@ -60,6 +71,7 @@ __all__ = [
     "handle_mm_fault",
     "user_access",
     "zap_page_range",
+    "zap_present_ptes",
 ]
 
 
@@ -287,24 +299,64 @@ def do_fault(mm: MmStruct, vma: Vma, addr: int, write: bool) -> Signal | None:
     return None
 
 
+def _fault_page(mm: MmStruct, vma: Vma, addr: int) -> int:
+    """__do_fault() -> shmem_fault(): the page at ``addr``'s file index with a reference;
+    a hole gets a new folio of :func:`~sim.mm.shmem_thp.shmem_fault_order`'s order."""
+    file = _file(vma)
+    index = vma.linear_page_index(addr)
+    file.check_index(index)
+    order = 0 if index in file.cache else shmem_fault_order(mm, vma, addr, index)
+    return file.get_folio_for_fault(index, order)
+
+
 def do_read_fault(mm: MmStruct, vma: Vma, addr: int) -> None:
     """do_read_fault(): fault-around first (not in a uffd-wp VMA: uffd_disable_fault_around()),
-    ->fault() for the page if still missing."""
+    ->fault() for the page if still missing, then finish_fault()."""
     if mm.ctx.facts.fault_around_pages(mm.arch.page_shift) > 1 and not vma.flags & VM_UFFD_WP:
         if do_fault_around(mm, vma, addr):
             return
-    pfn = _file(vma).get_folio_for_fault(vma.linear_page_index(addr))
+    finish_fault(mm, vma, addr, _fault_page(mm, vma, addr), write=False)
+
+
+def finish_fault(mm: MmStruct, vma: Vma, addr: int, page: int, write: bool) -> None:
+    """finish_fault() for the page-cache page ``page`` (the caller's reference goes to
+    the mapping).
+
+    With the PMD none, a page of a large folio goes to do_set_pmd() first
+    (:func:`~sim.mm.shmem_thp.do_set_pmd`).  Otherwise PTEs: one, or for an
+    anonymous-shmem VMA (vma_is_anon_shmem(), not uffd-armed) the whole folio
+    when it lies inside the VMA and the PTE table and all its PTEs are none
+    (else the per-page fallback, ``needs_fallback``).
+    """
+    mem = mm.mem
+    head = mem.page_folio(page)
+    if mm.pt.get_pmd(addr) is None and mem.folio_test_large(head):
+        if do_set_pmd(mm, vma, addr, page, write):
+            return
     table = mm.pt.pte_alloc(addr)
-    set_pte_range(mm, vma, table, mm.pt.pte_index(addr), pfn, write=False)
+    i = mm.pt.pte_index(addr)
+    nr = mem.folio_nr_pages(head)
+    if nr > 1 and vma_is_anon_shmem(vma) and not vma.flags & VM_UFFD_WP:
+        idx = page - head
+        vma_off = vma.linear_page_index(addr) - vma.pgoff
+        if (vma_off >= idx and vma_off + nr - idx <= vma.nr_pages() and i >= idx
+                and i + nr - idx <= mm.pt.ptrs_per_pte and table.none_range(i - idx, nr)):
+            mem.folio_get(head, nr - 1)
+            for n in range(nr):
+                set_pte_range(mm, vma, table, i - idx + n, head + n, write)
+            return
+    set_pte_range(mm, vma, table, i, page, write)
 
 
 def do_fault_around(mm: MmStruct, vma: Vma, addr: int) -> bool:
     """do_fault_around() + filemap_map_pages(); True if ``addr`` got mapped.
 
     The window is fault_around_pages aligned, clamped to the VMA and to one
-    PTE table; each cached, uptodate page inside i_size whose PTE is none is
-    mapped read-only (set_pte_range() without write), taking a reference and
-    a file mapcount.
+    PTE table.  The first cached, uptodate folio in it, if PMD-sized and the
+    PMD none, is mapped by one PMD where do_set_pmd() allows
+    (filemap_map_pmd()); otherwise each cached, uptodate page inside i_size
+    whose PTE is none is mapped read-only (set_pte_range() without write),
+    taking a reference and a file mapcount.
     """
     nr = mm.ctx.facts.fault_around_pages(mm.arch.page_shift)
     pte_off = mm.pt.pte_index(addr)
@@ -320,11 +372,18 @@ def do_fault_around(mm: MmStruct, vma: Vma, addr: int) -> bool:
     }
     if not pages:
         return False
+    mem = mm.mem
+    first = next(iter(pages.values()))
+    if mm.pt.get_pmd(addr) is None and mem.folio_nr_pages(mem.page_folio(first)) == mm.hpage_pmd_nr:
+        mem.folio_get(mem.page_folio(first))  # next_uptodate_folio()'s reference
+        if do_set_pmd(mm, vma, addr, first, write=False):
+            return True
+        mem.folio_put(mem.page_folio(first))
     table = mm.pt.pte_alloc(addr)
     for pte, pfn in pages.items():
         if table.bits[pte]:
             continue
-        mm.mem.folio_get(pfn)
+        mem.folio_get(mem.page_folio(pfn))
         set_pte_range(mm, vma, table, pte, pfn, write=False)
     return table.present(pte_off)
 
@@ -332,11 +391,15 @@ def do_fault_around(mm: MmStruct, vma: Vma, addr: int) -> bool:
 def set_pte_range(mm: MmStruct, vma: Vma, table: PteTable, i: int, pfn: int, write: bool) -> None:
     """set_pte_range() for a page-cache page at ``table[i]`` (the caller's reference goes
     to the PTE): mk_pte(), and for a write maybe_mkwrite(pte_mkdirty())."""
+    mem = mm.mem
+    head = mem.page_folio(pfn)
     bits = mk_pte(vma, mm.ctx.soft_dirty)
     if write:
         bits = mkyoung_dirty_write(bits, vma, mm.ctx.soft_dirty)
-    mm.mem.folio_add_file_rmap_ptes(pfn, pfn, 1)
-    mlock_vma_folio(mm.mem, mm.mem.page_folio(pfn), vma)
+    mem.folio_add_file_rmap_ptes(head, pfn, 1)
+    if mem.folio_test_large(head) and vma.flags & VM_LOCKED:
+        raise NotModelled("mlock of a large shmem folio (mlock_vma_folio())")
+    mlock_vma_folio(mem, head, vma)
     table.set(i, pfn, bits)
 
 
@@ -344,19 +407,19 @@ def do_cow_fault(mm: MmStruct, vma: Vma, addr: int) -> None:
     """do_cow_fault(): copy the file page into a new anonymous folio."""
     mem = mm.mem
     anon_vma_prepare(mm.vmas, vma)
-    source = _file(vma).get_folio_for_fault(vma.linear_page_index(addr))
+    source = _fault_page(mm, vma, addr)
     new = mem.alloc_folio(0)
     mem.copy_content(new, source)
     _new_anon_page(mm, vma, mm.pt.pte_alloc(addr), mm.pt.pte_index(addr), new)
-    mem.folio_put(source)
+    mem.folio_put(mem.page_folio(source))
 
 
 def do_shared_fault(mm: MmStruct, vma: Vma, addr: int) -> None:
-    """do_shared_fault(): map the page cache page writable; fault_dirty_shared_page()."""
-    pfn = _file(vma).get_folio_for_fault(vma.linear_page_index(addr))
-    table = mm.pt.pte_alloc(addr)
-    set_pte_range(mm, vma, table, mm.pt.pte_index(addr), pfn, write=True)
-    mm.mem.folio_mark_dirty(pfn)
+    """do_shared_fault(): map the page cache page writable (finish_fault());
+    fault_dirty_shared_page()."""
+    pfn = _fault_page(mm, vma, addr)
+    finish_fault(mm, vma, addr, pfn, write=True)
+    mm.mem.folio_mark_dirty(mm.mem.page_folio(pfn))
 
 
 # ---------------------------------------------------------------------------
@@ -384,16 +447,80 @@ def zap_page_range(
             zap_huge_pmd(mm, base, entry, vma)
             continue
         recency = vma.has_recency(mm.ctx.facts.rand_read_has_recency)
-        for i in mm.pt.pte_range(base, lo, hi):
+        ptes = mm.pt.pte_range(base, lo, hi)
+        i = ptes.start
+        while i < ptes.stop:
             bits = int(entry.bits[i])
             if is_swap_pte(bits):
                 # No uffd-wp bit on a swap entry: wp over one is not modelled
                 # (sim/mm/userfaultfd.py), so zap_install_uffd_wp_if_needed() has nothing to keep.
                 zap_swap_pte(mm, entry, i)
+                i += 1
                 continue
-            zap_present_pte(mm, entry, i, vma, recency)
+            nr = zap_present_ptes(mm, entry, i, ptes.stop, vma, recency)
             if bits & (PTE_UFFD_WP | PTE_MARKER_UFFD_WP):
-                zap_uffd_wp(vma, entry, i, bits, drop_markers)
+                # A batch's PTEs share their uffd-wp bit (folio_pte_batch() compares it).
+                for k in range(nr):
+                    zap_uffd_wp(vma, entry, i + k, bits, drop_markers)
+            i += nr
+
+
+#: The PTE bits folio_pte_batch() ignores when zapping (FPB_IGNORE_DIRTY |
+#: FPB_IGNORE_SOFT_DIRTY, and __pte_batch_clear_ignored() always makes the entry old
+#: and write-protected).
+_BATCH_IGNORED = PTE_DIRTY | PTE_SOFT_DIRTY | PTE_YOUNG | PTE_WRITE
+
+
+def folio_pte_batch(mm: MmStruct, table: PteTable, i: int, end: int) -> int:
+    """folio_pte_batch(): how many PTEs from the present ``table[i]`` (before ``end``) map
+    the next pages of its folio in order with the same bits but the ignored ones."""
+    mem = mm.mem
+    pfn = int(table.pfn[i])
+    head = mem.page_folio(pfn)
+    limit = min(end, i + head + mem.folio_nr_pages(head) - pfn)
+    expected = int(table.bits[i]) & ~_BATCH_IGNORED
+    nr = 1
+    while i + nr < limit:
+        if (int(table.bits[i + nr]) & ~_BATCH_IGNORED != expected
+                or int(table.pfn[i + nr]) != pfn + nr):
+            break
+        nr += 1
+    return nr
+
+
+def zap_present_ptes(
+    mm: MmStruct, table: PteTable, i: int, end: int, vma: Vma, recency: bool
+) -> int:
+    """zap_present_ptes() at ``table[i]`` (nothing past ``end``): how many PTEs it took.
+
+    A large page-cache folio goes by batches (folio_pte_batch()): the batch's
+    dirty and young bits are gathered (get_and_clear_full_ptes()) and passed on
+    once, so its PTEs mark the folio accessed once (folio_mark_accessed() twice
+    would activate it).  Anything else: :func:`zap_present_pte`, one PTE.
+    """
+    mem = mm.mem
+    bits = int(table.bits[i])
+    if not bits & PTE_PRESENT or bits & PTE_SPECIAL:
+        zap_present_pte(mm, table, i, vma, recency)
+        return 1
+    pfn = int(table.pfn[i])
+    head = mem.page_folio(pfn)
+    if not mem.folio_test_large(head) or mem.folio_test_anon(head):
+        zap_present_pte(mm, table, i, vma, recency)
+        return 1
+    nr = folio_pte_batch(mm, table, i, end)
+    gathered = 0
+    for k in range(nr):
+        gathered |= int(table.bits[i + k])
+        table.clear(i + k)
+    if gathered & PTE_DIRTY:
+        mem.folio_mark_dirty(head)
+    if gathered & PTE_YOUNG and recency:
+        mem.folio_mark_accessed(head)
+    mem.folio_remove_rmap_ptes(head, pfn, nr)
+    munlock_vma_folio(mem, head, vma)
+    mem.folio_put(head, nr)
+    return nr
 
 
 def zap_present_pte(

@@ -34,10 +34,10 @@ if TYPE_CHECKING:
     from sim.mm.mm_struct import MmStruct
     from sim.mm.vma import Vma
 
-__all__ = ["split_folio"]
+__all__ = ["TAIL_FLAGS", "split_folio"]
 
 #: __split_huge_page_tail(): the head's flags a new folio takes (the model's subset).
-_TAIL_FLAGS = pg_mask(
+TAIL_FLAGS = pg_mask(
     PG.referenced, PG.swapbacked, PG.owner_priv_1, PG.mlocked, PG.uptodate, PG.active,
     PG.workingset, PG.unevictable, PG.arch_1, PG.dirty, PG.lru,
 )
@@ -68,7 +68,7 @@ def split_folio(mm: MmStruct, head: int) -> None:
     mem = mm.mem
     nr = mem.folio_nr_pages(head)
     entries = _unmap_folio(mm, head, nr)
-    flags = int(mem.flags[head]) & _TAIL_FLAGS
+    flags = int(mem.flags[head]) & TAIL_FLAGS
     # __split_huge_page(): each page a folio of its own, refcount 1 (the freeze's).
     for pfn in range(head, head + nr):
         mem.flags[pfn] = np.uint64(flags)
