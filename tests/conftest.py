@@ -21,12 +21,18 @@ import pytest
 
 from harness.agent.protocol import Op
 from harness.arches import PROFILE_NAMES, ArchProfile, get_profile
+from harness.compare import compare
 from harness.errors import VMError
+from harness.guest_executor import run_guest
 from harness.image import BootImage, ImageUnavailable, find_image
 from harness.khugepaged import HOLDER_PROC
+from harness.model_executor import run_model
 from harness.process import NamedProcess
+from harness.report import ScenarioResult, render_text
+from harness.scenario import Scenario
 from harness.vm import VM, VMConfig, VMState
 from images.project import DEFAULT_KERNEL_VERSION, KERNEL_VERSION_ENV
+from sim.mm.facts import PINNED
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -176,3 +182,26 @@ def fresh_vm(vm_config: VMConfig) -> Iterator[Callable[..., VM]]:
     yield make
     for machine in made:
         machine.shutdown()
+
+
+#: How often a determinism test runs each scenario in one VM (issue 12: 20 consecutive runs).
+REPEATS = 20
+
+
+@pytest.fixture
+def agrees_repeatedly(vm: VM) -> Callable[[Scenario], None]:
+    """A check that runs a scenario :data:`REPEATS` times in a row in ``vm`` (whose
+    kernel state, e.g. ksmd's trees or the page cache, outlives each run) and fails
+    with the first diverging run's report: nothing in the scenario may depend on timing."""
+
+    def check(scenario: Scenario) -> None:
+        arch = vm.profile.arch
+        model = run_model(scenario, arch, facts=vm.facts or PINNED)
+        for run in range(REPEATS):
+            divergences = compare(model, run_guest(scenario, vm), scenario, arch)
+            if divergences:
+                report = render_text([ScenarioResult.from_divergences(scenario.name, arch.name,
+                                                                      divergences)])
+                pytest.fail(f"run {run + 1} of {REPEATS} diverges:\n{report}", pytrace=False)
+
+    return check

@@ -20,8 +20,7 @@ import pytest
 from harness.compare import compare
 from harness.guest_executor import run_guest
 from harness.model_executor import run_model
-from harness.report import ScenarioResult, render_text
-from harness.scenario import load_scenario
+from harness.scenario import Scenario, load_scenario
 from harness.vm import VM
 from sim.flags import KPF
 from sim.mm import Machine
@@ -30,8 +29,6 @@ from sim.mm.ksm import Ksm
 from sim.mm.memmap import PhysMem
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
-#: How often the determinism test repeats each ksm scenario in one VM.
-REPEATS = 20
 
 
 def _no_kpf_ksm(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,14 +102,6 @@ def _ksm_scenarios() -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("path", list(_ksm_scenarios()), ids=lambda p: p.stem)
-def test_ksm_scenario_repeats(path: Path, vm: VM) -> None:
-    """:data:`REPEATS` runs in a row in one VM, each agreeing with the model."""
-    scenario = load_scenario(path)
-    arch = vm.profile.arch
-    model = run_model(scenario, arch, facts=vm.facts or PINNED)
-    for run in range(REPEATS):
-        divergences = compare(model, run_guest(scenario, vm), scenario, arch)
-        if divergences:
-            report = render_text([ScenarioResult.from_divergences(scenario.name, arch.name,
-                                                                  divergences)])
-            pytest.fail(f"run {run + 1} of {REPEATS} diverges:\n{report}", pytrace=False)
+def test_ksm_scenario_repeats(path: Path, agrees_repeatedly: Callable[[Scenario], None]) -> None:
+    """Repeated runs in one VM (tests/conftest.py REPEATS), each agreeing with the model."""
+    agrees_repeatedly(load_scenario(path))

@@ -4,7 +4,7 @@ and the catalog's shmem_thp_* scenarios repeated in one VM.
 The scenarios themselves run once in tests/test_scenarios.py.  Here each planted
 error of the shmem THP model (sim/mm/shmem_thp.py and the fault and split paths
 that call it) makes its scenario diverge from the same guest observations that
-agree with the true model; and each shmem_thp_* scenario run :data:`REPEATS`
+agree with the true model; and each shmem_thp_* scenario run REPEATS (tests/conftest.py)
 times in a row in one VM agrees every time (khugepaged, the LRU batches and the
 page allocator's state outlive each run, so this is where timing would show).
 """
@@ -22,15 +22,12 @@ import sim.mm.memory as memory_module
 from harness.compare import compare
 from harness.guest_executor import run_guest
 from harness.model_executor import run_model
-from harness.report import ScenarioResult, render_text
-from harness.scenario import load_scenario
+from harness.scenario import Scenario, load_scenario
 from harness.vm import VM
 from sim.mm.facts import PINNED
 from sim.mm.pagetable import HugePmd
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
-#: How often the repeat test runs each shmem_thp_* scenario in one VM.
-REPEATS = 20
 
 
 def _never_pmd(mm: Any, vma: Any, addr: int, page: int, write: bool) -> bool:
@@ -88,14 +85,7 @@ def test_planted_shmem_thp_error_is_caught(
 
 @pytest.mark.parametrize("path", sorted(SCENARIO_DIR.glob("shmem_thp_*.json")),
                          ids=lambda p: p.stem)
-def test_shmem_thp_scenario_repeats(path: Path, vm: VM) -> None:
-    """:data:`REPEATS` runs in a row in one VM, each agreeing with the model."""
-    arch = vm.profile.arch
-    scenario = load_scenario(path, arch)
-    model = run_model(scenario, arch, facts=vm.facts or PINNED)
-    for run in range(REPEATS):
-        divergences = compare(model, run_guest(scenario, vm), scenario, arch)
-        if divergences:
-            report = render_text([ScenarioResult.from_divergences(scenario.name, arch.name,
-                                                                  divergences)])
-            pytest.fail(f"run {run + 1} of {REPEATS} diverges:\n{report}", pytrace=False)
+def test_shmem_thp_scenario_repeats(path: Path, vm: VM,
+                                    agrees_repeatedly: Callable[[Scenario], None]) -> None:
+    """Repeated runs in one VM (tests/conftest.py REPEATS), each agreeing with the model."""
+    agrees_repeatedly(load_scenario(path, vm.profile.arch))
