@@ -598,6 +598,12 @@ class PhysMem:
             self._lru_add_batch_move()
         self._mlock_folio_batch()
 
+    def mlock_drain_local(self) -> None:
+        """mlock_drain_local() (mm/mlock.c): the mlock batch drains now (the lru_add
+        batch is left as it is), as remove_migration_pte() does after remapping a page
+        into a VM_LOCKED VMA."""
+        self._mlock_folio_batch()
+
     def _mlock_folio_batch(self) -> None:
         """mlock_folio_batch() (mm/mlock.c): each queued folio in order; the
         lru_add batch is left as it is (a folio still there is off the LRU)."""

@@ -29,6 +29,8 @@ from sim.mm.pte import (
     PTE_YOUNG,
     mk_pte,
 )
+from sim.mm.rmap import mlock_vma_folio
+from sim.mm.vma import VM_LOCKED
 
 if TYPE_CHECKING:
     from sim.mm.mm_struct import MmStruct
@@ -63,7 +65,9 @@ def split_folio(mm: MmStruct, head: int) -> None:
     back young, dirty (if the folio is dirty and the entry was), soft-dirty
     and writable as the old entry was, and PG_anon_exclusive where the old
     mapping was exclusive.  An all-zero page (content tag 0) is mapped to the
-    zero page (soft-dirty kept) and freed.
+    zero page (soft-dirty kept) and freed, except in a VM_LOCKED VMA, where
+    each page is mapped again and mlocked (mlock_vma_folio() of the now
+    order-0 folio, then mlock_drain_local()).
     """
     mem = mm.mem
     nr = mem.folio_nr_pages(head)
@@ -82,9 +86,11 @@ def split_folio(mm: MmStruct, head: int) -> None:
     # remap_page() -> remove_migration_ptes(RMP_USE_SHARED_ZEROPAGE) (6.12; 6.1 remaps all).
     remap_zero = mm.ctx.facts.split_remaps_zero_pages
     for e in entries:
-        if remap_zero and mem.tag_known[e.pfn] and int(mem.tag[e.pfn]) == 0 and not mem.test(
-            e.pfn, PG.mlocked
-        ):
+        locked = bool(e.vma.flags & VM_LOCKED)
+        # try_to_map_unused_to_zeropage(): never into a VM_LOCKED VMA or for a
+        # mlocked folio.
+        if (remap_zero and not locked and mem.tag_known[e.pfn] and int(mem.tag[e.pfn]) == 0
+                and not mem.test(e.pfn, PG.mlocked)):
             zero = (mk_pte(e.vma, False) & ~PTE_WRITE & ~PTE_SOFT_DIRTY) | PTE_SPECIAL
             e.table.set(e.index, mem.zero_pfn, zero | (e.bits & PTE_SOFT_DIRTY))
             continue
@@ -97,6 +103,13 @@ def split_folio(mm: MmStruct, head: int) -> None:
         if e.exclusive:
             mem.set(e.pfn, PG_ANON_EXCLUSIVE)
         e.table.set(e.index, e.pfn, PTE_PRESENT | bits)
+        if locked:
+            # folio_add_anon_rmap_pte() of what is now an order-0 folio calls
+            # mlock_vma_folio(), then remove_migration_pte() drains: a page of a
+            # large folio that crossed into a VM_LOCKED VMA (mlock() left it
+            # unlocked: allow_mlock_munlock()) is mlocked by the split.
+            mlock_vma_folio(mem, e.pfn, e.vma)
+            mem.mlock_drain_local()
     # The freeze's reference goes (free_page_and_swap_cache(); the caller's
     # own reference on the head is its business): unmapped zero pages are freed.
     for pfn in range(head, head + nr):

@@ -130,3 +130,25 @@ def test_the_order_is_the_highest_free_fitting_allowed_one(
             break
     got = m.mem.folio_nr_pages(m.mem.page_folio(int(p.mm.pt.pte_table(base).pfn[page])))
     assert got == 1 << want
+
+
+def test_split_into_a_locked_vma_mlocks_the_remapped_pages() -> None:
+    """remove_migration_pte(): a page remapped into a VM_LOCKED VMA by a split is
+    mlocked (its folio is order 0 now) and never replaced by the zero page
+    (try_to_map_unused_to_zeropage()); the unlocked VMA's zero pages are."""
+    m = _machine(X86, o2="always")
+    p = m.spawn("main")
+    base = _base(X86)
+    p.mmap(base, 8, kind="anon", share="private", prot="rw")
+    p.touch(base, 4, write=True, tags=[0, 0, 0, 5])  # one 16 kB folio, pages 0-2 all zero
+    p.mlock(base + 2 * 4096, 4)
+    table = p.mm.pt.pte_table(base)
+    head = int(table.pfn[0])
+    assert m.mem.folio_nr_pages(head) == 4
+    assert not _flags(m, head + 2) >> KPF.MLOCKED & 1  # allow_mlock_munlock(): not within
+    p.madvise(base, 1, "cold")  # a part of the folio: split_folio()
+    assert [int(table.pfn[i]) == m.mem.zero_pfn for i in range(4)] == [True, True, False, False]
+    for i in (2, 3):
+        pfn = int(table.pfn[i])
+        assert m.mem.folio_nr_pages(pfn) == 1
+        assert _flags(m, pfn) >> KPF.MLOCKED & 1 and _flags(m, pfn) >> KPF.UNEVICTABLE & 1
