@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from harness.fuzz.generate import (
     PENDING_KEYS,
     RAW_ADVICE,
     GeneratorGap,
+    GeneratorState,
     key_drawers,
     large_folios_unadvised,
     rejection_rate,
@@ -26,7 +28,7 @@ from harness.fuzz.generate import (
     scenarios,
 )
 from harness.model_executor import ModelError, run_model
-from harness.scenario import ADVICES, STEP_TYPES, Check, ScenarioError, Step, step_keys
+from harness.scenario import ADVICES, STEP_TYPES, Check, Madvise, ScenarioError, Step, step_keys
 from sim.arch import ARCH_NAMES, get_arch
 
 EXAMPLES = 300
@@ -147,12 +149,28 @@ def test_whole_language_is_generated() -> None:
 
 
 def test_every_advice_is_generated() -> None:
-    """Every advice name and every raw number of the generator, and ``holes`` (madvise has
-    more values than any other key, so it gets more examples)."""
+    """Every advice name and every raw number the advice drawer offers on a plain private
+    anonymous region (where nothing is left out), and ``holes`` in whole scenarios.
+
+    The drawer is drawn from directly: across whole scenarios the rare names (``collapse``
+    is left out on every shmem-backed, uffd-wp and huge shmem region) came 2 to 6 times in
+    1,500 examples, and hypothesis' draws moved between runs of the same seed."""
+    state = GeneratorState(get_arch("x86_64"))
+    state.apply({"op": "mmap", "region": "r0", "pages": 8, "kind": "anon", "share": "private",
+                 "prot": "rw"})
+    advice = dict(key_drawers(Madvise))["advice"]
+    seen: set[Any] = set()
+
+    @settings(max_examples=600, database=None, deadline=None, phases=[Phase.generate],
+              derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def collect(data: st.DataObject) -> None:
+        seen.add(advice(state, {"op": "madvise", "region": "r0", "pages": [0, 8]}, data.draw))
+
+    collect()
+    assert seen == {*ADVICES, *RAW_ADVICE}, f"never generated: {({*ADVICES, *RAW_ADVICE}) - seen}"
     drawn = _draw_many("x86_64", 1500)
     steps = [step for data in drawn for step in data["steps"] if step["op"] == "madvise"]
-    seen = {step["advice"] for step in steps}
-    assert seen == {*ADVICES, *RAW_ADVICE}, f"never generated: {set(ADVICES) - seen}"
     assert any(step.get("holes") for step in steps), "no madvise over a hole"
 
 

@@ -40,10 +40,11 @@ SIGNATURE = ("value", "pagemap.soft_dirty")
 MAX_EXAMPLES = 3000
 #: The search follows the generator's draws, so each language addition moves what a
 #: seed finds first.  With the language of session 5 (swap, uffd-wp, hugetlb, settings,
-#: KSM), seeds 0-5 find the error and shrink it to 5 steps (0 in 23 s, the others 49-89 s
-#: on a loaded machine); 6 and 7 shrink to a longer scenario.  One seed keeps this a unit
-#: test.
-SEEDS = (0,)
+#: KSM), seeds 0-5 found the error and shrank it to 5 steps.  Since the generator draws
+#: shmem_thp (session 8), seed 0 keeps a fork where the read would do (5 steps, not the
+#: minimal ones) and so does seed 5; seeds 1-4 and 6 reach the minimal form.  One seed
+#: keeps this a unit test.
+SEEDS = (1,)
 
 
 def plant_soft_dirty_error(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
