@@ -27,6 +27,7 @@ from sim.mm.memory import zap_page_range, zap_present_ptes
 from sim.mm.pageflags import PG, PG_SWAPCACHE
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_YOUNG
+from sim.mm.rmap import try_to_unmap_pte
 from sim.mm.shmem_thp import split_file_pmd, split_partial_folios
 from sim.mm.split import split_folio
 from sim.mm.swapfile import is_swap_pte, pageout_anon_folio, zap_swap_pte
@@ -489,7 +490,7 @@ def _cold_or_pageout(
                 if mm.ctx.swap is not None and mm.ctx.swap.writeok:
                     raise NotModelled("MADV_PAGEOUT of shmem with swap on (shmem_writepage() "
                                       "moves the folio to the swap cache)")
-                _try_to_unmap(mm, entry, i, head)
+                try_to_unmap_pte(mm.mem, entry, i, head)
                 if mem.test(head, PG.dirty):
                     mem.set(head, PG.active)
                 else:
@@ -536,18 +537,6 @@ def _deactivate(mm: MmStruct, head: int) -> None:
     if mem.test(head, PG.unevictable) or not mem.test(head, PG.active):
         return
     mem.clear(head, PG.active)
-
-
-def _try_to_unmap(mm: MmStruct, table: PteTable, i: int, head: int) -> None:
-    """try_to_unmap_one() of the folio's only PTE: a dirty PTE dirties the folio."""
-    mem = mm.mem
-    bits = int(table.bits[i])
-    pfn = int(table.pfn[i])
-    table.clear(i)
-    if bits & PTE_DIRTY:
-        mem.folio_mark_dirty(head)
-    mem.folio_remove_rmap_ptes(head, pfn, 1)
-    mem.folio_put(head)
 
 
 # ---------------------------------------------------------------------------

@@ -7,6 +7,8 @@ anon_vma_chain, which is all VMA merging and anon_vma reuse look at.
 from __future__ import annotations
 
 from sim.mm.memmap import PhysMem
+from sim.mm.pagetable import PteTable
+from sim.mm.pte import PTE_DIRTY
 from sim.mm.vma import (
     VM_EXEC,
     VM_LOCKED,
@@ -24,6 +26,7 @@ __all__ = [
     "folio_add_lru_vma",
     "mlock_vma_folio",
     "munlock_vma_folio",
+    "try_to_unmap_pte",
 ]
 
 #: Flags anon_vma_compatible() ignores: VM_ACCESS_FLAGS and VM_SOFTDIRTY.
@@ -96,3 +99,16 @@ def munlock_vma_folio(mem: PhysMem, head: int, vma: Vma, pmd: bool = False) -> N
         return
     if pmd or not mem.folio_test_large(head) or mem.facts.mlock_pte_mapped_large_folios:
         mem.munlock_folio(head)
+
+
+def try_to_unmap_pte(mem: PhysMem, table: PteTable, i: int, head: int) -> None:
+    """try_to_unmap_one() (mm/rmap.c) of one PTE, ``table`` index ``i``, that maps a
+    page of the folio ``head``: the entry cleared, a dirty PTE dirtying the folio, the
+    rmap and the mapping's reference dropped."""
+    bits = int(table.bits[i])
+    pfn = int(table.pfn[i])
+    table.clear(i)
+    if bits & PTE_DIRTY:
+        mem.folio_mark_dirty(head)
+    mem.folio_remove_rmap_ptes(head, pfn, 1)
+    mem.folio_put(head)

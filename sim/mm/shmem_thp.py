@@ -26,6 +26,7 @@ from sim.mm.mthp import thp_vma_suitable_order
 from sim.mm.pageflags import PG
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_YOUNG, mk_pte, mkyoung_dirty_write
+from sim.mm.rmap import try_to_unmap_pte
 from sim.mm.split import TAIL_FLAGS
 from sim.mm.syscall import NotModelled
 from sim.mm.vma import VM_HUGEPAGE, VM_LOCKED, VM_NOHUGEPAGE, Vma
@@ -179,17 +180,12 @@ def _unmap_file_folio(mm: MmStruct, head: int) -> None:
 
 
 def _unmap_pte(mm: MmStruct, table: PteTable, i: int, head: int) -> None:
-    """try_to_unmap_one() of one PTE mapping a page of ``head``."""
-    mem = mm.mem
+    """try_to_unmap_one() of one PTE, if it maps a page of ``head``."""
     bits = int(table.bits[i])
-    if not bits & PTE_PRESENT or bits & PTE_SPECIAL or mem.page_folio(int(table.pfn[i])) != head:
-        return
-    pfn = int(table.pfn[i])
-    table.clear(i)
-    if bits & PTE_DIRTY:
-        mem.folio_mark_dirty(head)
-    mem.folio_remove_rmap_ptes(head, pfn, 1)
-    mem.folio_put(head)
+    if bits & PTE_PRESENT and not bits & PTE_SPECIAL and mm.mem.page_folio(
+        int(table.pfn[i])
+    ) == head:
+        try_to_unmap_pte(mm.mem, table, i, head)
 
 
 def _split_file_folio(mm: MmStruct, head: int) -> None:
