@@ -19,7 +19,9 @@ generator's structure must let the shrinker get there from what it finds first
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import subprocess
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -63,19 +65,20 @@ class Diverges(Exception):
     """The planted model and the clean one differ the planted way."""
 
 
+def fails(scenario: Scenario) -> bool:
+    """The planted model first differs from the clean one by SIGNATURE."""
+    clean = run_model(scenario, ARCH)
+    with pytest.MonkeyPatch.context() as m:
+        plant_soft_dirty_error(m)
+        wrong = run_model(scenario, ARCH)
+    found = compare(wrong, clean, scenario, ARCH)
+    return bool(found) and (found[0].kind, found[0].field) == SIGNATURE
+
+
 @pytest.fixture
-def planted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Scenario], bool]]:
+def planted() -> Callable[[Scenario], bool]:
     """``fails(scenario)``: the planted model first differs from the clean one by SIGNATURE."""
-
-    def fails(scenario: Scenario) -> bool:
-        clean = run_model(scenario, ARCH)
-        with monkeypatch.context() as m:
-            plant_soft_dirty_error(m)
-            wrong = run_model(scenario, ARCH)
-        found = compare(wrong, clean, scenario, ARCH)
-        return bool(found) and (found[0].kind, found[0].field) == SIGNATURE
-
-    yield fails
+    return fails
 
 
 def _find_and_shrink(fails: Callable[[Scenario], bool], seed_value: int) -> list[dict[str, Any]]:
@@ -100,11 +103,22 @@ def _find_and_shrink(fails: Callable[[Scenario], bool], seed_value: int) -> list
     return steps
 
 
+def shrunk_steps(seed_value: int) -> list[dict[str, Any]]:
+    """:func:`_find_and_shrink` of the planted error with ``seed_value``."""
+    return _find_and_shrink(fails, seed_value)
+
+
 @pytest.mark.parametrize("seed_value", SEEDS)
-def test_planted_error_shrinks_to_five_steps(
-    planted: Callable[[Scenario], bool], seed_value: int
-) -> None:
-    steps = _find_and_shrink(planted, seed_value)
+def test_planted_error_shrinks_to_five_steps(seed_value: int) -> None:
+    """In a fresh interpreter: what hypothesis finds with one seed is the same in every
+    lone run, but in a pytest-xdist worker after other tests it moved (CI found nothing
+    in 3,000 examples where a lone run finds it in its first hundreds)."""
+    code = ("import json, sys; from harness.tests.test_fuzz_shrink import shrunk_steps; "
+            f"print(json.dumps(shrunk_steps({seed_value})))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=900, check=False)
+    assert run.returncode == 0, f"{code}: exit {run.returncode}\n{run.stderr[-3000:]}"
+    steps: list[dict[str, Any]] = json.loads(run.stdout.splitlines()[-1])
     assert len(steps) <= 5, json.dumps(steps)
     ops = [step["op"] for step in steps]
     # The COW of the zero page: a write, or MADV_POPULATE_WRITE (GUP's write fault),
