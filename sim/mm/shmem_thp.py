@@ -47,6 +47,11 @@ __all__ = [
 ]
 
 
+#: MAX_XAS_ORDER (include/linux/pagemap.h: XA_CHUNK_SHIFT 6, so 2 * 6 - 1), which bounds
+#: MAX_PAGECACHE_ORDER = min(MAX_XAS_ORDER, HPAGE_PMD_ORDER) with THP built in.
+MAX_PAGECACHE_ORDER = 11
+
+
 def vma_is_anon_shmem(vma: Vma) -> bool:
     """vma_is_anon_shmem(): vm_ops is shmem_anon_vm_ops, which shmem_mmap() gives a file
     that has no link when it is mapped (a memfd, shmem_zero_setup()'s file)."""
@@ -58,7 +63,11 @@ def shmem_huge_global_enabled(mm: MmStruct, vma: Vma, file: ShmemFile, index: in
     shmem_enabled_store() sets to shmem_enabled: always; within_size when the PMD-sized
     range holding ``index`` ends inside i_size (no write_end in a fault), else as advise;
     advise with VM_HUGEPAGE.  A linked tmpfs file is on the rootfs (huge=never): only
-    force, refused before any step.  VM_NOHUGEPAGE is checked by the caller."""
+    force, refused before any step.  VM_NOHUGEPAGE is checked by the caller.  Never
+    when HPAGE_PMD_ORDER > MAX_PAGECACHE_ORDER (:data:`MAX_PAGECACHE_ORDER`)."""
+    if _pmd_order(mm) > MAX_PAGECACHE_ORDER:
+        # The page cache holds no PMD-sized folio (arm64 with 64K pages: order 13).
+        return False
     mode = mm.ctx.settings.shmem_enabled
     if mode in ("never", "deny"):
         return False

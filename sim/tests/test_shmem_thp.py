@@ -214,3 +214,17 @@ def test_zap_of_a_pte_batch_marks_the_folio_accessed_once() -> None:
     c.madvise(BASE + 4 * ps, 16, "dontneed")
     assert _kpf(m, head, KPF.REFERENCED) and not _kpf(m, head, KPF.ACTIVE)
     assert m.kpagecount(head + 5) == 1 and m.page_count(head) == n + 1
+
+
+def test_no_huge_shmem_where_the_pmd_order_passes_max_pagecache_order() -> None:
+    """arm64 with 64K pages: HPAGE_PMD_ORDER 13 > MAX_PAGECACHE_ORDER 11, so
+    shmem_huge_global_enabled() allows nothing under ``always`` (THPeligible 0)."""
+    m, p = _machine(get_arch("arm64-64k"), "always")
+    n = _thp(m)
+    assert n == 8192
+    p.mmap(BASE, n, kind="anon", share="shared")
+    p.touch(BASE, 1, write=True, tags=[5])
+    assert not isinstance(p.mm.pt.get_pmd(BASE), HugePmd)
+    pfn = pagemap_entries(m, p, BASE, 1)[0].pfn
+    assert pfn is not None and m.mem.folio_nr_pages(pfn) == 1
+    assert not thp_eligible(p.mm, p.mm.vmas.vma_at(BASE))  # type: ignore[arg-type]
