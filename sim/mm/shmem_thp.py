@@ -20,14 +20,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from sim.mm.mthp import thp_vma_suitable_order
 from sim.mm.pageflags import PG
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_YOUNG, mk_pte, mkyoung_dirty_write
 from sim.mm.rmap import try_to_unmap_pte
-from sim.mm.split import TAIL_FLAGS
+from sim.mm.split import split_folio_pages
 from sim.mm.syscall import NotModelled
 from sim.mm.vma import VM_HUGEPAGE, VM_LOCKED, VM_NOHUGEPAGE, Vma
 
@@ -170,11 +168,11 @@ def _unmap_file_folio(mm: MmStruct, head: int) -> None:
     dirty one dirties the folio; try_to_unmap_one() passes no young bit on)."""
     mem = mm.mem
     nr = mem.folio_nr_pages(head)
+    first = int(mem.index[head])
     for other in mm.ctx.mms:
         for vma in other.vmas:
             if vma.file is None or vma.file.inode != int(mem.file_id[head]):
                 continue
-            first = int(mem.index[head])
             lo = max(vma.start, vma.start + ((first - vma.pgoff) << mm.arch.page_shift))
             hi = min(vma.end, vma.start + ((first + nr - vma.pgoff) << mm.arch.page_shift))
             if lo >= hi:
@@ -203,19 +201,9 @@ def _split_file_folio(mm: MmStruct, head: int) -> None:
     folio with the head's flags (PG_lru too: lru_add_split_folio()), still in the page
     cache with its one reference there; nothing is mapped back (remap_page() is for
     anonymous folios only)."""
-    mem = mm.mem
     _unmap_file_folio(mm, head)
-    nr = mem.folio_nr_pages(head)
-    assert mem.folio_mapcount(head) == 0
-    flags = np.uint64(int(mem.flags[head]) & TAIL_FLAGS)
-    end = head + nr
-    mem.flags[head:end] = flags
-    mem.head[head:end] = np.arange(head, end, dtype=np.int64)
-    mem.order[head:end] = 0
-    mem.mapcount[head:end] = 0
-    mem.entire_mapcount[head:end] = 0
-    mem.large_mapcount[head:end] = 0
-    mem.refcount[head:end] = 1
+    assert mm.mem.folio_mapcount(head) == 0
+    split_folio_pages(mm.mem, head)
 
 
 def split_partial_folios(mm: MmStruct, file: ShmemFile, first: int, end: int) -> None:

@@ -33,10 +33,11 @@ from sim.mm.rmap import mlock_vma_folio
 from sim.mm.vma import VM_LOCKED
 
 if TYPE_CHECKING:
+    from sim.mm.memmap import PhysMem
     from sim.mm.mm_struct import MmStruct
     from sim.mm.vma import Vma
 
-__all__ = ["TAIL_FLAGS", "split_folio"]
+__all__ = ["TAIL_FLAGS", "split_folio", "split_folio_pages"]
 
 #: __split_huge_page_tail(): the head's flags a new folio takes (the model's subset).
 TAIL_FLAGS = pg_mask(
@@ -57,6 +58,20 @@ class _Migration:
     exclusive: bool
 
 
+def split_folio_pages(mem: PhysMem, head: int) -> None:
+    """__split_huge_page() of the unmapped, frozen folio ``head``: each page an order-0
+    folio with the head's :data:`TAIL_FLAGS` (__split_huge_page_tail()), no mappings, and
+    refcount 1 (the freeze's, or the page cache's)."""
+    end = head + mem.folio_nr_pages(head)
+    mem.flags[head:end] = np.uint64(int(mem.flags[head]) & TAIL_FLAGS)
+    mem.head[head:end] = np.arange(head, end, dtype=np.int64)
+    mem.order[head:end] = 0
+    mem.mapcount[head:end] = 0
+    mem.entire_mapcount[head:end] = 0
+    mem.large_mapcount[head:end] = 0
+    mem.refcount[head:end] = 1
+
+
 def split_folio(mm: MmStruct, head: int) -> None:
     """split_folio() of the anonymous large folio ``head`` (success assumed: no pins).
 
@@ -72,17 +87,8 @@ def split_folio(mm: MmStruct, head: int) -> None:
     mem = mm.mem
     nr = mem.folio_nr_pages(head)
     entries = _unmap_folio(mm, head, nr)
-    flags = int(mem.flags[head]) & TAIL_FLAGS
-    # __split_huge_page(): each page a folio of its own, refcount 1 (the freeze's).
-    for pfn in range(head, head + nr):
-        mem.flags[pfn] = np.uint64(flags)
-        mem.head[pfn] = pfn
-        mem.order[pfn] = 0
-        mem.mapcount[pfn] = 0
-        mem.entire_mapcount[pfn] = 0
-        mem.large_mapcount[pfn] = 0
-        mem.refcount[pfn] = 1
-        mem.anon[pfn] = True
+    split_folio_pages(mem, head)
+    mem.anon[head : head + nr] = True
     # remap_page() -> remove_migration_ptes(RMP_USE_SHARED_ZEROPAGE) (6.12; 6.1 remaps all).
     remap_zero = mm.ctx.facts.split_remaps_zero_pages
     for e in entries:
