@@ -23,7 +23,7 @@ from sim.mm.huge_memory import vma_adjust_trans_huge, zap_huge_pmd
 from sim.mm.hugetlb import check_modelled_op
 from sim.mm.khugepaged import madvise_collapse
 from sim.mm.ksm import break_ksm_range
-from sim.mm.memory import zap_page_range, zap_present_ptes
+from sim.mm.memory import folio_pte_batch, zap_page_range, zap_present_ptes
 from sim.mm.pageflags import PG, PG_SWAPCACHE
 from sim.mm.pagetable import HugePmd, PteTable
 from sim.mm.pte import PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_YOUNG
@@ -360,7 +360,7 @@ def _pte_folios(
             continue
         if not mem.folio_test_anon(head):
             raise NotModelled("MADV_COLD/PAGEOUT of a PTE-mapped large shmem folio")
-        nr = _folio_pte_batch(mm, table, i, end, pfn, head)
+        nr = folio_pte_batch(mm, table, i, end)
         if nr == mem.folio_nr_pages(head):
             yield i, head, nr
             i += nr
@@ -368,18 +368,6 @@ def _pte_folios(
             i += nr
         else:
             split_folio(mm, head)  # and this PTE again, now of a small folio
-
-
-def _folio_pte_batch(mm: MmStruct, table: PteTable, i: int, end: int, pfn: int, head: int) -> int:
-    """folio_pte_batch(): PTEs from ``i`` mapping the folio's next pages in order (< ``end``)."""
-    limit = min(end, i + head + mm.mem.folio_nr_pages(head) - pfn)
-    nr = 1
-    while i + nr < limit:
-        bits = int(table.bits[i + nr])
-        if not bits & PTE_PRESENT or bits & PTE_SPECIAL or int(table.pfn[i + nr]) != pfn + nr:
-            break
-        nr += 1
-    return nr
 
 
 def _likely_mapped_shared(mm: MmStruct, head: int) -> bool:
